@@ -1,0 +1,44 @@
+// Package problem is the one error shape flowd shows to people: a code a program can switch on,
+// a message a person can read, and a JSON pointer to what was wrong.
+package problem
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Problem is one thing wrong with a request or a document.
+type Problem struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Path    string `json:"path"`
+}
+
+// New builds a Problem with a formatted message.
+func New(code, path, format string, args ...any) Problem {
+	return Problem{Code: code, Path: path, Message: fmt.Sprintf(format, args...)}
+}
+
+// List carries every problem found, so callers can report them all at once.
+type List []Problem
+
+// Error joins the problems into one line, for logs and the CLI.
+func (l List) Error() string {
+	parts := make([]string, 0, len(l))
+	for _, p := range l {
+		if p.Path != "" {
+			parts = append(parts, fmt.Sprintf("%s: %s (%s)", p.Path, p.Message, p.Code))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s (%s)", p.Message, p.Code))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Err returns nil for an empty list, so `if err := l.Err(); err != nil` reads naturally.
+func (l List) Err() error {
+	if len(l) == 0 {
+		return nil
+	}
+	return l
+}

@@ -1,0 +1,54 @@
+// Package testrig hands integration tests the addresses of the real Kafka broker and
+// redis-server that tools/rig starts. Outside `make test` (no addresses in the environment) the
+// tests skip and say why; under `make test` (FLOWD_REQUIRE_RIG=1) a missing address fails them.
+package testrig
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"strings"
+	"testing"
+)
+
+const (
+	// EnvKafka holds a comma-separated list of broker addresses.
+	EnvKafka = "FLOWD_TEST_KAFKA_BROKERS"
+	// EnvRedis holds a redis:// URL.
+	EnvRedis = "FLOWD_TEST_REDIS_URL"
+	// EnvRequire makes a missing rig a failure instead of a skip.
+	EnvRequire = "FLOWD_REQUIRE_RIG"
+)
+
+func need(t testing.TB, env string) string {
+	t.Helper()
+	v := os.Getenv(env)
+	if v != "" {
+		return v
+	}
+	if os.Getenv(EnvRequire) != "" {
+		t.Fatalf("%s is not set but %s is: the test rig did not start", env, EnvRequire)
+	}
+	t.Skipf("integration test skipped: %s is not set (run `make test`, which starts a real broker and redis-server)", env)
+	return ""
+}
+
+// Kafka returns the broker addresses of the real Kafka broker, or skips the test.
+func Kafka(t testing.TB) []string {
+	t.Helper()
+	return strings.Split(need(t, EnvKafka), ",")
+}
+
+// Redis returns the redis:// URL of the real redis-server, or skips the test.
+func Redis(t testing.TB) string {
+	t.Helper()
+	return need(t, EnvRedis)
+}
+
+// Unique returns a short random name so tests sharing one broker and one Redis never collide
+// (use it in topic prefixes and Redis key prefixes).
+func Unique(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
