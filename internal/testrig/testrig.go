@@ -18,6 +18,8 @@ const (
 	EnvRedis = "FLOWD_TEST_REDIS_URL"
 	// EnvRequire makes a missing rig a failure instead of a skip.
 	EnvRequire = "FLOWD_REQUIRE_RIG"
+	// EnvKafkaVersion holds the version the rig's broker reports (e.g. "4.1.1").
+	EnvKafkaVersion = "FLOWD_TEST_KAFKA_VERSION"
 )
 
 func need(t testing.TB, env string) string {
@@ -37,6 +39,15 @@ func need(t testing.TB, env string) string {
 func Kafka(t testing.TB) []string {
 	t.Helper()
 	return strings.Split(need(t, EnvKafka), ",")
+}
+
+// KafkaVersion returns the version of the rig's Kafka broker, or "unknown" when the rig did
+// not say (for logs; use Kafka to get the addresses and the skip/fail behaviour).
+func KafkaVersion() string {
+	if v := os.Getenv(EnvKafkaVersion); v != "" {
+		return v
+	}
+	return "unknown"
 }
 
 // Redis returns the redis:// URL of the real redis-server, or skips the test.

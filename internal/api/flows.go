@@ -1,0 +1,478 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/flowd/flowd/internal/events"
+	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/internal/identity"
+	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/store"
+)
+
+func (s *Server) mountFlows(r fiber.Router) {
+	r.Get("/flows", s.listFlows)
+	r.Post("/flows", s.createFlow)
+	r.Get("/flows/:id", s.getFlow)
+	r.Patch("/flows/:id", s.patchFlow)
+	r.Delete("/flows/:id", s.deleteFlow)
+	r.Post("/flows/:id/start", s.startFlow)
+	r.Post("/flows/:id/stop", s.stopFlow)
+	r.Get("/flows/:id/revisions", s.listRevisions)
+	r.Get("/flows/:id/revisions/:n", s.getRevision)
+}
+
+// canSeeFlow: the caller, or the caller's tenant, is among the owners (admins see all).
+func canSeeFlow(p *identity.Principal, f *flowdoc.Flow) bool {
+	if p.IsAdmin() {
+		return true
+	}
+	for _, o := range f.Owners {
+		if (o.Type == "user" && o.ID == p.User.ID) || (o.Type == "tenant" && p.User.Tenant != "" && o.ID == p.User.Tenant) {
+			return true
+		}
+	}
+	return false
+}
+
+// errHidden stands for "exists but not yours": reported exactly like a missing flow.
+var errHidden = errors.New("flow not visible")
+
+// flowErr maps store and visibility errors to responses; existence never leaks across tenants.
+func flowErr(err error) error {
+	var ae *apiError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ae):
+		return err
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, errHidden):
+		return notFound("flow")
+	default:
+		return err
+	}
+}
+
+func (s *Server) visibleFlow(c *fiber.Ctx) (*flowdoc.Flow, error) {
+	f, err := s.st.Flow(c.UserContext(), c.Params("id"))
+	if err == nil && !canSeeFlow(principal(c), f) {
+		err = errHidden
+	}
+	return f, flowErr(err)
+}
+
+func (s *Server) listFlows(c *fiber.Ctx) error {
+	p, err := require(c, identity.PermFlowsRead)
+	if err != nil {
+		return err
+	}
+	lp, err := parseList(c, []string{"name", "createdAt", "updatedAt"}, "createdAt")
+	if err != nil {
+		return err
+	}
+	status, ps := parseStatusFilter(c.Query("filter[status]"))
+	if len(ps) > 0 {
+		return fail(fiber.StatusBadRequest, ps...)
+	}
+	ctx := c.UserContext()
+	var all []flowdoc.Flow
+	if p.IsAdmin() {
+		all, err = s.st.AllFlows(ctx)
+	} else {
+		owners := []flowdoc.Owner{{ID: p.User.ID, Type: "user"}}
+		if p.User.Tenant != "" {
+			owners = append(owners, flowdoc.Owner{ID: p.User.Tenant, Type: "tenant"})
+		}
+		all, err = s.st.FlowsOwnedBy(ctx, owners...)
+	}
+	if err != nil {
+		return err
+	}
+	// filter[user] narrows the caller's own visible set; it never widens it.
+	user, typ, search := c.Query("filter[user]"), c.Query("filter[type]"), strings.ToLower(lp.search)
+	out := make([]flowdoc.Flow, 0, len(all))
+	for i := range all {
+		f := &all[i]
+		if !canSeeFlow(p, f) ||
+			(status != "" && f.Status != status) ||
+			(typ != "" && f.Type != typ) ||
+			(user != "" && !slices.Contains(f.Owners, flowdoc.Owner{ID: user, Type: "user"})) ||
+			(search != "" && !strings.Contains(strings.ToLower(f.Name+"\n"+f.Description), search)) {
+			continue
+		}
+		out = append(out, *f)
+	}
+	sortBy(out, lp, func(f flowdoc.Flow) string { return f.Name }, flowTime(func(f flowdoc.Flow) *time.Time { return f.CreatedAt }), flowTime(func(f flowdoc.Flow) *time.Time { return f.UpdatedAt }))
+	items, m := page(out, lp)
+	return sendList(c, items, m)
+}
+
+func flowTime(get func(flowdoc.Flow) *time.Time) func(flowdoc.Flow) time.Time {
+	return func(f flowdoc.Flow) time.Time {
+		if t := get(f); t != nil {
+			return *t
+		}
+		return time.Time{}
+	}
+}
+
+// parseStatusFilter accepts the FlowMate forms: active|inactive|1|0, plus the transient states.
+func parseStatusFilter(v string) (string, problem.List) {
+	switch v {
+	case "":
+		return "", nil
+	case "1":
+		return flowdoc.StatusActive, nil
+	case "0":
+		return flowdoc.StatusInactive, nil
+	case flowdoc.StatusActive, flowdoc.StatusInactive, flowdoc.StatusStarting, flowdoc.StatusStopping:
+		return v, nil
+	}
+	return "", problem.List{problem.New("invalid_parameter", "filter[status]", "filter[status] must be active, inactive, starting, stopping, 1 or 0")}
+}
+
+func (s *Server) getFlow(c *fiber.Ctx) error {
+	if _, err := require(c, identity.PermFlowsRead); err != nil {
+		return err
+	}
+	f, err := s.visibleFlow(c)
+	if err != nil {
+		return err
+	}
+	setETag(c, f)
+	return sendData(c, fiber.StatusOK, f)
+}
+
+func setETag(c *fiber.Ctx, f *flowdoc.Flow) {
+	c.Set(fiber.HeaderETag, `"`+strconv.Itoa(f.Revision)+`"`)
+}
+
+// readOnly are the fields the server manages; clients may echo them back and they are ignored.
+var readOnly = []string{"id", "status", "revision", "type", "createdAt", "updatedAt"}
+
+// bodyObject turns a JSON or YAML request body into a JSON object without server fields.
+func bodyObject(c *fiber.Ctx) (map[string]any, error) {
+	doc, ps := flowdoc.ToJSON(c.Body(), c.Get(fiber.HeaderContentType))
+	if len(ps) > 0 {
+		return nil, fail(fiber.StatusBadRequest, ps...)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(doc, &obj); err != nil || obj == nil {
+		return nil, fail(fiber.StatusBadRequest, problem.New("malformed", "", "the request body must be a JSON (or YAML) object"))
+	}
+	for _, k := range readOnly {
+		delete(obj, k)
+	}
+	return obj, nil
+}
+
+// decodeFlow validates a flow document (schema and graph semantics), reporting every problem.
+func (s *Server) decodeFlow(obj map[string]any) (*flowdoc.Flow, error) {
+	doc, err := json.Marshal(obj)
+	if err != nil {
+		return nil, fail(fiber.StatusBadRequest, problem.New("malformed", "", "cannot encode the flow: %v", err))
+	}
+	f, ps := flowdoc.Decode(doc, s.cfg.Validation)
+	if len(ps) > 0 {
+		return nil, fail(fiber.StatusBadRequest, ps...)
+	}
+	return f, nil
+}
+
+// checkOwners: a non-admin may only name their own tenant and users of it as owners, so
+// nobody can plant a flow in another tenant.
+func (s *Server) checkOwners(ctx context.Context, p *identity.Principal, owners []flowdoc.Owner) error {
+	if p.IsAdmin() {
+		return nil
+	}
+	var ps problem.List
+	for i, o := range owners {
+		path := "/owners/" + itoa(i)
+		switch o.Type {
+		case "tenant":
+			if o.ID != p.User.Tenant || p.User.Tenant == "" {
+				ps = append(ps, problem.New("forbidden_owner", path, "you can only add your own tenant as an owner"))
+			}
+		case "user":
+			if o.ID == p.User.ID {
+				continue
+			}
+			u, err := s.st.User(ctx, o.ID)
+			if errors.Is(err, store.ErrNotFound) || (err == nil && (p.User.Tenant == "" || u.Tenant != p.User.Tenant)) {
+				ps = append(ps, problem.New("forbidden_owner", path, "owner %q is not a user of your tenant", o.ID))
+			} else if err != nil {
+				return err
+			}
+		}
+	}
+	if len(ps) > 0 {
+		return fail(fiber.StatusBadRequest, ps...)
+	}
+	return nil
+}
+
+func addOwner(owners []flowdoc.Owner, o flowdoc.Owner) []flowdoc.Owner {
+	if o.ID == "" || slices.Contains(owners, o) {
+		return owners
+	}
+	return append(owners, o)
+}
+
+func (s *Server) event(typ string, f *flowdoc.Flow, p *identity.Principal) events.Event {
+	return events.Event{
+		ID: identity.NewID(), Type: typ, FlowID: f.ID, Revision: f.Revision, Status: f.Status,
+		Actor: p.User.ID, Tenant: p.User.Tenant, At: s.cfg.Now().UTC(),
+	}
+}
+
+func (s *Server) createFlow(c *fiber.Ctx) error {
+	p, err := require(c, identity.PermFlowsUpdate)
+	if err != nil {
+		return err
+	}
+	obj, err := bodyObject(c)
+	if err != nil {
+		return err
+	}
+	f, err := s.decodeFlow(obj)
+	if err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	if err := s.checkOwners(ctx, p, f.Owners); err != nil {
+		return err
+	}
+	f.Owners = addOwner(f.Owners, flowdoc.Owner{ID: p.User.ID, Type: "user"})
+	f.Owners = addOwner(f.Owners, flowdoc.Owner{ID: p.User.Tenant, Type: "tenant"})
+	now := s.cfg.Now().UTC()
+	f.ID, f.Status, f.Revision, f.Type = identity.NewID(), flowdoc.StatusInactive, 1, flowdoc.DerivedType(f)
+	f.CreatedAt, f.UpdatedAt = &now, &now
+	if err := s.st.CreateFlow(ctx, f, s.event(events.FlowCreated, f, p)); err != nil {
+		return err
+	}
+	s.cfg.Relay.Kick()
+	c.Location("/api/v1/flows/" + f.ID)
+	setETag(c, f)
+	return sendData(c, fiber.StatusCreated, f)
+}
+
+// ifMatch reads `If-Match: <revision>` (quoted or bare); 0 means no precondition.
+func ifMatch(c *fiber.Ctx) (int, error) {
+	v := strings.Trim(strings.TrimPrefix(strings.TrimSpace(c.Get(fiber.HeaderIfMatch)), "W/"), `"`)
+	if v == "" || v == "*" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, fail(fiber.StatusBadRequest, problem.New("invalid_header", "If-Match", "If-Match must be a flow revision number, e.g. \"3\""))
+	}
+	return n, nil
+}
+
+func conflict(f *flowdoc.Flow, verb string) error {
+	return fail(fiber.StatusConflict, problem.New("flow_not_inactive", "/status",
+		"flow is %s; stop it before you %s it", f.Status, verb))
+}
+
+func (s *Server) patchFlow(c *fiber.Ctx) error {
+	p, err := require(c, identity.PermFlowsUpdate)
+	if err != nil {
+		return err
+	}
+	want, err := ifMatch(c)
+	if err != nil {
+		return err
+	}
+	patch, err := bodyObject(c)
+	if err != nil {
+		return err
+	}
+	patchDoc, _ := json.Marshal(patch)
+	ctx := c.UserContext()
+	f, err := s.st.UpdateFlow(ctx, c.Params("id"), func(cur *flowdoc.Flow) (store.Mutation, error) {
+		if !canSeeFlow(p, cur) {
+			return store.Mutation{}, errHidden
+		}
+		if cur.Status != flowdoc.StatusInactive {
+			return store.Mutation{}, conflict(cur, "change")
+		}
+		if want != 0 && want != cur.Revision {
+			return store.Mutation{}, fail(fiber.StatusPreconditionFailed, problem.New("revision_mismatch", "If-Match",
+				"the flow is at revision %d, not %d; fetch it again and reapply your change", cur.Revision, want))
+		}
+		next, err := s.merge(cur, patchDoc)
+		if err != nil {
+			return store.Mutation{}, err
+		}
+		if err := s.checkOwners(ctx, p, next.Owners); err != nil {
+			return store.Mutation{}, err
+		}
+		if len(next.Owners) == 0 {
+			return store.Mutation{}, fail(fiber.StatusBadRequest, problem.New("required", "/owners", "a flow needs at least one owner"))
+		}
+		now := s.cfg.Now().UTC()
+		next.ID, next.Status, next.Revision, next.Type = cur.ID, cur.Status, cur.Revision+1, flowdoc.DerivedType(next)
+		next.CreatedAt, next.UpdatedAt = cur.CreatedAt, &now
+		return store.Mutation{Flow: next, NewRevision: true, Events: []events.Event{s.event(events.FlowUpdated, next, p)}}, nil
+	})
+	if err != nil {
+		return flowErr(err)
+	}
+	s.cfg.Relay.Kick()
+	setETag(c, f)
+	return sendData(c, fiber.StatusOK, f)
+}
+
+// merge applies an RFC 7396 JSON merge patch to the flow's content and validates the result.
+func (s *Server) merge(cur *flowdoc.Flow, patch []byte) (*flowdoc.Flow, error) {
+	content := *cur
+	content.ID, content.Status, content.Revision, content.Type, content.CreatedAt, content.UpdatedAt = "", "", 0, "", nil, nil
+	base, err := json.Marshal(&content)
+	if err != nil {
+		return nil, err
+	}
+	merged, err := jsonpatch.MergePatch(base, patch)
+	if err != nil {
+		return nil, fail(fiber.StatusBadRequest, problem.New("malformed", "", "cannot apply the change: %v", err))
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(merged, &obj); err != nil {
+		return nil, err
+	}
+	return s.decodeFlow(obj)
+}
+
+func (s *Server) deleteFlow(c *fiber.Ctx) error {
+	p, err := require(c, identity.PermFlowsDelete)
+	if err != nil {
+		return err
+	}
+	err = s.st.DeleteFlow(c.UserContext(), c.Params("id"), func(cur *flowdoc.Flow) ([]events.Event, error) {
+		if !canSeeFlow(p, cur) {
+			return nil, errHidden
+		}
+		if cur.Status != flowdoc.StatusInactive {
+			return nil, conflict(cur, "delete")
+		}
+		return []events.Event{s.event(events.FlowDeleted, cur, p)}, nil
+	})
+	if err != nil {
+		return flowErr(err)
+	}
+	s.cfg.Relay.Kick()
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// transition moves a flow between lifecycle states atomically with its event. A flow already
+// at `done` is left as it is (start and stop are idempotent); one at `busy` (the other
+// direction's transient state) is a 409.
+func (s *Server) transition(c *fiber.Ctx, p *identity.Principal, from, to, done, busy, evType string) (*flowdoc.Flow, error) {
+	return s.st.UpdateFlow(c.UserContext(), c.Params("id"), func(cur *flowdoc.Flow) (store.Mutation, error) {
+		if !canSeeFlow(p, cur) {
+			return store.Mutation{}, errHidden
+		}
+		switch cur.Status {
+		case from:
+		case done, to:
+			return store.Mutation{Flow: cur}, nil
+		default:
+			return store.Mutation{}, fail(fiber.StatusConflict, problem.New("flow_busy", "/status",
+				"flow is %s; wait until it is %s or %s", cur.Status, done, busy))
+		}
+		next := *cur
+		next.Status = to
+		return store.Mutation{Flow: &next, Events: []events.Event{s.event(evType, &next, p)}}, nil
+	})
+}
+
+func (s *Server) startFlow(c *fiber.Ctx) error {
+	return s.lifecycle(c, flowdoc.StatusInactive, flowdoc.StatusStarting, flowdoc.StatusActive, events.FlowStarting, events.FlowStarted)
+}
+
+func (s *Server) stopFlow(c *fiber.Ctx) error {
+	return s.lifecycle(c, flowdoc.StatusActive, flowdoc.StatusStopping, flowdoc.StatusInactive, events.FlowStopping, events.FlowStopped)
+}
+
+// lifecycle runs from → via (announced) → to (confirmed). Until a router confirms lifecycle
+// changes, the API confirms them itself when AutoConfirm is set.
+func (s *Server) lifecycle(c *fiber.Ctx, from, via, to, evVia, evTo string) error {
+	p, err := require(c, identity.PermFlowsControl)
+	if err != nil {
+		return err
+	}
+	busy := flowdoc.StatusStopping
+	if via == flowdoc.StatusStopping {
+		busy = flowdoc.StatusStarting
+	}
+	f, err := s.transition(c, p, from, via, to, busy, evVia)
+	if err == nil && s.cfg.AutoConfirm && f.Status == via {
+		f, err = s.transition(c, p, via, to, to, busy, evTo)
+	}
+	if err != nil {
+		return flowErr(err)
+	}
+	// Make the events visible before answering; if the broker is down they stay in the
+	// outbox and are published when it returns.
+	ctx, cancel := context.WithTimeout(c.UserContext(), 5*time.Second)
+	defer cancel()
+	if err := s.cfg.Relay.Flush(ctx); err != nil {
+		s.log.Warn("lifecycle events not yet published; they will be retried", "flow", f.ID, "err", err)
+		s.cfg.Relay.Kick()
+	}
+	status := fiber.StatusOK
+	if f.Status == via {
+		status = fiber.StatusAccepted
+	}
+	return sendData(c, status, f)
+}
+
+func (s *Server) listRevisions(c *fiber.Ctx) error {
+	if _, err := require(c, identity.PermFlowsRead); err != nil {
+		return err
+	}
+	lp, err := parseList(c, []string{"revision"}, "revision")
+	if err != nil {
+		return err
+	}
+	f, err := s.visibleFlow(c)
+	if err != nil {
+		return err
+	}
+	revs, err := s.st.Revisions(c.UserContext(), f.ID)
+	if err != nil {
+		return flowErr(err)
+	}
+	if lp.desc {
+		slices.Reverse(revs)
+	}
+	items, m := page(revs, lp)
+	return sendList(c, items, m)
+}
+
+func (s *Server) getRevision(c *fiber.Ctx) error {
+	if _, err := require(c, identity.PermFlowsRead); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(c.Params("n"))
+	if err != nil || n < 1 {
+		return fail(fiber.StatusBadRequest, problem.New("invalid_parameter", "n", "revision must be a positive integer"))
+	}
+	f, err := s.visibleFlow(c)
+	if err != nil {
+		return err
+	}
+	rev, err := s.st.Revision(c.UserContext(), f.ID, n)
+	if err != nil {
+		return flowErr(err)
+	}
+	return sendData(c, fiber.StatusOK, rev)
+}

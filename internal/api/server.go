@@ -1,0 +1,163 @@
+// Package api is flowd's control plane over HTTP (fiber): the flow repository, identity and
+// tokens, under /api/v1 and, for clients of the FlowMate partner API, also at /flows and /users.
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/store"
+)
+
+// Relay is the event outbox as the API needs it.
+type Relay interface {
+	Kick()
+	Flush(ctx context.Context) error
+}
+
+// Config wires the API to its dependencies.
+type Config struct {
+	Store *store.Store
+	Relay Relay
+	Log   *slog.Logger
+	// BodyLimit caps request bodies (default 1 MiB); larger ones get 413.
+	BodyLimit int
+	// AutoConfirm makes the API itself move starting→active and stopping→inactive, for
+	// deployments where no router confirms lifecycle changes.
+	AutoConfirm bool
+	// Validation hooks (connector config schemas, ports) for flow documents.
+	Validation flowdoc.Options
+	// Now is the clock (tests may pin it).
+	Now func() time.Time
+}
+
+// Server holds the handlers' dependencies.
+type Server struct {
+	cfg Config
+	st  *store.Store
+	log *slog.Logger
+}
+
+// DefaultBodyLimit is the largest request body accepted by default.
+const DefaultBodyLimit = 1 << 20
+
+// New builds the fiber app with every route mounted.
+func New(cfg Config) *fiber.App {
+	if cfg.BodyLimit <= 0 {
+		cfg.BodyLimit = DefaultBodyLimit
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Log}
+	app := fiber.New(fiber.Config{
+		AppName:               "flowd",
+		BodyLimit:             cfg.BodyLimit,
+		DisableStartupMessage: true,
+		ReadTimeout:           30 * time.Second,
+		WriteTimeout:          30 * time.Second,
+		IdleTimeout:           2 * time.Minute,
+		ErrorHandler:          s.handleError,
+	})
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	app.Get("/readyz", s.ready)
+
+	v1 := app.Group("/api/v1", s.authenticate)
+	s.mountFlows(v1)
+	s.mountIdentity(v1)
+
+	// FlowMate partner API routes, same handlers and shapes.
+	legacy := app.Group("", s.authenticate)
+	s.mountFlows(legacy)
+	legacy.Get("/users", s.listUsersFlowMate)
+	legacy.Get("/users/:id", s.getUser)
+
+	app.Use(func(c *fiber.Ctx) error {
+		return fail(fiber.StatusNotFound, problem.New("not_found", "", "no route %s %s", c.Method(), c.Path()))
+	})
+	return app
+}
+
+func (s *Server) ready(c *fiber.Ctx) error {
+	if err := s.st.Ping(c.UserContext()); err != nil {
+		return fail(fiber.StatusServiceUnavailable, problem.New("redis_unavailable", "", "state store is not reachable"))
+	}
+	return c.JSON(fiber.Map{"status": "ready"})
+}
+
+// apiError carries an HTTP status and the problems to report.
+type apiError struct {
+	status   int
+	problems problem.List
+}
+
+func (e *apiError) Error() string { return e.problems.Error() }
+
+func fail(status int, ps ...problem.Problem) error {
+	return &apiError{status: status, problems: ps}
+}
+
+func notFound(what string) error {
+	return fail(fiber.StatusNotFound, problem.New("not_found", "", "%s not found", what))
+}
+
+func forbidden(perm string) error {
+	return fail(fiber.StatusForbidden, problem.New("forbidden", "", "this token lacks the %q permission", perm))
+}
+
+// statusCodes names the generic HTTP errors fiber raises itself.
+var statusCodes = map[int]string{
+	fiber.StatusRequestEntityTooLarge: "too_large",
+	fiber.StatusMethodNotAllowed:      "method_not_allowed",
+	fiber.StatusNotFound:              "not_found",
+	fiber.StatusBadRequest:            "bad_request",
+	fiber.StatusRequestTimeout:        "timeout",
+	fiber.StatusUnsupportedMediaType:  "unsupported_media_type",
+}
+
+func (s *Server) handleError(c *fiber.Ctx, err error) error {
+	var ae *apiError
+	var fe *fiber.Error
+	switch {
+	case errors.As(err, &ae):
+	case errors.As(err, &fe):
+		code := statusCodes[fe.Code]
+		if code == "" {
+			code = "http_error"
+		}
+		msg := fe.Message
+		if fe.Code == fiber.StatusRequestEntityTooLarge {
+			msg = "request body is larger than the limit of " + humanBytes(s.cfg.BodyLimit)
+		}
+		ae = &apiError{status: fe.Code, problems: problem.List{{Code: code, Message: msg}}}
+	case errors.Is(err, context.DeadlineExceeded):
+		ae = &apiError{status: fiber.StatusServiceUnavailable, problems: problem.List{{Code: "timeout", Message: "the request took too long; try again"}}}
+	default:
+		s.log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
+		ae = &apiError{status: fiber.StatusInternalServerError, problems: problem.List{{Code: "internal", Message: "internal error; see the server log"}}}
+	}
+	if ae.status == fiber.StatusServiceUnavailable {
+		c.Set(fiber.HeaderRetryAfter, "5")
+	}
+	return c.Status(ae.status).JSON(fiber.Map{"errors": ae.problems})
+}
+
+func humanBytes(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return itoa(n>>20) + " MiB"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return itoa(n>>10) + " KiB"
+	default:
+		return itoa(n) + " bytes"
+	}
+}

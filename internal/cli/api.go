@@ -1,0 +1,33 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flowd/flowd/internal/api"
+)
+
+func newAPICmd() *cobra.Command {
+	var in infra
+	var opt apiOptions
+	cmd := &cobra.Command{
+		Use:   "api",
+		Short: "Run the control plane: flow repository, identity and tokens (/api/v1)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opt.adminToken = envOr("FLOWD_ADMIN_TOKEN", "")
+			opt.onReady = func(token string) {
+				if token != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "Administrator token (shown once, store it now): %s\n", token)
+				}
+			}
+			return serveAPI(cmd.Context(), &in, opt)
+		},
+	}
+	in.register(cmd)
+	cmd.Flags().StringVar(&opt.addr, "addr", envOr("FLOWD_API_ADDR", "127.0.0.1:8080"), "listen address (env FLOWD_API_ADDR)")
+	cmd.Flags().IntVar(&opt.bodyLimit, "body-limit", api.DefaultBodyLimit, "largest request body in bytes")
+	cmd.Flags().BoolVar(&opt.autoConfirm, "confirm-lifecycle", true, "confirm flow start/stop in the api role itself")
+	return cmd
+}

@@ -1,0 +1,272 @@
+// Package events carries flow lifecycle events on the flowd.events topic. Every role consumes
+// them, mostly to invalidate caches; they are keyed by flow id so one flow's events stay in order.
+package events
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/flowd/flowd/internal/kafkax"
+)
+
+// TopicName is the unprefixed topic; the full name is kafkax.Config.Topic(TopicName).
+const TopicName = "events"
+
+// HeaderType is the record header that repeats Event.Type, so consumers can filter unparsed.
+const HeaderType = "type"
+
+// Event types.
+const (
+	FlowCreated  = "flow.created"
+	FlowUpdated  = "flow.updated"
+	FlowDeleted  = "flow.deleted"
+	FlowStarting = "flow.starting"
+	FlowStarted  = "flow.started"
+	FlowStopping = "flow.stopping"
+	FlowStopped  = "flow.stopped"
+)
+
+// Event is one lifecycle event, JSON-encoded as the record value.
+type Event struct {
+	ID       string    `json:"id"`
+	Type     string    `json:"type"`
+	FlowID   string    `json:"flowId"`
+	Revision int       `json:"revision,omitempty"`
+	Status   string    `json:"status,omitempty"`
+	Actor    string    `json:"actor,omitempty"`
+	Tenant   string    `json:"tenant,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// Publisher publishes events; it returns once they are durable.
+type Publisher interface {
+	Publish(ctx context.Context, evs ...Event) error
+}
+
+// KafkaPublisher publishes to a Kafka topic through a writer from kafkax.NewWriter.
+type KafkaPublisher struct {
+	w     *kafka.Writer
+	topic string
+}
+
+var _ Publisher = (*KafkaPublisher)(nil)
+
+// NewKafkaPublisher publishes to topic (the full name, e.g. cfg.Topic(TopicName)) through w.
+// w must be synchronous with acks=all (kafkax.NewWriter) for Publish to mean "durable".
+func NewKafkaPublisher(w *kafka.Writer, topic string) *KafkaPublisher {
+	return &KafkaPublisher{w: w, topic: topic}
+}
+
+// Publish writes evs in order, filling an empty ID and At, and returns after the broker
+// acknowledged all of them. The caller's events are not modified.
+func (p *KafkaPublisher) Publish(ctx context.Context, evs ...Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	msgs := make([]kafka.Message, len(evs))
+	now := time.Now().UTC()
+	for i, ev := range evs {
+		if ev.Type == "" {
+			return fmt.Errorf("events: event %d has no type", i)
+		}
+		if ev.ID == "" {
+			id, err := newID()
+			if err != nil {
+				return err
+			}
+			ev.ID = id
+		}
+		if ev.At.IsZero() {
+			ev.At = now
+		}
+		val, err := json.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("events: encode %s: %w", ev.Type, err)
+		}
+		msgs[i] = kafka.Message{
+			Topic:   p.topic,
+			Key:     []byte(ev.FlowID),
+			Value:   val,
+			Headers: []kafka.Header{{Key: HeaderType, Value: []byte(ev.Type)}},
+			Time:    ev.At,
+		}
+	}
+	if err := p.w.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("events: publish %d event(s) to %s: %w", len(msgs), p.topic, err)
+	}
+	return nil
+}
+
+func newID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("events: event id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// Handler handles one event. An error stops Consume and leaves the event uncommitted, so it
+// is delivered again after a restart: handlers must be idempotent.
+type Handler func(context.Context, Event) error
+
+// Consume reads cfg.Topic(TopicName) and calls fn for each event, one at a time, until ctx
+// ends (then it returns nil) or fn fails (then it returns fn's error).
+//
+// With a groupID the group shares the partitions and an event is committed only after fn
+// returned nil (at-least-once); a new group starts at the oldest event. With groupID == ""
+// every caller sees every event from the moment Consume resolved the partition ends onwards,
+// with nothing committed: the broadcast that cache invalidation needs in every process.
+// Undecodable records are logged and skipped: retrying cannot fix them.
+func Consume(ctx context.Context, cfg kafkax.Config, groupID string, fn Handler) error {
+	if len(cfg.Brokers) == 0 {
+		return errors.New("events: no brokers configured")
+	}
+	if groupID == "" {
+		return consumeBroadcast(ctx, cfg, fn)
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:     cfg.Brokers,
+		GroupID:     groupID,
+		Topic:       cfg.Topic(TopicName),
+		StartOffset: kafka.FirstOffset,
+		MaxWait:     time.Second,
+	})
+	defer r.Close()
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("events: fetch: %w", err)
+		}
+		if err := handle(ctx, m, fn); err != nil {
+			return err
+		}
+		if err := r.CommitMessages(ctx, m); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("events: commit %s/%d@%d: %w", m.Topic, m.Partition, m.Offset, err)
+		}
+	}
+}
+
+func handle(ctx context.Context, m kafka.Message, fn Handler) error {
+	var ev Event
+	if err := json.Unmarshal(m.Value, &ev); err != nil {
+		slog.WarnContext(ctx, "skipping undecodable event", "topic", m.Topic,
+			"partition", m.Partition, "offset", m.Offset, "err", err)
+		return nil
+	}
+	if err := fn(ctx, ev); err != nil {
+		return fmt.Errorf("events: handle %s %s (%s/%d@%d): %w",
+			ev.Type, ev.ID, m.Topic, m.Partition, m.Offset, err)
+	}
+	return nil
+}
+
+// consumeBroadcast reads every partition from its current end without a group. A kafka-go
+// Reader without GroupID reads exactly one partition, hence one reader per partition.
+func consumeBroadcast(ctx context.Context, cfg kafkax.Config, fn Handler) error {
+	topic := cfg.Topic(TopicName)
+	ends, err := endOffsets(ctx, cfg, topic)
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	msgs := make(chan kafka.Message)
+	errc := make(chan error, len(ends))
+	for part, off := range ends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := kafka.NewReader(kafka.ReaderConfig{
+				Brokers:   cfg.Brokers,
+				Topic:     topic,
+				Partition: part,
+				MaxWait:   time.Second,
+			})
+			defer r.Close()
+			if err := r.SetOffset(off); err != nil {
+				errc <- fmt.Errorf("events: seek %s/%d: %w", topic, part, err)
+				return
+			}
+			for {
+				m, err := r.FetchMessage(ctx)
+				if err != nil {
+					if ctx.Err() == nil {
+						errc <- fmt.Errorf("events: fetch %s/%d: %w", topic, part, err)
+					}
+					return
+				}
+				select {
+				case msgs <- m:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+
+	// fn runs on this goroutine only: handlers need not be safe for concurrent use.
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			return err
+		case m := <-msgs:
+			if err := handle(ctx, m, fn); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// endOffsets resolves the current end of every partition now rather than lazily in each
+// reader, so an event published after Consume started is not skipped.
+func endOffsets(ctx context.Context, cfg kafkax.Config, topic string) (map[int]int64, error) {
+	c := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: &kafka.Transport{
+		DialTimeout:    5 * time.Second,
+		ClientID:       "flowd",
+		MetadataTopics: []string{topic},
+	}}
+	defer c.Transport.(*kafka.Transport).CloseIdleConnections()
+	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("events: metadata %s: %w", topic, err)
+	}
+	if len(md.Topics) != 1 || md.Topics[0].Error != nil || len(md.Topics[0].Partitions) == 0 {
+		return nil, fmt.Errorf("events: topic %s not usable (create it with kafkax.EnsureTopics): %w",
+			topic, kafka.UnknownTopicOrPartition)
+	}
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for _, p := range md.Topics[0].Partitions {
+		req.Topics[topic] = append(req.Topics[topic], kafka.LastOffsetOf(p.ID))
+	}
+	res, err := c.ListOffsets(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("events: end offsets of %s: %w", topic, err)
+	}
+	ends := make(map[int]int64, len(res.Topics[topic]))
+	for _, po := range res.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("events: end offset of %s/%d: %w", topic, po.Partition, po.Error)
+		}
+		ends[po.Partition] = po.LastOffset
+	}
+	return ends, nil
+}

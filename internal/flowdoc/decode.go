@@ -1,0 +1,250 @@
+package flowdoc
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"mime"
+	"strings"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/schemas"
+)
+
+// MaxDepth bounds object/array nesting; deeper documents are refused before they are decoded.
+const MaxDepth = 64
+
+// SchemaFile is the embedded schema every flow document is validated against.
+const SchemaFile = "flow.schema.json"
+
+// Problem codes. Schema failures use the finer codes below where the keyword says what is
+// wrong, and CodeSchema otherwise.
+const (
+	CodeMalformed          = "malformed"
+	CodeTooDeep            = "too_deep"
+	CodeInternal           = "internal"
+	CodeSchema             = "schema"
+	CodeRequired           = "required"
+	CodeType               = "type"
+	CodeEnum               = "enum"
+	CodeAdditionalProperty = "additional_property"
+	CodePattern            = "pattern"
+	CodeLength             = "length" // string minLength/maxLength
+	CodeSize               = "size"   // array items / object properties count
+	CodeRange              = "range"  // minimum/maximum/multipleOf
+	CodeFormat             = "format"
+
+	CodeDuplicateNodeID   = "duplicate_node_id"
+	CodeUnknownNode       = "unknown_node"
+	CodeInvalidPort       = "invalid_port"
+	CodeRespondOutbound   = "respond_outbound"
+	CodeNoTrigger         = "no_trigger"
+	CodeMultipleTriggers  = "multiple_triggers"
+	CodeTriggerInbound    = "trigger_inbound"
+	CodeCycle             = "cycle"
+	CodeUnreachable       = "unreachable"
+	CodeInvalidExpression = "invalid_expression"
+	CodeMergeInbound      = "merge_inbound"
+	CodeInvalidConfig     = "invalid_config"
+)
+
+// ToJSON turns a request body into JSON. YAML is accepted when the content type says so, or
+// when there is no usable content type and the body does not look like JSON. A JSON body is
+// returned unchanged (minus surrounding whitespace and a byte-order mark).
+func ToJSON(body []byte, contentType string) ([]byte, problem.List) {
+	body = bytes.TrimPrefix(body, []byte("\xef\xbb\xbf"))
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return nil, problem.List{problem.New(CodeMalformed, "", "the document is empty")}
+	}
+	if isYAML(contentType, trimmed) {
+		out, err := yamlToJSON(trimmed)
+		if err != nil {
+			msg := strings.TrimPrefix(err.Error(), "yaml: ")
+			msg = strings.Join(strings.Fields(msg), " ")
+			return nil, problem.List{problem.New(CodeMalformed, "", "invalid YAML: %s", msg)}
+		}
+		if string(out) == "null" {
+			return nil, problem.List{problem.New(CodeMalformed, "", "the document is empty")}
+		}
+		if p := checkDepth(out); p != nil {
+			return nil, p
+		}
+		return out, nil
+	}
+	if p := checkJSON(trimmed); p != nil {
+		return nil, p
+	}
+	return trimmed, nil
+}
+
+func isYAML(contentType string, body []byte) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		mt = strings.ToLower(contentType)
+	}
+	switch {
+	case strings.Contains(mt, "yaml"):
+		return true
+	case strings.Contains(mt, "json"):
+		return false
+	}
+	return body[0] != '{' && body[0] != '['
+}
+
+// checkJSON reports syntax errors with a line and column, then excessive nesting.
+func checkJSON(data []byte) problem.List {
+	var raw json.RawMessage // validates without building a tree
+	if err := json.Unmarshal(data, &raw); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			line, col := position(data, se.Offset)
+			return problem.List{problem.New(CodeMalformed, "", "invalid JSON at line %d, column %d: %s", line, col, se.Error())}
+		}
+		return problem.List{problem.New(CodeMalformed, "", "invalid JSON: %s", err.Error())}
+	}
+	return checkDepth(data)
+}
+
+// position converts the offset encoding/json reports (bytes read, so the culprit is the byte
+// before it) into a 1-based line and column.
+func position(data []byte, offset int64) (line, col int) {
+	at := int(offset) - 1
+	if at < 0 {
+		at = 0
+	}
+	if at > len(data) {
+		at = len(data)
+	}
+	before := data[:at]
+	line = bytes.Count(before, []byte("\n")) + 1
+	col = at - bytes.LastIndexByte(before, '\n')
+	return line, col
+}
+
+// checkDepth scans syntactically valid JSON for nesting deeper than MaxDepth.
+func checkDepth(data []byte) problem.List {
+	depth, inString, escaped := 0, false, false
+	for _, c := range data {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '{', '[':
+			depth++
+			if depth > MaxDepth {
+				return problem.List{problem.New(CodeTooDeep, "", "the document nests objects and arrays deeper than %d levels", MaxDepth)}
+			}
+		case '}', ']':
+			depth--
+		}
+	}
+	return nil
+}
+
+// Decode validates a JSON flow document against flow.schema.json, decodes it and runs the
+// semantic checks, returning every problem found. The flow is returned whenever the document
+// could be decoded at all, even with problems; callers must check the list.
+func Decode(jsonDoc []byte, opts Options) (*Flow, problem.List) {
+	if p := checkJSON(bytes.TrimSpace(jsonDoc)); p != nil {
+		return nil, p
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(jsonDoc))
+	if err != nil {
+		return nil, problem.List{problem.New(CodeMalformed, "", "invalid JSON: %s", err.Error())}
+	}
+	sch, err := schemas.Compiled(SchemaFile)
+	if err != nil {
+		return nil, problem.List{problem.New(CodeInternal, "", "flow schema unavailable: %s", err.Error())}
+	}
+	var probs problem.List
+	v := validator{opts: opts}
+	if err := sch.Validate(inst); err != nil {
+		var ve *jsonschema.ValidationError
+		if !errors.As(err, &ve) {
+			return nil, problem.List{problem.New(CodeInternal, "", "flow schema validation failed: %s", err.Error())}
+		}
+		leaves := schemaLeaves(ve, "")
+		for _, l := range leaves {
+			probs = append(probs, l.Problem)
+			switch l.Path {
+			case "", "/graph", "/graph/nodes":
+				// Without a usable node list "no trigger" would only repeat the schema error.
+				v.graphBroken = true
+			}
+		}
+		// Values of the wrong type would make encoding/json give up; drop them so the rest
+		// of the document still gets its semantic checks.
+		for _, l := range leaves {
+			if l.dropValue {
+				inst = dropAt(inst, l.location)
+			}
+		}
+	}
+	if _, ok := inst.(map[string]any); !ok {
+		return nil, finish(probs)
+	}
+	clean, err := json.Marshal(inst)
+	if err != nil {
+		return nil, finish(append(probs, problem.New(CodeInternal, "", "re-encoding the document: %s", err.Error())))
+	}
+	var f Flow
+	if err := json.Unmarshal(clean, &f); err != nil {
+		var te *json.UnmarshalTypeError
+		if !errors.As(err, &te) {
+			return nil, finish(append(probs, problem.New(CodeMalformed, "", "cannot decode the flow: %s", err.Error())))
+		}
+		// The schema should have caught this; report it rather than lose it.
+		path := "/" + strings.ReplaceAll(te.Field, ".", "/")
+		probs = append(probs, problem.New(CodeType, path, "got %s, want %s", te.Value, te.Type))
+	}
+	v.f = &f
+	v.run()
+	return &f, finish(append(probs, v.probs...))
+}
+
+// leaf is one schema failure, plus what Decode needs to route around it.
+type leaf struct {
+	problem.Problem
+	location  []string // instance location tokens
+	dropValue bool     // the value cannot be decoded into Flow
+}
+
+// schemaLeaves flattens a validation error tree into one problem per failing keyword, with the
+// JSON pointer of the offending value (for required and additionalProperties: of the property).
+// prefix is prepended to every path.
+func schemaLeaves(e *jsonschema.ValidationError, prefix string) []leaf {
+	var out []leaf
+	var walk func(e *jsonschema.ValidationError)
+	walk = func(e *jsonschema.ValidationError) {
+		if isAlternatives(e) && len(e.Causes) > 0 {
+			// Listing every branch's failures of anyOf/oneOf buries the point; summarise.
+			out = append(out, leaf{
+				Problem:  problem.New(CodeSchema, prefix+pointer(e.InstanceLocation), "%s", alternativesMessage(e)),
+				location: e.InstanceLocation,
+			})
+			return
+		}
+		if len(e.Causes) > 0 {
+			for _, c := range e.Causes {
+				walk(c)
+			}
+			return
+		}
+		out = append(out, leafProblems(e, prefix)...)
+	}
+	walk(e)
+	return out
+}

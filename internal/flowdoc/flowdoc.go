@@ -1,0 +1,192 @@
+// Package flowdoc defines the flow document (the graph a user saves and the router runs) and
+// checks it: JSON Schema first for shape, then semantic checks for what a schema cannot say
+// (dangling edges, cycles, ports, expressions). Every problem is reported at once, each with a
+// code and a JSON pointer, because a person fixing a flow wants the whole list, not one at a time.
+package flowdoc
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"time"
+)
+
+// Node types.
+const (
+	TypeWebhook  = "trigger.webhook"
+	TypeKafka    = "trigger.kafka"
+	TypeSchedule = "trigger.schedule"
+	TypePoll     = "trigger.poll"
+	TypeAction   = "action"
+	TypeIf       = "if"
+	TypeSwitch   = "switch"
+	TypeFilter   = "filter"
+	TypeMerge    = "merge"
+	TypeSplit    = "split"
+	TypeRespond  = "respond"
+)
+
+// NodeTypes lists every known node type, in schema order.
+var NodeTypes = []string{
+	TypeWebhook, TypeKafka, TypeSchedule, TypePoll,
+	TypeAction, TypeIf, TypeSwitch, TypeFilter, TypeMerge, TypeSplit, TypeRespond,
+}
+
+// Flow statuses (server-managed).
+const (
+	StatusInactive = "inactive"
+	StatusStarting = "starting"
+	StatusActive   = "active"
+	StatusStopping = "stopping"
+)
+
+// Owner types.
+const (
+	OwnerUser   = "user"
+	OwnerTenant = "tenant"
+)
+
+// Well-known edge ports.
+const (
+	PortTrue    = "true"
+	PortFalse   = "false"
+	PortDefault = "default" // switch: taken when no case matches
+	PortSuccess = "success" // action: same as no port
+	PortError   = "error"   // action: taken when the action fails for good
+)
+
+// Flow is a flow document. ID, Type, Status, Revision, CreatedAt and UpdatedAt are managed by
+// the server; clients may echo them back.
+type Flow struct {
+	ID           string         `json:"id,omitempty"`
+	Name         string         `json:"name"`
+	Description  string         `json:"description,omitempty"`
+	Type         string         `json:"type,omitempty"` // derived: trigger kind: webhook|kafka|schedule|poll
+	Status       string         `json:"status,omitempty"`
+	Revision     int            `json:"revision,omitempty"`
+	Graph        Graph          `json:"graph"`
+	Owners       []Owner        `json:"owners,omitempty"`
+	FromTemplate string         `json:"fromTemplate,omitempty"`
+	Payload      *Payload       `json:"payload,omitempty"`
+	Settings     map[string]any `json:"settings,omitempty"`
+	CreatedAt    *time.Time     `json:"createdAt,omitempty"`
+	UpdatedAt    *time.Time     `json:"updatedAt,omitempty"`
+}
+
+// Graph is the nodes and the edges between them.
+type Graph struct {
+	Nodes []Node `json:"nodes"`
+	Edges []Edge `json:"edges"`
+}
+
+// Node is one step of a flow.
+type Node struct {
+	ID          string         `json:"id"`
+	Name        string         `json:"name,omitempty"`
+	Description string         `json:"description,omitempty"`
+	Type        string         `json:"type"`
+	Connector   string         `json:"connector,omitempty"`
+	Action      string         `json:"action,omitempty"`
+	Trigger     string         `json:"trigger,omitempty"`
+	Config      map[string]any `json:"config,omitempty"`
+	Connection  string         `json:"connection,omitempty"`
+	Retry       *Retry         `json:"retry,omitempty"`
+	Pool        string         `json:"pool,omitempty"`
+}
+
+// Edge carries data from Source to Target, optionally from a named output Port of the source
+// and only when Condition holds.
+type Edge struct {
+	ID        string `json:"id,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Source    string `json:"source"`
+	Target    string `json:"target"`
+	Port      string `json:"port,omitempty"`
+	Condition string `json:"condition,omitempty"`
+}
+
+// Owner grants access to a flow.
+type Owner struct {
+	ID   string `json:"id"`
+	Type string `json:"type"`
+}
+
+// Payload is the webhook contract of a flow (FlowMate). Each side is either a JSON Schema or the
+// simple form {"firstName": "string"}; see IsJSONSchemaParams.
+type Payload struct {
+	InputParameters  map[string]any `json:"inputParameters,omitempty"`
+	OutputParameters map[string]any `json:"outputParameters,omitempty"`
+}
+
+// Retry is a node's retry policy; zero fields mean the runner's defaults.
+type Retry struct {
+	MaxAttempts int     `json:"maxAttempts,omitempty"`
+	Backoff     string  `json:"backoff,omitempty"`
+	MaxBackoff  string  `json:"maxBackoff,omitempty"`
+	Multiplier  float64 `json:"multiplier,omitempty"`
+}
+
+// IsTrigger reports whether the node starts executions.
+func (n *Node) IsTrigger() bool { return strings.HasPrefix(n.Type, "trigger.") }
+
+// Trigger returns the first trigger node, or nil if the flow has none.
+func (f *Flow) Trigger() *Node {
+	for i := range f.Graph.Nodes {
+		if f.Graph.Nodes[i].IsTrigger() {
+			return &f.Graph.Nodes[i]
+		}
+	}
+	return nil
+}
+
+// Kind returns the trigger kind ("webhook", "kafka", "schedule", "poll"), or "" without one.
+func (f *Flow) Kind() string {
+	if t := f.Trigger(); t != nil {
+		return strings.TrimPrefix(t.Type, "trigger.")
+	}
+	return ""
+}
+
+// DerivedType is the value the server stores in Flow.Type.
+func DerivedType(f *Flow) string { return f.Kind() }
+
+// Node returns the node with the given id, or nil.
+func (f *Flow) Node(id string) *Node {
+	for i := range f.Graph.Nodes {
+		if f.Graph.Nodes[i].ID == id {
+			return &f.Graph.Nodes[i]
+		}
+	}
+	return nil
+}
+
+// IsJSONSchemaParams tells the two forms of payload parameters apart, with the same rule as
+// flow.schema.json: a JSON Schema has $schema, $ref, properties, allOf/anyOf/oneOf or
+// type "object"; anything else is the simple form.
+func IsJSONSchemaParams(p map[string]any) bool {
+	for _, k := range []string{"$schema", "$ref", "properties", "allOf", "anyOf", "oneOf"} {
+		if _, ok := p[k]; ok {
+			return true
+		}
+	}
+	return p["type"] == "object"
+}
+
+// Canonical marshals the flow the way it is stored: map keys sorted, no HTML escaping, and empty
+// node/edge lists as [] so the result validates again.
+func Canonical(f *Flow) ([]byte, error) {
+	c := *f
+	if c.Graph.Nodes == nil {
+		c.Graph.Nodes = []Node{}
+	}
+	if c.Graph.Edges == nil {
+		c.Graph.Edges = []Edge{}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(&c); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}

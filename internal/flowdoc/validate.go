@@ -1,0 +1,450 @@
+package flowdoc
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/flowd/flowd/internal/expression"
+	"github.com/flowd/flowd/internal/problem"
+)
+
+// Options plugs connector knowledge into validation; nil hooks skip those checks.
+type Options struct {
+	// ConfigSchema returns the config schema of a connector action (or trigger, for
+	// trigger.poll nodes); false when the connector or action is unknown to it.
+	ConfigSchema func(connector, action string) (*jsonschema.Schema, bool)
+	// ActionPorts returns the extra output ports an action declares beyond success/error.
+	ActionPorts func(connector, action string) ([]string, bool)
+}
+
+// Validate runs the semantic checks on a decoded flow: graph structure, ports, expressions and
+// connector config. It does not apply flow.schema.json (Decode does), but repeats the few
+// shape checks the graph checks rely on, so flows built in code are safe to check too.
+func Validate(f *Flow, opts Options) problem.List {
+	v := validator{f: f, opts: opts}
+	v.run()
+	return finish(v.probs)
+}
+
+var portName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+type validator struct {
+	f           *Flow
+	opts        Options
+	graphBroken bool // the schema already rejected the node list as a whole
+	probs       problem.List
+
+	index     map[string]int    // node id -> index of its first occurrence
+	caseNames []map[string]bool // per node: switch case names
+}
+
+func (v *validator) add(code, path, format string, args ...any) {
+	v.probs = append(v.probs, problem.New(code, path, format, args...))
+}
+
+func nodePath(i int) string { return "/graph/nodes/" + strconv.Itoa(i) }
+func edgePath(i int) string { return "/graph/edges/" + strconv.Itoa(i) }
+
+func (v *validator) run() {
+	v.owners()
+	v.nodes()
+	triggers := v.triggers()
+	inbound := v.edges()
+	for i, n := range v.f.Graph.Nodes {
+		if n.Type == TypeMerge && v.index[n.ID] == i && inbound[i] < 2 {
+			v.add(CodeMergeInbound, nodePath(i), "merge node %q has %d inbound edge(s); it needs at least 2", n.ID, inbound[i])
+		}
+	}
+	v.cycles()
+	v.unreachable(triggers)
+}
+
+func (v *validator) owners() {
+	for i, o := range v.f.Owners {
+		p := "/owners/" + strconv.Itoa(i)
+		if o.ID == "" {
+			v.add(CodeRequired, p+"/id", "owner id is required")
+		}
+		if o.Type != OwnerUser && o.Type != OwnerTenant {
+			v.add(CodeEnum, p+"/type", "owner type %q must be %q or %q", o.Type, OwnerUser, OwnerTenant)
+		}
+	}
+}
+
+func (v *validator) nodes() {
+	nodes := v.f.Graph.Nodes
+	v.index = make(map[string]int, len(nodes))
+	v.caseNames = make([]map[string]bool, len(nodes))
+	for i := range nodes {
+		n := &nodes[i]
+		p := nodePath(i)
+		switch first, seen := v.index[n.ID]; {
+		case n.ID == "":
+			v.add(CodeRequired, p+"/id", "node id is required")
+		case seen:
+			v.add(CodeDuplicateNodeID, p+"/id", "node id %q is already used by %s", n.ID, nodePath(first))
+		default:
+			v.index[n.ID] = i
+		}
+		switch {
+		case n.Type == "":
+			v.add(CodeRequired, p+"/type", "node type is required")
+		case !slices.Contains(NodeTypes, n.Type):
+			v.add(CodeEnum, p+"/type", "unknown node type %q; known types: %s", n.Type, strings.Join(NodeTypes, ", "))
+		}
+		switch n.Type {
+		case TypeAction:
+			v.requireField(p, "connector", n.Connector)
+			v.requireField(p, "action", n.Action)
+		case TypePoll:
+			v.requireField(p, "connector", n.Connector)
+			v.requireField(p, "trigger", n.Trigger)
+		}
+		skip := ""
+		switch n.Type {
+		case TypeIf, TypeFilter:
+			v.condition(n, p)
+			skip = "condition"
+		case TypeSwitch:
+			v.caseNames[i] = v.switchCases(n, p)
+			skip = "cases"
+		}
+		for k, val := range n.Config {
+			if k != skip {
+				v.templates(val, p+"/config/"+expression.EscapePointer(k))
+			}
+		}
+		v.connectorConfig(n, p)
+	}
+}
+
+func (v *validator) requireField(nodeP, field, val string) {
+	if val == "" {
+		v.add(CodeRequired, nodeP+"/"+field, "%s is required for this node type", field)
+	}
+}
+
+func (v *validator) condition(n *Node, p string) {
+	raw, ok := n.Config["condition"]
+	if !ok {
+		v.add(CodeRequired, p+"/config/condition", "a %s node needs config.condition (a boolean expression)", n.Type)
+		return
+	}
+	src, ok := raw.(string)
+	if !ok {
+		v.add(CodeInvalidConfig, p+"/config/condition", "config.condition must be an expression string")
+		return
+	}
+	if _, err := expression.CompileCondition(src); err != nil {
+		v.add(CodeInvalidExpression, p+"/config/condition", "%s", err)
+	}
+}
+
+// switchCases checks config.cases ([{name, condition}]) and returns the valid case names,
+// which are the node's output ports besides "default".
+func (v *validator) switchCases(n *Node, p string) map[string]bool {
+	names := map[string]bool{}
+	cp := p + "/config/cases"
+	raw, ok := n.Config["cases"]
+	if !ok {
+		v.add(CodeRequired, cp, "a switch node needs config.cases: [{\"name\": ..., \"condition\": ...}]")
+		return names
+	}
+	cases, ok := raw.([]any)
+	if !ok || len(cases) == 0 {
+		v.add(CodeInvalidConfig, cp, "config.cases must be a non-empty array of {\"name\", \"condition\"}")
+		return names
+	}
+	for j, c := range cases {
+		jp := cp + "/" + strconv.Itoa(j)
+		obj, ok := c.(map[string]any)
+		if !ok {
+			v.add(CodeInvalidConfig, jp, "a case must be an object {\"name\", \"condition\"}")
+			continue
+		}
+		switch name, ok := obj["name"].(string); {
+		case obj["name"] == nil:
+			v.add(CodeRequired, jp+"/name", "a case needs a name (it is the edge port)")
+		case !ok || !portName.MatchString(name):
+			v.add(CodeInvalidConfig, jp+"/name", "case name must match %s", portName)
+		case name == PortDefault:
+			v.add(CodeInvalidConfig, jp+"/name", "case name %q is reserved for the fallback port", PortDefault)
+		case names[name]:
+			v.add(CodeInvalidConfig, jp+"/name", "case name %q is used twice", name)
+		default:
+			names[name] = true
+		}
+		switch src, ok := obj["condition"].(string); {
+		case obj["condition"] == nil:
+			v.add(CodeRequired, jp+"/condition", "a case needs a condition")
+		case !ok:
+			v.add(CodeInvalidConfig, jp+"/condition", "a case condition must be an expression string")
+		default:
+			if _, err := expression.CompileCondition(src); err != nil {
+				v.add(CodeInvalidExpression, jp+"/condition", "%s", err)
+			}
+		}
+	}
+	return names
+}
+
+// templates compiles every {{ }} template in a config value, reporting each failure at its
+// own pointer.
+func (v *validator) templates(val any, p string) {
+	switch x := val.(type) {
+	case string:
+		if strings.Contains(x, "{{") {
+			if _, err := expression.CompileTemplate(x); err != nil {
+				v.add(CodeInvalidExpression, p, "%s", err)
+			}
+		}
+	case map[string]any:
+		for k, c := range x {
+			v.templates(c, p+"/"+expression.EscapePointer(k))
+		}
+	case []any:
+		for i, c := range x {
+			v.templates(c, p+"/"+strconv.Itoa(i))
+		}
+	}
+}
+
+// connectorConfig validates config against the connector's schema. Values that are templates
+// are only known at run time, so failures located at a template are not reported.
+func (v *validator) connectorConfig(n *Node, p string) {
+	if v.opts.ConfigSchema == nil || n.Connector == "" {
+		return
+	}
+	name := n.Action
+	if n.Type == TypePoll || name == "" {
+		name = n.Trigger
+	}
+	sch, ok := v.opts.ConfigSchema(n.Connector, name)
+	if !ok || sch == nil {
+		return
+	}
+	cfg := n.Config
+	if cfg == nil {
+		cfg = map[string]any{}
+	}
+	// Round-trip so values built in Go ([]string, structs) look like decoded JSON.
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		v.add(CodeInvalidConfig, p+"/config", "config cannot be encoded as JSON: %s", err)
+		return
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		v.add(CodeInvalidConfig, p+"/config", "config cannot be decoded: %s", err)
+		return
+	}
+	err = sch.Validate(inst)
+	var ve *jsonschema.ValidationError
+	if !errors.As(err, &ve) {
+		return
+	}
+	for _, l := range schemaLeaves(ve, p+"/config") {
+		if val, ok := valueAt(inst, l.location); ok {
+			if s, ok := val.(string); ok && strings.Contains(s, "{{") {
+				continue
+			}
+		}
+		l.Code = CodeInvalidConfig
+		v.probs = append(v.probs, l.Problem)
+	}
+}
+
+func (v *validator) triggers() []int {
+	var idx []int
+	for i := range v.f.Graph.Nodes {
+		n := &v.f.Graph.Nodes[i]
+		if !n.IsTrigger() {
+			continue
+		}
+		if len(idx) > 0 {
+			v.add(CodeMultipleTriggers, nodePath(i), "node %q is a second trigger; a flow has exactly one (the first is %q)", n.ID, v.f.Graph.Nodes[idx[0]].ID)
+		}
+		idx = append(idx, i)
+	}
+	if len(idx) == 0 && !v.graphBroken && !v.unknownTypes() {
+		v.add(CodeNoTrigger, "/graph/nodes", "the flow has no trigger node (one of %s, %s, %s, %s)", TypeWebhook, TypeKafka, TypeSchedule, TypePoll)
+	}
+	return idx
+}
+
+// unknownTypes reports whether some node's type is unknown; it might have been meant as the
+// trigger, so "no trigger" would be noise on top of the type error.
+func (v *validator) unknownTypes() bool {
+	for _, n := range v.f.Graph.Nodes {
+		if !slices.Contains(NodeTypes, n.Type) {
+			return true
+		}
+	}
+	return false
+}
+
+// edges checks endpoints, ports and conditions, and counts inbound edges per node.
+func (v *validator) edges() []int {
+	nodes := v.f.Graph.Nodes
+	inbound := make([]int, len(nodes))
+	for i, e := range v.f.Graph.Edges {
+		p := edgePath(i)
+		src, srcOK := v.endpoint(e.Source, p+"/source")
+		dst, dstOK := v.endpoint(e.Target, p+"/target")
+		if dstOK {
+			inbound[dst]++
+			if nodes[dst].IsTrigger() {
+				v.add(CodeTriggerInbound, p+"/target", "edge %s -> %s points at a trigger; triggers have no inputs", e.Source, e.Target)
+			}
+		}
+		if srcOK {
+			v.port(&nodes[src], src, e, p)
+		}
+		if e.Condition != "" {
+			if _, err := expression.CompileCondition(e.Condition); err != nil {
+				v.add(CodeInvalidExpression, p+"/condition", "%s", err)
+			}
+		}
+	}
+	return inbound
+}
+
+func (v *validator) endpoint(id, p string) (int, bool) {
+	if id == "" {
+		v.add(CodeRequired, p, "edge endpoint is required")
+		return 0, false
+	}
+	i, ok := v.index[id]
+	if !ok {
+		v.add(CodeUnknownNode, p, "no node has id %q", id)
+	}
+	return i, ok
+}
+
+func (v *validator) port(src *Node, srcIdx int, e Edge, p string) {
+	pp := p + "/port"
+	switch src.Type {
+	case TypeRespond:
+		v.add(CodeRespondOutbound, p+"/source", "respond node %q ends the flow; it cannot have outgoing edges", src.ID)
+	case TypeIf:
+		if e.Port != PortTrue && e.Port != PortFalse {
+			v.add(CodeInvalidPort, pp, "edges from if node %q need port %q or %q, got %q", src.ID, PortTrue, PortFalse, e.Port)
+		}
+	case TypeSwitch:
+		if e.Port != PortDefault && !v.caseNames[srcIdx][e.Port] {
+			names := make([]string, 0, len(v.caseNames[srcIdx])+1)
+			for n := range v.caseNames[srcIdx] {
+				names = append(names, strconv.Quote(n))
+			}
+			sort.Strings(names)
+			names = append(names, strconv.Quote(PortDefault))
+			v.add(CodeInvalidPort, pp, "switch node %q has no port %q; its ports are %s", src.ID, e.Port, strings.Join(names, ", "))
+		}
+	case TypeAction:
+		if e.Port == "" || e.Port == PortSuccess || e.Port == PortError {
+			return
+		}
+		if v.opts.ActionPorts != nil {
+			if ports, ok := v.opts.ActionPorts(src.Connector, src.Action); ok && slices.Contains(ports, e.Port) {
+				return
+			}
+		}
+		v.add(CodeInvalidPort, pp, "action node %q has no port %q; use %q, %q or none", src.ID, e.Port, PortSuccess, PortError)
+	case TypeWebhook, TypeKafka, TypeSchedule, TypePoll, TypeFilter, TypeMerge, TypeSplit:
+		if e.Port != "" {
+			v.add(CodeInvalidPort, pp, "%s node %q has a single output; remove port %q", src.Type, src.ID, e.Port)
+		}
+	}
+}
+
+// adjacency lists, per node index, the (edge index, target index) pairs of resolvable edges.
+func (v *validator) adjacency() [][][2]int {
+	adj := make([][][2]int, len(v.f.Graph.Nodes))
+	for i, e := range v.f.Graph.Edges {
+		s, ok1 := v.index[e.Source]
+		t, ok2 := v.index[e.Target]
+		if ok1 && ok2 {
+			adj[s] = append(adj[s], [2]int{i, t})
+		}
+	}
+	return adj
+}
+
+// cycles reports every edge that closes a cycle (a back edge of a depth-first search in node
+// order, so the result is deterministic).
+func (v *validator) cycles() {
+	nodes := v.f.Graph.Nodes
+	adj := v.adjacency()
+	const (
+		white = iota
+		grey
+		black
+	)
+	color := make([]int, len(nodes))
+	var stack []int
+	var visit func(n int)
+	visit = func(n int) {
+		color[n] = grey
+		stack = append(stack, n)
+		for _, et := range adj[n] {
+			e, t := et[0], et[1]
+			switch color[t] {
+			case white:
+				visit(t)
+			case grey:
+				start := slices.Index(stack, t)
+				ids := make([]string, 0, len(stack)-start+1)
+				for _, s := range stack[start:] {
+					ids = append(ids, nodes[s].ID)
+				}
+				ids = append(ids, nodes[t].ID)
+				v.add(CodeCycle, edgePath(e), "edge %s -> %s closes a cycle: %s", nodes[n].ID, nodes[t].ID, strings.Join(ids, " -> "))
+			}
+		}
+		stack = stack[:len(stack)-1]
+		color[n] = black
+	}
+	for i := range nodes {
+		if color[i] == white && v.index[nodes[i].ID] == i {
+			visit(i)
+		}
+	}
+}
+
+// unreachable reports nodes no path from a trigger leads to; they would never run.
+func (v *validator) unreachable(triggers []int) {
+	if len(triggers) == 0 {
+		return
+	}
+	nodes := v.f.Graph.Nodes
+	adj := v.adjacency()
+	seen := make([]bool, len(nodes))
+	queue := append([]int(nil), triggers...)
+	for _, t := range triggers {
+		seen[t] = true
+	}
+	for len(queue) > 0 {
+		n := queue[0]
+		queue = queue[1:]
+		for _, et := range adj[n] {
+			if t := et[1]; !seen[t] {
+				seen[t] = true
+				queue = append(queue, t)
+			}
+		}
+	}
+	for i, n := range nodes {
+		// Nodes without an id or with a duplicate id were reported already and no edge can reach them.
+		if !seen[i] && n.ID != "" && v.index[n.ID] == i {
+			v.add(CodeUnreachable, nodePath(i)+"/id", "node %q is not reachable from the trigger", n.ID)
+		}
+	}
+}

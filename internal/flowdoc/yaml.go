@@ -1,0 +1,101 @@
+package flowdoc
+
+import (
+	"encoding/json"
+	"regexp"
+	"strings"
+
+	yaml "go.yaml.in/yaml/v2"
+)
+
+// yamlToJSON converts YAML to JSON keeping what the author wrote. sigs.k8s.io/yaml.YAMLToJSON
+// applies YAML 1.1 resolution, which silently rewrites data: `country: NO` becomes false,
+// `on:` becomes the key "true", `zip: 01234` becomes 668. Here a plain scalar is a bool, number
+// or null only if it is spelled the JSON way (true/false, JSON number, null/~/empty); everything
+// else stays the string it reads as. Numbers keep their exact digits. Duplicate keys are errors.
+func yamlToJSON(data []byte) ([]byte, error) {
+	var v yamlValue
+	if err := yaml.UnmarshalStrict(data, &v); err != nil {
+		return nil, err
+	}
+	return json.Marshal(v.v)
+}
+
+var jsonNumber = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
+
+type yamlValue struct{ v any }
+
+func (y yamlValue) MarshalJSON() ([]byte, error) { return json.Marshal(y.v) }
+
+func (y *yamlValue) UnmarshalYAML(unmarshal func(any) error) error {
+	// A mapping decodes into a non-nil map; null decodes into a nil one without error.
+	var m map[yamlKey]yamlValue
+	if err := unmarshal(&m); err == nil {
+		if m == nil {
+			y.v = nil
+			return nil
+		}
+		obj := make(map[string]any, len(m))
+		for k, val := range m {
+			obj[string(k)] = val
+		}
+		y.v = obj
+		return nil
+	}
+	var s []yamlValue
+	if err := unmarshal(&s); err == nil && s != nil {
+		arr := make([]any, len(s))
+		for i, e := range s {
+			arr[i] = e
+		}
+		y.v = arr
+		return nil
+	}
+	var resolved any
+	if err := unmarshal(&resolved); err != nil {
+		return err
+	}
+	switch resolved.(type) {
+	case nil:
+		y.v = nil
+		return nil
+	case string:
+		y.v = resolved
+		return nil
+	}
+	// Decoding into a string yields the scalar as written (v2 keeps the source text).
+	var text string
+	if err := unmarshal(&text); err != nil {
+		return err
+	}
+	switch resolved.(type) {
+	case bool:
+		switch strings.ToLower(text) {
+		case "true":
+			y.v = true
+		case "false":
+			y.v = false
+		default:
+			y.v = text
+		}
+	default: // int, uint64, float64
+		if jsonNumber.MatchString(text) {
+			y.v = json.Number(text)
+		} else {
+			y.v = text
+		}
+	}
+	return nil
+}
+
+// yamlKey keeps mapping keys as written, so `on:` and `yes:` stay strings.
+type yamlKey string
+
+func (k *yamlKey) UnmarshalYAML(unmarshal func(any) error) error {
+	var s string
+	if err := unmarshal(&s); err != nil {
+		return err
+	}
+	*k = yamlKey(s)
+	return nil
+}

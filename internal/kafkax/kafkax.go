@@ -1,0 +1,246 @@
+// Package kafkax is the kafka-go plumbing every flowd role shares: topic naming, explicit topic
+// creation, the one producer configuration, and a reachability check.
+package kafkax
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Defaults applied to a zero Config.
+const (
+	DefaultTopicPrefix       = "flowd."
+	DefaultPartitions        = 6
+	DefaultReplicationFactor = 1
+)
+
+// ensureTimeout bounds EnsureTopics when the caller's ctx has no deadline: kafka-go's
+// CreateTopics waits for the topic to show up in metadata and never gives up on its own.
+const ensureTimeout = 60 * time.Second
+
+// Config locates the Kafka cluster and says how flowd's topics are named and created.
+type Config struct {
+	Brokers           []string
+	TopicPrefix       string // default "flowd."
+	Partitions        int    // default 6
+	ReplicationFactor int    // default 1
+}
+
+func (c Config) withDefaults() Config {
+	if c.TopicPrefix == "" {
+		c.TopicPrefix = DefaultTopicPrefix
+	}
+	if c.Partitions <= 0 {
+		c.Partitions = DefaultPartitions
+	}
+	if c.ReplicationFactor <= 0 {
+		c.ReplicationFactor = DefaultReplicationFactor
+	}
+	return c
+}
+
+// Topic returns the full name of a flowd topic: Topic("events") is "flowd.events".
+func (c Config) Topic(name string) string {
+	return c.withDefaults().TopicPrefix + name
+}
+
+func (c Config) addr() (net.Addr, error) {
+	if len(c.Brokers) == 0 {
+		return nil, errors.New("kafkax: no brokers configured")
+	}
+	return kafka.TCP(c.Brokers...), nil
+}
+
+// shared serves every writer built by NewWriter. kafka.Writer.Close only closes a transport it
+// created itself, so a per-writer transport would leak its metadata goroutine; one per process
+// is what kafka.DefaultTransport does too, with our timeouts.
+var shared = &kafka.Transport{
+	DialTimeout: 5 * time.Second,
+	ClientID:    "flowd",
+	// A writer fails at once with UnknownTopicOrPartition for a topic missing from this cache
+	// (auto-creation is off), so keep it fresher than the 6 s default.
+	MetadataTTL: time.Second,
+}
+
+// NewWriter returns the producer configuration flowd uses everywhere. It has no Topic: every
+// message names its own, so one writer serves all topics. WriteMessages returns only once the
+// broker acknowledged with acks=all.
+func NewWriter(cfg Config) *kafka.Writer {
+	return &kafka.Writer{
+		Addr: kafka.TCP(cfg.Brokers...),
+		// A struct-literal Writer defaults to RequireNone: fire and forget.
+		RequiredAcks: kafka.RequireAll,
+		// Default is 1 s: every synchronous write would wait that long for a batch to fill.
+		BatchTimeout: 2 * time.Millisecond,
+		BatchSize:    1000,
+		// Same key, same partition: per-flow / per-execution ordering.
+		Balancer:               &kafka.Hash{},
+		AllowAutoTopicCreation: false, // topics are created explicitly by EnsureTopics
+		Async:                  false, // Async drops errors
+		WriteTimeout:           10 * time.Second,
+		ReadTimeout:            10 * time.Second,
+		Transport:              shared,
+	}
+}
+
+// client returns a kafka.Client on a private transport. kafka-go answers Metadata requests
+// from the transport's cache, so a fresh transport with a short TTL is what gives a poll fresh
+// answers; call the returned close when done so its goroutine ends.
+func client(cfg Config, metadataTTL time.Duration, topics []string) (*kafka.Client, func(), error) {
+	addr, err := cfg.addr()
+	if err != nil {
+		return nil, nil, err
+	}
+	tr := &kafka.Transport{
+		DialTimeout:    5 * time.Second,
+		ClientID:       "flowd",
+		MetadataTTL:    metadataTTL,
+		MetadataTopics: topics,
+	}
+	return &kafka.Client{Addr: addr, Transport: tr}, tr.CloseIdleConnections, nil
+}
+
+// Ping tells whether a broker answers a metadata request.
+func Ping(ctx context.Context, cfg Config) error {
+	// An empty (non-nil) topic list asks for brokers only.
+	c, closeFn, err := client(cfg, 10*time.Second, []string{})
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	if _, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{}}); err != nil {
+		return fmt.Errorf("kafkax: ping %v: %w", cfg.Brokers, err)
+	}
+	return nil
+}
+
+// EnsureTopics creates the prefixed topics (an existing topic is fine) and waits until the
+// cluster metadata shows every partition of each with a leader, so the first produce or fetch
+// does not race topic creation.
+func EnsureTopics(ctx context.Context, cfg Config, names ...string) error {
+	cfg = cfg.withDefaults()
+	if len(names) == 0 {
+		return nil
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, ensureTimeout)
+		defer cancel()
+	}
+	topics := make([]string, len(names))
+	req := &kafka.CreateTopicsRequest{Topics: make([]kafka.TopicConfig, len(names))}
+	for i, n := range names {
+		topics[i] = cfg.Topic(n)
+		req.Topics[i] = kafka.TopicConfig{
+			Topic:             topics[i],
+			NumPartitions:     cfg.Partitions,
+			ReplicationFactor: cfg.ReplicationFactor,
+		}
+	}
+
+	c, closeFn, err := client(cfg, 250*time.Millisecond, topics)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+
+	// The transport routes CreateTopics to the controller named in its metadata.
+	res, err := c.CreateTopics(ctx, req)
+	if err != nil {
+		return fmt.Errorf("kafkax: create topics %v: %w", topics, err)
+	}
+	for t, terr := range res.Errors {
+		if terr != nil && !errors.Is(terr, kafka.TopicAlreadyExists) {
+			return fmt.Errorf("kafkax: create topic %s: %w", t, terr)
+		}
+	}
+	if err := waitReady(ctx, c, cfg, topics); err != nil {
+		return err
+	}
+	return waitProducerCache(ctx, cfg, topics)
+}
+
+// waitProducerCache waits until the metadata cache of the transport NewWriter uses knows the
+// topics: kafka-go resolves a message's topic from that cache only, so a write right after
+// topic creation would otherwise fail with UnknownTopicOrPartition until the next refresh.
+func waitProducerCache(ctx context.Context, cfg Config, topics []string) error {
+	c := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: shared}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+		if err == nil && checkReady(md, topics) == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafkax: producer metadata for %v not refreshed: %w", topics, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// waitReady polls metadata until every topic has all its partitions led, or ctx ends.
+func waitReady(ctx context.Context, c *kafka.Client, cfg Config, topics []string) error {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	warned := map[string]bool{}
+	for {
+		md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+		var notReady string
+		if err != nil {
+			notReady = err.Error()
+		} else {
+			notReady = checkReady(md, topics)
+			for _, t := range md.Topics {
+				if t.Error == nil && len(t.Partitions) != cfg.Partitions && !warned[t.Name] {
+					warned[t.Name] = true // created earlier with another count: use it as is
+					slog.WarnContext(ctx, "kafka topic exists with a different partition count",
+						"topic", t.Name, "partitions", len(t.Partitions), "configured", cfg.Partitions)
+				}
+			}
+		}
+		if notReady == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafkax: topics %v not ready (%s): %w", topics, notReady, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// checkReady returns why the topics are not usable yet, or "" when they are.
+func checkReady(md *kafka.MetadataResponse, topics []string) string {
+	byName := make(map[string]kafka.Topic, len(md.Topics))
+	for _, t := range md.Topics {
+		byName[t.Name] = t
+	}
+	for _, name := range topics {
+		t, ok := byName[name]
+		switch {
+		case !ok:
+			return name + ": missing from metadata"
+		case t.Error != nil:
+			return fmt.Sprintf("%s: %v", name, t.Error)
+		case len(t.Partitions) == 0:
+			return name + ": no partitions yet"
+		}
+		for _, p := range t.Partitions {
+			if p.Error != nil {
+				return fmt.Sprintf("%s/%d: %v", name, p.ID, p.Error)
+			}
+			if p.Leader.Host == "" { // leader -1 maps to the zero Broker
+				return fmt.Sprintf("%s/%d: no leader", name, p.ID)
+			}
+		}
+	}
+	return ""
+}

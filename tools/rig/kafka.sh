@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Starts a real Apache Kafka broker (KRaft, combined broker+controller, one node) on a free
+# loopback port, for integration tests. No Debian package ships Kafka and no Docker runs here,
+# so the broker's jars come from Maven Central (see ../shared/notes/kafka-from-maven.md).
+#
+#   tools/rig/kafka.sh start DIR   start a broker with its data and log in DIR; returns once the
+#                                  broker answers a metadata request. Writes DIR/port, DIR/pid,
+#                                  DIR/version and DIR/kafka.log; prints "rig: kafka ... ready".
+#   tools/rig/kafka.sh stop DIR    stop that broker (DIR is left for the caller to remove).
+#   tools/rig/kafka.sh fetch       only fill the jar cache (.cache/kafka-$KAFKA_VERSION/libs).
+#
+# tools/rig/with-rig.sh is the usual entry point; it also removes DIR.
+set -euo pipefail
+
+KAFKA_VERSION=4.1.1
+SCALA_VERSION=2.13
+LOG4J_VERSION=2.24.3 # Kafka 4.x POMs omit the SLF4J binding; this is the one its tarball ships.
+READY_TIMEOUT=${FLOWD_RIG_KAFKA_TIMEOUT:-90}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CACHE="$ROOT/.cache/kafka-$KAFKA_VERSION"
+LIBS="$CACHE/libs"
+
+log() { echo "rig: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# install_missing CMD PKG...: apt-get install PKGs when CMD is not on PATH (fresh CI machines).
+install_missing() {
+	local cmd=$1
+	shift
+	command -v "$cmd" >/dev/null 2>&1 && return 0
+	local sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	log "$cmd not found: installing $* with apt-get"
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+# free_port: ask the OS for an unused loopback port (bind to port 0); fall back to probing.
+free_port() {
+	if command -v python3 >/dev/null 2>&1; then
+		python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+		return
+	fi
+	local p
+	for _ in $(seq 100); do
+		p=$((20000 + RANDOM % 40000))
+		# A refused connection means nothing listens there.
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return
+		fi
+	done
+	die "no free port found"
+}
+
+# fetch: copy the broker's runtime jars from Maven Central into the cache, once. A lock keeps
+# two concurrent cold runs from writing the same folder; a marker file says the copy finished.
+fetch() {
+	mkdir -p "$CACHE"
+	exec 9>"$CACHE/.lock"
+	flock 9
+	if [ -f "$LIBS/.complete" ]; then
+		flock -u 9
+		return 0
+	fi
+	install_missing java openjdk-17-jre-headless
+	install_missing mvn maven
+	log "fetching kafka_$SCALA_VERSION:$KAFKA_VERSION jars from Maven Central into $LIBS"
+	cat >"$CACHE/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>flowd.rig</groupId>
+  <artifactId>kafka-broker</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_$SCALA_VERSION</artifactId>
+      <version>$KAFKA_VERSION</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>$LOG4J_VERSION</version>
+    </dependency>
+  </dependencies>
+  <build>
+    <plugins>
+      <plugin>
+        <groupId>org.apache.maven.plugins</groupId>
+        <artifactId>maven-dependency-plugin</artifactId>
+        <version>3.8.1</version>
+      </plugin>
+    </plugins>
+  </build>
+</project>
+EOF
+	rm -rf "$LIBS.tmp"
+	# Maven's output is kept in a file and shown only when it fails.
+	if ! mvn -q -B -f "$CACHE/pom.xml" dependency:copy-dependencies \
+		-DincludeScope=runtime -DoutputDirectory="$LIBS.tmp" >"$CACHE/mvn.log" 2>&1; then
+		tail -n 50 "$CACHE/mvn.log" >&2
+		die "maven could not fetch the kafka jars (log: $CACHE/mvn.log)"
+	fi
+	[ -f "$LIBS.tmp/kafka_$SCALA_VERSION-$KAFKA_VERSION.jar" ] || die "maven did not bring kafka_$SCALA_VERSION-$KAFKA_VERSION.jar"
+	rm -rf "$LIBS"
+	mv "$LIBS.tmp" "$LIBS"
+	touch "$LIBS/.complete"
+	flock -u 9
+}
+
+# fail DIR MSG: show why the broker did not come up, stop it, and exit non-zero.
+fail() {
+	local dir=$1
+	shift
+	log "error: $*"
+	if [ -f "$dir/kafka.log" ]; then
+		log "last 50 lines of $dir/kafka.log:"
+		tail -n 50 "$dir/kafka.log" >&2
+	fi
+	stop "$dir"
+	exit 1
+}
+
+start() {
+	local dir=$1
+	install_missing kcat kcat
+	fetch
+	mkdir -p "$dir/data"
+	dir=$(cd "$dir" && pwd)
+
+	local port cport
+	port=$(free_port)
+	cport=$(free_port)
+	while [ "$cport" = "$port" ]; do cport=$(free_port); done
+
+	cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+# One node: every internal topic has one replica, and one partition where that is tunable.
+num.partitions=1
+default.replication.factor=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Tests create their topics explicitly and want consumer groups to start at once.
+auto.create.topics.enable=false
+group.initial.rebalance.delay.ms=0
+EOF
+
+	# Quiet by default; the INFO lines kept say which version started and when it was up.
+	cat >"$dir/log4j2.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="WARN">
+  <Appenders>
+    <Console name="stderr" target="SYSTEM_ERR">
+      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
+    </Console>
+  </Appenders>
+  <Loggers>
+    <Logger name="kafka.server.KafkaRaftServer" level="INFO"/>
+    <Logger name="org.apache.kafka.common.utils.AppInfoParser" level="INFO"/>
+    <Root level="WARN">
+      <AppenderRef ref="stderr"/>
+    </Root>
+  </Loggers>
+</Configuration>
+EOF
+
+	# A Kafka cluster id is 16 random bytes in unpadded base64url; Kafka avoids a leading '-'
+	# (it reads as a command-line flag). Made here to save a JVM start of `StorageTool random-uuid`.
+	local cluster_id="-"
+	while [[ $cluster_id == -* ]]; do
+		cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+	done
+
+	local java_opts=(-Dlog4j2.configurationFile="$dir/log4j2.xml" -Djava.awt.headless=true)
+	java "${java_opts[@]}" -cp "$LIBS/*" kafka.tools.StorageTool format --standalone \
+		--ignore-formatted -t "$cluster_id" -c "$dir/server.properties" >"$dir/kafka.log" 2>&1 ||
+		fail "$dir" "formatting the storage failed"
+
+	# Detached from our stdout/stderr so a caller reading our output is not held open by the JVM.
+	java -Xms256m -Xmx512m "${java_opts[@]}" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
+		</dev/null >>"$dir/kafka.log" 2>&1 &
+	echo $! >"$dir/pid"
+	echo "$port" >"$dir/port"
+
+	# Ready means the broker answers a metadata request listing itself: ask, don't sleep.
+	# (grep reads all of kcat's output: with -q, kcat's SIGPIPE would fail the pipeline.)
+	local deadline=$((SECONDS + READY_TIMEOUT))
+	until timeout 5 kcat -L -b "127.0.0.1:$port" -m 2 2>/dev/null | grep '^ *1 brokers:' >/dev/null; do
+		kill -0 "$(cat "$dir/pid")" 2>/dev/null || fail "$dir" "the broker exited during start-up"
+		[ "$SECONDS" -lt "$deadline" ] || fail "$dir" "the broker did not answer within ${READY_TIMEOUT}s"
+		sleep 0.2 # poll interval only
+	done
+
+	# The version the running broker reports about itself (AppInfoParser), else the jar's.
+	local version
+	version=$(sed -n 's/.*Kafka version: \([^ ]*\).*/\1/p' "$dir/kafka.log" | head -n 1)
+	[ -n "$version" ] || version=$KAFKA_VERSION
+	echo "$version" >"$dir/version"
+	echo "rig: kafka $version ready on 127.0.0.1:$port (${SECONDS}s)"
+}
+
+# stop DIR: SIGTERM for a clean shutdown, SIGKILL if it takes longer than 15 s.
+stop() {
+	local dir=$1 pid
+	[ -f "$dir/pid" ] || return 0
+	pid=$(cat "$dir/pid")
+	kill "$pid" 2>/dev/null || { rm -f "$dir/pid"; return 0; }
+	local deadline=$((SECONDS + 15))
+	while kill -0 "$pid" 2>/dev/null; do
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			kill -9 "$pid" 2>/dev/null || true
+			break
+		fi
+		sleep 0.1
+	done
+	rm -f "$dir/pid"
+}
+
+case "${1:-}" in
+start) start "${2:?usage: kafka.sh start DIR}" ;;
+stop) stop "${2:?usage: kafka.sh stop DIR}" ;;
+fetch) fetch ;;
+*) die "usage: kafka.sh start DIR | stop DIR | fetch" ;;
+esac
