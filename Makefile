@@ -47,7 +47,7 @@ bench:
 	@echo "no benchmarks yet"
 
 run: build
-	$(BIN)/flowd dev
+	$(BIN)/flowd dev --example deployments/examples/hello-flow.json
 
 clean:
 	rm -rf $(BIN)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/file"
@@ -73,7 +74,7 @@ func compile(src string, boolean bool) (p *Program, err error) {
 	if strings.TrimSpace(src) == "" {
 		return nil, errors.New("expression is empty")
 	}
-	if n := len([]rune(src)); n > MaxSourceLen {
+	if n := utf8.RuneCountInString(src); n > MaxSourceLen {
 		return nil, fmt.Errorf("expression is %d characters long, the limit is %d", n, MaxSourceLen)
 	}
 	opts := []expr.Option{expr.Env(checkEnv), expr.MaxNodes(MaxNodes)}

@@ -190,7 +190,7 @@ func TestTemplateErrorPosition(t *testing.T) {
 		{"Bearer {{ secrets.token }}", "unknown name secrets (line 1, column 11)"},
 		{"é {{ input.a }} {{ nope }}", "unknown name nope (line 1, column 20)"},
 		{"line1\nx {{ input.a +", "missing closing '}}' after '{{' (line 2, column 3)"},
-		{"{{ 1 + }}", "line 1, column 9"},
+		{"{{ 1 + }}", "line 1, column 7"},
 	}
 	for _, tt := range tests {
 		_, err := CompileTemplate(tt.src)

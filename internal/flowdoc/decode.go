@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"mime"
+	"strconv"
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -77,7 +78,8 @@ func ToJSON(body []byte, contentType string) ([]byte, problem.List) {
 	if p := checkJSON(trimmed); p != nil {
 		return nil, p
 	}
-	return trimmed, nil
+	// A copy: the HTTP layer may reuse the request buffer once the handler returns.
+	return bytes.Clone(trimmed), nil
 }
 
 func isYAML(contentType string, body []byte) bool {
@@ -165,12 +167,13 @@ func Decode(jsonDoc []byte, opts Options) (*Flow, problem.List) {
 	if err != nil {
 		return nil, problem.List{problem.New(CodeMalformed, "", "invalid JSON: %s", err.Error())}
 	}
+	coercePorts(inst)
 	sch, err := schemas.Compiled(SchemaFile)
 	if err != nil {
 		return nil, problem.List{problem.New(CodeInternal, "", "flow schema unavailable: %s", err.Error())}
 	}
 	var probs problem.List
-	v := validator{opts: opts}
+	v := validator{opts: opts, dropped: map[string]bool{}}
 	if err := sch.Validate(inst); err != nil {
 		var ve *jsonschema.ValidationError
 		if !errors.As(err, &ve) {
@@ -190,6 +193,7 @@ func Decode(jsonDoc []byte, opts Options) (*Flow, problem.List) {
 		for _, l := range leaves {
 			if l.dropValue {
 				inst = dropAt(inst, l.location)
+				v.dropped[l.Path] = true
 			}
 		}
 	}
@@ -213,6 +217,21 @@ func Decode(jsonDoc []byte, opts Options) (*Flow, problem.List) {
 	v.f = &f
 	v.run()
 	return &f, finish(append(probs, v.probs...))
+}
+
+// coercePorts turns boolean edge ports into "true"/"false": in YAML `port: true` (the natural
+// way to write an if branch) is a boolean, and rejecting it would only teach people to quote.
+func coercePorts(inst any) {
+	doc, _ := inst.(map[string]any)
+	graph, _ := doc["graph"].(map[string]any)
+	edges, _ := graph["edges"].([]any)
+	for _, e := range edges {
+		if edge, ok := e.(map[string]any); ok {
+			if b, ok := edge["port"].(bool); ok {
+				edge["port"] = strconv.FormatBool(b)
+			}
+		}
+	}
 }
 
 // leaf is one schema failure, plus what Decode needs to route around it.

@@ -243,6 +243,29 @@ func TestManyProblemsAtOnce(t *testing.T) {
 	}
 }
 
+func TestDecodeWrongTypesAreNotRepeated(t *testing.T) {
+	doc := `{"name": "x", "graph": {
+		"nodes": ["not a node", {"id": "in", "type": "trigger.webhook"}, {"id": 7, "type": "respond"}],
+		"edges": [5, {"source": "in", "target": "gone"}]}}`
+	f, probs := Decode([]byte(doc), Options{})
+	if f == nil || len(f.Graph.Nodes) != 3 {
+		t.Fatalf("flow not decoded: %v", f)
+	}
+	want := []string{
+		"type@/graph/edges/0",
+		"unknown_node@/graph/edges/1/target",
+		"type@/graph/nodes/0",
+		"type@/graph/nodes/2/id",
+	}
+	var got []string
+	for _, p := range probs {
+		got = append(got, p.Code+"@"+p.Path)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got:\n%s", dump(probs))
+	}
+}
+
 func TestValidateStruct(t *testing.T) {
 	f := &Flow{
 		Name:   "built in code",
@@ -306,6 +329,10 @@ func TestToJSON(t *testing.T) {
 		{name: "yaml sniffed", body: "a: 1", ct: "", want: `{"a":1}`},
 		{name: "json sniffed from text/plain", body: `{"a":true}`, ct: "text/plain", want: `{"a":true}`},
 		{name: "yaml flow mapping with yaml type", body: `{a: 1}`, ct: "text/yaml", want: `{"a":1}`},
+		{name: "yaml keeps what was written", body: "c: NO\nzip: 01234\non: yes\nf: 1.5\nbig: 12345678901234567890\nq: \"true\"\nt: true\nn: ~\ninf: .inf\nx: 0x1F\n", ct: "application/yaml",
+			want: `{"c":"NO","zip":"01234","on":"yes","f":1.5,"big":12345678901234567890,"q":"true","t":true,"n":null,"inf":".inf","x":"0x1F"}`},
+		{name: "yaml anchors and merge", body: "base: &b {a: 1}\nother:\n  <<: *b\n  c: [*b]\n", ct: "application/yaml", want: `{"base":{"a":1},"other":{"a":1,"c":[{"a":1}]}}`},
+		{name: "yaml duplicate key", body: "a: 1\na: 2\n", ct: "application/yaml", code: CodeMalformed, msg: `key "a" already set`},
 		{name: "empty", body: "  \n", ct: "application/json", code: CodeMalformed, msg: "empty"},
 		{name: "empty yaml", body: "# only a comment\n", ct: "application/yaml", code: CodeMalformed, msg: "empty"},
 		{name: "json syntax", body: "{\n  \"a\": 1,\n  \"b\" 2\n}", ct: "application/json", code: CodeMalformed, msg: "line 3, column 7"},
@@ -437,4 +464,34 @@ func dump(l problem.List) string {
 		fmt.Fprintf(&b, "  %-20s %-45s %s\n", p.Code, p.Path, p.Message)
 	}
 	return b.String()
+}
+
+// FuzzDecode: no input may panic or yield a flow together with a malformed/too_deep problem.
+// `go test` runs the seeds (the whole corpus); `go test -fuzz FuzzDecode` explores further.
+func FuzzDecode(f *testing.F) {
+	for _, dir := range []string{"valid", "invalid"} {
+		entries, _ := os.ReadDir(filepath.Join(corpus, dir))
+		for _, e := range entries {
+			if b, err := os.ReadFile(filepath.Join(corpus, dir, e.Name())); err == nil {
+				f.Add(b, contentType(e.Name()))
+			}
+		}
+	}
+	opts := corpusOptions(f)
+	f.Fuzz(func(t *testing.T, body []byte, ct string) {
+		doc, probs := ToJSON(body, ct)
+		if len(probs) > 0 {
+			if doc != nil {
+				t.Fatal("ToJSON returned a document and problems")
+			}
+			return
+		}
+		fl, probs := Decode(doc, opts)
+		if fl == nil && len(probs) == 0 {
+			t.Fatal("no flow and no problems")
+		}
+		if !sorted(probs) {
+			t.Fatalf("unsorted: %v", probs)
+		}
+	})
 }

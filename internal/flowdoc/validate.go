@@ -39,7 +39,8 @@ var portName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 type validator struct {
 	f           *Flow
 	opts        Options
-	graphBroken bool // the schema already rejected the node list as a whole
+	graphBroken bool            // the schema already rejected the node list as a whole
+	dropped     map[string]bool // paths whose values the schema rejected and Decode removed
 	probs       problem.List
 
 	index     map[string]int    // node id -> index of its first occurrence
@@ -47,6 +48,9 @@ type validator struct {
 }
 
 func (v *validator) add(code, path, format string, args ...any) {
+	if v.dropped[path] {
+		return // the schema's type error there says it better
+	}
 	v.probs = append(v.probs, problem.New(code, path, format, args...))
 }
 
@@ -86,6 +90,9 @@ func (v *validator) nodes() {
 	for i := range nodes {
 		n := &nodes[i]
 		p := nodePath(i)
+		if v.dropped[p] {
+			continue
+		}
 		switch first, seen := v.index[n.ID]; {
 		case n.ID == "":
 			v.add(CodeRequired, p+"/id", "node id is required")
@@ -135,7 +142,7 @@ func (v *validator) requireField(nodeP, field, val string) {
 func (v *validator) condition(n *Node, p string) {
 	raw, ok := n.Config["condition"]
 	if !ok {
-		v.add(CodeRequired, p+"/config/condition", "a %s node needs config.condition (a boolean expression)", n.Type)
+		v.add(CodeRequired, p+"/config/condition", "%s node %q needs config.condition (a boolean expression)", n.Type, n.ID)
 		return
 	}
 	src, ok := raw.(string)
@@ -297,6 +304,9 @@ func (v *validator) edges() []int {
 	inbound := make([]int, len(nodes))
 	for i, e := range v.f.Graph.Edges {
 		p := edgePath(i)
+		if v.dropped[p] {
+			continue
+		}
 		src, srcOK := v.endpoint(e.Source, p+"/source")
 		dst, dstOK := v.endpoint(e.Target, p+"/target")
 		if dstOK {
