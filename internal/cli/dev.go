@@ -84,7 +84,7 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 		} else {
 			fmt.Fprintf(out, "\nflowd dev is running (data in %s); the administrator token is $FLOWD_ADMIN_TOKEN\n", dataDir)
 		}
-		fmt.Fprintf(out, "\nTry:\n  curl -s -H 'Authorization: Bearer %s' '%s/api/v1/flows?page[size]=1'\n", tok, base)
+		fmt.Fprintf(out, "\nTry:\n  curl -sg -H 'Authorization: Bearer %s' '%s/api/v1/flows?page[size]=1'\n", tok, base)
 		if flowID != "" {
 			fmt.Fprintf(out, "  curl -s -X POST -H 'Authorization: Bearer %s' %s/api/v1/flows/%s/start\n", tok, base, flowID)
 		}
