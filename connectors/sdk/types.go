@@ -1,0 +1,135 @@
+// Package sdk is how a flowd connector is written in Go: declare a manifest, write typed
+// handlers, call Serve. The connector then runs as an out-of-process plugin of the flowd
+// runners (hashicorp/go-plugin over gRPC) and prints its manifest with `<binary> describe`.
+package sdk
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ProtocolVersion is the plugin protocol this SDK speaks (go-plugin VersionedPlugins key).
+const ProtocolVersion = 1
+
+// Manifest describes a connector: what it can do and what it needs.
+type Manifest struct {
+	Name            string                 `json:"name"`
+	Version         string                 `json:"version"`
+	Description     string                 `json:"description,omitempty"`
+	Actions         map[string]ActionSpec  `json:"actions,omitempty"`
+	Triggers        map[string]TriggerSpec `json:"triggers,omitempty"`
+	CredentialTypes []string               `json:"credentialTypes,omitempty"` // basic, api_key, bearer, oauth2
+}
+
+// ActionSpec describes one action. Schemas are JSON Schema 2020-12 documents.
+type ActionSpec struct {
+	Title        string          `json:"title"`
+	Description  string          `json:"description,omitempty"`
+	ConfigSchema json.RawMessage `json:"configSchema,omitempty"`
+	InputSchema  json.RawMessage `json:"inputSchema,omitempty"`
+	OutputSchema json.RawMessage `json:"outputSchema,omitempty"`
+	// Ports are the outputs an action may emit on besides the default ("") one, e.g. success, error.
+	Ports []string `json:"ports,omitempty"`
+}
+
+// TriggerSpec describes a polling trigger.
+type TriggerSpec struct {
+	Title        string          `json:"title"`
+	Description  string          `json:"description,omitempty"`
+	ConfigSchema json.RawMessage `json:"configSchema,omitempty"`
+	OutputSchema json.RawMessage `json:"outputSchema,omitempty"`
+}
+
+// Connection is a resolved credential, handed to the connector only for the duration of a call.
+// Data holds the type's fields, e.g. basic: username, password; api_key: header, key;
+// bearer: token; oauth2: accessToken, tokenType.
+type Connection struct {
+	Type string         `json:"type"`
+	Data map[string]any `json:"data"`
+}
+
+// Invocation is one step execution as the connector sees it.
+type Invocation struct {
+	ID             string         `json:"id"` // unique within a batch; results are matched by it
+	Action         string         `json:"action"`
+	Config         map[string]any `json:"config"`            // templates already rendered
+	Input          any            `json:"input"`             // the item the step runs on
+	Context        map[string]any `json:"context,omitempty"` // steps, flow, settings, execution: for expressions
+	Connection     *Connection    `json:"connection,omitempty"`
+	ExecutionID    string         `json:"executionId"`
+	NodeID         string         `json:"nodeId"`
+	Attempt        int            `json:"attempt"`
+	IdempotencyKey string         `json:"idempotencyKey"`
+	Deadline       time.Time      `json:"deadline"`
+}
+
+// Output is one item a step emits, on a port ("" is the default output).
+type Output struct {
+	Port string `json:"port,omitempty"`
+	Data any    `json:"data"`
+}
+
+// Result is the outcome of one Invocation.
+type Result struct {
+	ID      string   `json:"id"`
+	Outputs []Output `json:"outputs,omitempty"`
+	Error   *Error   `json:"error,omitempty"`
+}
+
+// Error is a failed invocation. Retryable errors are retried by the runner per the node's
+// retry policy; others fail the step (or go to its error port).
+type Error struct {
+	Code      string `json:"code,omitempty"`
+	Message   string `json:"message"`
+	Retryable bool   `json:"retryable"`
+}
+
+func (e *Error) Error() string {
+	if e.Code != "" {
+		return e.Code + ": " + e.Message
+	}
+	return e.Message
+}
+
+// Retryable marks err as worth retrying (timeouts, 429, 5xx, a crashed plugin).
+func Retryable(code string, err error) error {
+	return &Error{Code: code, Message: err.Error(), Retryable: true}
+}
+
+// Permanent marks err as final: retrying will not help (bad config, 4xx).
+func Permanent(code string, err error) error {
+	return &Error{Code: code, Message: err.Error()}
+}
+
+// Errorf builds a permanent error.
+func Errorf(code, format string, args ...any) error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// AsError converts any error to an *Error; plain errors are permanent.
+func AsError(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: "error", Message: err.Error()}
+}
+
+// PollRequest asks a polling trigger for new items since Cursor.
+type PollRequest struct {
+	Trigger    string         `json:"trigger"`
+	Config     map[string]any `json:"config"`
+	Cursor     string         `json:"cursor"`
+	Connection *Connection    `json:"connection,omitempty"`
+}
+
+// PollResult carries new items and the cursor to resume from.
+type PollResult struct {
+	Items  []any  `json:"items"`
+	Cursor string `json:"cursor"`
+}
