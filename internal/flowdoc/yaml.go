@@ -23,9 +23,9 @@ func yamlToJSON(data []byte) ([]byte, error) {
 
 var jsonNumber = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
 
+// yamlValue holds a plain JSON-able tree (maps, slices, scalars), never nested yamlValues, so
+// encoding it is linear (a MarshalJSON per level would re-validate each subtree).
 type yamlValue struct{ v any }
-
-func (y yamlValue) MarshalJSON() ([]byte, error) { return json.Marshal(y.v) }
 
 func (y *yamlValue) UnmarshalYAML(unmarshal func(any) error) error {
 	// A mapping decodes into a non-nil map; null decodes into a nil one without error.
@@ -37,7 +37,7 @@ func (y *yamlValue) UnmarshalYAML(unmarshal func(any) error) error {
 		}
 		obj := make(map[string]any, len(m))
 		for k, val := range m {
-			obj[string(k)] = val
+			obj[string(k)] = val.v
 		}
 		y.v = obj
 		return nil
@@ -46,7 +46,7 @@ func (y *yamlValue) UnmarshalYAML(unmarshal func(any) error) error {
 	if err := unmarshal(&s); err == nil && s != nil {
 		arr := make([]any, len(s))
 		for i, e := range s {
-			arr[i] = e
+			arr[i] = e.v
 		}
 		y.v = arr
 		return nil
