@@ -216,4 +216,3 @@ func newValidateCmd() *cobra.Command {
 		},
 	}
 }
-
