@@ -52,7 +52,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	var level string
 	root.PersistentFlags().StringVar(&level, "log-level", envOr("FLOWD_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env FLOWD_LOG_LEVEL)")
-	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		var l slog.Level
 		if err := l.UnmarshalText([]byte(level)); err != nil {
 			return fmt.Errorf("--log-level: %w", err)

@@ -287,7 +287,7 @@ func TestValidateStruct(t *testing.T) {
 			},
 		},
 	}
-	probs := Validate(f, Options{ActionPorts: func(c, a string) ([]string, bool) { return []string{"custom"}, c == "c" }})
+	probs := Validate(f, Options{ActionPorts: func(c, _ string) ([]string, bool) { return []string{"custom"}, c == "c" }})
 	if len(probs) != 1 || !has(probs, CodeEnum, "/owners/0/type") {
 		t.Fatalf("got:\n%s", dump(probs))
 	}

@@ -46,18 +46,33 @@ func (r *Relay) Kick() {
 	}
 }
 
-// Flush drains the outbox now and returns once it is empty (or ctx ends).
+// Flush drains the outbox now and returns once it is empty (or ctx ends). While another
+// process holds the drain lock, it waits for that process to finish.
 func (r *Relay) Flush(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	wait := 10 * time.Millisecond
 	for {
 		n, err := r.drainOnce(ctx)
 		if err != nil {
 			return err
 		}
-		if n == 0 {
-			return nil
+		if n > 0 {
+			continue
 		}
+		left, err := r.st.OutboxLen(ctx)
+		if err != nil || left == 0 {
+			return err
+		}
+		// Someone else is draining: poll until they are done or their lock lapses.
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%d events wait for another drainer: %w", left, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(wait*2, 500*time.Millisecond)
 	}
 }
 
@@ -103,6 +118,10 @@ func (r *Relay) drainOnce(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	if err := r.pub.Publish(ctx, b.Events...); err != nil {
+		// Let another process try at once rather than after the lock expires.
+		if uerr := r.st.OutboxUnlock(context.WithoutCancel(ctx), r.id); uerr != nil {
+			r.log.Warn("event outbox: unlock failed", "err", uerr)
+		}
 		return 0, fmt.Errorf("publish %d events: %w", len(b.Events), err)
 	}
 	if err := r.st.OutboxDrop(ctx, b); err != nil {

@@ -104,3 +104,17 @@ func (s *Store) OutboxLock(ctx context.Context, owner string, ttl time.Duration)
 	}, key)
 	return extended, err
 }
+
+var unlockScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`)
+
+// OutboxUnlock gives up owner's hold, so another drainer need not wait for it to expire.
+func (s *Store) OutboxUnlock(ctx context.Context, owner string) error {
+	if err := unlockScript.Run(ctx, s.rdb, []string{s.k("outbox", "lock")}, owner).Err(); err != nil {
+		return fmt.Errorf("outbox unlock: %w", err)
+	}
+	return nil
+}

@@ -21,6 +21,11 @@
 //	P admin                      string  id of the bootstrap administrator
 //	P outbox                     list    events committed with a change, not yet on Kafka
 //	P outbox:lock                string  which process is draining the outbox
+//	P connection:{id}            string  connection (JSON; secret fields AES-256-GCM sealed, never clear)
+//	P connection:{id}:lock       string  which process is refreshing the connection's OAuth2 token
+//	P connections:user:{uid}     zset    connection ids a user owns, by creation time
+//	P connections:tenant:{tid}   zset    connection ids shared with a tenant, by creation time
+//	P connname:{uid}:{name}      string  connection id (names are unique per owner, ignoring case)
 package store
 
 import (
