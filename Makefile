@@ -6,12 +6,31 @@ BIN = bin
 GOLANGCI_LINT_VERSION ?= v2.15.0
 GOLANGCI_LINT = .cache/bin/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
-.PHONY: all build test test-in-rig test-unit fmt-check vet lint bench run clean
+.PHONY: all build test test-in-rig test-unit fmt-check vet lint bench run clean generate
+
+# Connector protocol code generators, pinned and built into .cache/bin like golangci-lint.
+# protoc itself comes from Debian (apt-get install protobuf-compiler).
+PROTOC_GEN_GO_VERSION ?= v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.2
+PROTOC_GEN_GO = .cache/bin/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)
+PROTOC_GEN_GO_GRPC = .cache/bin/protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION)
+# grpcio-tools generates the Python stubs; its minor version follows the Go grpc module.
+GRPCIO_TOOLS_VERSION ?= 1.85.1
+PY_GEN_VENV = .cache/py-grpcio-tools-$(GRPCIO_TOOLS_VERSION)
+CONNECTOR_PROTO = connectors/proto/connector/v1/connector.proto
+PY_GREETER = connectors/examples/python/greeter
+
+# Built-in connectors: every connectors/<name>/ with a main.go becomes bin/connectors/<name>.
+CONNECTORS = $(patsubst %/main.go,%,$(wildcard connectors/*/main.go))
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/flowd ./cmd/flowd
+ifneq ($(CONNECTORS),)
+	@mkdir -p $(BIN)/connectors
+	$(GO) build -o $(BIN)/connectors/ $(addprefix ./,$(CONNECTORS))
+endif
 
 # test: every check, with the integration tests running against a real Kafka broker and a real
 # redis-server that tools/rig/with-rig.sh starts before and stops after.
@@ -23,7 +42,7 @@ test:
 test-in-rig: fmt-check vet
 	@test -n "$$FLOWD_REQUIRE_RIG" || { echo "test-in-rig runs inside the rig: use 'make test'" >&2; exit 2; }
 	@echo "go test: kafka $$FLOWD_TEST_KAFKA_VERSION at $$FLOWD_TEST_KAFKA_BROKERS, redis at $$FLOWD_TEST_REDIS_URL"
-	$(GO) test -race -count=1 ./...
+	tools/gotest.sh -race -count=1
 
 # test-unit: no rig; the integration tests skip and say so.
 test-unit:
@@ -42,6 +61,31 @@ lint: $(GOLANGCI_LINT)
 $(GOLANGCI_LINT):
 	GOBIN=$(CURDIR)/.cache/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	mv .cache/bin/golangci-lint $@
+
+# generate: the connector protocol's Go code (checked in) and, when python3 is present, the
+# Python stubs of the example connector.
+generate: $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC)
+	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler" >&2; exit 1; }
+	protoc -I connectors/proto \
+		--plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_out=connectors/proto --go_opt=paths=source_relative \
+		--plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GO_GRPC) --go-grpc_out=connectors/proto --go-grpc_opt=paths=source_relative \
+		$(CONNECTOR_PROTO)
+	@if command -v python3 >/dev/null; then \
+		set -e; \
+		test -x $(PY_GEN_VENV)/bin/python || { python3 -m venv $(PY_GEN_VENV) && $(PY_GEN_VENV)/bin/pip install -q grpcio-tools==$(GRPCIO_TOOLS_VERSION); }; \
+		mkdir -p $(PY_GREETER); \
+		echo "grpc_tools.protoc -> $(PY_GREETER)"; \
+		$(PY_GEN_VENV)/bin/python -m grpc_tools.protoc -I $(dir $(CONNECTOR_PROTO)) \
+			--python_out=$(PY_GREETER) --grpc_python_out=$(PY_GREETER) $(CONNECTOR_PROTO); \
+	else echo "python3 not found: Python stubs not regenerated" >&2; fi
+
+$(PROTOC_GEN_GO):
+	GOBIN=$(CURDIR)/.cache/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	mv .cache/bin/protoc-gen-go $@
+
+$(PROTOC_GEN_GO_GRPC):
+	GOBIN=$(CURDIR)/.cache/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	mv .cache/bin/protoc-gen-go-grpc $@
 
 bench:
 	@echo "no benchmarks yet"
