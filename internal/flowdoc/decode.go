@@ -49,6 +49,8 @@ const (
 	CodeInvalidExpression = "invalid_expression"
 	CodeMergeInbound      = "merge_inbound"
 	CodeInvalidConfig     = "invalid_config"
+	CodeUnknownConnector  = "unknown_connector"
+	CodeUnknownAction     = "unknown_action"
 )
 
 // ToJSON turns a request body into JSON. YAML is accepted when the content type says so, or

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -494,4 +495,25 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("unsorted: %v", probs)
 		}
 	})
+}
+
+func TestLookupReportsUnknownConnectorsAndActions(t *testing.T) {
+	f := &Flow{Name: "x", Graph: Graph{
+		Nodes: []Node{
+			{ID: "hook", Type: TypeWebhook},
+			{ID: "a", Type: TypeAction, Connector: "nope", Action: "request"},
+			{ID: "b", Type: TypeAction, Connector: "http", Action: "teleport"},
+			{ID: "c", Type: TypeAction, Connector: "http", Action: "request"},
+		},
+		Edges: []Edge{{Source: "hook", Target: "a"}, {Source: "a", Target: "b"}, {Source: "b", Target: "c"}},
+	}}
+	lookup := func(conn, act string) (bool, bool) { return conn == "http", conn == "http" && act == "request" }
+	var got []string
+	for _, p := range Validate(f, Options{Lookup: lookup}) {
+		got = append(got, p.Code+"@"+p.Path)
+	}
+	want := []string{"unknown_connector@/graph/nodes/1/connector", "unknown_action@/graph/nodes/2/action"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
 }

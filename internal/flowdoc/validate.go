@@ -23,6 +23,9 @@ type Options struct {
 	ConfigSchema func(connector, action string) (*jsonschema.Schema, bool)
 	// ActionPorts returns the extra output ports an action declares beyond success/error.
 	ActionPorts func(connector, action string) ([]string, bool)
+	// Lookup says whether a connector, and its action or trigger, exist. When set, nodes
+	// naming anything else are errors (unknown_connector, unknown_action).
+	Lookup func(connector, action string) (connectorKnown, actionKnown bool)
 }
 
 // Validate runs the semantic checks on a decoded flow: graph structure, ports, expressions and
@@ -227,12 +230,25 @@ func (v *validator) templates(val any, p string) {
 // connectorConfig validates config against the connector's schema. Values that are templates
 // are only known at run time, so failures located at a template are not reported.
 func (v *validator) connectorConfig(n *Node, p string) {
-	if v.opts.ConfigSchema == nil || n.Connector == "" {
+	if (v.opts.ConfigSchema == nil && v.opts.Lookup == nil) || n.Connector == "" {
 		return
 	}
-	name := n.Action
+	name, field := n.Action, "/action"
 	if n.Type == TypePoll || name == "" {
-		name = n.Trigger
+		name, field = n.Trigger, "/trigger"
+	}
+	if v.opts.Lookup != nil {
+		switch conn, act := v.opts.Lookup(n.Connector, name); {
+		case !conn:
+			v.add(CodeUnknownConnector, p+"/connector", "no connector named %q is installed", n.Connector)
+			return
+		case !act:
+			v.add(CodeUnknownAction, p+field, "connector %q has no %s named %q", n.Connector, field[1:], name)
+			return
+		}
+	}
+	if v.opts.ConfigSchema == nil {
+		return
 	}
 	sch, ok := v.opts.ConfigSchema(n.Connector, name)
 	if !ok || sch == nil {
