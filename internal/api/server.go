@@ -10,8 +10,10 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/flowd/flowd/connectors/catalog"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
 )
 
@@ -35,6 +37,11 @@ type Config struct {
 	Validation flowdoc.Options
 	// Now is the clock (tests may pin it).
 	Now func() time.Time
+	// Secrets seals connection secrets; without it the connection routes answer 503.
+	Secrets *secrets.Keyring
+	// Catalog lists the installed connectors; when it has any, flows are validated against
+	// their manifests (unknown connectors, config schemas, ports).
+	Catalog *catalog.Catalog
 }
 
 // Server holds the handlers' dependencies.
@@ -58,6 +65,12 @@ func New(cfg Config) *fiber.App {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.Catalog == nil {
+		cfg.Catalog = catalog.Empty()
+	}
+	if cfg.Validation.Lookup == nil && cfg.Validation.ConfigSchema == nil && cfg.Validation.ActionPorts == nil {
+		cfg.Validation = cfg.Catalog.ValidationOptions()
+	}
 	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Log}
 	app := fiber.New(fiber.Config{
 		AppName:               "flowd",
@@ -74,6 +87,8 @@ func New(cfg Config) *fiber.App {
 	v1 := app.Group("/api/v1", s.authenticate)
 	s.mountFlows(v1)
 	s.mountIdentity(v1)
+	s.mountConnections(v1)
+	s.mountConnectors(v1)
 
 	// FlowMate partner API routes, same handlers and shapes.
 	legacy := app.Group("", s.authenticate)

@@ -27,6 +27,8 @@ func newAPICmd() *cobra.Command {
 	}
 	in.register(cmd)
 	cmd.Flags().StringVar(&opt.addr, "addr", envOr("FLOWD_API_ADDR", "127.0.0.1:8080"), "listen address (env FLOWD_API_ADDR)")
+	cmd.Flags().StringVar(&opt.connectorsDir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries (env FLOWD_CONNECTORS_DIR)")
+	cmd.Flags().StringVar(&opt.secretKeyFile, "secret-key-file", envOr("FLOWD_SECRET_KEY_FILE", ""), "file holding the AES-256 key(s) for connection secrets (or set FLOWD_SECRET_KEY)")
 	cmd.Flags().IntVar(&opt.bodyLimit, "body-limit", api.DefaultBodyLimit, "largest request body in bytes")
 	cmd.Flags().BoolVar(&opt.autoConfirm, "confirm-lifecycle", true, "confirm flow start/stop in the api role itself")
 	return cmd

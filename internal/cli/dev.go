@@ -15,6 +15,7 @@ import (
 	"github.com/flowd/flowd/internal/devenv"
 	"github.com/flowd/flowd/internal/identity"
 	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
 )
 
@@ -38,6 +39,7 @@ Redis (data lost on exit). It is for trying flowd on one machine, not for produc
 	cmd.Flags().StringVar(&dataDir, "data-dir", envOr("FLOWD_DATA_DIR", ".flowd"), "where the embedded broker and Redis keep their data")
 	cmd.Flags().StringVar(&opt.addr, "addr", envOr("FLOWD_API_ADDR", "127.0.0.1:8080"), "listen address of the API")
 	cmd.Flags().StringVar(&example, "example", "", "flow document (JSON or YAML) to load at start unless a flow of that name exists")
+	cmd.Flags().StringVar(&opt.connectorsDir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries")
 	cmd.Flags().IntVar(&opt.bodyLimit, "body-limit", 1<<20, "largest request body in bytes")
 	return cmd
 }
@@ -68,6 +70,13 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 			return err
 		}
 	}
+	if os.Getenv(secrets.EnvKey) == "" {
+		// flowd dev keeps a generated secret key beside its data, so stored connections
+		// stay readable across restarts.
+		if opt.secretKeyFile, err = devSecretKey(dataDir); err != nil {
+			return err
+		}
+	}
 	opt.onReady = func(string) {
 		base := "http://" + opt.addr
 		var flowID string
@@ -91,6 +100,17 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 		fmt.Fprintln(out, "\nPress Ctrl-C to stop.")
 	}
 	return serveAPI(ctx, in, opt)
+}
+
+func devSecretKey(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "secret.key")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	if err := os.WriteFile(path, []byte(secrets.GenerateKey()+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return path, nil
 }
 
 func devToken(dataDir string) (string, error) {

@@ -6,16 +6,19 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
+	"github.com/flowd/flowd/connectors/catalog"
 	"github.com/flowd/flowd/internal/api"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/outbox"
+	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
 )
 
@@ -43,10 +46,12 @@ func (in *infra) kafka() kafkax.Config {
 
 // apiOptions configure the control-plane role.
 type apiOptions struct {
-	addr        string
-	adminToken  string
-	bodyLimit   int
-	autoConfirm bool
+	addr          string
+	connectorsDir string
+	secretKeyFile string
+	adminToken    string
+	bodyLimit     int
+	autoConfirm   bool
 	// onReady runs once the API listens, with the admin token to print (empty if not new).
 	onReady func(token string)
 }
@@ -78,7 +83,18 @@ func serveAPI(ctx context.Context, in *infra, opt apiOptions) error {
 	if err != nil {
 		return err
 	}
-	app := api.New(api.Config{Store: st, Relay: relay, Log: log, BodyLimit: opt.bodyLimit, AutoConfirm: opt.autoConfirm})
+	cat, err := catalog.Load(ctx, opt.connectorsDir, log)
+	if err != nil {
+		return err
+	}
+	log.Info("connectors loaded", "dir", opt.connectorsDir, "count", cat.Len())
+	keys, err := secrets.LoadKeyring(os.Getenv(secrets.EnvKey), opt.secretKeyFile)
+	if errors.Is(err, secrets.ErrNoKey) {
+		log.Warn("no secret key configured: connections cannot be stored; set " + secrets.EnvKey + " or --secret-key-file")
+	} else if err != nil {
+		return err
+	}
+	app := api.New(api.Config{Store: st, Relay: relay, Log: log, BodyLimit: opt.bodyLimit, AutoConfirm: opt.autoConfirm, Catalog: cat, Secrets: keys})
 
 	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
 	relayDone := make(chan struct{})

@@ -1,0 +1,240 @@
+// Package catalog knows which connectors are installed: it reads each connector binary's
+// manifest (`<binary> describe`), validates it against schemas/connector.schema.json, and
+// answers what flow validation and the API need (actions, config schemas, ports) without
+// keeping plugin processes running.
+package catalog
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/flowd/flowd/connectors/sdk"
+	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/schemas"
+)
+
+const (
+	describeTimeout = 15 * time.Second
+	maxManifest     = 4 << 20
+	// SchemaFile is the embedded schema every manifest must satisfy.
+	SchemaFile = "connector.schema.json"
+)
+
+// Entry is one installed connector.
+type Entry struct {
+	Manifest sdk.Manifest
+	Path     string
+	configs  map[string]*jsonschema.Schema // action or trigger name -> compiled config schema
+}
+
+// Catalog is the set of connectors found in a directory. It is immutable once loaded.
+type Catalog struct {
+	dir     string
+	entries map[string]*Entry
+	skipped map[string]error
+}
+
+// Empty is a catalog with no connectors: flow validation then does not check connectors.
+func Empty() *Catalog { return &Catalog{entries: map[string]*Entry{}, skipped: map[string]error{}} }
+
+// Load reads every executable in dir. A connector whose manifest cannot be read or is invalid
+// is skipped and reported by Skipped; a missing dir gives an empty catalog.
+func Load(ctx context.Context, dir string, log *slog.Logger) (*Catalog, error) {
+	c := Empty()
+	c.dir = dir
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		log.Warn("connectors directory does not exist; no connectors are installed", "dir", dir)
+		return c, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read connectors directory: %w", err)
+	}
+	for _, de := range ents {
+		path := filepath.Join(dir, de.Name())
+		if !isExecutable(path) {
+			continue
+		}
+		e, err := describe(ctx, path)
+		if err != nil {
+			log.Error("connector skipped", "path", path, "err", err)
+			c.skipped[de.Name()] = err
+			continue
+		}
+		if prev, dup := c.entries[e.Manifest.Name]; dup {
+			err := fmt.Errorf("connector name %q is already used by %s", e.Manifest.Name, prev.Path)
+			log.Error("connector skipped", "path", path, "err", err)
+			c.skipped[de.Name()] = err
+			continue
+		}
+		c.entries[e.Manifest.Name] = e
+	}
+	return c, nil
+}
+
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// describe runs `<binary> describe` and validates what it prints.
+func describe(ctx context.Context, path string) (*Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, describeTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, "describe")
+	var out bytes.Buffer
+	var errb bytes.Buffer
+	cmd.Stdout = &limitedWriter{w: &out, n: maxManifest}
+	cmd.Stderr = &limitedWriter{w: &errb, n: 64 << 10}
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s describe: %w: %s", filepath.Base(path), err, strings.TrimSpace(errb.String()))
+	}
+	m, err := ParseManifest(out.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
+	}
+	return newEntry(*m, path)
+}
+
+// ParseManifest validates a manifest document against connector.schema.json.
+func ParseManifest(raw []byte) (*sdk.Manifest, error) {
+	sch, err := schemas.Compiled(SchemaFile)
+	if err != nil {
+		return nil, err
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("manifest is not JSON: %w", err)
+	}
+	if err := sch.Validate(inst); err != nil {
+		return nil, fmt.Errorf("invalid manifest: %w", err)
+	}
+	var m sdk.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("decode manifest: %w", err)
+	}
+	return &m, nil
+}
+
+func newEntry(m sdk.Manifest, path string) (*Entry, error) {
+	e := &Entry{Manifest: m, Path: path, configs: map[string]*jsonschema.Schema{}}
+	comp := jsonschema.NewCompiler()
+	add := func(kind, name string, raw json.RawMessage) error {
+		if len(raw) == 0 {
+			return nil
+		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+		if err != nil {
+			return fmt.Errorf("%s %q: config schema is not JSON: %w", kind, name, err)
+		}
+		url := "flowd-connector:///" + m.Name + "/" + kind + "/" + name + "/config.json"
+		if err := comp.AddResource(url, doc); err != nil {
+			return err
+		}
+		s, err := comp.Compile(url)
+		if err != nil {
+			return fmt.Errorf("%s %q: config schema: %w", kind, name, err)
+		}
+		e.configs[name] = s
+		return nil
+	}
+	for name, a := range m.Actions {
+		if err := add("actions", name, a.ConfigSchema); err != nil {
+			return nil, err
+		}
+	}
+	for name, t := range m.Triggers {
+		if err := add("triggers", name, t.ConfigSchema); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// Dir is the directory the catalog was loaded from.
+func (c *Catalog) Dir() string { return c.dir }
+
+// Len is the number of usable connectors.
+func (c *Catalog) Len() int { return len(c.entries) }
+
+// Manifests lists every connector's manifest, by name.
+func (c *Catalog) Manifests() []sdk.Manifest {
+	out := make([]sdk.Manifest, 0, len(c.entries))
+	for _, e := range c.entries {
+		out = append(out, e.Manifest)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Get returns one connector.
+func (c *Catalog) Get(name string) (*Entry, bool) {
+	e, ok := c.entries[name]
+	return e, ok
+}
+
+// Skipped names the binaries that were not loaded and why.
+func (c *Catalog) Skipped() map[string]error { return c.skipped }
+
+// ValidationOptions plugs the catalog into flow validation. An empty catalog checks nothing,
+// so an API role deployed without connector binaries still accepts flows.
+func (c *Catalog) ValidationOptions() flowdoc.Options {
+	if c == nil || len(c.entries) == 0 {
+		return flowdoc.Options{}
+	}
+	return flowdoc.Options{
+		Lookup: func(conn, name string) (bool, bool) {
+			e, ok := c.entries[conn]
+			if !ok {
+				return false, false
+			}
+			_, isAction := e.Manifest.Actions[name]
+			_, isTrigger := e.Manifest.Triggers[name]
+			return true, isAction || isTrigger
+		},
+		ConfigSchema: func(conn, name string) (*jsonschema.Schema, bool) {
+			e, ok := c.entries[conn]
+			if !ok {
+				return nil, false
+			}
+			s, ok := e.configs[name]
+			return s, ok
+		},
+		ActionPorts: func(conn, name string) ([]string, bool) {
+			e, ok := c.entries[conn]
+			if !ok {
+				return nil, false
+			}
+			a, ok := e.Manifest.Actions[name]
+			return a.Ports, ok
+		},
+	}
+}
+
+// limitedWriter stops a misbehaving binary from filling memory.
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if len(p) > l.n {
+		return 0, errors.New("output too large")
+	}
+	l.n -= len(p)
+	return l.w.Write(p)
+}
