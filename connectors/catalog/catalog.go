@@ -22,16 +22,14 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/internal/flowdoc"
-	"github.com/flowd/flowd/schemas"
 )
 
 const (
 	describeTimeout = 15 * time.Second
 	maxManifest     = 4 << 20
-	// SchemaFile is the embedded schema every manifest must satisfy.
-	SchemaFile = "connector.schema.json"
 )
 
 // Entry is one installed connector.
@@ -103,31 +101,12 @@ func describe(ctx context.Context, path string) (*Entry, error) {
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("%s describe: %w: %s", filepath.Base(path), err, strings.TrimSpace(errb.String()))
 	}
-	m, err := ParseManifest(out.Bytes())
+	// The same check the plugin host applies when it launches the connector.
+	m, err := host.ValidateManifest(filepath.Base(path), out.Bytes())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
 	}
 	return newEntry(*m, path)
-}
-
-// ParseManifest validates a manifest document against connector.schema.json.
-func ParseManifest(raw []byte) (*sdk.Manifest, error) {
-	sch, err := schemas.Compiled(SchemaFile)
-	if err != nil {
-		return nil, err
-	}
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
-	if err != nil {
-		return nil, fmt.Errorf("manifest is not JSON: %w", err)
-	}
-	if err := sch.Validate(inst); err != nil {
-		return nil, fmt.Errorf("invalid manifest: %w", err)
-	}
-	var m sdk.Manifest
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("decode manifest: %w", err)
-	}
-	return &m, nil
 }
 
 func newEntry(m sdk.Manifest, path string) (*Entry, error) {

@@ -1,0 +1,511 @@
+// Package python holds the test of the Python example connector (greeter/): it runs the
+// connector through the Go host, handshake, AutoMTLS and all, proving the plugin protocol is
+// language-neutral.
+package python
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/flowd/flowd/connectors/host"
+	"github.com/flowd/flowd/connectors/sdk"
+)
+
+// Environment of the test:
+//   - FLOWD_TEST_PYTHON: an interpreter with greeter/requirements.txt installed (CI sets it);
+//     without it the test uses .cache/py-greeter-<hash> or python3, creating the venv if needed.
+//   - FLOWD_REQUIRE_PYTHON=1: a missing Python fails the test instead of skipping it (CI).
+const (
+	envPython  = "FLOWD_TEST_PYTHON"
+	envRequire = "FLOWD_REQUIRE_PYTHON"
+)
+
+func TestGreeterThroughHost(t *testing.T) {
+	greeterDir, err := filepath.Abs("greeter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	python := pythonFor(t, greeterDir)
+	logs := newTestWriter(t) // registered first: its cleanup runs after the host's
+
+	dir := t.TempDir()
+	if err := os.Symlink(filepath.Join(greeterDir, "greeter"), filepath.Join(dir, "greeter")); err != nil {
+		t.Fatal(err)
+	}
+	h, err := host.New(host.Options{
+		Dir:    dir,
+		Env:    []string{"FLOWD_CONNECTOR_PYTHON=" + python},
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			_ = h.Close()
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	m, err := h.Manifest(ctx, "greeter")
+	if err != nil {
+		t.Fatalf("start greeter through the host: %v", err)
+	}
+	greet, ok := m.Actions["greet"]
+	if m.Name != "greeter" || m.Version == "" || !ok {
+		t.Fatalf("manifest %+v: want connector greeter with action greet", m)
+	}
+	var cfg, in, out struct {
+		Properties map[string]any `json:"properties"`
+	}
+	for _, s := range []struct {
+		raw  json.RawMessage
+		into any
+	}{{greet.ConfigSchema, &cfg}, {greet.InputSchema, &in}, {greet.OutputSchema, &out}} {
+		if err := json.Unmarshal(s.raw, s.into); err != nil {
+			t.Fatalf("schema %s: %v", s.raw, err)
+		}
+	}
+	if cfg.Properties["greeting"] == nil || in.Properties["name"] == nil || out.Properties["message"] == nil {
+		t.Fatalf("schemas: config %v, input %v, output %v: want greeting, name, message", cfg.Properties, in.Properties, out.Properties)
+	}
+
+	results, err := h.Execute(ctx, "greeter", []sdk.Invocation{
+		{ID: "ada", Action: "greet", Config: map[string]any{"greeting": "Hello"}, Input: map[string]any{"name": "Ada"}},
+		{ID: "grace", Action: "greet", Input: map[string]any{"name": "Grace"}},
+		{ID: "nobody", Action: "greet", Config: map[string]any{"greeting": "Hi"}, Input: map[string]any{}},
+		{ID: "wave", Action: "wave", Input: map[string]any{"name": "Ada"}},
+	})
+	if err != nil {
+		t.Fatalf("execute: %v", err)
+	}
+	want := []struct {
+		message, errCode string
+	}{{"Hello, Ada!", ""}, {"Hello, Grace!", ""}, {"", "invalid_input"}, {"", "unknown_action"}}
+	for i, r := range results {
+		w := want[i]
+		if w.errCode != "" {
+			if r.Error == nil || r.Error.Code != w.errCode || r.Error.Retryable {
+				t.Errorf("result %s: %+v, want permanent error %s", r.ID, r, w.errCode)
+			}
+			continue
+		}
+		if r.Error != nil || len(r.Outputs) != 1 || r.Outputs[0].Port != "" {
+			t.Errorf("result %s: %+v, want one output on the default port", r.ID, r)
+			continue
+		}
+		if got := r.Outputs[0].Data; !reflect.DeepEqual(got, map[string]any{"message": w.message}) {
+			t.Errorf("result %s: output %v, want message %q", r.ID, got, w.message)
+		}
+	}
+
+	if _, err := h.Poll(ctx, "greeter", sdk.PollRequest{Trigger: "none", Cursor: "c1"}); err != nil {
+		t.Errorf("poll: %v", err)
+	}
+
+	// Close asks the connector to shut down (go-plugin's GRPCController); it must exit.
+	var script string
+	if runtime.GOOS == "linux" {
+		// The launcher execs greeter.py by its real path.
+		if script, err = filepath.EvalSymlinks(filepath.Join(greeterDir, "greeter.py")); err != nil {
+			t.Fatal(err)
+		}
+		if len(childrenRunning(script)) == 0 {
+			t.Fatal("no greeter process found before Close: the exit check below would prove nothing")
+		}
+	}
+	closed = true
+	if err := h.Close(); err != nil {
+		t.Errorf("close host: %v", err)
+	}
+	if script != "" {
+		waitNoProcess(t, script, 10*time.Second)
+	}
+}
+
+func TestGreeterDescribe(t *testing.T) {
+	greeterDir, err := filepath.Abs("greeter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	python := pythonFor(t, greeterDir)
+	cmd := exec.Command(filepath.Join(greeterDir, "greeter"), "describe")
+	cmd.Env = append(os.Environ(), "FLOWD_CONNECTOR_PYTHON="+python)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("greeter describe: %v", err)
+	}
+	var m sdk.Manifest
+	if err := json.Unmarshal(out, &m); err != nil {
+		t.Fatalf("greeter describe printed %q: %v", out, err)
+	}
+	if _, ok := m.Actions["greet"]; m.Name != "greeter" || !ok {
+		t.Fatalf("manifest %+v", m)
+	}
+
+	// Started by hand, without the host's cookie, it refuses and says why.
+	cmd = exec.Command(filepath.Join(greeterDir, "greeter"))
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "FLOWD_CONNECTOR_PYTHON=" + python}
+	out, err = cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || !strings.Contains(string(out), "This binary is a plugin") {
+		t.Fatalf("greeter without the cookie: err %v, output %q", err, out)
+	}
+}
+
+// TestGreeterHandshake checks the plugin side of go-plugin's protocol directly: the handshake
+// line, the AutoMTLS certificate in it, that only the host's certificate gets in, and that the
+// connector exits when the host it was started for is gone.
+func TestGreeterHandshake(t *testing.T) {
+	greeterDir, err := filepath.Abs("greeter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	python := pythonFor(t, greeterDir)
+	hostCert, hostCertPEM := selfSigned(t)
+	env := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"FLOWD_CONNECTOR_PYTHON=" + python,
+		"FLOWD_CONNECTOR_PLUGIN=7c1e5f0a9b3d4e62a8f1c0d9e7b6a534",
+		"PLUGIN_PROTOCOL_VERSIONS=3,1,2",
+		"PLUGIN_CLIENT_CERT=" + string(hostCertPEM),
+	}
+	cmd := exec.Command(filepath.Join(greeterDir, "greeter"))
+	cmd.Env = append(env, fmt.Sprintf("%s=%d", sdk.ParentPIDEnv, os.Getpid()))
+	cmd.Stderr = newTestWriter(t)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line := firstLine(t, stdout, 30*time.Second)
+
+	parts := strings.Split(strings.TrimSpace(line), "|")
+	if len(parts) != 6 || parts[0] != "1" || parts[1] != "1" || parts[2] != "tcp" || parts[4] != "grpc" ||
+		!strings.HasPrefix(parts[3], "127.0.0.1:") {
+		t.Fatalf("handshake %q: want 1|1|tcp|127.0.0.1:PORT|grpc|CERT", line)
+	}
+	der, err := base64.RawStdEncoding.DecodeString(parts[5]) // as go-plugin's client decodes it
+	if err != nil {
+		t.Fatalf("certificate field: %v", err)
+	}
+	serverCert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := serverCert.VerifyHostname("localhost"); err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(serverCert)
+
+	check := func(certs []tls.Certificate) error {
+		creds := credentials.NewTLS(&tls.Config{Certificates: certs, RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS12})
+		conn, err := grpc.NewClient(parts[3], grpc.WithTransportCredentials(creds))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "plugin"})
+		if err != nil {
+			return err
+		}
+		if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("health %v", resp.GetStatus())
+		}
+		return nil
+	}
+	if err := check([]tls.Certificate{hostCert}); err != nil {
+		t.Fatalf("health check with the host's certificate: %v", err)
+	}
+	if err := check(nil); err == nil {
+		t.Fatal("health check without a client certificate succeeded: mTLS is not enforced")
+	}
+	other, _ := selfSigned(t)
+	if err := check([]tls.Certificate{other}); err == nil {
+		t.Fatal("health check with a stranger's certificate succeeded: mTLS is not enforced")
+	}
+
+	// Started for a host that is not its parent (that host is gone), it exits at once.
+	orphan := exec.Command(filepath.Join(greeterDir, "greeter"))
+	orphan.Env = append(env, sdk.ParentPIDEnv+"=999999999")
+	done := make(chan error, 1)
+	if err := orphan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- orphan.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("orphaned greeter exited 0, want a failure exit")
+		}
+	case <-time.After(30 * time.Second):
+		_ = orphan.Process.Kill()
+		t.Fatal("orphaned greeter still runs after 30s")
+	}
+}
+
+// selfSigned makes a certificate shaped like go-plugin's AutoMTLS client certificate (P-521).
+func selfSigned(t *testing.T) (tls.Certificate, []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "localhost", Organization: []string{"HashiCorp"}},
+		DNSNames:              []string{"localhost"},
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement | x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		NotBefore:             time.Now().Add(-30 * time.Second),
+		NotAfter:              time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// firstLine reads one line from r, failing t when none arrives within timeout.
+func firstLine(t *testing.T, r io.Reader, timeout time.Duration) string {
+	t.Helper()
+	got := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(r).ReadString('\n')
+		got <- line
+	}()
+	select {
+	case line := <-got:
+		return line
+	case <-time.After(timeout):
+		t.Fatalf("no handshake line on stdout within %s", timeout)
+		return ""
+	}
+}
+
+// pythonFor returns an interpreter able to run the greeter, or skips the test (fails it under
+// FLOWD_REQUIRE_PYTHON=1) when there is none.
+func pythonFor(t *testing.T, greeterDir string) string {
+	t.Helper()
+	missing := func(format string, args ...any) {
+		t.Helper()
+		msg := fmt.Sprintf(format, args...)
+		if os.Getenv(envRequire) == "1" {
+			t.Fatalf("%s (%s=1)", msg, envRequire)
+		}
+		t.Skipf("%s: skipping the Python example connector test (set %s=1 to make this a failure)", msg, envRequire)
+	}
+	if p := os.Getenv(envPython); p != "" {
+		if err := checkPython(p, greeterDir); err != nil {
+			t.Fatalf("%s=%s: %v", envPython, p, err)
+		}
+		return p
+	}
+	reqs := filepath.Join(greeterDir, "requirements.txt")
+	sum, err := fileHash(reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keyed by the requirements, so changing a pin builds a fresh venv.
+	venv := filepath.Join(root, ".cache", "py-greeter-"+sum[:12])
+	venvPython := filepath.Join(venv, "bin", "python")
+	stamp := filepath.Join(venv, ".complete")
+	if _, err := os.Stat(stamp); err == nil && checkPython(venvPython, greeterDir) == nil {
+		return venvPython
+	}
+	system, err := exec.LookPath("python3")
+	if err != nil {
+		missing("python3 not found on PATH")
+	}
+	if checkPython(system, greeterDir) == nil {
+		return system
+	}
+
+	t.Logf("creating %s with %s (pip install -r %s)", venv, system, reqs)
+	if err := os.RemoveAll(venv); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	for _, args := range [][]string{
+		{system, "-m", "venv", venv},
+		{venvPython, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", reqs},
+	} {
+		if out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
+			missing("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if err := checkPython(venvPython, greeterDir); err != nil {
+		t.Fatalf("venv %s: %v", venv, err)
+	}
+	if err := os.WriteFile(stamp, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return venvPython
+}
+
+// checkPython imports what the greeter needs, stubs included (they check the grpcio version).
+func checkPython(python, greeterDir string) error {
+	script := "import sys; sys.path.insert(0, sys.argv[1]); " +
+		"import grpc, grpc_health.v1.health, cryptography.x509, connector_pb2, connector_pb2_grpc"
+	// -B: no __pycache__ in the source tree.
+	out, err := exec.Command(python, "-B", "-c", script, greeterDir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func fileHash(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// repoRoot is the nearest directory above the test's with a go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// waitNoProcess polls /proc until no child of this test process runs script, failing t after
+// timeout. Children only: another test run on the machine may run the greeter too.
+func waitNoProcess(t *testing.T, script string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		pids := childrenRunning(script)
+		if len(pids) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connector processes %v still run %s %s after the host closed", pids, script, timeout)
+		}
+		time.Sleep(50 * time.Millisecond) // polling /proc: there is nothing to wait on
+	}
+}
+
+func childrenRunning(script string) []string {
+	entries, _ := os.ReadDir("/proc")
+	me := strconv.Itoa(os.Getpid())
+	var pids []string
+	for _, e := range entries {
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after its closing paren.
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) < 2 || fields[1] != me {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if slices.Contains(strings.Split(string(cmdline), "\x00"), script) {
+			pids = append(pids, e.Name())
+		}
+	}
+	return pids
+}
+
+// testWriter sends the host's log lines to the test log, where they show on failure, until the
+// test ends (a late line from a plugin's stderr must not log into a finished test).
+type testWriter struct {
+	t    *testing.T
+	mu   sync.Mutex
+	done bool
+}
+
+func newTestWriter(t *testing.T) *testWriter {
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.done = true
+	})
+	return w
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return len(p), nil
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(p)))
+	for sc.Scan() {
+		w.t.Log(sc.Text())
+	}
+	return len(p), nil
+}

@@ -1,0 +1,436 @@
+// Package host runs connector plugins for the runners and the CLI: it discovers connector
+// binaries in a directory, starts each lazily (once per Host) through hashicorp/go-plugin with
+// AutoMTLS and optional sha256 pinning, validates its manifest, multiplexes concurrent calls over
+// its one gRPC connection, health-checks it, and restarts it with backoff after a crash.
+package host
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	connectorv1 "github.com/flowd/flowd/connectors/proto/connector/v1"
+	"github.com/flowd/flowd/connectors/sdk"
+)
+
+// Error codes the host puts in results (sdk.Error.Code) for failures of its own.
+const (
+	CodeCrashed         = "connector_crashed"     // the plugin process died during the call: retryable
+	CodeUnavailable     = "connector_unavailable" // the plugin could not be started (yet): retryable
+	CodeDeadline        = "deadline_exceeded"     // the call or the item ran out of time: retryable
+	CodeCanceled        = "canceled"              // the caller gave up: retryable
+	CodeConnectorError  = "connector_error"       // the plugin failed the whole call: retryable
+	CodeMessageTooLarge = "message_too_large"     // a request or response exceeded sdk.MaxMessageSize
+	CodeMissingResult   = "missing_result"        // the plugin answered without this item
+)
+
+var (
+	ErrUnknownConnector = errors.New("unknown connector")
+	ErrNotPinned        = errors.New("connector binary is not in the pin file")
+	ErrChecksumMismatch = errors.New("connector binary does not match its pinned sha256")
+	ErrInvalidManifest  = errors.New("invalid connector manifest")
+	ErrClosed           = errors.New("connector host is closed")
+)
+
+// Options configures a Host; zero values take the defaults in brackets.
+type Options struct {
+	Dir               string        // where connector executables live ["bin/connectors"]
+	PinFile           string        // optional `sha256sum` output; when set, only listed binaries that match start
+	CallTimeout       time.Duration // bound of one Execute or Poll call, capped by item deadlines [30s]
+	StartTimeout      time.Duration // handshake plus Describe [30s]
+	HealthInterval    time.Duration // between health checks of running connectors [10s]
+	HealthTimeout     time.Duration // for one health check [5s]
+	RestartBackoff    time.Duration // before the first restart after a failure; doubles per failure [200ms]
+	MaxRestartBackoff time.Duration // cap of the restart backoff [30s]
+	HealthyAfter      time.Duration // uptime after which past failures are forgotten [1m]
+	Env               []string      // extra KEY=VALUE for connectors, which otherwise get only an allowlist of the host's env
+	Logger            *slog.Logger  // [slog.Default()]
+}
+
+func (o *Options) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if o.Dir == "" {
+		o.Dir = filepath.Join("bin", "connectors")
+	}
+	def(&o.CallTimeout, 30*time.Second)
+	def(&o.StartTimeout, 30*time.Second)
+	def(&o.HealthInterval, 10*time.Second)
+	def(&o.HealthTimeout, 5*time.Second)
+	def(&o.RestartBackoff, 200*time.Millisecond)
+	def(&o.MaxRestartBackoff, 30*time.Second)
+	def(&o.HealthyAfter, time.Minute)
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Host runs the connectors of one directory. It is safe for concurrent use.
+type Host struct {
+	opts   Options
+	log    *slog.Logger
+	paths  map[string]string // connector name -> executable
+	pins   map[string][]byte // nil without a pin file
+	closed atomic.Bool
+	stop   chan struct{}
+	loops  sync.WaitGroup
+
+	mu   sync.Mutex
+	sups map[string]*supervisor
+}
+
+// New discovers the executables in opts.Dir (each one is a connector named after its file) and
+// reads the pin file. Nothing is started until first use.
+func New(opts Options) (*Host, error) {
+	opts.defaults()
+	paths, err := discover(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	h := &Host{
+		opts:  opts,
+		log:   opts.Logger,
+		paths: paths,
+		stop:  make(chan struct{}),
+		sups:  map[string]*supervisor{},
+	}
+	if opts.PinFile != "" {
+		if h.pins, err = readPinFile(opts.PinFile); err != nil {
+			return nil, err
+		}
+	}
+	h.loops.Go(h.healthLoop)
+	return h, nil
+}
+
+func discover(dir string) (map[string]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("connectors dir: %w", err)
+	}
+	paths := map[string]string{}
+	for _, e := range entries {
+		name := e.Name()
+		if name == "" || name[0] == '.' {
+			continue
+		}
+		path, err := filepath.Abs(filepath.Join(dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("connectors dir: %w", err)
+		}
+		fi, err := os.Stat(path) // follows symlinks
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			continue
+		}
+		paths[name] = path
+	}
+	return paths, nil
+}
+
+// List returns the names of the discovered connectors, sorted.
+func (h *Host) List() []string {
+	names := make([]string, 0, len(h.paths))
+	for n := range h.paths {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Manifest returns the manifest the running connector described (starting it if needed).
+func (h *Host) Manifest(ctx context.Context, name string) (*sdk.Manifest, error) {
+	s, err := h.supervisor(name)
+	if err != nil {
+		return nil, err
+	}
+	inst, err := s.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := inst.manifest // the maps are never written after load, so sharing them is safe
+	return &m, nil
+}
+
+// Execute runs a batch of invocations on connector name and returns one result per item, in
+// item order. Failures of single items, of the call (deadline, crash) and of the plugin are
+// results with an sdk.Error; the error return is for a call that could not be made at all
+// (unknown connector, refused binary, invalid manifest, canceled ctx, malformed batch).
+func (h *Host) Execute(ctx context.Context, name string, items []sdk.Invocation) ([]sdk.Result, error) {
+	if len(items) == 0 {
+		return nil, nil
+	}
+	seen := make(map[string]struct{}, len(items))
+	for i, it := range items {
+		if it.ID == "" {
+			return nil, fmt.Errorf("execute %s: item %d has no id", name, i)
+		}
+		if _, dup := seen[it.ID]; dup {
+			return nil, fmt.Errorf("execute %s: duplicate item id %q", name, it.ID)
+		}
+		seen[it.ID] = struct{}{}
+	}
+	s, err := h.supervisor(name)
+	if err != nil {
+		return nil, err
+	}
+	inst, err := s.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	callCtx, cancel, itemDeadline := h.callContext(ctx, items)
+	defer cancel()
+	results := make([]sdk.Result, len(items))
+	req := &connectorv1.ExecuteRequest{Invocations: make([]*connectorv1.Invocation, 0, len(items))}
+	sent := make(map[string]int, len(items)) // id -> index in items
+	for i := range items {
+		pi, err := encodeInvocation(&items[i], itemDeadline(items[i].Deadline))
+		if err != nil {
+			results[i] = sdk.Result{ID: items[i].ID, Error: sdk.AsError(err)}
+			continue
+		}
+		req.Invocations = append(req.Invocations, pi)
+		sent[items[i].ID] = i
+	}
+	if len(req.Invocations) == 0 {
+		return results, nil
+	}
+
+	resp, err := inst.rpc.Execute(callCtx, req)
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled) {
+			return nil, fmt.Errorf("execute %s: %w", name, ctx.Err())
+		}
+		e := s.callError(callCtx, inst, err)
+		for id, i := range sent {
+			results[i] = sdk.Result{ID: id, Error: e}
+		}
+		return results, nil
+	}
+	for _, r := range resp.GetResults() {
+		i, ok := sent[r.GetId()]
+		if !ok {
+			continue // unknown or repeated id: the first answer stands
+		}
+		delete(sent, r.GetId())
+		results[i] = decodeResult(r)
+	}
+	for id, i := range sent {
+		results[i] = sdk.Result{ID: id, Error: &sdk.Error{Code: CodeMissingResult, Message: "connector " + name + " returned no result for this item"}}
+	}
+	return results, nil
+}
+
+// Poll asks a polling trigger of connector name for new items. Its error is an *sdk.Error
+// (retryable or not) for failures of the poll, or a plain error when the call could not be made.
+func (h *Host) Poll(ctx context.Context, name string, req sdk.PollRequest) (sdk.PollResult, error) {
+	s, err := h.supervisor(name)
+	if err != nil {
+		return sdk.PollResult{}, err
+	}
+	inst, err := s.get(ctx)
+	if err != nil {
+		return sdk.PollResult{}, err
+	}
+	callCtx, cancel, itemDeadline := h.callContext(ctx, nil)
+	defer cancel()
+	preq, err := encodePoll(&req, itemDeadline(time.Time{}))
+	if err != nil {
+		return sdk.PollResult{}, err
+	}
+	resp, err := inst.rpc.Poll(callCtx, preq)
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled) {
+			return sdk.PollResult{}, fmt.Errorf("poll %s: %w", name, ctx.Err())
+		}
+		return sdk.PollResult{}, s.callError(callCtx, inst, err)
+	}
+	if e := resp.GetError(); e != nil {
+		return sdk.PollResult{}, &sdk.Error{Code: e.GetCode(), Message: e.GetMessage(), Retryable: e.GetRetryable()}
+	}
+	out := sdk.PollResult{Cursor: resp.GetCursor(), Items: make([]any, len(resp.GetItemsJson()))}
+	for i, b := range resp.GetItemsJson() {
+		if out.Items[i], err = sdk.DecodeJSON(b); err != nil {
+			return sdk.PollResult{}, &sdk.Error{Code: "invalid_output", Message: fmt.Sprintf("poll item %d: %v", i, err)}
+		}
+	}
+	return out, nil
+}
+
+// deadlineGrace is how much earlier than the call's own deadline the plugin is asked to answer
+// an item, so a slow item comes back as that item's deadline error instead of losing the batch.
+const deadlineGrace = 250 * time.Millisecond
+
+// callContext bounds a call by CallTimeout and, when every item has one, by the latest item
+// deadline (plus grace). itemDeadline gives what each item is told: its own deadline, capped
+// by the call's.
+func (h *Host) callContext(ctx context.Context, items []sdk.Invocation) (context.Context, context.CancelFunc, func(time.Time) time.Time) {
+	dl := time.Now().Add(h.opts.CallTimeout)
+	if pd, ok := ctx.Deadline(); ok && pd.Before(dl) {
+		dl = pd
+	}
+	var latest time.Time
+	all := len(items) > 0
+	for _, it := range items {
+		if it.Deadline.IsZero() {
+			all = false
+			break
+		}
+		if it.Deadline.After(latest) {
+			latest = it.Deadline
+		}
+	}
+	if all && latest.Add(deadlineGrace).Before(dl) {
+		dl = latest.Add(deadlineGrace)
+	}
+	ctx, cancel := context.WithDeadline(ctx, dl)
+	itemCap := dl.Add(-deadlineGrace)
+	return ctx, cancel, func(d time.Time) time.Time {
+		if d.IsZero() || d.After(itemCap) {
+			return itemCap
+		}
+		return d
+	}
+}
+
+func (h *Host) supervisor(name string) (*supervisor, error) {
+	if h.closed.Load() {
+		return nil, ErrClosed
+	}
+	path, ok := h.paths[name]
+	if !ok {
+		return nil, fmt.Errorf("connector %q: %w (not an executable in %s)", name, ErrUnknownConnector, h.opts.Dir)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.sups[name]
+	if !ok {
+		s = &supervisor{h: h, name: name, path: path, log: h.log.With("connector", name)}
+		h.sups[name] = s
+	}
+	return s, nil
+}
+
+func (h *Host) healthLoop() {
+	t := time.NewTicker(h.opts.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		sups := make([]*supervisor, 0, len(h.sups))
+		for _, s := range h.sups {
+			sups = append(sups, s)
+		}
+		h.mu.Unlock()
+		var wg sync.WaitGroup
+		for _, s := range sups {
+			wg.Go(s.checkHealth)
+		}
+		wg.Wait()
+	}
+}
+
+// Close stops health checks and kills every connector process; calls still running fail.
+func (h *Host) Close() error {
+	if h.closed.Swap(true) {
+		return nil
+	}
+	close(h.stop)
+	h.loops.Wait()
+	h.mu.Lock()
+	sups := make([]*supervisor, 0, len(h.sups))
+	for _, s := range h.sups {
+		sups = append(sups, s)
+	}
+	h.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range sups {
+		wg.Go(s.shutdown)
+	}
+	wg.Wait()
+	return nil
+}
+
+func encodeInvocation(it *sdk.Invocation, deadline time.Time) (*connectorv1.Invocation, error) {
+	pi := &connectorv1.Invocation{
+		Id:             it.ID,
+		Action:         it.Action,
+		ExecutionId:    it.ExecutionID,
+		NodeId:         it.NodeID,
+		Attempt:        int32(it.Attempt),
+		IdempotencyKey: it.IdempotencyKey,
+		DeadlineUnixMs: deadline.UnixMilli(),
+	}
+	var err error
+	if pi.ConfigJson, err = json.Marshal(it.Config); err != nil {
+		return nil, sdk.Permanent("invalid_config", fmt.Errorf("encode config: %w", err))
+	}
+	if pi.InputJson, err = json.Marshal(it.Input); err != nil {
+		return nil, sdk.Permanent("invalid_input", fmt.Errorf("encode input: %w", err))
+	}
+	if it.Context != nil {
+		if pi.ContextJson, err = json.Marshal(it.Context); err != nil {
+			return nil, sdk.Permanent("invalid_context", fmt.Errorf("encode context: %w", err))
+		}
+	}
+	if pi.Connection, err = encodeConnection(it.Connection); err != nil {
+		return nil, err
+	}
+	return pi, nil
+}
+
+func encodePoll(req *sdk.PollRequest, deadline time.Time) (*connectorv1.PollRequest, error) {
+	pr := &connectorv1.PollRequest{Trigger: req.Trigger, Cursor: req.Cursor, DeadlineUnixMs: deadline.UnixMilli()}
+	var err error
+	if pr.ConfigJson, err = json.Marshal(req.Config); err != nil {
+		return nil, sdk.Permanent("invalid_config", fmt.Errorf("encode config: %w", err))
+	}
+	if pr.Connection, err = encodeConnection(req.Connection); err != nil {
+		return nil, err
+	}
+	return pr, nil
+}
+
+func encodeConnection(c *sdk.Connection) (*connectorv1.Connection, error) {
+	if c == nil {
+		return nil, nil
+	}
+	data, err := json.Marshal(c.Data)
+	if err != nil {
+		// The message would carry secret material: keep it out of the error.
+		return nil, sdk.Errorf("invalid_connection", "encode connection of type %s failed", c.Type)
+	}
+	return &connectorv1.Connection{Type: c.Type, DataJson: data}, nil
+}
+
+func decodeResult(r *connectorv1.Result) sdk.Result {
+	res := sdk.Result{ID: r.GetId()}
+	if e := r.GetError(); e != nil {
+		res.Error = &sdk.Error{Code: e.GetCode(), Message: e.GetMessage(), Retryable: e.GetRetryable()}
+		return res
+	}
+	res.Outputs = make([]sdk.Output, len(r.GetOutputs()))
+	for i, o := range r.GetOutputs() {
+		v, err := sdk.DecodeJSON(o.GetDataJson())
+		if err != nil {
+			return sdk.Result{ID: r.GetId(), Error: &sdk.Error{Code: "invalid_output", Message: fmt.Sprintf("output %d is not JSON: %v", i, err)}}
+		}
+		res.Outputs[i] = sdk.Output{Port: o.GetPort(), Data: v}
+	}
+	return res
+}

@@ -1,0 +1,169 @@
+package host
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+
+	"github.com/flowd/flowd/connectors/sdk"
+	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/schemas"
+)
+
+// ManifestSchema is the embedded schema every connector manifest must satisfy.
+const ManifestSchema = "connector.schema.json"
+
+var printer = message.NewPrinter(language.English)
+
+// ValidateManifest checks a manifest document against schemas/connector.schema.json, checks
+// that every config, input and output schema in it compiles, and that its name is the
+// connector's (binary) name. The error wraps ErrInvalidManifest and a problem.List naming every
+// problem with its JSON pointer.
+func ValidateManifest(name string, data []byte) (*sdk.Manifest, error) {
+	return validateManifest(name, data)
+}
+
+func validateManifest(name string, data []byte) (*sdk.Manifest, error) {
+	fail := func(problems problem.List) error {
+		return fmt.Errorf("connector %q: %w: %w", name, ErrInvalidManifest, problems)
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		return nil, fail(problem.List{problem.New("malformed", "", "manifest is not JSON: %v", err)})
+	}
+	schema, err := schemas.Compiled(ManifestSchema)
+	if err != nil {
+		return nil, err
+	}
+	var problems problem.List
+	if err := schema.Validate(doc); err != nil {
+		ve, ok := err.(*jsonschema.ValidationError)
+		if !ok {
+			return nil, fail(problem.List{problem.New("schema", "", "%v", err)})
+		}
+		problems = append(problems, leaves(ve)...)
+	}
+	var m sdk.Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		problems = append(problems, problem.New("schema", "", "%v", err))
+	}
+	if m.Name != "" && m.Name != name {
+		problems = append(problems, problem.New("name_mismatch", "/name",
+			"manifest name %q differs from the connector's binary name %q", m.Name, name))
+	}
+	if len(problems) == 0 {
+		problems = append(problems, compileEmbedded(&m)...)
+	}
+	if len(problems) > 0 {
+		return nil, fail(problems)
+	}
+	return &m, nil
+}
+
+// compileEmbedded compiles each config/input/output schema, so a broken one is refused here
+// rather than when a flow is validated against it.
+func compileEmbedded(m *sdk.Manifest) problem.List {
+	var out problem.List
+	check := func(path string, raw json.RawMessage) {
+		if len(raw) == 0 {
+			return
+		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+		if err == nil {
+			c := jsonschema.NewCompiler()
+			c.DefaultDraft(jsonschema.Draft2020)
+			url := "urn:flowd:manifest" + path
+			if err = c.AddResource(url, doc); err == nil {
+				_, err = c.Compile(url)
+			}
+		}
+		if err != nil {
+			out = append(out, problem.New("invalid_schema", path, "schema does not compile: %v", err))
+		}
+	}
+	for _, n := range sortedKeys(m.Actions) {
+		a := m.Actions[n]
+		p := "/actions/" + pointerToken(n)
+		check(p+"/configSchema", a.ConfigSchema)
+		check(p+"/inputSchema", a.InputSchema)
+		check(p+"/outputSchema", a.OutputSchema)
+	}
+	for _, n := range sortedKeys(m.Triggers) {
+		t := m.Triggers[n]
+		p := "/triggers/" + pointerToken(n)
+		check(p+"/configSchema", t.ConfigSchema)
+		check(p+"/outputSchema", t.OutputSchema)
+	}
+	return out
+}
+
+// leaves flattens a validation error into one problem per failing keyword; anyOf/oneOf
+// failures are summarised as one problem naming each alternative.
+func leaves(e *jsonschema.ValidationError) problem.List {
+	path := pointer(e.InstanceLocation)
+	switch k := e.ErrorKind.(type) {
+	case *kind.Required:
+		out := make(problem.List, 0, len(k.Missing))
+		for _, m := range k.Missing {
+			out = append(out, problem.New("required", path+"/"+pointerToken(m), "missing required property %q", m))
+		}
+		return out
+	case *kind.AdditionalProperties:
+		out := make(problem.List, 0, len(k.Properties))
+		for _, p := range k.Properties {
+			msg := fmt.Sprintf("property %q is not allowed here", p)
+			if path == "/actions" || path == "/triggers" {
+				msg = fmt.Sprintf("%q is not a valid name: a letter, then letters, digits, '_', '.' or '-'", p)
+			}
+			out = append(out, problem.New("additional_property", path+"/"+pointerToken(p), "%s", msg))
+		}
+		return out
+	case *kind.AnyOf, *kind.OneOf:
+		if len(e.Causes) > 0 {
+			var alts []string
+			for _, c := range e.Causes {
+				for _, p := range leaves(c) {
+					alts = append(alts, p.Message)
+				}
+			}
+			return problem.List{problem.New("schema", path, "matches none of the allowed forms: %s", strings.Join(alts, ", or "))}
+		}
+	}
+	if len(e.Causes) > 0 {
+		var out problem.List
+		for _, c := range e.Causes {
+			out = append(out, leaves(c)...)
+		}
+		return out
+	}
+	return problem.List{problem.New("schema", path, "%s", e.ErrorKind.LocalizedString(printer))}
+}
+
+func pointer(tokens []string) string {
+	var b strings.Builder
+	for _, t := range tokens {
+		b.WriteByte('/')
+		b.WriteString(pointerToken(t))
+	}
+	return b.String()
+}
+
+func pointerToken(s string) string {
+	return strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,319 @@
+package host
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	connectorv1 "github.com/flowd/flowd/connectors/proto/connector/v1"
+	"github.com/flowd/flowd/connectors/sdk"
+)
+
+// supervisor owns the process of one connector: it starts it on demand (one start at a time,
+// shared by every caller waiting), notices when it dies, and spaces restarts with backoff.
+// go-plugin does not restart a dead plugin; this does.
+type supervisor struct {
+	h    *Host
+	name string
+	path string
+	log  *slog.Logger
+
+	mu          sync.Mutex
+	cur         *instance   // nil when not running
+	round       *startRound // the start in progress, if any
+	failures    int         // consecutive failures (crashes, failed starts, failed health checks)
+	lastFailure time.Time
+	lastErr     error
+	kills       sync.WaitGroup // kills of dead instances still running
+}
+
+type startRound struct {
+	done chan struct{}
+	err  error // set before done closes
+}
+
+// instance is one running plugin process.
+type instance struct {
+	client   *plugin.Client
+	rpc      connectorv1.ConnectorClient
+	health   healthpb.HealthClient
+	manifest sdk.Manifest
+	started  time.Time
+	pid      int
+}
+
+// get returns the running instance, starting it when needed.
+func (s *supervisor) get(ctx context.Context) (*instance, error) {
+	for {
+		if s.h.closed.Load() {
+			return nil, ErrClosed
+		}
+		s.mu.Lock()
+		if inst := s.cur; inst != nil {
+			if !inst.client.Exited() {
+				s.mu.Unlock()
+				return inst, nil
+			}
+			s.failLocked(inst, errors.New("process exited"))
+		}
+		round := s.round
+		if round == nil {
+			if wait := s.backoffLocked(); wait > 0 {
+				lastErr := s.lastErr
+				s.mu.Unlock()
+				if isPermanent(lastErr) {
+					// A refused binary stays refused until it changes; say so at once.
+					return nil, lastErr
+				}
+				if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+					return nil, s.unavailable(fmt.Errorf("restarting in %s after: %w", wait.Round(time.Millisecond), lastErr))
+				}
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return nil, fmt.Errorf("connector %q: waiting to restart: %w", s.name, ctx.Err())
+				}
+				continue
+			}
+			round = &startRound{done: make(chan struct{})}
+			s.round = round
+			go s.start(round)
+		}
+		s.mu.Unlock()
+		select {
+		case <-round.done:
+			if round.err != nil {
+				return nil, round.err
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connector %q: waiting for start: %w", s.name, ctx.Err())
+		}
+	}
+}
+
+// start runs one start attempt and publishes its outcome to everyone waiting on round.
+func (s *supervisor) start(round *startRound) {
+	inst, err := s.launch()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer close(round.done)
+	s.round = nil
+	if err == nil && s.h.closed.Load() {
+		s.killAsyncLocked(inst)
+		inst, err = nil, ErrClosed
+	}
+	if err != nil {
+		s.failures++
+		s.lastFailure = time.Now()
+		s.lastErr = err
+		round.err = err
+		s.log.Error("connector failed to start", "error", err, "failures", s.failures)
+		return
+	}
+	s.cur = inst
+	s.log.Info("connector started", "pid", inst.pid, "version", inst.manifest.Version)
+}
+
+// launch starts the process, completes the handshake and loads the manifest.
+func (s *supervisor) launch() (*instance, error) {
+	opts := &s.h.opts
+	var secure *plugin.SecureConfig
+	if s.h.pins != nil {
+		sum, ok := s.h.pins[s.name]
+		if !ok {
+			return nil, fmt.Errorf("connector %q: %w %s: refusing to start it", s.name, ErrNotPinned, opts.PinFile)
+		}
+		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+	}
+	cmd := exec.Command(s.path)
+	cmd.Env = pluginEnv(opts.Env)
+	cmd.SysProcAttr = sysProcAttr()
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig: sdk.Handshake,
+		VersionedPlugins: map[int]plugin.PluginSet{
+			sdk.ProtocolVersion: {sdk.PluginName: &clientPlugin{}},
+		},
+		Cmd:              cmd,
+		SecureConfig:     secure,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		SkipHostEnv:      true, // connectors get pluginEnv, never the runner's secrets
+		StartTimeout:     opts.StartTimeout,
+		Logger:           newHCLogger(s.log),
+		SyncStdout:       &lineLogger{log: s.log, stream: "stdout"},
+		SyncStderr:       &lineLogger{log: s.log, stream: "stderr"},
+		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(sdk.MaxMessageSize),
+			grpc.MaxCallSendMsgSize(sdk.MaxMessageSize),
+		)},
+	})
+	proto, err := client.Client()
+	if err != nil {
+		client.Kill()
+		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
+			return nil, fmt.Errorf("connector %q: %w: %s differs from the sha256 %s pinned in %s: refusing to start it",
+				s.name, ErrChecksumMismatch, s.path, hex.EncodeToString(secure.Checksum), opts.PinFile)
+		}
+		return nil, s.unavailable(fmt.Errorf("start %s: %w", s.path, err))
+	}
+	raw, err := proto.Dispense(sdk.PluginName)
+	if err != nil {
+		client.Kill()
+		return nil, s.unavailable(fmt.Errorf("dispense: %w", err))
+	}
+	conn := raw.(*pluginConn)
+	inst := &instance{client: client, rpc: conn.rpc, health: conn.health, started: time.Now()}
+	if rc := client.ReattachConfig(); rc != nil {
+		inst.pid = rc.Pid
+	} else {
+		inst.pid, _ = strconv.Atoi(client.ID())
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), opts.StartTimeout)
+	defer cancel()
+	resp, err := inst.rpc.Describe(ctx, &connectorv1.DescribeRequest{})
+	if err != nil {
+		client.Kill()
+		return nil, s.unavailable(fmt.Errorf("describe: %w", err))
+	}
+	m, err := validateManifest(s.name, resp.GetManifestJson())
+	if err != nil {
+		client.Kill()
+		return nil, err
+	}
+	inst.manifest = *m
+	return inst, nil
+}
+
+// callError turns a failed gRPC call into the error every item of the call gets. A broken
+// connection means the process is gone or useless: it is marked dead so the next call restarts it.
+func (s *supervisor) callError(callCtx context.Context, inst *instance, err error) *sdk.Error {
+	code := status.Code(err)
+	switch {
+	case code == codes.DeadlineExceeded || errors.Is(callCtx.Err(), context.DeadlineExceeded):
+		return &sdk.Error{Code: CodeDeadline, Message: fmt.Sprintf("connector %s: call deadline exceeded", s.name), Retryable: true}
+	case code == codes.ResourceExhausted:
+		return &sdk.Error{Code: CodeMessageTooLarge, Message: fmt.Sprintf("connector %s: %s (limit %d bytes)", s.name, status.Convert(err).Message(), sdk.MaxMessageSize)}
+	case code == codes.Unavailable || code == codes.Canceled || inst.client.Exited() || !s.healthy(inst):
+		s.crashed(inst, err)
+		return &sdk.Error{Code: CodeCrashed, Message: fmt.Sprintf("connector %s crashed during the call: %v", s.name, status.Convert(err).Message()), Retryable: true}
+	case code == codes.Unimplemented:
+		return &sdk.Error{Code: "unimplemented", Message: fmt.Sprintf("connector %s: %s", s.name, status.Convert(err).Message())}
+	default:
+		return &sdk.Error{Code: CodeConnectorError, Message: fmt.Sprintf("connector %s: %s", s.name, status.Convert(err).Message()), Retryable: true}
+	}
+}
+
+func (s *supervisor) healthy(inst *instance) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), s.h.opts.HealthTimeout)
+	defer cancel()
+	resp, err := inst.health.Check(ctx, &healthpb.HealthCheckRequest{Service: plugin.GRPCServiceName})
+	return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
+}
+
+func (s *supervisor) checkHealth() {
+	s.mu.Lock()
+	inst := s.cur
+	s.mu.Unlock()
+	if inst == nil {
+		return
+	}
+	if inst.client.Exited() {
+		s.crashed(inst, errors.New("process exited"))
+		return
+	}
+	if !s.healthy(inst) {
+		s.crashed(inst, errors.New("health check failed"))
+		return
+	}
+	if time.Since(inst.started) >= s.h.opts.HealthyAfter {
+		s.mu.Lock()
+		if s.cur == inst {
+			s.failures = 0
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *supervisor) crashed(inst *instance, cause error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failLocked(inst, cause)
+}
+
+// failLocked retires inst, once, and counts the failure for backoff.
+func (s *supervisor) failLocked(inst *instance, cause error) {
+	if s.cur != inst {
+		return
+	}
+	s.cur = nil
+	if time.Since(inst.started) >= s.h.opts.HealthyAfter {
+		s.failures = 0
+	}
+	s.failures++
+	s.lastFailure = time.Now()
+	s.lastErr = s.unavailable(fmt.Errorf("process %d died: %w", inst.pid, cause))
+	s.log.Warn("connector died: restarting on next use", "pid", inst.pid, "cause", cause, "failures", s.failures, "backoff", s.backoff(s.failures))
+	s.killAsyncLocked(inst)
+}
+
+func (s *supervisor) killAsyncLocked(inst *instance) {
+	s.kills.Go(inst.client.Kill)
+}
+
+// backoffLocked is how long to wait before the next start may begin.
+func (s *supervisor) backoffLocked() time.Duration {
+	if s.failures == 0 {
+		return 0
+	}
+	return time.Until(s.lastFailure.Add(s.backoff(s.failures)))
+}
+
+func (s *supervisor) backoff(failures int) time.Duration {
+	d := s.h.opts.RestartBackoff
+	for i := 1; i < failures && d < s.h.opts.MaxRestartBackoff; i++ {
+		d *= 2
+	}
+	return min(d, s.h.opts.MaxRestartBackoff)
+}
+
+func (s *supervisor) unavailable(err error) error {
+	return fmt.Errorf("connector %q: %w", s.name, &sdk.Error{Code: CodeUnavailable, Message: err.Error(), Retryable: true})
+}
+
+// shutdown waits for a start in progress, then kills the process and waits for it to go.
+func (s *supervisor) shutdown() {
+	s.mu.Lock()
+	round := s.round
+	s.mu.Unlock()
+	if round != nil {
+		<-round.done
+	}
+	s.mu.Lock()
+	if inst := s.cur; inst != nil {
+		s.cur = nil
+		s.killAsyncLocked(inst)
+	}
+	s.mu.Unlock()
+	s.kills.Wait()
+}
+
+// isPermanent: errors no restart can fix while the binary stays the same.
+func isPermanent(err error) bool {
+	return errors.Is(err, ErrNotPinned) || errors.Is(err, ErrChecksumMismatch) || errors.Is(err, ErrInvalidManifest)
+}

@@ -1,0 +1,74 @@
+// Command crasher is the host's test connector: it echoes, crashes, sleeps and panics on demand.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/flowd/flowd/connectors/sdk"
+)
+
+type sleepConfig struct {
+	MS int `json:"ms"`
+}
+
+func main() {
+	// Stdout belongs to the handshake: this must land on stderr, not break the host.
+	fmt.Println("crasher: a stray print before Serve")
+	sdk.Serve(sdk.Connector{
+		Manifest: sdk.Manifest{Name: "crasher", Version: "1.0.0", Description: "test connector"},
+		Actions: map[string]sdk.Handler{
+			"echo": sdk.Action(sdk.ActionSpec{Title: "Echo", Ports: []string{"copy"}},
+				func(_ context.Context, call sdk.Call[map[string]any, json.RawMessage]) ([]sdk.Output, error) {
+					if call.Config["print"] == true {
+						fmt.Println("crasher: a stray print inside a handler")
+					}
+					outs := []sdk.Output{{Data: call.Input}}
+					if port, _ := call.Config["port"].(string); port != "" {
+						outs = append(outs, sdk.Output{Port: port, Data: call.Input})
+					}
+					return outs, nil
+				}),
+			"crash": sdk.Action(sdk.ActionSpec{Title: "Crash"},
+				func(context.Context, sdk.Call[any, any]) ([]sdk.Output, error) {
+					slog.Info("crashing on purpose")
+					os.Exit(3)
+					return nil, nil
+				}),
+			"sleep": sdk.Action(sdk.ActionSpec{
+				Title:        "Sleep",
+				ConfigSchema: json.RawMessage(`{"type":"object","properties":{"ms":{"type":"integer","minimum":0}}}`),
+			}, func(ctx context.Context, call sdk.Call[sleepConfig, any]) ([]sdk.Output, error) {
+				// Ignores ctx on purpose: the SDK must answer at the deadline anyway.
+				time.Sleep(time.Duration(call.Config.MS) * time.Millisecond)
+				return []sdk.Output{{Data: "slept"}}, nil
+			}),
+			"panic": sdk.Action(sdk.ActionSpec{Title: "Panic"},
+				func(context.Context, sdk.Call[any, any]) ([]sdk.Output, error) {
+					panic("boom")
+				}),
+			"fail": sdk.Action(sdk.ActionSpec{Title: "Fail"},
+				func(context.Context, sdk.Call[any, any]) ([]sdk.Output, error) {
+					return nil, sdk.Retryable("upstream_busy", fmt.Errorf("try later"))
+				}),
+			"pid": sdk.Action(sdk.ActionSpec{Title: "PID"},
+				func(context.Context, sdk.Call[any, any]) ([]sdk.Output, error) {
+					return []sdk.Output{{Data: os.Getpid()}}, nil
+				}),
+		},
+		Triggers: map[string]sdk.TriggerHandler{
+			"count": sdk.Poller(sdk.TriggerSpec{Title: "Count"},
+				func(_ context.Context, call sdk.PollCall[struct{ N int }]) (sdk.PollResult, error) {
+					var items []any
+					for i := range call.Config.N {
+						items = append(items, map[string]any{"i": i, "after": call.Cursor})
+					}
+					return sdk.PollResult{Items: items, Cursor: fmt.Sprintf("c%d", call.Config.N)}, nil
+				}),
+		},
+	})
+}

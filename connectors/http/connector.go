@@ -1,0 +1,73 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/flowd/flowd/connectors/sdk"
+)
+
+// version is the connector's manifest version; bump it when config or output change.
+const version = "1.0.0"
+
+// newConnector wires the request action to one long-lived transport.
+func newConnector(transport http.RoundTripper) sdk.Connector {
+	c := &connector{transport: transport}
+	return sdk.Connector{
+		Manifest: sdk.Manifest{
+			Name:            "http",
+			Version:         version,
+			Description:     "Calls HTTP APIs, with credentials from a connection.",
+			CredentialTypes: []string{"basic", "api_key", "bearer", "oauth2"},
+		},
+		Actions: map[string]sdk.Handler{
+			"request": sdk.Action(sdk.ActionSpec{
+				Title: "HTTP request",
+				Description: "Sends one HTTP request. 2xx responses go to the success port, other " +
+					"statuses to the error port; 429, 5xx, timeouts and connection failures are " +
+					"retryable errors. The step's idempotency key is sent as Idempotency-Key.",
+				ConfigSchema: json.RawMessage(configSchema),
+				InputSchema:  json.RawMessage(`{"$schema":"https://json-schema.org/draft/2020-12/schema","description":"Unused: reference the input from config templates."}`),
+				OutputSchema: json.RawMessage(outputSchema),
+				Ports:        []string{"success", "error"},
+			}, c.request),
+		},
+	}
+}
+
+const configSchema = `{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "required": ["url"],
+  "additionalProperties": false,
+  "properties": {
+    "method": {"type": "string", "default": "GET", "pattern": "^[!#$%&'*+.^_\u0060|~0-9A-Za-z-]+$"},
+    "url": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://", "description": "http or https only"},
+    "headers": {"type": "object", "additionalProperties": {"$ref": "#/$defs/values"}},
+    "query": {"type": "object", "additionalProperties": {"$ref": "#/$defs/values"}, "description": "added to the URL's own query"},
+    "body": {"description": "a string is sent as-is (text/plain unless headers say otherwise), any other JSON value as JSON"},
+    "timeoutMs": {"type": "integer", "minimum": 1, "maximum": 300000, "default": 30000},
+    "maxResponseBytes": {"type": "integer", "minimum": 1, "maximum": 25165824, "default": 10485760},
+    "followRedirects": {"type": "boolean", "default": true, "description": "at most 10 redirects; credentials are dropped when a redirect leaves the origin"}
+  },
+  "$defs": {
+    "scalar": {"type": ["string", "number", "boolean", "null"]},
+    "values": {"anyOf": [{"$ref": "#/$defs/scalar"}, {"type": "array", "items": {"$ref": "#/$defs/scalar"}}]}
+  }
+}`
+
+const outputSchema = `{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "required": ["status", "headers", "body"],
+  "properties": {
+    "status": {"type": "integer"},
+    "headers": {
+      "type": "object",
+      "description": "lower-case names; a list when the header repeats",
+      "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    },
+    "body": {"description": "decoded when the response is JSON, else the text (base64 when bodyEncoding says so)"},
+    "bodyEncoding": {"enum": ["base64"]}
+  }
+}`

@@ -1,0 +1,516 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flowd/flowd/connectors/sdk"
+)
+
+// testConnector shares one transport across the tests, as the plugin does across calls.
+var testConnector = newConnector(newTransport())
+
+// recorder is a test server that remembers the last request it received.
+type recorder struct {
+	mu     sync.Mutex
+	header http.Header
+	body   []byte
+	uri    string
+	method string
+}
+
+func (r *recorder) record(req *http.Request) {
+	b, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.header, r.body, r.uri, r.method = req.Header.Clone(), b, req.RequestURI, req.Method
+}
+
+func (r *recorder) last() (http.Header, []byte, string, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.header, r.body, r.uri, r.method
+}
+
+func newServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *recorder) {
+	t.Helper()
+	rec := &recorder{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec.record(r)
+		h(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, rec
+}
+
+func jsonOK(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, `{"ok":true,"id":12345678901234567890}`)
+}
+
+func invoke(t *testing.T, cfg map[string]any, conn *sdk.Connection, key string) sdk.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return sdk.Invoke(ctx, testConnector, sdk.Invocation{
+		ID: "1", Action: "request", Config: cfg, Input: map[string]any{"name": "Ada"},
+		Connection: conn, ExecutionID: "exec-1", NodeID: "call", Attempt: 1, IdempotencyKey: key,
+	})
+}
+
+// output returns the single output of res, failing the test on an error result.
+func output(t *testing.T, res sdk.Result) (string, map[string]any) {
+	t.Helper()
+	if res.Error != nil {
+		t.Fatalf("unexpected error: %+v", res.Error)
+	}
+	if len(res.Outputs) != 1 {
+		t.Fatalf("want 1 output, got %d: %+v", len(res.Outputs), res.Outputs)
+	}
+	data, ok := res.Outputs[0].Data.(map[string]any)
+	if !ok {
+		t.Fatalf("output data is %T, want an object", res.Outputs[0].Data)
+	}
+	return res.Outputs[0].Port, data
+}
+
+// wantError checks res failed with code and returns the error message.
+func wantError(t *testing.T, res sdk.Result, code string, retryable bool) string {
+	t.Helper()
+	if res.Error == nil {
+		t.Fatalf("want error %s, got outputs %+v", code, res.Outputs)
+	}
+	if res.Error.Code != code || res.Error.Retryable != retryable {
+		t.Fatalf("want error code %s retryable=%v, got %+v", code, retryable, res.Error)
+	}
+	return res.Error.Message
+}
+
+func TestAuthHeaders(t *testing.T) {
+	srv, rec := newServer(t, jsonOK)
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("ada:s3cr:et"))
+	cases := []struct {
+		name   string
+		conn   *sdk.Connection
+		header string
+		want   string
+	}{
+		{"basic", &sdk.Connection{Type: "basic", Data: map[string]any{"username": "ada", "password": "s3cr:et"}}, "Authorization", basic},
+		{"api_key default header", &sdk.Connection{Type: "api_key", Data: map[string]any{"key": "k-123"}}, "X-API-Key", "k-123"},
+		{"api_key custom header", &sdk.Connection{Type: "api_key", Data: map[string]any{"header": "X-Partner-Token", "key": "k-456"}}, "X-Partner-Token", "k-456"},
+		{"bearer", &sdk.Connection{Type: "bearer", Data: map[string]any{"token": "tok-789"}}, "Authorization", "Bearer tok-789"},
+		{"oauth2", &sdk.Connection{Type: "oauth2", Data: map[string]any{"accessToken": "at-1", "tokenType": "bearer"}}, "Authorization", "Bearer at-1"},
+		{"oauth2 without token type", &sdk.Connection{Type: "oauth2", Data: map[string]any{"accessToken": "at-2"}}, "Authorization", "Bearer at-2"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// A config header must not override the connection's credential.
+			cfg := map[string]any{"url": srv.URL + "/auth", "headers": map[string]any{tc.header: "from-config"}}
+			port, _ := output(t, invoke(t, cfg, tc.conn, ""))
+			if port != "success" {
+				t.Fatalf("port %q, want success", port)
+			}
+			h, _, _, _ := rec.last()
+			if got := h.Values(tc.header); len(got) != 1 || got[0] != tc.want {
+				t.Fatalf("%s = %q, want [%q]", tc.header, got, tc.want)
+			}
+		})
+	}
+
+	t.Run("no connection", func(t *testing.T) {
+		output(t, invoke(t, map[string]any{"url": srv.URL}, nil, ""))
+		if h, _, _, _ := rec.last(); h.Get("Authorization") != "" || h.Get("X-API-Key") != "" {
+			t.Fatalf("credential headers sent without a connection: %v", h)
+		}
+	})
+	t.Run("incomplete connection", func(t *testing.T) {
+		res := invoke(t, map[string]any{"url": srv.URL}, &sdk.Connection{Type: "bearer", Data: map[string]any{}}, "")
+		wantError(t, res, "invalid_connection", false)
+	})
+	t.Run("unsupported connection", func(t *testing.T) {
+		res := invoke(t, map[string]any{"url": srv.URL}, &sdk.Connection{Type: "kerberos", Data: map[string]any{}}, "")
+		wantError(t, res, "unsupported_connection", false)
+	})
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	srv, rec := newServer(t, jsonOK)
+	output(t, invoke(t, map[string]any{"url": srv.URL, "method": "post", "body": map[string]any{"a": 1}}, nil, "exec-1/call/1"))
+	h, _, _, method := rec.last()
+	if method != http.MethodPost || h.Get("Idempotency-Key") != "exec-1/call/1" {
+		t.Fatalf("method %s, Idempotency-Key %q", method, h.Get("Idempotency-Key"))
+	}
+
+	// The config's own header wins, whatever its case.
+	output(t, invoke(t, map[string]any{"url": srv.URL, "headers": map[string]any{"idempotency-key": "mine"}}, nil, "exec-1/call/1"))
+	if h, _, _, _ := rec.last(); len(h.Values("Idempotency-Key")) != 1 || h.Get("Idempotency-Key") != "mine" {
+		t.Fatalf("Idempotency-Key %q, want [mine]", h.Values("Idempotency-Key"))
+	}
+
+	output(t, invoke(t, map[string]any{"url": srv.URL}, nil, ""))
+	if h, _, _, _ := rec.last(); h.Get("Idempotency-Key") != "" {
+		t.Fatalf("Idempotency-Key sent without a key: %q", h.Get("Idempotency-Key"))
+	}
+}
+
+func TestRequestShape(t *testing.T) {
+	srv, rec := newServer(t, jsonOK)
+	cases := []struct {
+		name     string
+		cfg      map[string]any
+		method   string
+		uri      string
+		body     string
+		ctype    string
+		moreHdrs map[string]string
+	}{
+		{
+			name:   "json body and query",
+			cfg:    map[string]any{"method": "PUT", "url": srv.URL + "/items?a=1", "query": map[string]any{"b": "x y", "c": []any{1, true}, "n": json.Number("12345678901234567890")}, "body": map[string]any{"name": "Ada", "n": 1}},
+			method: "PUT", uri: "/items?a=1&b=x+y&c=1&c=true&n=12345678901234567890", body: `{"n":1,"name":"Ada"}`, ctype: "application/json",
+		},
+		{
+			name:   "string body as-is",
+			cfg:    map[string]any{"method": "POST", "url": srv.URL + "/raw", "body": "a=1&b=2", "headers": map[string]any{"Content-Type": "application/x-www-form-urlencoded", "X-Count": 3}},
+			method: "POST", uri: "/raw", body: "a=1&b=2", ctype: "application/x-www-form-urlencoded", moreHdrs: map[string]string{"X-Count": "3"},
+		},
+		{
+			name:   "text body default content type",
+			cfg:    map[string]any{"method": "POST", "url": srv.URL + "/text", "body": "hello"},
+			method: "POST", uri: "/text", body: "hello", ctype: "text/plain; charset=utf-8",
+		},
+		{
+			name:   "default method, no body",
+			cfg:    map[string]any{"url": srv.URL + "/get"},
+			method: "GET", uri: "/get",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			output(t, invoke(t, tc.cfg, nil, ""))
+			h, body, uri, method := rec.last()
+			if method != tc.method || uri != tc.uri || string(body) != tc.body || h.Get("Content-Type") != tc.ctype {
+				t.Fatalf("got %s %s body %q content-type %q; want %s %s body %q content-type %q",
+					method, uri, body, h.Get("Content-Type"), tc.method, tc.uri, tc.body, tc.ctype)
+			}
+			for k, v := range tc.moreHdrs {
+				if h.Get(k) != v {
+					t.Fatalf("%s = %q, want %q", k, h.Get(k), v)
+				}
+			}
+		})
+	}
+}
+
+func TestResponses(t *testing.T) {
+	srv, _ := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/json":
+			w.Header().Add("Set-Cookie", "a=1")
+			w.Header().Add("Set-Cookie", "b=2")
+			jsonOK(w, r)
+		case "/text":
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = io.WriteString(w, "plain text")
+		case "/binary":
+			w.Header().Set("Content-Type", "application/octet-stream")
+			_, _ = w.Write([]byte{0xff, 0xfe, 0x00})
+		case "/bad-json":
+			w.Header().Set("Content-Type", "application/problem+json")
+			_, _ = io.WriteString(w, "{not json")
+		case "/missing":
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = io.WriteString(w, `{"title":"not found"}`)
+		case "/created":
+			w.WriteHeader(http.StatusCreated)
+		}
+	})
+
+	t.Run("json", func(t *testing.T) {
+		port, data := output(t, invoke(t, map[string]any{"url": srv.URL + "/json"}, nil, ""))
+		body, _ := data["body"].(map[string]any)
+		hdrs, _ := data["headers"].(map[string]any)
+		if port != "success" || data["status"] != json.Number("200") || body["ok"] != true || body["id"] != json.Number("12345678901234567890") {
+			t.Fatalf("port %s data %v", port, data)
+		}
+		if hdrs["content-type"] != "application/json" {
+			t.Fatalf("headers %v: want lower-case content-type", hdrs)
+		}
+		if cookies, _ := hdrs["set-cookie"].([]any); len(cookies) != 2 || cookies[0] != "a=1" || cookies[1] != "b=2" {
+			t.Fatalf("set-cookie %v, want [a=1 b=2]", hdrs["set-cookie"])
+		}
+	})
+	t.Run("text", func(t *testing.T) {
+		port, data := output(t, invoke(t, map[string]any{"url": srv.URL + "/text"}, nil, ""))
+		if port != "success" || data["body"] != "plain text" {
+			t.Fatalf("port %s data %v", port, data)
+		}
+	})
+	t.Run("binary", func(t *testing.T) {
+		_, data := output(t, invoke(t, map[string]any{"url": srv.URL + "/binary"}, nil, ""))
+		if data["body"] != "//4A" || data["bodyEncoding"] != "base64" {
+			t.Fatalf("data %v, want base64 body", data)
+		}
+	})
+	t.Run("mislabelled json", func(t *testing.T) {
+		_, data := output(t, invoke(t, map[string]any{"url": srv.URL + "/bad-json"}, nil, ""))
+		if data["body"] != "{not json" {
+			t.Fatalf("body %v, want the text", data["body"])
+		}
+	})
+	t.Run("404 goes to the error port", func(t *testing.T) {
+		port, data := output(t, invoke(t, map[string]any{"url": srv.URL + "/missing"}, nil, ""))
+		body, _ := data["body"].(map[string]any)
+		if port != "error" || data["status"] != json.Number("404") || body["title"] != "not found" {
+			t.Fatalf("port %s data %v", port, data)
+		}
+	})
+	t.Run("201 empty body", func(t *testing.T) {
+		port, data := output(t, invoke(t, map[string]any{"url": srv.URL + "/created", "method": "POST"}, nil, ""))
+		if port != "success" || data["status"] != json.Number("201") || data["body"] != "" {
+			t.Fatalf("port %s data %v", port, data)
+		}
+	})
+}
+
+func TestRetryableStatuses(t *testing.T) {
+	srv, _ := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/busy":
+			w.Header().Set("Retry-After", "30")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case "/slow-down":
+			w.Header().Set("Retry-After", time.Now().Add(2*time.Minute).UTC().Format(http.TimeFormat))
+			w.WriteHeader(http.StatusTooManyRequests)
+		case "/broken":
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	})
+	msg := wantError(t, invoke(t, map[string]any{"url": srv.URL + "/busy"}, nil, ""), "http_5xx", true)
+	if !strings.Contains(msg, "503") || !strings.Contains(msg, "Retry-After: 30s") {
+		t.Fatalf("message %q: want the status and Retry-After", msg)
+	}
+	msg = wantError(t, invoke(t, map[string]any{"url": srv.URL + "/slow-down"}, nil, ""), "http_429", true)
+	// An HTTP date two minutes ahead, at second precision, taken a moment ago.
+	if !strings.Contains(msg, "429") || !regexp.MustCompile(`Retry-After: (1m5\ds|2m0s)`).MatchString(msg) {
+		t.Fatalf("message %q: want the status and Retry-After", msg)
+	}
+	wantError(t, invoke(t, map[string]any{"url": srv.URL + "/broken"}, nil, ""), "http_5xx", true)
+}
+
+func TestTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv, _ := newServer(t, func(_ http.ResponseWriter, r *http.Request) {
+		select { // hold the response until the client gives up
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	defer close(release) // before srv.Close, which waits for handlers
+	msg := wantError(t, invoke(t, map[string]any{"url": srv.URL + "/wait?token=abc", "timeoutMs": 100}, nil, ""), "timeout", true)
+	if !strings.Contains(msg, "/wait") || strings.Contains(msg, "abc") {
+		t.Fatalf("message %q: want the path without the query", msg)
+	}
+}
+
+func TestConnectionRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	wantError(t, invoke(t, map[string]any{"url": "http://" + addr + "/x"}, nil, ""), "connection", true)
+}
+
+func TestResponseSizeCap(t *testing.T) {
+	payload := strings.Repeat("x", 4096)
+	srv, _ := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/chunked" {
+			// No Content-Length: the cap must hold while reading.
+			_, _ = io.WriteString(w, payload[:2048])
+			w.(http.Flusher).Flush()
+			_, _ = io.WriteString(w, payload[2048:])
+			return
+		}
+		_, _ = io.WriteString(w, payload)
+	})
+	for _, path := range []string{"/sized", "/chunked"} {
+		msg := wantError(t, invoke(t, map[string]any{"url": srv.URL + path, "maxResponseBytes": 1024}, nil, ""), "response_too_large", false)
+		if !strings.Contains(msg, "1024") {
+			t.Fatalf("message %q: want the limit", msg)
+		}
+	}
+	_, data := output(t, invoke(t, map[string]any{"url": srv.URL + "/sized", "maxResponseBytes": 4096}, nil, ""))
+	if data["body"] != payload {
+		t.Fatalf("body of %d bytes, want %d", len(data["body"].(string)), len(payload))
+	}
+}
+
+func TestRedirects(t *testing.T) {
+	other, otherRec := newServer(t, jsonOK)
+	srv, rec := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/away":
+			http.Redirect(w, r, other.URL+"/landed", http.StatusFound)
+		case "/here":
+			http.Redirect(w, r, "/landed", http.StatusFound)
+		case "/loop":
+			http.Redirect(w, r, "/loop", http.StatusFound)
+		default:
+			jsonOK(w, r)
+		}
+	})
+	key := &sdk.Connection{Type: "api_key", Data: map[string]any{"key": "k-1"}}
+
+	port, data := output(t, invoke(t, map[string]any{"url": srv.URL + "/here"}, key, ""))
+	if h, _, uri, _ := rec.last(); port != "success" || uri != "/landed" || h.Get("X-API-Key") != "k-1" {
+		t.Fatalf("same-origin redirect: port %s uri %s key %q", port, uri, h.Get("X-API-Key"))
+	}
+	_ = data
+
+	// Leaving the origin drops the credential, whatever header carries it.
+	output(t, invoke(t, map[string]any{"url": srv.URL + "/away"}, key, ""))
+	if h, _, uri, _ := otherRec.last(); uri != "/landed" || h.Get("X-API-Key") != "" {
+		t.Fatalf("cross-origin redirect: uri %s, X-API-Key %q sent to another origin", uri, h.Get("X-API-Key"))
+	}
+
+	port, data = output(t, invoke(t, map[string]any{"url": srv.URL + "/here", "followRedirects": false}, nil, ""))
+	if hdrs, _ := data["headers"].(map[string]any); port != "error" || data["status"] != json.Number("302") || hdrs["location"] != "/landed" {
+		t.Fatalf("followRedirects false: port %s data %v", port, data)
+	}
+
+	wantError(t, invoke(t, map[string]any{"url": srv.URL + "/loop"}, nil, ""), "too_many_redirects", false)
+}
+
+func TestInvalidConfig(t *testing.T) {
+	cases := map[string]map[string]any{
+		"no url":          {},
+		"ftp url":         {"url": "ftp://example.com/x"},
+		"no host":         {"url": "http:///x"},
+		"bad method":      {"url": "http://127.0.0.1/", "method": "GE T"},
+		"timeout too big": {"url": "http://127.0.0.1/", "timeoutMs": 300001},
+		"zero cap":        {"url": "http://127.0.0.1/", "maxResponseBytes": 0},
+		"header newline":  {"url": "http://127.0.0.1/", "headers": map[string]any{"X-A": "a\r\nX-B: b"}},
+		"header object":   {"url": "http://127.0.0.1/", "headers": map[string]any{"X-A": map[string]any{}}},
+	}
+	for name, cfg := range cases {
+		t.Run(name, func(t *testing.T) {
+			wantError(t, invoke(t, cfg, nil, ""), "invalid_config", false)
+		})
+	}
+}
+
+// TestSecretsStayOutOfLogsAndErrors runs failing and succeeding calls with debug logging on and
+// checks that no credential appears in the log or in an error message.
+func TestSecretsStayOutOfLogsAndErrors(t *testing.T) {
+	var logBuf syncBuffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewJSONHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	t.Cleanup(func() { slog.SetDefault(prev) })
+
+	srv, _ := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fail" {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		jsonOK(w, r)
+	})
+	const secret = "SUPER-SECRET-VALUE"
+	conns := []*sdk.Connection{
+		{Type: "basic", Data: map[string]any{"username": "ada", "password": secret}},
+		{Type: "api_key", Data: map[string]any{"key": secret}},
+		{Type: "bearer", Data: map[string]any{"token": secret}},
+		{Type: "oauth2", Data: map[string]any{"accessToken": secret}},
+		{Type: "bearer", Data: map[string]any{"token": secret + "\n"}},
+	}
+	var messages []string
+	for _, conn := range conns {
+		for _, url := range []string{srv.URL + "/ok?key=" + secret, srv.URL + "/fail?key=" + secret, "http://127.0.0.1:1/?key=" + secret} {
+			res := invoke(t, map[string]any{"url": url}, conn, "")
+			if res.Error != nil {
+				messages = append(messages, res.Error.Message)
+			}
+		}
+	}
+	if len(messages) == 0 || logBuf.Len() == 0 {
+		t.Fatalf("expected errors and debug logs to inspect, got %d errors and %d log bytes", len(messages), logBuf.Len())
+	}
+	for _, m := range messages {
+		if strings.Contains(m, secret) {
+			t.Fatalf("error message leaks the secret: %q", m)
+		}
+	}
+	if strings.Contains(logBuf.String(), secret) {
+		t.Fatalf("log leaks the secret:\n%s", logBuf.String())
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	cases := map[string]string{
+		"":                              "",
+		"120":                           "2m0s",
+		"Fri, 02 Jan 2026 03:05:05 GMT": "1m0s",
+		"Fri, 02 Jan 2026 03:00:00 GMT": "0s",
+		"soon":                          `"soon"`,
+	}
+	for in, want := range cases {
+		if got := retryAfter(in, now); got != want {
+			t.Errorf("retryAfter(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestManifest(t *testing.T) {
+	m, err := testConnector.Describe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, ok := m.Actions["request"]
+	if m.Name != "http" || !ok || len(spec.Ports) != 2 {
+		t.Fatalf("manifest %+v", m)
+	}
+	for name, s := range map[string]json.RawMessage{"config": spec.ConfigSchema, "input": spec.InputSchema, "output": spec.OutputSchema} {
+		if !json.Valid(s) {
+			t.Errorf("%s schema is not valid JSON", name)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Len()
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,324 @@
+// Package kafka is the built-in `kafka` connector: its `produce` action writes one record per
+// call to a topic with acks=all, the way flows hand data to partner systems.
+package kafka
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/flowd/flowd/connectors/sdk"
+	"github.com/flowd/flowd/internal/kafkax"
+)
+
+// Name and Version identify the connector in its manifest.
+const (
+	Name    = "kafka"
+	Version = "1.0.0"
+)
+
+// IdempotencyHeader carries the step's idempotency key on every record, so a consumer can drop
+// the duplicate a retried step produces.
+const IdempotencyHeader = "Idempotency-Key"
+
+// maxCachedWriters bounds the cached writers (one per distinct broker list); past it a call
+// gets a writer of its own, closed after the call.
+const maxCachedWriters = 16
+
+// ProduceConfig is the config of the `produce` action. Templates in it are rendered by the
+// runner before the call.
+type ProduceConfig struct {
+	Brokers []string          `json:"brokers"`
+	Topic   string            `json:"topic"`
+	Key     string            `json:"key"`
+	Headers map[string]string `json:"headers"`
+	// Value is the record value; when absent the step's input is. A string is written as its
+	// raw bytes (so a template can produce CSV or XML), anything else as JSON.
+	Value json.RawMessage `json:"value"`
+}
+
+// Produced is the output of `produce`: where the record landed.
+type Produced struct {
+	Topic     string `json:"topic"`
+	Partition int    `json:"partition"`
+	Offset    int64  `json:"offset"`
+}
+
+// Producer holds the writers for the plugin's life.
+type Producer struct {
+	mu      sync.Mutex
+	writers map[string]*kafkago.Writer // by normalised broker list
+	closed  bool
+}
+
+// New returns a Producer with no writers yet; they are made on first use.
+func New() *Producer {
+	return &Producer{writers: map[string]*kafkago.Writer{}}
+}
+
+// Connector returns the connector served by p.
+func (p *Producer) Connector() sdk.Connector {
+	return sdk.Connector{
+		Manifest: sdk.Manifest{
+			Name:        Name,
+			Version:     Version,
+			Description: "Produces records to Kafka topics (acks=all).",
+		},
+		Actions: map[string]sdk.Handler{
+			"produce": sdk.Action(produceSpec, func(ctx context.Context, call sdk.Call[ProduceConfig, json.RawMessage]) ([]sdk.Output, error) {
+				out, err := p.Produce(ctx, call.Config, call.Input, call.IdempotencyKey)
+				if err != nil {
+					return nil, err
+				}
+				return []sdk.Output{{Data: out}}, nil
+			}),
+		},
+	}
+}
+
+// Close flushes and closes every cached writer.
+func (p *Producer) Close() error {
+	p.mu.Lock()
+	ws := p.writers
+	p.writers, p.closed = map[string]*kafkago.Writer{}, true
+	p.mu.Unlock()
+	var errs []error
+	for _, w := range ws {
+		errs = append(errs, w.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Produce writes one record and returns where it landed. It returns once the broker has
+// acknowledged the record on all in-sync replicas.
+func (p *Producer) Produce(ctx context.Context, cfg ProduceConfig, input json.RawMessage, idempotencyKey string) (Produced, error) {
+	brokers, err := checkConfig(cfg)
+	if err != nil {
+		return Produced{}, err
+	}
+	value, err := recordValue(cfg.Value, input)
+	if err != nil {
+		return Produced{}, err
+	}
+	w, release, err := p.writer(brokers)
+	if err != nil {
+		return Produced{}, err
+	}
+	defer release()
+
+	res := &completion{}
+	msg := kafkago.Message{
+		Topic:      cfg.Topic,
+		Value:      value,
+		Headers:    headers(cfg.Headers, idempotencyKey),
+		WriterData: res, // filled in by the writer's Completion hook
+	}
+	if cfg.Key != "" {
+		msg.Key = []byte(cfg.Key)
+	}
+	if err := w.WriteMessages(ctx, msg); err != nil {
+		return Produced{}, classify(ctx, cfg.Topic, err)
+	}
+	// WriteMessages of a synchronous writer returns after Completion ran for its batch.
+	return Produced{Topic: cfg.Topic, Partition: res.partition, Offset: res.offset}, nil
+}
+
+// completion receives the partition and offset of one record: kafka-go reports them only to
+// the writer's Completion hook, with every message of a batch, which may mix calls.
+type completion struct {
+	partition int
+	offset    int64
+}
+
+func onCompletion(msgs []kafkago.Message, err error) {
+	if err != nil {
+		return
+	}
+	for _, m := range msgs {
+		if c, ok := m.WriterData.(*completion); ok {
+			c.partition, c.offset = m.Partition, m.Offset
+		}
+	}
+}
+
+// writer returns the cached writer for brokers, or a private one when the cache is full; call
+// release when the write is done.
+func (p *Producer) writer(brokers []string) (*kafkago.Writer, func(), error) {
+	key := strings.Join(brokers, ",")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, nil, sdk.Retryable("kafka_unavailable", errors.New("the kafka connector is shutting down"))
+	}
+	if w, ok := p.writers[key]; ok {
+		return w, func() {}, nil
+	}
+	w := kafkax.NewWriter(kafkax.Config{Brokers: brokers})
+	w.Completion = onCompletion
+	if len(p.writers) < maxCachedWriters {
+		p.writers[key] = w
+		return w, func() {}, nil
+	}
+	return w, func() {
+		if err := w.Close(); err != nil {
+			slog.Warn("close kafka writer", "brokers", key, "error", err)
+		}
+	}, nil
+}
+
+var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+// checkConfig validates cfg and returns the broker list sorted and de-duplicated, so the same
+// cluster written in another order shares a writer.
+func checkConfig(cfg ProduceConfig) ([]string, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, sdk.Errorf("invalid_config", "brokers is empty")
+	}
+	brokers := make([]string, 0, len(cfg.Brokers))
+	for i, b := range cfg.Brokers {
+		b = strings.TrimSpace(b)
+		if b == "" || !strings.Contains(b, ":") {
+			return nil, sdk.Errorf("invalid_config", "brokers[%d]: %q is not host:port", i, cfg.Brokers[i])
+		}
+		brokers = append(brokers, b)
+	}
+	slices.Sort(brokers)
+	brokers = slices.Compact(brokers)
+	if !topicName.MatchString(cfg.Topic) || cfg.Topic == "." || cfg.Topic == ".." {
+		return nil, sdk.Errorf("invalid_config", "topic %q is not a valid Kafka topic name", cfg.Topic)
+	}
+	for name := range cfg.Headers {
+		if name == "" {
+			return nil, sdk.Errorf("invalid_config", "headers: a header name is empty")
+		}
+	}
+	return brokers, nil
+}
+
+// recordValue is the configured value, or the input: a JSON string as its raw text, null (or
+// nothing) as a null record value (a tombstone on a compacted topic), anything else as compact
+// JSON.
+func recordValue(configured, input json.RawMessage) ([]byte, error) {
+	raw := bytes.TrimSpace(configured)
+	what := "value"
+	if len(raw) == 0 {
+		raw, what = bytes.TrimSpace(input), "input"
+	}
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil, nil
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, sdk.Permanent("invalid_config", fmt.Errorf("%s: %w", what, err))
+		}
+		return []byte(s), nil
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return nil, sdk.Permanent("invalid_config", fmt.Errorf("%s: %w", what, err))
+	}
+	return buf.Bytes(), nil
+}
+
+// headers returns the configured headers in name order, then the idempotency key, which
+// replaces a configured header of the same name.
+func headers(configured map[string]string, idempotencyKey string) []kafkago.Header {
+	hs := make([]kafkago.Header, 0, len(configured)+1)
+	for _, name := range slices.Sorted(maps.Keys(configured)) {
+		if idempotencyKey != "" && strings.EqualFold(name, IdempotencyHeader) {
+			continue
+		}
+		hs = append(hs, kafkago.Header{Key: name, Value: []byte(configured[name])})
+	}
+	if idempotencyKey != "" {
+		hs = append(hs, kafkago.Header{Key: IdempotencyHeader, Value: []byte(idempotencyKey)})
+	}
+	return hs
+}
+
+// permanent are broker answers a retry cannot change.
+var permanent = map[kafkago.Error]bool{
+	kafkago.MessageSizeTooLarge:         true,
+	kafkago.RecordListTooLarge:          true,
+	kafkago.InvalidTopic:                true,
+	kafkago.InvalidRecord:               true,
+	kafkago.InvalidRequiredAcks:         true,
+	kafkago.TopicAuthorizationFailed:    true,
+	kafkago.ClusterAuthorizationFailed:  true,
+	kafkago.UnsupportedVersion:          true,
+	kafkago.UnsupportedForMessageFormat: true,
+}
+
+// classify maps a write failure to the step's error: an unknown topic and a refused record are
+// permanent; everything else (unreachable brokers, leader changes, timeouts) is worth a retry.
+func classify(ctx context.Context, topic string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("kafka: produce to %s: %w", topic, ctx.Err())
+	}
+	var werrs kafkago.WriteErrors
+	if errors.As(err, &werrs) {
+		for _, e := range werrs {
+			if e != nil {
+				err = e
+				break
+			}
+		}
+	}
+	var kerr kafkago.Error
+	if errors.As(err, &kerr) {
+		switch {
+		case kerr == kafkago.UnknownTopicOrPartition:
+			return sdk.Errorf("unknown_topic", "topic %s does not exist (flowd does not create topics on produce)", topic)
+		case permanent[kerr]:
+			return sdk.Permanent("kafka_rejected", fmt.Errorf("produce to %s: %w", topic, err))
+		}
+	}
+	return sdk.Retryable("kafka_unavailable", fmt.Errorf("produce to %s: %w", topic, err))
+}
+
+var produceSpec = sdk.ActionSpec{
+	Title: "Produce a record",
+	Description: "Writes one record to a Kafka topic and waits for acks=all. The value is config.value " +
+		"when set, else the step's input: a string is written as its raw text, null as a null value, anything " +
+		"else as JSON. The record carries the configured headers plus Idempotency-Key (the step's idempotency " +
+		"key) so consumers can drop duplicates. The topic must exist. Broker failures are retryable " +
+		"(kafka_unavailable); an unknown topic (unknown_topic) or a refused record (kafka_rejected) is not.",
+	ConfigSchema: json.RawMessage(`{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "properties": {
+    "brokers": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^[^\\s:]+:[0-9]+$"}, "description": "Bootstrap brokers, host:port."},
+    "topic": {"type": "string", "pattern": "^[a-zA-Z0-9._-]{1,249}$"},
+    "key": {"type": "string", "description": "Record key; records with the same key go to the same partition. Empty: no key."},
+    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+    "value": {"description": "Record value; defaults to the step's input."}
+  },
+  "required": ["brokers", "topic"],
+  "additionalProperties": false
+}`),
+	InputSchema: json.RawMessage(`{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "description": "The record value when config.value is not set."
+}`),
+	OutputSchema: json.RawMessage(`{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "properties": {
+    "topic": {"type": "string"},
+    "partition": {"type": "integer", "minimum": 0},
+    "offset": {"type": "integer", "minimum": 0}
+  },
+  "required": ["topic", "partition", "offset"]
+}`),
+}

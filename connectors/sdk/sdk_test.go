@@ -1,0 +1,270 @@
+package sdk
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+type greetConfig struct {
+	Greeting string `json:"greeting"`
+}
+
+type person struct {
+	Name string `json:"name"`
+}
+
+func testConnector() Connector {
+	return Connector{
+		Manifest: Manifest{Name: "greeter", Version: "0.1.0"},
+		Actions: map[string]Handler{
+			"greet": Action(ActionSpec{Title: "Greet", Ports: []string{"vip"}},
+				func(_ context.Context, call Call[greetConfig, person]) ([]Output, error) {
+					if call.Input.Name == "" {
+						return nil, Errorf("no_name", "input has no name")
+					}
+					out := Output{Data: map[string]any{
+						"text":    call.Config.Greeting + ", " + call.Input.Name,
+						"attempt": call.Attempt,
+						"key":     call.IdempotencyKey,
+						"conn":    call.Connection != nil && call.Connection.Data["token"] == "t0k",
+					}}
+					if call.Input.Name == "Ada" {
+						out.Port = "vip"
+					}
+					return []Output{out}, nil
+				}),
+			"sleep": Action(ActionSpec{Title: "Sleep"}, func(ctx context.Context, _ Call[any, any]) ([]Output, error) {
+				<-ctx.Done() // honours ctx: returns its error
+				return nil, ctx.Err()
+			}),
+			"stubborn": Action(ActionSpec{Title: "Stubborn"}, func(context.Context, Call[any, any]) ([]Output, error) {
+				time.Sleep(time.Hour) // ignores ctx: the SDK must answer anyway
+				return nil, nil
+			}),
+			"panic": Action(ActionSpec{Title: "Panic"}, func(context.Context, Call[any, any]) ([]Output, error) {
+				var items []int
+				return nil, fmt.Errorf("unreachable %d", items[3]) // index out of range
+			}),
+			"badport": Action(ActionSpec{Title: "Bad port"}, func(context.Context, Call[any, any]) ([]Output, error) {
+				return []Output{{Port: "nowhere", Data: 1}}, nil
+			}),
+			"unencodable": Action(ActionSpec{Title: "Unencodable"}, func(context.Context, Call[any, any]) ([]Output, error) {
+				return []Output{{Data: func() {}}}, nil
+			}),
+		},
+		Triggers: map[string]TriggerHandler{
+			"tick": Poller(TriggerSpec{Title: "Tick"}, func(_ context.Context, call PollCall[struct{ N int }]) (PollResult, error) {
+				return PollResult{Items: []any{call.Config.N}, Cursor: call.Cursor + "+"}, nil
+			}),
+		},
+	}
+}
+
+func TestInvokeTyped(t *testing.T) {
+	c := testConnector()
+	res := Invoke(context.Background(), c, Invocation{
+		ID: "1", Action: "greet",
+		Config:         map[string]any{"greeting": "Hello"},
+		Input:          map[string]any{"name": "Ada"},
+		Attempt:        2,
+		IdempotencyKey: "k-1",
+		Connection:     &Connection{Type: "bearer", Data: map[string]any{"token": "t0k"}},
+	})
+	if res.Error != nil {
+		t.Fatal(res.Error)
+	}
+	if res.ID != "1" || len(res.Outputs) != 1 || res.Outputs[0].Port != "vip" {
+		t.Fatalf("result %+v", res)
+	}
+	got, _ := json.Marshal(res.Outputs[0].Data)
+	if want := `{"attempt":2,"conn":true,"key":"k-1","text":"Hello, Ada"}`; string(got) != want {
+		t.Fatalf("output %s, want %s", got, want)
+	}
+}
+
+func TestInvokeErrors(t *testing.T) {
+	c := testConnector()
+	short := time.Now().Add(50 * time.Millisecond)
+	cases := []struct {
+		name      string
+		inv       Invocation
+		code      string
+		retryable bool
+	}{
+		{"handler error", Invocation{Action: "greet", Input: map[string]any{}}, "no_name", false},
+		{"input type", Invocation{Action: "greet", Input: []any{1}}, "invalid_input", false},
+		{"config type", Invocation{Action: "greet", Config: map[string]any{"greeting": 5}}, "invalid_config", false},
+		{"unknown action", Invocation{Action: "nope"}, "unknown_action", false},
+		{"ctx honoured", Invocation{Action: "sleep", Deadline: short}, "deadline_exceeded", true},
+		{"ctx ignored", Invocation{Action: "stubborn", Deadline: short}, "deadline_exceeded", true},
+		{"panic", Invocation{Action: "panic"}, "panic", false},
+		{"undeclared port", Invocation{Action: "badport"}, "invalid_output", false},
+		{"unencodable output", Invocation{Action: "unencodable"}, "invalid_output", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.inv.ID = "x"
+			res := Invoke(context.Background(), c, tc.inv)
+			if res.Error == nil {
+				t.Fatalf("no error; outputs %+v", res.Outputs)
+			}
+			if res.Error.Code != tc.code || res.Error.Retryable != tc.retryable {
+				t.Fatalf("error %+v, want code %s retryable %v", res.Error, tc.code, tc.retryable)
+			}
+		})
+	}
+}
+
+func TestConcurrencyBound(t *testing.T) {
+	var active, peak atomic.Int32
+	release := make(chan struct{})
+	running := make(chan struct{}, 10)
+	c := Connector{
+		Manifest:       Manifest{Name: "bound", Version: "1.0.0"},
+		MaxConcurrency: 2,
+		Actions: map[string]Handler{"block": Action(ActionSpec{}, func(context.Context, Call[any, any]) ([]Output, error) {
+			n := active.Add(1)
+			for p := peak.Load(); n > p; p = peak.Load() {
+				if peak.CompareAndSwap(p, n) {
+					break
+				}
+			}
+			running <- struct{}{}
+			<-release
+			active.Add(-1)
+			return nil, nil
+		})},
+	}
+	e, err := newEngine(c, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := make([]wireInvocation, 6)
+	for i := range items {
+		items[i] = wireInvocation{ID: string(rune('a' + i)), Action: "block"}
+	}
+	done := make(chan []Result)
+	go func() { done <- e.executeBatch(context.Background(), items) }()
+	// Fill both slots, then let handlers finish one at a time, each release admitting the next
+	// one: with a working bound no more than two ever run.
+	<-running
+	<-running
+	for range len(items) - 2 {
+		release <- struct{}{}
+		<-running
+	}
+	release <- struct{}{}
+	release <- struct{}{}
+	results := <-done
+	for i, r := range results {
+		if r.Error != nil || r.ID != items[i].ID {
+			t.Fatalf("result %d: %+v", i, r)
+		}
+	}
+	if p := peak.Load(); p != 2 {
+		t.Fatalf("peak concurrency %d, want 2", p)
+	}
+}
+
+func TestDescribeFillsSpecs(t *testing.T) {
+	m, err := testConnector().Describe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Actions["greet"].Title != "Greet" || len(m.Actions) != 6 || m.Triggers["tick"].Title != "Tick" {
+		t.Fatalf("manifest %+v", m)
+	}
+	c := testConnector()
+	c.Manifest.Actions = map[string]ActionSpec{"ghost": {Title: "Ghost"}}
+	if _, err := c.Describe(); err == nil || !strings.Contains(err.Error(), "ghost") {
+		t.Fatalf("declared action without handler: err %v", err)
+	}
+	c = testConnector()
+	c.Actions["zero"] = Handler{}
+	if _, err := c.Describe(); err == nil || !strings.Contains(err.Error(), "zero") {
+		t.Fatalf("zero handler: err %v", err)
+	}
+}
+
+func TestPoll(t *testing.T) {
+	e, err := newEngine(testConnector(), discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, perr := e.poll(context.Background(), &wirePoll{Trigger: "tick", Config: []byte(`{"N":3}`), Cursor: "c"})
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	if out.Cursor != "c+" || len(out.Items) != 1 || string(out.Items[0].(json.RawMessage)) != "3" {
+		t.Fatalf("poll %+v", out)
+	}
+	if _, perr := e.poll(context.Background(), &wirePoll{Trigger: "nope"}); perr == nil || perr.Code != "unknown_trigger" {
+		t.Fatalf("unknown trigger: %v", perr)
+	}
+}
+
+func TestFilterStdout(t *testing.T) {
+	line := "1|1|unix|/tmp/plugin123|grpc|MIIBcert\n"
+	in := "early noise\n" + "partial " + line + "late noise\n" + line
+	var out, errOut bytes.Buffer
+	filterStdout(strings.NewReader(in), &out, &errOut)
+	if out.String() != line {
+		t.Fatalf("stdout %q, want only the handshake line", out.String())
+	}
+	if want := "early noise\npartial late noise\n" + line; errOut.String() != want {
+		t.Fatalf("stderr %q, want %q", errOut.String(), want)
+	}
+}
+
+func TestLoggerWritesHCLogJSON(t *testing.T) {
+	var buf bytes.Buffer
+	newLogger(&buf).Info("hello", "n", 1)
+	var rec map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec["@message"] != "hello" || rec["@level"] != "info" || rec["n"] != 1.0 {
+		t.Fatalf("record %v", rec)
+	}
+	if _, err := time.Parse("2006-01-02T15:04:05.000000Z07:00", rec["@timestamp"].(string)); err != nil {
+		t.Fatalf("timestamp: %v", err)
+	}
+}
+
+func TestDecodeJSONKeepsLargeIntegers(t *testing.T) {
+	v, err := DecodeJSON([]byte(`{"id": 12345678901234567890}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := v.(map[string]any)["id"].(json.Number).String(); got != "12345678901234567890" {
+		t.Fatalf("id %s", got)
+	}
+	if _, err := DecodeJSON([]byte(`1 2`)); err == nil {
+		t.Fatal("trailing data accepted")
+	}
+}
+
+func TestHandlerErrorMapping(t *testing.T) {
+	if e := handlerError(errors.New("x")); e.Code != "error" || e.Retryable {
+		t.Fatalf("plain error: %+v", e)
+	}
+	if e := handlerError(fmtWrap(Retryable("busy", errors.New("later")))); e.Code != "busy" || !e.Retryable {
+		t.Fatalf("wrapped sdk error: %+v", e)
+	}
+	if e := handlerError(fmtWrap(context.DeadlineExceeded)); e.Code != "deadline_exceeded" || !e.Retryable {
+		t.Fatalf("deadline: %+v", e)
+	}
+}
+
+func fmtWrap(err error) error { return fmt.Errorf("wrapped: %w", err) }
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
