@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/flowd/flowd/connectors/catalog"
 	"github.com/flowd/flowd/internal/api"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/kafkax"
@@ -48,7 +49,13 @@ const testBodyLimit = 64 << 10
 // envOption adjusts newEnv; without options the env logs to nowhere.
 type envOption func(*envOptions)
 
-type envOptions struct{ log *slog.Logger }
+type envOptions struct {
+	log     *slog.Logger
+	catalog *catalog.Catalog
+}
+
+// withCatalog installs connectors, so flows are validated against their manifests.
+func withCatalog(c *catalog.Catalog) envOption { return func(o *envOptions) { o.catalog = c } }
 
 // withLog makes the env's API log through l (to search the logs, say).
 func withLog(l *slog.Logger) envOption { return func(o *envOptions) { o.log = l } }
@@ -89,7 +96,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app := api.New(api.Config{Store: st, Relay: relay, Log: log, BodyLimit: testBodyLimit, AutoConfirm: true, Secrets: keys})
+	app := api.New(api.Config{Store: st, Relay: relay, Log: log, BodyLimit: testBodyLimit, AutoConfirm: true, Secrets: keys, Catalog: o.catalog})
 	return &env{t: t, app: app, rdb: rdb, st: st, kcfg: kcfg, admin: admin, prefix: prefix, keys: keys}
 }
 

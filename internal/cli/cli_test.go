@@ -2,8 +2,13 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/flowd/flowd/connectors/host/hosttest"
 )
 
 func run(args ...string) (string, string, error) {
@@ -33,5 +38,49 @@ func TestFlowsWithoutTokenSaysWhatToDo(t *testing.T) {
 	_, _, err := run("flows", "list", "--token", "")
 	if err == nil || !strings.Contains(err.Error(), "FLOWD_TOKEN") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestConnectorsInvokeRunsAnActionThroughTheHost(t *testing.T) {
+	dir := t.TempDir()
+	hosttest.Build(t, dir, map[string]string{"http": "github.com/flowd/flowd/connectors/http"})
+	var gotKey string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotKey = r.Header.Get("Idempotency-Key")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"hello":"world"}`))
+	}))
+	defer srv.Close()
+
+	out, _, err := run("connectors", "invoke", "http", "request", "--connectors-dir", dir, "--config", `{"url":"`+srv.URL+`"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Outputs []struct {
+			Port string `json:"port"`
+			Data struct {
+				Status int            `json:"status"`
+				Body   map[string]any `json:"body"`
+			} `json:"data"`
+		} `json:"outputs"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("output is not JSON: %q", out)
+	}
+	if len(res.Outputs) != 1 || res.Outputs[0].Port != "success" || res.Outputs[0].Data.Status != 200 || res.Outputs[0].Data.Body["hello"] != "world" {
+		t.Fatalf("result: %s", out)
+	}
+	if !strings.HasPrefix(gotKey, "cli-") {
+		t.Fatalf("Idempotency-Key %q", gotKey)
+	}
+
+	_, _, err = run("connectors", "invoke", "http", "request", "--connectors-dir", dir, "--config", `{"url":"ftp://nope"}`)
+	if err == nil || !strings.Contains(err.Error(), "request failed (permanent)") {
+		t.Fatalf("bad config: %v", err)
+	}
+	_, _, err = run("connectors", "invoke", "http", "request", "--connectors-dir", dir, "--config", `{not json`)
+	if err == nil || !strings.Contains(err.Error(), "--config is not valid JSON") {
+		t.Fatalf("malformed flag: %v", err)
 	}
 }

@@ -1,0 +1,83 @@
+package catalog_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/flowd/flowd/connectors/catalog"
+	"github.com/flowd/flowd/connectors/host/hosttest"
+	"github.com/flowd/flowd/internal/flowdoc"
+)
+
+func TestCatalogDrivesFlowValidation(t *testing.T) {
+	dir := t.TempDir()
+	hosttest.Build(t, dir, map[string]string{
+		"http":      "github.com/flowd/flowd/connectors/http",
+		"transform": "github.com/flowd/flowd/connectors/transform",
+	})
+	// A binary that is not a connector is skipped and reported, not fatal.
+	if err := os.WriteFile(filepath.Join(dir, "broken"), []byte("#!/bin/sh\necho nope; exit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalog.Load(context.Background(), dir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range cat.Manifests() {
+		names = append(names, m.Name)
+	}
+	if strings.Join(names, ",") != "http,transform" {
+		t.Fatalf("manifests: %v", names)
+	}
+	if _, ok := cat.Skipped()["broken"]; !ok || len(cat.Skipped()) != 1 {
+		t.Fatalf("skipped: %v", cat.Skipped())
+	}
+
+	doc := func(connector, action, config string) []byte {
+		return []byte(`{"name":"x","graph":{"nodes":[{"id":"hook","type":"trigger.webhook"},
+			{"id":"a","type":"action","connector":"` + connector + `","action":"` + action + `","config":` + config + `}],
+			"edges":[{"source":"hook","target":"a","port":""}]}}`)
+	}
+	cases := []struct {
+		name, doc, want string
+	}{
+		{"valid", string(doc("http", "request", `{"url":"https://example.com","method":"POST"}`)), ""},
+		{"template values are checked at run time", string(doc("http", "request", `{"url":"{{ input.url }}"}`)), ""},
+		{"unknown connector", string(doc("ftp", "get", `{}`)), "unknown_connector@/graph/nodes/1/connector"},
+		{"unknown action", string(doc("http", "teleport", `{}`)), "unknown_action@/graph/nodes/1/action"},
+		{"config against the connector's schema", string(doc("http", "request", `{"url":42}`)), "invalid_config@/graph/nodes/1/config"},
+		{"missing required config", string(doc("transform", "map", `{}`)), "invalid_config@/graph/nodes/1/config"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, ps := flowdoc.Decode([]byte(tc.doc), cat.ValidationOptions())
+			var got []string
+			for _, p := range ps {
+				got = append(got, p.Code+"@"+p.Path)
+			}
+			joined := strings.Join(got, " ")
+			if tc.want == "" && len(ps) > 0 {
+				t.Fatalf("want no problems, got %v", got)
+			}
+			if tc.want != "" && !strings.Contains(joined, tc.want) {
+				t.Fatalf("want %s among %v", tc.want, got)
+			}
+		})
+	}
+}
+
+func TestMissingDirIsAnEmptyCatalog(t *testing.T) {
+	cat, err := catalog.Load(context.Background(), filepath.Join(t.TempDir(), "none"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil || cat.Len() != 0 {
+		t.Fatalf("got %d connectors, %v", cat.Len(), err)
+	}
+	if _, ps := flowdoc.Decode([]byte(`{"name":"x","graph":{"nodes":[{"id":"h","type":"trigger.webhook"},{"id":"a","type":"action","connector":"any","action":"thing"}],"edges":[{"source":"h","target":"a"}]}}`), cat.ValidationOptions()); len(ps) > 0 {
+		t.Fatalf("an empty catalog must not reject connectors: %v", ps)
+	}
+}
