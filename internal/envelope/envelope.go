@@ -1,0 +1,165 @@
+// Package envelope holds the shapes that cross role boundaries: the records on flowd.ingest,
+// flowd.steps.<pool> and flowd.results, and the execution records kept in Redis. Every role
+// agrees on them; their JSON Schemas are published in schemas/.
+package envelope
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/flowd/flowd/connectors/sdk"
+	"github.com/flowd/flowd/internal/flowdoc"
+)
+
+// Topic names, unprefixed (kafkax.Config.Topic adds the prefix).
+const (
+	TopicIngest  = "ingest"
+	TopicResults = "results"
+	TopicDLQ     = "dlq"
+	// TopicStepsPrefix + pool is a runner pool's work topic, e.g. "steps.default".
+	TopicStepsPrefix = "steps."
+	// DefaultPool runs nodes that name no pool.
+	DefaultPool = "default"
+)
+
+// Trigger kinds.
+const (
+	TriggerWebhook  = "webhook"
+	TriggerKafka    = "kafka"
+	TriggerSchedule = "schedule"
+	TriggerPoll     = "poll"
+)
+
+// Ingest is one trigger event on flowd.ingest, keyed by flow id. The execution id is chosen by
+// whoever accepted the event, so a retried produce is recognised as the same execution.
+type Ingest struct {
+	ExecutionID string          `json:"executionId"`
+	FlowID      string          `json:"flowId"`
+	Revision    int             `json:"revision"` // the flow revision the execution runs
+	Trigger     string          `json:"trigger"`
+	ReceivedAt  time.Time       `json:"receivedAt"`
+	Input       json.RawMessage `json:"input"`
+	Request     *HTTPRequest    `json:"request,omitempty"`
+	Source      *KafkaSource    `json:"source,omitempty"`
+	// Sync means a caller waits for the flow's respond node (or its end).
+	Sync bool `json:"sync,omitempty"`
+}
+
+// HTTPRequest is what a webhook trigger saw besides the body.
+type HTTPRequest struct {
+	Method  string              `json:"method"`
+	Path    string              `json:"path,omitempty"` // suffix after /hooks/{flowId}
+	Query   map[string][]string `json:"query,omitempty"`
+	Headers map[string]string   `json:"headers,omitempty"`
+}
+
+// KafkaSource is where a partner-topic record came from.
+type KafkaSource struct {
+	Topic     string            `json:"topic"`
+	Partition int               `json:"partition"`
+	Offset    int64             `json:"offset"`
+	Key       string            `json:"key,omitempty"`
+	Headers   map[string]string `json:"headers,omitempty"`
+}
+
+// Work is one step to run on flowd.steps.<pool>, keyed by execution id. It carries everything
+// a stateless runner needs except the connection's secrets, which the runner resolves.
+type Work struct {
+	ExecutionID string          `json:"executionId"`
+	FlowID      string          `json:"flowId"`
+	Revision    int             `json:"revision"`
+	Token       string          `json:"token"` // this activation of the node (unique per execution)
+	Attempt     int             `json:"attempt"`
+	Node        flowdoc.Node    `json:"node"`
+	Owners      []flowdoc.Owner `json:"owners"` // who may use the node's connection
+	Input       json.RawMessage `json:"input"`
+	// Context is what expressions see besides input: steps, flow, settings, execution.
+	Context        map[string]json.RawMessage `json:"context,omitempty"`
+	IdempotencyKey string                     `json:"idempotencyKey"` // stable across attempts and redeliveries
+	Deadline       time.Time                  `json:"deadline"`
+}
+
+// Output is one item a step emitted.
+type Output struct {
+	Port string          `json:"port,omitempty"`
+	Data json.RawMessage `json:"data"`
+}
+
+// Result is a step's outcome on flowd.results, keyed by execution id.
+type Result struct {
+	ExecutionID string     `json:"executionId"`
+	FlowID      string     `json:"flowId"`
+	Revision    int        `json:"revision"`
+	NodeID      string     `json:"nodeId"`
+	Token       string     `json:"token"`
+	Attempt     int        `json:"attempt"`
+	Outputs     []Output   `json:"outputs,omitempty"`
+	Error       *sdk.Error `json:"error,omitempty"`
+	StartedAt   time.Time  `json:"startedAt"`
+	FinishedAt  time.Time  `json:"finishedAt"`
+}
+
+// Execution statuses.
+const (
+	StatusRunning   = "running"
+	StatusSucceeded = "succeeded"
+	StatusFailed    = "failed"
+	StatusFiltered  = "filtered"
+)
+
+// Execution is one run of a flow, as kept in Redis and shown by the API.
+type Execution struct {
+	ID         string     `json:"id"`
+	FlowID     string     `json:"flowId"`
+	Revision   int        `json:"revision"`
+	Trigger    string     `json:"trigger"`
+	Status     string     `json:"status"`
+	Error      *sdk.Error `json:"error,omitempty"`
+	ReceivedAt time.Time  `json:"receivedAt"`
+	StartedAt  time.Time  `json:"startedAt"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+	DurationMs int64      `json:"durationMs,omitempty"`
+}
+
+// Step statuses.
+const (
+	StepRunning   = "running"
+	StepSucceeded = "succeeded"
+	StepFailed    = "failed"
+	StepSkipped   = "skipped"
+)
+
+// Step is one node activation within an execution. Input and Output are snapshots, truncated
+// at a configured size (Truncated says so).
+type Step struct {
+	ExecutionID string          `json:"executionId"`
+	NodeID      string          `json:"nodeId"`
+	Token       string          `json:"token"`
+	Type        string          `json:"type"`
+	Status      string          `json:"status"`
+	Attempt     int             `json:"attempt"`
+	Port        string          `json:"port,omitempty"`
+	Input       json.RawMessage `json:"input,omitempty"`
+	Output      json.RawMessage `json:"output,omitempty"`
+	Truncated   bool            `json:"truncated,omitempty"`
+	Error       *sdk.Error      `json:"error,omitempty"`
+	StartedAt   time.Time       `json:"startedAt"`
+	FinishedAt  *time.Time      `json:"finishedAt,omitempty"`
+	DurationMs  int64           `json:"durationMs,omitempty"`
+}
+
+// Reply is the answer a synchronous webhook returns, written by the router when the flow
+// reaches its respond node (or ends) and read by the ingest instance holding the request.
+type Reply struct {
+	Status  int               `json:"status"`
+	Headers map[string]string `json:"headers,omitempty"`
+	Body    json.RawMessage   `json:"body"`
+}
+
+// PoolTopic is the unprefixed work topic of a pool.
+func PoolTopic(pool string) string {
+	if pool == "" {
+		pool = DefaultPool
+	}
+	return TopicStepsPrefix + pool
+}
