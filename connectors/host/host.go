@@ -1,7 +1,8 @@
 // Package host runs connector plugins for the runners and the CLI: it discovers connector
 // binaries in a directory, starts each lazily (once per Host) through hashicorp/go-plugin with
-// AutoMTLS and optional sha256 pinning, validates its manifest, multiplexes concurrent calls over
-// its one gRPC connection, health-checks it, and restarts it with backoff after a crash.
+// mutual TLS (go-plugin's AutoMTLS protocol, with a P-256 host certificate) and optional sha256
+// pinning, validates its manifest, multiplexes concurrent calls over its one gRPC connection,
+// health-checks it, and restarts it with backoff after a crash.
 package host
 
 import (

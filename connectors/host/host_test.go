@@ -33,6 +33,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		os.Exit(childHost())
 	}
+	if os.Getenv(plaintextEnv) == "1" {
+		plaintextPlugin() // never returns
+	}
 	code := m.Run()
 	if builtDir != "" {
 		_ = os.RemoveAll(builtDir)

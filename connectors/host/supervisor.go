@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -140,8 +141,13 @@ func (s *supervisor) launch() (*instance, error) {
 		}
 		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
 	}
+	tlsConf, certPEM, err := newClientTLS()
+	if err != nil {
+		return nil, s.unavailable(err)
+	}
 	cmd := exec.Command(s.path)
-	cmd.Env = pluginEnv(opts.Env)
+	// Last, so that no Options.Env entry can replace the certificate.
+	cmd.Env = append(pluginEnv(opts.Env), clientCertEnv+"="+string(certPEM))
 	cmd.SysProcAttr = sysProcAttr()
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig: sdk.Handshake,
@@ -151,8 +157,8 @@ func (s *supervisor) launch() (*instance, error) {
 		Cmd:              cmd,
 		SecureConfig:     secure,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		AutoMTLS:         true,
-		SkipHostEnv:      true, // connectors get pluginEnv, never the runner's secrets
+		TLSConfig:        tlsConf, // not AutoMTLS: see newClientTLS
+		SkipHostEnv:      true,    // connectors get pluginEnv, never the runner's secrets
 		StartTimeout:     opts.StartTimeout,
 		Logger:           newHCLogger(s.log),
 		SyncStdout:       &lineLogger{log: s.log, stream: "stdout"},
@@ -162,14 +168,30 @@ func (s *supervisor) launch() (*instance, error) {
 			grpc.MaxCallSendMsgSize(sdk.MaxMessageSize),
 		)},
 	})
-	proto, err := client.Client()
-	if err != nil {
+	// Start runs the handshake; the gRPC connection is only made by Client, after the check below.
+	if _, err := client.Start(); err != nil {
 		client.Kill()
 		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
 			return nil, fmt.Errorf("connector %q: %w: %s differs from the sha256 %s pinned in %s: refusing to start it",
 				s.name, ErrChecksumMismatch, s.path, hex.EncodeToString(secure.Checksum), opts.PinFile)
 		}
 		return nil, s.unavailable(fmt.Errorf("start %s: %w", s.path, err))
+	}
+	// go-plugin sets RootCAs from the handshake's certificate field. Without one it would still
+	// dial TLS, but trusting the system roots and failing later with an obscure handshake error:
+	// refuse here, with the reason.
+	if tlsConf.RootCAs == nil {
+		// client.Kill dials it to ask for a shutdown: trust nothing, and spare it the 2s grace.
+		tlsConf.RootCAs = x509.NewCertPool()
+		_ = cmd.Process.Kill()
+		client.Kill()
+		return nil, fmt.Errorf("connector %q: %w: it must serve TLS with its own certificate and accept only the host's (%s): refusing to start it",
+			s.name, ErrNoCertificate, clientCertEnv)
+	}
+	proto, err := client.Client()
+	if err != nil {
+		client.Kill()
+		return nil, s.unavailable(fmt.Errorf("connect %s: %w", s.path, err))
 	}
 	raw, err := proto.Dispense(sdk.PluginName)
 	if err != nil {
@@ -315,5 +337,6 @@ func (s *supervisor) shutdown() {
 
 // isPermanent: errors no restart can fix while the binary stays the same.
 func isPermanent(err error) bool {
-	return errors.Is(err, ErrNotPinned) || errors.Is(err, ErrChecksumMismatch) || errors.Is(err, ErrInvalidManifest)
+	return errors.Is(err, ErrNotPinned) || errors.Is(err, ErrChecksumMismatch) || errors.Is(err, ErrInvalidManifest) ||
+		errors.Is(err, ErrNoCertificate)
 }

@@ -236,6 +236,9 @@ func TestGreeterHandshake(t *testing.T) {
 	if err := serverCert.VerifyHostname("localhost"); err != nil {
 		t.Fatal(err)
 	}
+	if pub, ok := serverCert.PublicKey.(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P256() {
+		t.Fatalf("server key %T: want ECDSA P-256", serverCert.PublicKey)
+	}
 	roots := x509.NewCertPool()
 	roots.AddCert(serverCert)
 
@@ -268,6 +271,15 @@ func TestGreeterHandshake(t *testing.T) {
 		t.Fatal("health check with a stranger's certificate succeeded: mTLS is not enforced")
 	}
 
+	// Without the host's certificate it refuses to serve rather than serve plaintext.
+	noCert := exec.Command(filepath.Join(greeterDir, "greeter"))
+	noCert.Env = append(slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return strings.HasPrefix(kv, "PLUGIN_CLIENT_CERT=") }),
+		fmt.Sprintf("%s=%d", sdk.ParentPIDEnv, os.Getpid()))
+	out, err := noCert.Output()
+	if !errors.As(err, new(*exec.ExitError)) || len(out) != 0 {
+		t.Fatalf("greeter without PLUGIN_CLIENT_CERT: err %v, stdout %q: want a failure exit and no handshake", err, out)
+	}
+
 	// Started for a host that is not its parent (that host is gone), it exits at once.
 	orphan := exec.Command(filepath.Join(greeterDir, "greeter"))
 	orphan.Env = append(env, sdk.ParentPIDEnv+"=999999999")
@@ -287,19 +299,20 @@ func TestGreeterHandshake(t *testing.T) {
 	}
 }
 
-// selfSigned makes a certificate shaped like go-plugin's AutoMTLS client certificate (P-521).
+// selfSigned makes a certificate shaped like the host's client certificate (connectors/host
+// newClientTLS: go-plugin's AutoMTLS shape with P-256, which gRPC's BoringSSL accepts).
 func selfSigned(t *testing.T) (tls.Certificate, []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "localhost", Organization: []string{"HashiCorp"}},
+		Subject:               pkix.Name{CommonName: "localhost", Organization: []string{"flowd"}},
 		DNSNames:              []string{"localhost"},
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement | x509.KeyUsageCertSign,
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		NotBefore:             time.Now().Add(-30 * time.Second),

@@ -1,16 +1,15 @@
 """greeter: a flowd connector written in Python.
 
 It proves the connector protocol is language-neutral: it speaks hashicorp/go-plugin's handshake
-and AutoMTLS exactly as the Go SDK does, serves the flowd.connector.v1.Connector service and the
-gRPC health service, and exits when its parent (the flowd host) dies. Its one action, greet,
-turns {"name": "Ada"} into {"message": "Hello, Ada!"}.
+and mutual TLS (AutoMTLS) as the Go SDK does, with grpcio's own TLS, serves the
+flowd.connector.v1.Connector service and the gRPC health service, and exits when its parent (the
+flowd host) dies. Its one action, greet, turns {"name": "Ada"} into {"message": "Hello, Ada!"}.
 
 Run `greeter describe` to print the manifest. Logs go to stderr as JSON lines in hclog's shape
 (@level, @message, @timestamp), which the host re-logs under the connector's name; stdout belongs
 to the handshake.
 """
 
-import asyncio
 import base64
 import ctypes
 import datetime
@@ -18,11 +17,8 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
-import ssl
 import sys
-import tempfile
 import threading
 import time
 from concurrent import futures
@@ -164,19 +160,17 @@ def make_servicer(pb2, pb2_grpc):
 
 
 def generate_cert():
-    """A self-signed cert and key for AutoMTLS, shaped like go-plugin's generateCert (mtls.go):
-    ECDSA P-521, CN and DNS name localhost (the host verifies that name), client and server auth,
-    a CA so the host can trust it directly. Returns (cert PEM, key PEM, cert DER)."""
+    """A self-signed cert and key for AutoMTLS, shaped like go-plugin's generateCert (mtls.go) but
+    ECDSA P-256, which gRPC's TLS (BoringSSL) supports: CN and DNS name localhost (the host
+    verifies that name), client and server auth, a CA so the host can trust it directly.
+    Returns (cert PEM, key PEM, cert DER)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    key = ec.generate_private_key(ec.SECP521R1())
-    name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, "localhost"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "HashiCorp"),
-    ])
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
@@ -190,14 +184,14 @@ def generate_cert():
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=True,
-                data_encipherment=False, key_agreement=True, key_cert_sign=True, crl_sign=False,
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=False,
                 encipher_only=False, decipher_only=False,
             ),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA512())
+        .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return cert.public_bytes(serialization.Encoding.PEM), key_pem, cert.public_bytes(serialization.Encoding.DER)
@@ -278,74 +272,6 @@ def die_with_parent():
         os._exit(1)
 
 
-def tls_context(cert_pem, key_pem, client_cert_pem, scratch):
-    """The AutoMTLS server side: our certificate, and only the host's certificate accepted."""
-    # load_cert_chain reads files only: write them to the private scratch dir, then remove them.
-    cert_file, key_file = os.path.join(scratch, "cert.pem"), os.path.join(scratch, "key.pem")
-    with open(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-        f.write(key_pem)
-    with open(cert_file, "wb") as f:
-        f.write(cert_pem)
-    try:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(cert_file, key_file)
-    finally:
-        os.remove(key_file)
-        os.remove(cert_file)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cadata=client_cert_pem)  # str: PEM
-    ctx.set_alpn_protocols(["h2"])  # grpc-go refuses a TLS connection without ALPN h2
-    return ctx
-
-
-def start_tls_front(ctx, backend):
-    """Terminates the host's TLS connections on 127.0.0.1 and relays the plaintext HTTP/2 to the
-    gRPC server on a unix socket in a private directory. Returns the TCP port.
-
-    Why not grpc.ssl_server_credentials: gRPC's TLS is BoringSSL, which does not verify ECDSA
-    P-521 signatures, and go-plugin's AutoMTLS client certificate is P-521, so the host would
-    never present it. Python's ssl module (OpenSSL) verifies it."""
-    loop = asyncio.new_event_loop()
-    ready = futures.Future()
-
-    async def pipe(reader, writer):
-        try:
-            while data := await reader.read(1 << 16):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    async def relay(reader, writer):
-        try:
-            b_reader, b_writer = await asyncio.open_unix_connection(backend)
-        except OSError as e:
-            log.error("relay: cannot reach the gRPC server", extra={"fields": {"error": str(e)}})
-            writer.close()
-            return
-        await asyncio.gather(pipe(reader, b_writer), pipe(b_reader, writer))
-
-    async def run():
-        srv = await asyncio.start_server(relay, "127.0.0.1", 0, ssl=ctx, ssl_handshake_timeout=10)
-        ready.set_result(srv.sockets[0].getsockname()[1])
-        async with srv:
-            await srv.serve_forever()
-
-    def thread():
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(run())
-        except BaseException as e:  # noqa: BLE001  (reported to the starter)
-            if not ready.done():
-                ready.set_exception(e)
-
-    threading.Thread(target=thread, name="tls-front", daemon=True).start()
-    return ready.result(timeout=10)
-
-
 def serve():
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -354,6 +280,11 @@ def serve():
     import connector_pb2_grpc
 
     die_with_parent()
+    # The host's certificate, PEM. The host refuses a connector that serves without TLS.
+    client_cert = os.environ.get("PLUGIN_CLIENT_CERT", "")
+    if not client_cert:
+        log.error("PLUGIN_CLIENT_CERT not set: the host passes its certificate there")
+        return 1
     # Like go-plugin's servers: a Ctrl-C in the host's terminal is the host's to handle.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -383,40 +314,28 @@ def serve():
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     add_go_plugin_services(server, stopping, shutdown)
 
-    # AutoMTLS: the host sends its certificate; we answer with ours in the handshake and accept
-    # only connections presenting the host's.
-    client_cert = os.environ.get("PLUGIN_CLIENT_CERT", "")
-    cert_field = ""
-    scratch = tempfile.mkdtemp(prefix="flowd-greeter-")  # 0700: ours alone
-    try:
-        if client_cert:
-            backend = os.path.join(scratch, "grpc.sock")
-            if not server.add_insecure_port("unix:" + backend):
-                log.error("could not listen on a unix socket", extra={"fields": {"path": backend}})
-                return 1
-            server.start()
-            cert_pem, key_pem, cert_der = generate_cert()
-            port = start_tls_front(tls_context(cert_pem, key_pem, client_cert, scratch), backend)
-            # go-plugin decodes the field with base64.RawStdEncoding: standard alphabet, no padding.
-            cert_field = base64.b64encode(cert_der).decode().rstrip("=")
-        else:
-            log.warning("PLUGIN_CLIENT_CERT not set: serving without TLS")
-            port = server.add_insecure_port("127.0.0.1:0")
-            if not port:
-                log.error("could not listen on 127.0.0.1")
-                return 1
-            server.start()
+    # AutoMTLS: we answer with our certificate in the handshake and accept only connections
+    # presenting the host's.
+    cert_pem, key_pem, cert_der = generate_cert()
+    creds = grpc.ssl_server_credentials(
+        [(key_pem, cert_pem)], root_certificates=client_cert.encode(), require_client_auth=True
+    )
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    if not port:
+        log.error("could not listen on 127.0.0.1")
+        return 1
+    server.start()
 
-        # The handshake is the first line on stdout; after it stdout is of no use to the host,
-        # so stray prints go to stderr.
-        sys.stdout.write(f"{CORE_PROTOCOL_VERSION}|{version}|tcp|127.0.0.1:{port}|grpc|{cert_field}\n")
-        sys.stdout.flush()
-        sys.stdout = sys.stderr
-        log.info("serving", extra={"fields": {"port": port, "protocol": version, "mtls": bool(client_cert)}})
-        server.wait_for_termination()
-        return 0
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    # The handshake is the first line on stdout; after it stdout is of no use to the host, so
+    # stray prints go to stderr. go-plugin decodes the certificate field with
+    # base64.RawStdEncoding: standard alphabet, no padding.
+    cert_field = base64.b64encode(cert_der).decode().rstrip("=")
+    sys.stdout.write(f"{CORE_PROTOCOL_VERSION}|{version}|tcp|127.0.0.1:{port}|grpc|{cert_field}\n")
+    sys.stdout.flush()
+    sys.stdout = sys.stderr
+    log.info("serving", extra={"fields": {"port": port, "protocol": version}})
+    server.wait_for_termination()
+    return 0
 
 
 def main(argv):
