@@ -13,14 +13,17 @@ import (
 
 func TestConnectorDiscoveryAndValidation(t *testing.T) {
 	dir := t.TempDir()
-	hosttest.Build(t, dir, map[string]string{"http": "github.com/flowd/flowd/connectors/http"})
+	hosttest.Build(t, dir, map[string]string{
+		"http":      "github.com/flowd/flowd/connectors/http",
+		"transform": "github.com/flowd/flowd/connectors/transform",
+	})
 	cat, err := catalog.Load(context.Background(), dir, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := newEnv(t, withCatalog(cat))
 	l := e.must(200, e.call("GET", "/api/v1/connectors", e.admin, nil))
-	if len(l.list()) != 1 || l.list()[0].(map[string]any)["name"] != "http" {
+	if len(l.list()) != 2 || l.list()[0].(map[string]any)["name"] != "http" {
 		t.Fatalf("connectors: %s", l.raw)
 	}
 	m := e.must(200, e.call("GET", "/api/v1/connectors/http", e.admin, nil)).data()
@@ -36,7 +39,7 @@ func TestConnectorDiscoveryAndValidation(t *testing.T) {
 	e.must(201, e.call("POST", "/api/v1/flows", e.admin, readmeFlow(t)))
 	bad := strings.Replace(string(readmeFlow(t)), `"method": "POST"`, `"method": 42`, 1)
 	r := e.must(400, e.call("POST", "/api/v1/flows", e.admin, bad))
-	if !strings.Contains(strings.Join(r.errCodes(), " "), "invalid_config@/graph/nodes/1/config") {
+	if !strings.Contains(strings.Join(r.errCodes(), " "), "invalid_config@/graph/nodes/2/config/method") {
 		t.Fatalf("bad config: %s", r.raw)
 	}
 }

@@ -39,6 +39,8 @@ type Config struct {
 	Now func() time.Time
 	// Secrets seals connection secrets; without it the connection routes answer 503.
 	Secrets *secrets.Keyring
+	// DevEcho serves POST /dev/echo (no auth) for the example flow of `flowd dev`.
+	DevEcho bool
 	// Catalog lists the installed connectors; when it has any, flows are validated against
 	// their manifests (unknown connectors, config schemas, ports).
 	Catalog *catalog.Catalog
@@ -83,12 +85,16 @@ func New(cfg Config) *fiber.App {
 	})
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.ready)
+	if cfg.DevEcho {
+		app.Post("/dev/echo", echo)
+	}
 
 	v1 := app.Group("/api/v1", s.authenticate)
 	s.mountFlows(v1)
 	s.mountIdentity(v1)
 	s.mountConnections(v1)
 	s.mountConnectors(v1)
+	// s.mountExecutions(v1) -- pending
 
 	// FlowMate partner API routes, same handlers and shapes.
 	legacy := app.Group("", s.authenticate)
