@@ -1,0 +1,111 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+
+	"github.com/flowd/flowd/connectors/host"
+	"github.com/flowd/flowd/internal/connections"
+	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/secrets"
+	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/runners"
+)
+
+// runnerOptions configure the runner role.
+type runnerOptions struct {
+	pool          string
+	groupID       string
+	concurrency   int
+	connectorsDir string
+	pinFile       string
+	secretKeyFile string
+	drainTimeout  time.Duration
+}
+
+func newRunnerCmd() *cobra.Command {
+	var in infra
+	var opt runnerOptions
+	cmd := &cobra.Command{
+		Use:   "runner",
+		Short: "Run a runner pool: execute the steps on flowd.steps.<pool> through the connectors",
+		Example: `  flowd runner --pool default --concurrency 32 --connectors-dir bin/connectors
+  FLOWD_SECRET_KEY=... flowd runner --pool heavy --kafka-brokers kafka:9092 --redis-url redis://redis:6379/0`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Main already stops on SIGTERM; this keeps the command graceful wherever it is run from.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return serveRunner(ctx, &in, opt)
+		},
+	}
+	in.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&opt.pool, "pool", envOr("FLOWD_POOL", envelope.DefaultPool), "runner pool to serve: consumes <topic-prefix>steps.<pool> (env FLOWD_POOL)")
+	f.StringVar(&opt.groupID, "group-id", envOr("FLOWD_RUNNER_GROUP", ""), "consumer group (default <topic-prefix>runner-<pool>, e.g. flowd-runner-default)")
+	f.IntVar(&opt.concurrency, "concurrency", runners.DefaultConcurrency, "steps run at once by this process")
+	f.StringVar(&opt.connectorsDir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries (env FLOWD_CONNECTORS_DIR)")
+	f.StringVar(&opt.pinFile, "pin-file", envOr("FLOWD_CONNECTORS_PIN_FILE", ""), "sha256sum file: only listed connector binaries that match start (env FLOWD_CONNECTORS_PIN_FILE)")
+	f.StringVar(&opt.secretKeyFile, "secret-key-file", envOr("FLOWD_SECRET_KEY_FILE", ""), "file holding the AES-256 key(s) for connection secrets (or set FLOWD_SECRET_KEY)")
+	f.DurationVar(&opt.drainTimeout, "drain-timeout", runners.DefaultDrainTimeout, "on shutdown, how long running steps may finish before they are left for redelivery")
+	return cmd
+}
+
+// serveRunner runs a runner pool until ctx ends, then drains within the configured bound.
+func serveRunner(ctx context.Context, in *infra, opt runnerOptions) error {
+	log := slog.Default()
+	keys, err := secrets.LoadKeyring(os.Getenv(secrets.EnvKey), opt.secretKeyFile)
+	if errors.Is(err, secrets.ErrNoKey) {
+		// A runner without the key would fail every step that uses a connection.
+		return fmt.Errorf("the runner needs the connection secret key: set %s or --secret-key-file", secrets.EnvKey)
+	} else if err != nil {
+		return err
+	}
+	ropt, err := redis.ParseURL(in.redisURL)
+	if err != nil {
+		return fmt.Errorf("--redis-url: %w", err)
+	}
+	rdb := redis.NewClient(ropt)
+	defer func() { _ = rdb.Close() }()
+	st := store.New(rdb, in.keyPrefix)
+	if err := waitFor(ctx, "redis at "+ropt.Addr, st.Ping); err != nil {
+		return err
+	}
+	kcfg := in.kafka()
+	if err := waitFor(ctx, "kafka at "+in.brokers, func(ctx context.Context) error { return kafkax.Ping(ctx, kcfg) }); err != nil {
+		return err
+	}
+	h, err := host.New(host.Options{Dir: opt.connectorsDir, PinFile: opt.pinFile, Logger: log})
+	if err != nil {
+		return err
+	}
+	// The host goes last: steps still draining need their connector processes.
+	defer func() { _ = h.Close() }()
+	log.Info("connectors found", "dir", opt.connectorsDir, "connectors", h.List())
+
+	r, err := runners.New(runners.Config{
+		Kafka:        kcfg,
+		Pool:         opt.pool,
+		GroupID:      opt.groupID,
+		Concurrency:  opt.concurrency,
+		Host:         h,
+		Resolver:     connections.NewResolver(st, keys, nil, log),
+		Store:        st,
+		Log:          log,
+		DrainTimeout: opt.drainTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	return r.Run(ctx)
+}

@@ -1,0 +1,142 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flowd/flowd/connectors/sdk"
+	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/internal/testrig"
+)
+
+func newRunStore(t *testing.T) (*store.Store, *redis.Client, string) {
+	t.Helper()
+	opt, err := redis.ParseURL(testrig.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { _ = rdb.Close() })
+	prefix := testrig.Unique("t") + ":"
+	return store.New(rdb, prefix), rdb, prefix
+}
+
+func TestRunRecords(t *testing.T) {
+	st, rdb, prefix := newRunStore(t)
+	ctx := context.Background()
+	k := store.RunKey{ExecutionID: "ex:1", Token: "node-a:0", Attempt: 1}
+
+	if _, err := st.RunResult(ctx, k); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("RunResult before save: %v, want ErrNotFound", err)
+	}
+
+	claim, ok, err := st.ClaimRun(ctx, k, time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("ClaimRun: ok=%v err=%v", ok, err)
+	}
+	if _, ok, err := st.ClaimRun(ctx, k, time.Minute); err != nil || ok {
+		t.Fatalf("second ClaimRun: ok=%v err=%v, want refused", ok, err)
+	}
+	// Escaping keeps ids with ':' apart: this key would collide with k if ids were joined raw.
+	other := store.RunKey{ExecutionID: "ex", Token: "1:node-a:0", Attempt: 1}
+	if _, ok, err := st.ClaimRun(ctx, other, time.Minute); err != nil || !ok {
+		t.Fatalf("ClaimRun of a different key: ok=%v err=%v", ok, err)
+	}
+	if err := claim.Extend(ctx, 2*time.Minute); err != nil {
+		t.Fatalf("Extend: %v", err)
+	}
+
+	res := &envelope.Result{
+		ExecutionID: k.ExecutionID, NodeID: "node-a", Token: k.Token, Attempt: 3,
+		Outputs: []envelope.Output{{Port: "success", Data: json.RawMessage(`{"n":1}`)}},
+		Error:   nil,
+	}
+	if err := st.SaveRunResult(ctx, k, res, time.Hour, claim); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.RunResult(ctx, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Attempt != 3 || len(got.Outputs) != 1 || string(got.Outputs[0].Data) != `{"n":1}` {
+		t.Fatalf("RunResult = %+v", got)
+	}
+	if held, err := st.RunClaimed(ctx, k); err != nil || held {
+		t.Fatalf("claim after save: held=%v err=%v, want released", held, err)
+	}
+	if err := claim.Extend(ctx, time.Minute); !errors.Is(err, store.ErrLockLost) {
+		t.Fatalf("Extend after save: %v, want ErrLockLost", err)
+	}
+
+	ttl := rdb.PTTL(ctx, prefix+"run:ex%3A1:node-a%3A0:1").Val()
+	if ttl <= 59*time.Minute || ttl > time.Hour {
+		t.Fatalf("result TTL = %s, want about 1h (key layout as documented)", ttl)
+	}
+
+	// The default TTL applies when none is given, and an error result round-trips.
+	k2 := store.RunKey{ExecutionID: "ex2", Token: "t", Attempt: 2}
+	if err := st.SaveRunResult(ctx, k2, &envelope.Result{ExecutionID: "ex2", Error: &sdk.Error{Code: "x", Message: "m"}}, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ttl := rdb.PTTL(ctx, prefix+"run:ex2:t:2").Val(); ttl < store.DefaultRunTTL-time.Minute {
+		t.Fatalf("default TTL = %s", ttl)
+	}
+	if got, err := st.RunResult(ctx, k2); err != nil || got.Error == nil || got.Error.Code != "x" {
+		t.Fatalf("error result = %+v, %v", got, err)
+	}
+}
+
+func TestRunClaimReleaseAndExpiry(t *testing.T) {
+	st, _, _ := newRunStore(t)
+	ctx := context.Background()
+	k := store.RunKey{ExecutionID: "e", Token: "t", Attempt: 1}
+
+	c, ok, err := st.ClaimRun(ctx, k, time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("ClaimRun: %v %v", ok, err)
+	}
+	if err := c.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if held, _ := st.RunClaimed(ctx, k); held {
+		t.Fatal("claim still held after Release")
+	}
+
+	// A claim nobody extends goes away by itself, and its old holder cannot take it back.
+	c, ok, err = st.ClaimRun(ctx, k, 50*time.Millisecond)
+	if err != nil || !ok {
+		t.Fatalf("ClaimRun: %v %v", ok, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		held, err := st.RunClaimed(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("claim did not expire")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, ok, _ := st.ClaimRun(ctx, k, time.Minute); !ok {
+		t.Fatal("expired claim could not be taken")
+	}
+	if err := c.Extend(ctx, time.Minute); !errors.Is(err, store.ErrLockLost) {
+		t.Fatalf("Extend by the old holder: %v, want ErrLockLost", err)
+	}
+	if err := c.Release(ctx); err != nil {
+		t.Fatalf("Release by the old holder: %v", err)
+	}
+	if held, _ := st.RunClaimed(ctx, k); !held {
+		t.Fatal("the old holder released the new holder's claim")
+	}
+}

@@ -1,0 +1,129 @@
+package runners
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/flowd/flowd/connectors/sdk"
+)
+
+// executor is the part of the plugin host the runner uses.
+type executor interface {
+	Execute(ctx context.Context, name string, items []sdk.Invocation) ([]sdk.Result, error)
+}
+
+// batcher gathers the invocations of concurrent steps for one connector into one Execute call
+// (up to max items, waiting at most wait for company), so a burst of small steps costs one
+// gRPC round trip instead of one each.
+type batcher struct {
+	exec executor
+	name string
+	max  int
+	wait time.Duration
+	ctx  context.Context // bounds every call: the runner's work context
+
+	mu      sync.Mutex
+	pending []*call
+	timer   *time.Timer
+	seq     uint64
+}
+
+type call struct {
+	inv  sdk.Invocation
+	done chan outcome // buffered: the batch never blocks on a caller that gave up
+}
+
+type outcome struct {
+	res sdk.Result
+	err error // the whole call could not be made
+}
+
+// do runs inv in the next batch and waits for its result. ctx only bounds the wait: a call
+// already sent is not withdrawn, its result is dropped.
+func (b *batcher) do(ctx context.Context, inv sdk.Invocation) (sdk.Result, error) {
+	c := &call{inv: inv, done: make(chan outcome, 1)}
+	b.mu.Lock()
+	b.seq++
+	c.inv.ID = strconv.FormatUint(b.seq, 10) // unique within any batch
+	b.pending = append(b.pending, c)
+	var batch []*call
+	switch {
+	case len(b.pending) >= b.max:
+		batch = b.take()
+	case len(b.pending) == 1:
+		b.timer = time.AfterFunc(b.wait, b.flush)
+	}
+	b.mu.Unlock()
+	if batch != nil {
+		go b.run(batch)
+	}
+	select {
+	case o := <-c.done:
+		return o.res, o.err
+	case <-ctx.Done():
+		return sdk.Result{}, ctx.Err()
+	}
+}
+
+// take empties the pending batch; b.mu is held.
+func (b *batcher) take() []*call {
+	batch := b.pending
+	b.pending = nil
+	if b.timer != nil {
+		b.timer.Stop()
+		b.timer = nil
+	}
+	return batch
+}
+
+func (b *batcher) flush() {
+	b.mu.Lock()
+	batch := b.take()
+	b.mu.Unlock()
+	if len(batch) > 0 {
+		b.run(batch)
+	}
+}
+
+func (b *batcher) run(batch []*call) {
+	items := make([]sdk.Invocation, len(batch))
+	for i, c := range batch {
+		items[i] = c.inv
+	}
+	results, err := b.exec.Execute(b.ctx, b.name, items)
+	for i, c := range batch {
+		o := outcome{err: err}
+		if err == nil {
+			if i < len(results) {
+				o.res = results[i]
+			} else {
+				o.res = sdk.Result{ID: c.inv.ID, Error: &sdk.Error{Code: "missing_result", Message: "connector host returned no result for this item"}}
+			}
+		}
+		c.done <- o
+	}
+}
+
+// batchers holds one batcher per connector.
+type batchers struct {
+	exec executor
+	max  int
+	wait time.Duration
+	ctx  context.Context
+
+	mu sync.Mutex
+	m  map[string]*batcher
+}
+
+func (bs *batchers) get(name string) *batcher {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	b, ok := bs.m[name]
+	if !ok {
+		b = &batcher{exec: bs.exec, name: name, max: bs.max, wait: bs.wait, ctx: bs.ctx}
+		bs.m[name] = b
+	}
+	return b
+}

@@ -1,0 +1,373 @@
+// Package runners executes the work items of one runner pool: it consumes flowd.steps.<pool>
+// in the pool's consumer group, runs each step's connector action through the plugin host,
+// produces the step's Result to flowd.results and only then commits the work item's offset.
+//
+// Delivery is at-least-once, made effectively-once for what flowd controls: a finished item is
+// recorded in Redis (see internal/store/runs.go) so a redelivery re-produces the recorded
+// Result instead of running the step again, and every attempt of a step hands the connector
+// the same idempotency key, so a side effect repeated after a crash can be recognised by the
+// system it lands in.
+package runners
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/flowd/flowd/connectors/host"
+	"github.com/flowd/flowd/internal/connections"
+	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/store"
+)
+
+// Defaults of Config's zero values.
+const (
+	DefaultConcurrency  = 32
+	DefaultBatchMax     = 16
+	DefaultBatchWait    = 2 * time.Millisecond
+	DefaultDrainTimeout = 20 * time.Second
+	DefaultClaimTTL     = 30 * time.Second
+	// DefaultMaxUncommitted bounds finished-but-uncommittable items (see Config.MaxUncommitted).
+	DefaultMaxUncommitted = 1024
+)
+
+// RetryPolicy says how often and how patiently a step whose failure is retryable is tried
+// again. A node's own retry settings override it field by field.
+type RetryPolicy struct {
+	MaxAttempts int           // attempts in all, counting the first [3]
+	Backoff     time.Duration // before the second attempt [1s]
+	Multiplier  float64       // growth of the backoff per attempt [2]
+	MaxBackoff  time.Duration // cap of the backoff [30s]
+}
+
+// DefaultRetry is the policy for nodes that set none.
+var DefaultRetry = RetryPolicy{MaxAttempts: 3, Backoff: time.Second, Multiplier: 2, MaxBackoff: 30 * time.Second}
+
+// Config configures a Runner; zero values take the defaults in brackets.
+type Config struct {
+	Kafka       kafkax.Config
+	Pool        string // runner pool ["default"]
+	GroupID     string // consumer group ["<topic prefix without its dot>-runner-<pool>", i.e. "flowd-runner-default"]
+	Concurrency int    // work items running at once, across and within partitions [32]
+	Host        *host.Host
+	// Resolver resolves node connections. Without one, steps that name a connection fail with
+	// connection_unavailable.
+	Resolver *connections.Resolver
+	Store    *store.Store
+	Log      *slog.Logger // [slog.Default()]
+
+	BatchMax  int           // invocations per connector call [16]
+	BatchWait time.Duration // how long an invocation waits for others to share its call [2ms]
+
+	// DrainTimeout bounds how long Run lets in-flight steps finish after its ctx ends; what is
+	// unfinished then is not committed and will be redelivered [20s].
+	DrainTimeout time.Duration
+	// RunTTL is how long finished items are remembered for redeliveries [store.DefaultRunTTL].
+	RunTTL time.Duration
+	// ClaimTTL bounds how long a crashed runner's claim on an item delays its redelivery; the
+	// holder renews it every third of that [30s].
+	ClaimTTL time.Duration
+	// Retry is the retry policy of nodes that set none [DefaultRetry].
+	Retry RetryPolicy
+	// MaxUncommitted pauses fetching while this many fetched items cannot be committed yet
+	// (running, or finished behind a slower item of their partition), which bounds what a
+	// crash makes the group see again [1024].
+	MaxUncommitted int
+}
+
+// validPool keeps a pool name within what a Kafka topic name allows.
+var validPool = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
+
+// Runner consumes one pool's work topic. Run it once.
+type Runner struct {
+	cfg      Config
+	log      *slog.Logger
+	topic    string // flowd.steps.<pool>
+	results  string // flowd.results
+	dlq      string // flowd.dlq
+	exec     executor
+	configs  *configCache
+	started  atomic.Bool
+	writer   *kafka.Writer
+	batchers *batchers
+}
+
+// New checks cfg and fills in defaults. Nothing connects until Run.
+func New(cfg Config) (*Runner, error) {
+	if len(cfg.Kafka.Brokers) == 0 {
+		return nil, errors.New("runners: no Kafka brokers configured")
+	}
+	if cfg.Host == nil {
+		return nil, errors.New("runners: a connector host is required")
+	}
+	if cfg.Store == nil {
+		return nil, errors.New("runners: a store is required")
+	}
+	if cfg.Pool == "" {
+		cfg.Pool = envelope.DefaultPool
+	}
+	if !validPool.MatchString(cfg.Pool) {
+		return nil, fmt.Errorf("runners: pool name %q: use letters, digits, '.', '_' and '-' (it names a Kafka topic)", cfg.Pool)
+	}
+	if cfg.GroupID == "" {
+		prefix := cfg.Kafka.TopicPrefix
+		if prefix == "" {
+			prefix = kafkax.DefaultTopicPrefix
+		}
+		cfg.GroupID = strings.TrimRight(prefix, ".-_") + "-runner-" + cfg.Pool
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.BatchMax <= 0 {
+		cfg.BatchMax = DefaultBatchMax
+	}
+	if cfg.BatchWait <= 0 {
+		cfg.BatchWait = DefaultBatchWait
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.RunTTL <= 0 {
+		cfg.RunTTL = store.DefaultRunTTL
+	}
+	if cfg.ClaimTTL <= 0 {
+		cfg.ClaimTTL = DefaultClaimTTL
+	}
+	if cfg.MaxUncommitted <= 0 {
+		cfg.MaxUncommitted = max(DefaultMaxUncommitted, cfg.Concurrency)
+	}
+	cfg.Retry = cfg.Retry.withDefaults(DefaultRetry)
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Runner{
+		cfg:     cfg,
+		log:     cfg.Log.With("pool", cfg.Pool),
+		topic:   cfg.Kafka.Topic(envelope.PoolTopic(cfg.Pool)),
+		results: cfg.Kafka.Topic(envelope.TopicResults),
+		dlq:     cfg.Kafka.Topic(envelope.TopicDLQ),
+		exec:    cfg.Host,
+		configs: newConfigCache(4096),
+	}, nil
+}
+
+// GroupID is the consumer group the runner joins.
+func (r *Runner) GroupID() string { return r.cfg.GroupID }
+
+// Run consumes work until ctx ends, then stops fetching, lets in-flight steps finish within
+// DrainTimeout, commits what finished and returns. It returns nil after such a shutdown and an
+// error when it could not start.
+func (r *Runner) Run(ctx context.Context) error {
+	if r.started.Swap(true) {
+		return errors.New("runners: Run called twice")
+	}
+	kcfg := r.cfg.Kafka
+	if err := kafkax.EnsureTopics(ctx, kcfg, envelope.PoolTopic(r.cfg.Pool), envelope.TopicResults, envelope.TopicDLQ); err != nil {
+		return fmt.Errorf("runners: %w", err)
+	}
+
+	// In-flight steps outlive ctx by up to DrainTimeout: workCtx is what finally stops them.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	r.writer = kafkax.NewWriter(kcfg)
+	defer func() {
+		if err := r.writer.Close(); err != nil {
+			r.log.Warn("closing the Kafka writer", "err", err)
+		}
+	}()
+	r.batchers = &batchers{exec: r.exec, max: r.cfg.BatchMax, wait: r.cfg.BatchWait, ctx: workCtx, m: map[string]*batcher{}}
+
+	reader := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:     kcfg.Brokers,
+		GroupID:     r.cfg.GroupID,
+		Topic:       r.topic,
+		StartOffset: kafka.FirstOffset, // a new group must not skip work produced before it existed
+		MinBytes:    1,
+		MaxBytes:    10 << 20,
+		// MaxWait only matters on an idle topic; a short one keeps shutdown and tests brisk.
+		MaxWait:               500 * time.Millisecond,
+		CommitInterval:        0, // synchronous: CommitMessages returns once the broker has the offset
+		WatchPartitionChanges: true,
+		JoinGroupBackoff:      time.Second,
+		ReadLagInterval:       -1,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			r.log.Warn("kafka consumer: " + fmt.Sprintf(msg, args...))
+		}),
+	})
+	defer func() {
+		if err := reader.Close(); err != nil {
+			r.log.Warn("closing the Kafka reader", "err", err)
+		}
+	}()
+
+	tracker := newOffsetTracker()
+	com := newCommitter(reader, r.log)
+	commitCtx, stopCommits := context.WithCancel(context.WithoutCancel(ctx))
+	commitDone := make(chan struct{})
+	go func() { defer close(commitDone); com.run(commitCtx) }()
+
+	r.log.Info("runner started", "topic", r.topic, "group", r.cfg.GroupID, "concurrency", r.cfg.Concurrency)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, r.cfg.Concurrency)
+	fetchBackoff := 100 * time.Millisecond
+fetch:
+	for {
+		if !tracker.waitBelow(ctx, r.cfg.MaxUncommitted) {
+			break fetch
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			break fetch
+		}
+		m, err := reader.FetchMessage(ctx)
+		if err != nil {
+			<-sem
+			if ctx.Err() != nil {
+				break fetch
+			}
+			r.log.Warn("fetching work failed; retrying", "err", err, "in", fetchBackoff)
+			if !sleep(ctx, fetchBackoff) {
+				break fetch
+			}
+			fetchBackoff = min(fetchBackoff*2, 5*time.Second)
+			continue
+		}
+		fetchBackoff = 100 * time.Millisecond
+		if !tracker.start(m.Topic, m.Partition, m.Offset) {
+			// Fetched again after a rebalance while this process still runs or ran it.
+			r.log.Debug("work item fetched again; already handled here", "partition", m.Partition, "offset", m.Offset)
+			<-sem
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if !r.process(ctx, workCtx, m) {
+				return // given up at shutdown: left uncommitted, so it is redelivered
+			}
+			if off, ok := tracker.done(m.Topic, m.Partition, m.Offset); ok {
+				com.add(m.Topic, m.Partition, off)
+			}
+		})
+	}
+
+	r.log.Info("runner stopping: draining in-flight work", "uncommitted", tracker.inFlight(), "bound", r.cfg.DrainTimeout)
+	drained := make(chan struct{})
+	go func() { wg.Wait(); close(drained) }()
+	t := time.NewTimer(r.cfg.DrainTimeout)
+	select {
+	case <-drained:
+		t.Stop()
+	case <-t.C:
+		r.log.Warn("drain bound reached: abandoning unfinished work for redelivery", "uncommitted", tracker.inFlight())
+		cancelWork()
+		<-drained
+	}
+	stopCommits()
+	<-commitDone
+	finalCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := com.flush(finalCtx); err != nil {
+		r.log.Warn("final offset commit failed; finished work will be redelivered and answered from its run record", "err", err)
+	}
+	r.log.Info("runner stopped", "uncommitted", tracker.inFlight())
+	return nil
+}
+
+// committer commits the offsets the tracker releases, one partition's latest at a time, off
+// the steps' goroutines: a slow or failing commit never holds up work.
+type committer struct {
+	reader *kafka.Reader
+	log    *slog.Logger
+	kick   chan struct{}
+
+	mu    sync.Mutex
+	ready map[partitionKey]int64 // highest committable offset per partition, not yet committed
+}
+
+func newCommitter(reader *kafka.Reader, log *slog.Logger) *committer {
+	return &committer{reader: reader, log: log, kick: make(chan struct{}, 1), ready: map[partitionKey]int64{}}
+}
+
+func (c *committer) add(topic string, partition int, offset int64) {
+	c.mu.Lock()
+	k := partitionKey{topic, partition}
+	if cur, ok := c.ready[k]; !ok || offset > cur {
+		c.ready[k] = offset
+	}
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *committer) run(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kick:
+		}
+		for {
+			err := c.flush(ctx)
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			c.log.Warn("committing offsets failed; retrying", "err", err, "in", backoff)
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(backoff*2, 5*time.Second)
+		}
+		backoff = 100 * time.Millisecond
+	}
+}
+
+// flush commits everything ready. Offsets stay ready until a commit of them succeeds.
+func (c *committer) flush(ctx context.Context) error {
+	c.mu.Lock()
+	msgs := make([]kafka.Message, 0, len(c.ready))
+	for k, off := range c.ready {
+		msgs = append(msgs, kafka.Message{Topic: k.topic, Partition: k.partition, Offset: off})
+	}
+	c.mu.Unlock()
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := c.reader.CommitMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("commit offsets: %w", err)
+	}
+	c.mu.Lock()
+	for _, m := range msgs {
+		k := partitionKey{m.Topic, m.Partition}
+		if c.ready[k] == m.Offset {
+			delete(c.ready, k)
+		}
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// sleep waits d or until ctx ends; it reports whether the full wait elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

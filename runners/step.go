@@ -1,0 +1,600 @@
+package runners
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/flowd/flowd/connectors/host"
+	"github.com/flowd/flowd/connectors/sdk"
+	"github.com/flowd/flowd/internal/connections"
+	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/expression"
+	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/internal/store"
+)
+
+// Headers of a record the runner dead-letters; the value and key are the original's.
+const (
+	HeaderDLQReason    = "flowd-dlq-reason"
+	HeaderDLQTopic     = "flowd-dlq-topic"
+	HeaderDLQPartition = "flowd-dlq-partition"
+	HeaderDLQOffset    = "flowd-dlq-offset"
+)
+
+// Error codes the runner itself puts in Results (connector and host codes pass through).
+const (
+	CodeConnectionUnavailable = "connection_unavailable" // no resolver, or the store could not be read
+	CodeInvalidConfig         = "invalid_config"         // a template in the node's config failed
+	CodeInvalidInput          = "invalid_input"          // the work item's input or context is not usable
+	CodeConnectorNotFound     = "connector_not_found"    // no such connector in this pool's host
+	CodeConnectorRefused      = "connector_refused"      // the binary is not pinned, mismatches or has a bad manifest
+	CodeInvalidOutput         = "invalid_output"         // an output could not be encoded
+	CodeResultTooLarge        = "result_too_large"       // the outputs exceed what Kafka accepts
+)
+
+// errAbandoned means the runner gave a work item up at shutdown, uncommitted, for redelivery.
+var errAbandoned = errors.New("work item abandoned at shutdown")
+
+// claimPoll is how often a runner waiting on another's claim looks for the result.
+const claimPoll = 100 * time.Millisecond
+
+// process handles one fetched record and reports whether its offset may be committed: the
+// record's Result (or its dead-letter copy) is acknowledged by the broker. stop ends waiting
+// (for a claim, for a retry); work ends everything, after the drain bound.
+func (r *Runner) process(stop, work context.Context, m kafka.Message) bool {
+	w, reason := decodeWork(m.Value)
+	if reason != "" {
+		r.log.Warn("undecodable work item: sending it to the dead-letter topic", "partition", m.Partition, "offset", m.Offset, "reason", reason)
+		return r.deadLetter(work, m, reason) == nil
+	}
+	key := store.RunKey{ExecutionID: w.ExecutionID, Token: w.Token, Attempt: w.Attempt}
+	log := r.log.With("execution", w.ExecutionID, "flow", w.FlowID, "node", w.Node.ID, "token", w.Token,
+		"connector", w.Node.Connector, "action", w.Node.Action, "partition", m.Partition, "offset", m.Offset)
+
+	claim, prior, err := r.acquire(stop, work, key, log)
+	if err != nil {
+		log.Info("work item left for redelivery", "reason", err)
+		return false
+	}
+	if prior != nil {
+		log.Info("redelivered work item answered from its run record", "attempt", prior.Attempt)
+		return r.publish(work, prior, log) == nil
+	}
+
+	stopRenewing := r.keepClaim(work, claim, log)
+	res, err := r.execute(stop, work, w, log)
+	stopRenewing()
+	if err == nil {
+		err = r.publish(work, res, log)
+	}
+	if err != nil {
+		log.Info("work item left for redelivery", "reason", err)
+		r.release(work, claim, log)
+		return false
+	}
+	r.record(work, key, res, claim, log)
+	return true
+}
+
+// decodeWork parses a work record; reason says why it cannot be run.
+func decodeWork(raw []byte) (*envelope.Work, string) {
+	var w envelope.Work
+	if err := json.Unmarshal(raw, &w); err != nil {
+		return nil, "not a work item: " + err.Error()
+	}
+	var missing []string
+	for _, f := range []struct{ name, v string }{
+		{"executionId", w.ExecutionID}, {"token", w.Token}, {"node.id", w.Node.ID},
+		{"node.connector", w.Node.Connector}, {"node.action", w.Node.Action},
+	} {
+		if f.v == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, "work item lacks " + strings.Join(missing, ", ")
+	}
+	return &w, ""
+}
+
+// acquire returns the recorded result of an item finished before (a redelivery), or a claim
+// on running it. While another runner holds the claim, it waits for that runner's result, or
+// for the claim to lapse (the holder died or gave up), rather than run the step twice.
+func (r *Runner) acquire(stop, work context.Context, key store.RunKey, log *slog.Logger) (*store.RunClaim, *envelope.Result, error) {
+	backoff := 100 * time.Millisecond
+	waiting := false
+	for {
+		claim, prior, err := r.tryAcquire(work, key)
+		if err == nil && (claim != nil || prior != nil) {
+			return claim, prior, nil
+		}
+		delay := claimPoll
+		switch {
+		case err != nil:
+			log.Warn("run records unavailable; retrying", "err", err, "in", backoff)
+			delay, backoff = backoff, min(backoff*2, 5*time.Second)
+		case !waiting:
+			waiting = true
+			log.Info("work item is being run elsewhere; waiting for its result")
+		}
+		if !sleep(stop, delay) {
+			return nil, nil, errAbandoned
+		}
+	}
+}
+
+func (r *Runner) tryAcquire(ctx context.Context, key store.RunKey) (*store.RunClaim, *envelope.Result, error) {
+	st := r.cfg.Store
+	prior, err := st.RunResult(ctx, key)
+	if err == nil {
+		return nil, prior, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return nil, nil, err
+	}
+	claim, ok, err := st.ClaimRun(ctx, key, r.cfg.ClaimTTL)
+	if err != nil || !ok {
+		return nil, nil, err
+	}
+	// The previous holder may have recorded its result and dropped the claim in between.
+	prior, err = st.RunResult(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return claim, nil, nil
+	}
+	_ = claim.Release(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return nil, prior, nil
+}
+
+// keepClaim extends the claim while the step runs; call the returned func when it is done.
+func (r *Runner) keepClaim(ctx context.Context, claim *store.RunClaim, log *slog.Logger) func() {
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(r.cfg.ClaimTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			err := claim.Extend(ctx, r.cfg.ClaimTTL)
+			if errors.Is(err, store.ErrLockLost) {
+				log.Warn("claim on the work item lapsed while it ran; another runner may run it too")
+				return
+			}
+			if err != nil {
+				log.Warn("extending the claim on the work item failed", "err", err)
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+func (r *Runner) release(ctx context.Context, claim *store.RunClaim, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := claim.Release(ctx); err != nil {
+		log.Warn("releasing the claim on the work item failed; a redelivery waits for it to lapse", "err", err)
+	}
+}
+
+// record stores the result for redeliveries. It runs after the Result is on Kafka, so a
+// failure here only means a redelivery would run the step again (with the same idempotency
+// key); holding the offset back would cause exactly that, so the offset is committed anyway.
+func (r *Runner) record(ctx context.Context, key store.RunKey, res *envelope.Result, claim *store.RunClaim, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	backoff := 100 * time.Millisecond
+	for {
+		err := r.cfg.Store.SaveRunResult(ctx, key, res, r.cfg.RunTTL, claim)
+		if err == nil {
+			return
+		}
+		if !sleep(ctx, backoff) {
+			log.Error("recording the finished work item failed; a redelivery would run it again", "err", err)
+			return
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// execute runs the step with retries and returns its final Result. It returns an error only
+// when it gave the item up (shutdown).
+func (r *Runner) execute(stop, work context.Context, w *envelope.Work, log *slog.Logger) (*envelope.Result, error) {
+	attempt := max(w.Attempt, 1)
+	res := &envelope.Result{
+		ExecutionID: w.ExecutionID, FlowID: w.FlowID, Revision: w.Revision, NodeID: w.Node.ID, Token: w.Token,
+		Attempt: attempt, StartedAt: time.Now().UTC(),
+	}
+	finish := func(out sdk.Result) *envelope.Result {
+		res.FinishedAt = time.Now().UTC()
+		if out.Error != nil {
+			res.Error = out.Error
+			log.Info("step failed", "code", out.Error.Code, "attempt", res.Attempt)
+			return res
+		}
+		res.Outputs = make([]envelope.Output, 0, len(out.Outputs))
+		for i, o := range out.Outputs {
+			data, err := json.Marshal(o.Data)
+			if err != nil {
+				res.Outputs = nil
+				res.Error = &sdk.Error{Code: CodeInvalidOutput, Message: fmt.Sprintf("output %d cannot be encoded: %v", i, err)}
+				return res
+			}
+			res.Outputs = append(res.Outputs, envelope.Output{Port: o.Port, Data: data})
+		}
+		log.Debug("step succeeded", "attempt", res.Attempt, "outputs", len(res.Outputs))
+		return res
+	}
+
+	inv, serr := r.invocation(w)
+	if serr != nil {
+		return finish(sdk.Result{Error: serr}), nil
+	}
+	policy := r.policy(w.Node.Retry)
+	for retry := 1; ; retry++ {
+		res.Attempt = attempt
+		inv.Attempt = attempt
+		out, connFailed, err := r.attempt(work, w, inv)
+		if err != nil {
+			return nil, err
+		}
+		if out.Error == nil || !out.Error.Retryable || attempt >= policy.MaxAttempts {
+			if out.Error != nil && connFailed {
+				// Final for this item: the router must not take it for a passing hiccup.
+				e := *out.Error
+				e.Retryable = false
+				out.Error = &e
+			}
+			return finish(out), nil
+		}
+		delay := policy.delay(retry)
+		if !w.Deadline.IsZero() && time.Now().Add(delay).After(w.Deadline) {
+			log.Info("step failed with a retryable error, but its deadline leaves no time to retry", "code", out.Error.Code, "attempt", attempt)
+			return finish(out), nil
+		}
+		log.Info("step failed with a retryable error; retrying", "code", out.Error.Code, "attempt", attempt, "in", delay)
+		if !sleep(stop, delay) {
+			return nil, errAbandoned
+		}
+		attempt++
+	}
+}
+
+// attempt makes one attempt: resolve the connection, then call the connector. connFailed says
+// the connection could not be resolved. The error return means the runner is shutting down.
+func (r *Runner) attempt(ctx context.Context, w *envelope.Work, inv sdk.Invocation) (out sdk.Result, connFailed bool, err error) {
+	if w.Node.Connection != "" {
+		conn, cerr := r.resolve(ctx, w)
+		if ctx.Err() != nil {
+			return sdk.Result{}, false, errAbandoned
+		}
+		if cerr != nil {
+			return sdk.Result{Error: cerr}, true, nil
+		}
+		inv.Connection = conn
+	}
+	out, err = r.batchers.get(w.Node.Connector).do(ctx, inv)
+	if ctx.Err() != nil || errors.Is(err, host.ErrClosed) {
+		return sdk.Result{}, false, errAbandoned
+	}
+	if err != nil {
+		return sdk.Result{Error: hostError(err)}, false, nil
+	}
+	return out, false, nil
+}
+
+// resolve turns the node's connection into credentials for this one call.
+func (r *Runner) resolve(ctx context.Context, w *envelope.Work) (*sdk.Connection, *sdk.Error) {
+	if r.cfg.Resolver == nil {
+		return nil, &sdk.Error{Code: CodeConnectionUnavailable, Message: "connection " + w.Node.Connection + ": this runner has no secret key to open connections"}
+	}
+	conn, err := r.cfg.Resolver.Resolve(ctx, w.Node.Connection, w.Owners)
+	if err == nil {
+		return conn, nil
+	}
+	var ce *connections.Error
+	if errors.As(err, &ce) {
+		code := ce.Code
+		if code == "unavailable" {
+			code = CodeConnectionUnavailable
+		}
+		return nil, &sdk.Error{Code: code, Message: ce.Err.Error(), Retryable: ce.Retryable}
+	}
+	return nil, &sdk.Error{Code: CodeConnectionUnavailable, Message: err.Error(), Retryable: true}
+}
+
+// hostError classifies a connector call that could not be made.
+func hostError(err error) *sdk.Error {
+	switch {
+	case errors.Is(err, host.ErrUnknownConnector):
+		return &sdk.Error{Code: CodeConnectorNotFound, Message: err.Error()}
+	case errors.Is(err, host.ErrNotPinned), errors.Is(err, host.ErrChecksumMismatch), errors.Is(err, host.ErrInvalidManifest):
+		return &sdk.Error{Code: CodeConnectorRefused, Message: err.Error()}
+	}
+	var se *sdk.Error
+	if errors.As(err, &se) {
+		return se
+	}
+	return &sdk.Error{Code: host.CodeUnavailable, Message: err.Error(), Retryable: true}
+}
+
+// invocation builds what every attempt sends: the node's config with its templates rendered
+// against the item's input and context. Rendered values may come from secrets in settings,
+// so they are never logged.
+func (r *Runner) invocation(w *envelope.Work) (sdk.Invocation, *sdk.Error) {
+	inv := sdk.Invocation{
+		Action: w.Node.Action, ExecutionID: w.ExecutionID, NodeID: w.Node.ID,
+		IdempotencyKey: w.IdempotencyKey, Deadline: w.Deadline, Config: w.Node.Config,
+	}
+	if inv.Config == nil {
+		inv.Config = map[string]any{}
+	}
+	// Raw JSON goes to the connector as it came: numbers keep their precision.
+	if len(bytes.TrimSpace(w.Input)) > 0 {
+		inv.Input = w.Input
+	}
+	if len(w.Context) > 0 {
+		inv.Context = make(map[string]any, len(w.Context))
+		for k, v := range w.Context {
+			inv.Context[k] = v
+		}
+	}
+	cc, err := r.configs.get(w)
+	if err != nil {
+		return inv, &sdk.Error{Code: CodeInvalidConfig, Message: "node config: " + err.Error()}
+	}
+	if !cc.templated {
+		return inv, nil
+	}
+	env, serr := templateEnv(w)
+	if serr != nil {
+		return inv, serr
+	}
+	v, err := cc.val.Render(env)
+	if err != nil {
+		return inv, &sdk.Error{Code: CodeInvalidConfig, Message: "node config: " + err.Error()}
+	}
+	cfg, ok := v.(map[string]any)
+	if !ok {
+		return inv, &sdk.Error{Code: CodeInvalidConfig, Message: "node config is not an object"}
+	}
+	inv.Config = cfg
+	return inv, nil
+}
+
+// templateEnv is what `{{ }}` templates see. Numbers decode as float64, which is what
+// expr-lang computes with.
+func templateEnv(w *envelope.Work) (expression.Env, *sdk.Error) {
+	env := expression.Env{}
+	if in := bytes.TrimSpace(w.Input); len(in) > 0 {
+		var v any
+		if err := json.Unmarshal(in, &v); err != nil {
+			return nil, &sdk.Error{Code: CodeInvalidInput, Message: "input: " + err.Error()}
+		}
+		env[expression.KeyInput] = v
+	} else {
+		env[expression.KeyInput] = nil
+	}
+	for _, k := range []string{expression.KeySteps, expression.KeyFlow, expression.KeySettings, expression.KeyExecution} {
+		raw := bytes.TrimSpace(w.Context[k])
+		if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+			continue // the expression package fills in an empty object
+		}
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, &sdk.Error{Code: CodeInvalidInput, Message: fmt.Sprintf("context.%s is not an object", k)}
+		}
+		env[k] = m
+	}
+	return env, nil
+}
+
+// publish produces a Result to flowd.results with acks=all, retrying until the broker takes
+// it or ctx ends. A Result too large for Kafka is replaced by an error Result.
+func (r *Runner) publish(ctx context.Context, res *envelope.Result, log *slog.Logger) error {
+	value, err := json.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		err := r.writer.WriteMessages(ctx, kafka.Message{Topic: r.results, Key: []byte(res.ExecutionID), Value: value})
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("produce result: %w", ctx.Err())
+		}
+		if tooLarge(err) && res.Error == nil {
+			log.Warn("result too large for Kafka: replaced by an error", "bytes", len(value))
+			res.Outputs = nil
+			res.Error = &sdk.Error{Code: CodeResultTooLarge, Message: fmt.Sprintf("the step's outputs encode to %d bytes, more than Kafka accepts", len(value))}
+			if value, err = json.Marshal(res); err != nil {
+				return fmt.Errorf("encode result: %w", err)
+			}
+			continue
+		}
+		log.Warn("producing the result failed; retrying", "err", err, "in", backoff)
+		if !sleep(ctx, backoff) {
+			return fmt.Errorf("produce result: %w", ctx.Err())
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// deadLetter copies a record the runner cannot run to flowd.dlq, with why and where from.
+func (r *Runner) deadLetter(ctx context.Context, m kafka.Message, reason string) error {
+	headers := append(make([]kafka.Header, 0, len(m.Headers)+4), m.Headers...)
+	headers = append(headers,
+		kafka.Header{Key: HeaderDLQReason, Value: []byte(reason)},
+		kafka.Header{Key: HeaderDLQTopic, Value: []byte(m.Topic)},
+		kafka.Header{Key: HeaderDLQPartition, Value: []byte(strconv.Itoa(m.Partition))},
+		kafka.Header{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
+	)
+	msg := kafka.Message{Topic: r.dlq, Key: m.Key, Value: m.Value, Headers: headers}
+	backoff := 100 * time.Millisecond
+	for {
+		err := r.writer.WriteMessages(ctx, msg)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("produce dead letter: %w", ctx.Err())
+		}
+		r.log.Warn("producing to the dead-letter topic failed; retrying", "partition", m.Partition, "offset", m.Offset, "err", err, "in", backoff)
+		if !sleep(ctx, backoff) {
+			return fmt.Errorf("produce dead letter: %w", ctx.Err())
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func tooLarge(err error) bool {
+	var mtl kafka.MessageTooLargeError
+	if errors.As(err, &mtl) || errors.Is(err, kafka.MessageSizeTooLarge) {
+		return true
+	}
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if errors.Is(e, kafka.MessageSizeTooLarge) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// policy is the runner's default policy overridden by the node's own settings. Settings that
+// do not parse keep the default (flow validation reports them when the flow is saved).
+func (r *Runner) policy(nr *flowdoc.Retry) RetryPolicy {
+	p := r.cfg.Retry
+	if nr == nil {
+		return p
+	}
+	if nr.MaxAttempts > 0 {
+		p.MaxAttempts = nr.MaxAttempts
+	}
+	if d, err := time.ParseDuration(nr.Backoff); err == nil && d > 0 {
+		p.Backoff = d
+	}
+	if d, err := time.ParseDuration(nr.MaxBackoff); err == nil && d > 0 {
+		p.MaxBackoff = d
+	}
+	if nr.Multiplier >= 1 {
+		p.Multiplier = nr.Multiplier
+	}
+	return p
+}
+
+func (p RetryPolicy) withDefaults(d RetryPolicy) RetryPolicy {
+	if p.MaxAttempts <= 0 {
+		p.MaxAttempts = d.MaxAttempts
+	}
+	if p.Backoff <= 0 {
+		p.Backoff = d.Backoff
+	}
+	if p.Multiplier < 1 {
+		p.Multiplier = d.Multiplier
+	}
+	if p.MaxBackoff <= 0 {
+		p.MaxBackoff = d.MaxBackoff
+	}
+	return p
+}
+
+// delay is the wait before retry n (1 for the second attempt): Backoff * Multiplier^(n-1),
+// capped at MaxBackoff, with ±10% jitter so steps that failed together do not retry in step.
+func (p RetryPolicy) delay(n int) time.Duration {
+	d := float64(p.Backoff) * math.Pow(p.Multiplier, float64(n-1))
+	d = min(d, float64(p.MaxBackoff))
+	d *= 0.9 + 0.2*rand.Float64()
+	return time.Duration(min(d, float64(p.MaxBackoff)))
+}
+
+// configCache keeps compiled node configs, keyed by their content: the nodes of a flow
+// revision repeat the same few configs, so their templates are compiled once, not per step.
+type configCache struct {
+	mu  sync.Mutex
+	max int
+	m   map[[sha256.Size]byte]*compiledConfig
+}
+
+type compiledConfig struct {
+	val       *expression.Value
+	templated bool // has at least one `{{ }}`; otherwise the config is used as it is
+}
+
+func newConfigCache(maxEntries int) *configCache {
+	return &configCache{max: maxEntries, m: map[[sha256.Size]byte]*compiledConfig{}}
+}
+
+func (c *configCache) get(w *envelope.Work) (*compiledConfig, error) {
+	if !hasTemplate(w.Node.Config) {
+		return &compiledConfig{}, nil
+	}
+	// Marshalling sorts map keys, so equal configs hash equally; it costs far less than a compile.
+	raw, err := json.Marshal(w.Node.Config)
+	if err != nil {
+		return nil, err
+	}
+	key := sha256.Sum256(raw)
+	c.mu.Lock()
+	cc, ok := c.m[key]
+	c.mu.Unlock()
+	if ok {
+		return cc, nil
+	}
+	val, err := expression.CompileValue(map[string]any(w.Node.Config))
+	if err != nil {
+		return nil, err
+	}
+	cc = &compiledConfig{val: val, templated: true}
+	c.mu.Lock()
+	if len(c.m) >= c.max {
+		clear(c.m) // crude, but a recompile is cheap next to a flood of distinct configs
+	}
+	c.m[key] = cc
+	c.mu.Unlock()
+	return cc, nil
+}
+
+func hasTemplate(v any) bool {
+	switch x := v.(type) {
+	case string:
+		return strings.Contains(x, "{{")
+	case map[string]any:
+		for _, e := range x {
+			if hasTemplate(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if hasTemplate(e) {
+				return true
+			}
+		}
+	}
+	return false
+}
