@@ -94,7 +94,7 @@ func New(cfg Config) *fiber.App {
 	s.mountIdentity(v1)
 	s.mountConnections(v1)
 	s.mountConnectors(v1)
-	// s.mountExecutions(v1) -- pending
+	s.mountExecutions(v1)
 
 	// FlowMate partner API routes, same handlers and shapes.
 	legacy := app.Group("", s.authenticate)

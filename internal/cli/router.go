@@ -1,0 +1,98 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+
+	"github.com/flowd/flowd/internal/events"
+	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/outbox"
+	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/router"
+)
+
+// routerOptions configure the router role.
+type routerOptions struct {
+	group         string
+	retention     time.Duration
+	snapshotLimit int
+	stepTimeout   time.Duration
+	drain         time.Duration
+}
+
+func newRouterCmd() *cobra.Command {
+	var in infra
+	var opt routerOptions
+	cmd := &cobra.Command{
+		Use:   "router",
+		Short: "Run the router: flowd.ingest, partner topics and flowd.results in, work for the runner pools out",
+		Long: `flowd router evaluates flows: it starts executions from flowd.ingest and from the partner
+topics of active kafka-trigger flows, sends action steps to flowd.steps.<pool>, follows the results
+on flowd.results, and keeps execution records in Redis. Run several for throughput: they share the
+work through Kafka consumer groups. It also confirms flow starts and stops (run the api role with
+--confirm-lifecycle=false when routers run).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runRouter(cmd.Context(), &in, opt)
+		},
+	}
+	in.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&opt.group, "group", envOr("FLOWD_ROUTER_GROUP", router.DefaultGroupID), "Kafka consumer group of the routers (env FLOWD_ROUTER_GROUP)")
+	f.DurationVar(&opt.retention, "retention", store.DefaultExecutionRetention, "how long execution records are kept")
+	f.IntVar(&opt.snapshotLimit, "snapshot-limit", store.DefaultSnapshotLimit, "bytes of a step's input and output kept in its record")
+	f.DurationVar(&opt.stepTimeout, "step-timeout", router.DefaultStepTimeout, "deadline of each work item")
+	f.DurationVar(&opt.drain, "drain-timeout", router.DefaultDrainTimeout, "how long in-flight records may take to finish on shutdown")
+	return cmd
+}
+
+// runRouter runs the router and the outbox relay that publishes its lifecycle confirmations,
+// until ctx ends.
+func runRouter(ctx context.Context, in *infra, opt routerOptions) error {
+	log := slog.Default()
+	ropt, err := redis.ParseURL(in.redisURL)
+	if err != nil {
+		return fmt.Errorf("--redis-url: %w", err)
+	}
+	rdb := redis.NewClient(ropt)
+	defer func() { _ = rdb.Close() }()
+	st := store.New(rdb, in.keyPrefix)
+	if err := waitFor(ctx, "redis at "+ropt.Addr, st.Ping); err != nil {
+		return err
+	}
+	kcfg := in.kafka()
+	if err := waitFor(ctx, "kafka at "+in.brokers, func(ctx context.Context) error { return kafkax.Ping(ctx, kcfg) }); err != nil {
+		return err
+	}
+	w := kafkax.NewWriter(kcfg)
+	defer func() { _ = w.Close() }()
+	relay := outbox.New(st, events.NewKafkaPublisher(w, kcfg.Topic(events.TopicName)), log)
+	rt, err := router.New(router.Config{
+		Kafka: kcfg, Store: st, Log: log, GroupID: opt.group, Relay: relay,
+		Policy:      store.ExecPolicy{Retention: opt.retention, SnapshotLimit: opt.snapshotLimit},
+		StepTimeout: opt.stepTimeout, DrainTimeout: opt.drain,
+	})
+	if err != nil {
+		return err
+	}
+
+	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	relayDone := make(chan struct{})
+	go func() { defer close(relayDone); relay.Run(relayCtx) }()
+	err = rt.Run(ctx)
+
+	// Publish the confirmations still in the outbox before leaving, bounded.
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	stopRelay()
+	<-relayDone
+	if ferr := relay.Flush(flushCtx); ferr != nil {
+		log.Warn("events left in the outbox; the next start publishes them", "err", ferr)
+	}
+	return err
+}

@@ -1,0 +1,613 @@
+package store
+
+// Executions: the router's bookkeeping and what the API shows of it.
+//
+// Key layout (P is the prefix; to be folded into store.go's table). Ids are escaped (':' as
+// %3A) so that no id can forge another record's key:
+//
+//	P exec:{id}                     string  execution record (envelope.Execution JSON)
+//	P exec:{id}:state               string  router bookkeeping, opaque here: per-scope node counters,
+//	                                        merge arrival sets, in-flight count, sync flag (JSON)
+//	P exec:{id}:steps               hash    token -> step record (envelope.Step JSON, snapshots truncated)
+//	P exec:{id}:outputs             hash    node id -> latest output, for expressions (steps.<id>)
+//	P exec:{id}:pending             hash    token -> activation sent to a runner, not yet completed
+//	P exec:{id}:msgs                hash    consumed message id -> records it produces ("" once produced)
+//	P exec:{id}:reply               list    replies for the synchronous caller (short TTL)
+//	P flow:{fid}:execs              zset    execution ids by receivedAt (ms), trimmed to the retention on write
+//	P flow:{fid}:execs:{status}     zset    the same, one per status (running, succeeded, failed, filtered)
+//	P flow:{fid}:stats:{yyyymmdd}   hash    "{unix minute}:{success|error|ignored}" -> count (UTC day)
+//	P flow:{fid}:ignored:{rid}      string  marker of a partner record counted as ignored
+//
+// Every exec:{id} key expires after the retention (refreshed on each write); the per-flow
+// zsets are trimmed on write and expire a retention after the flow's last execution; stats
+// keys expire a day after the retention.
+//
+// A consumed message changes an execution in one MULTI/EXEC under WATCH (AdvanceExecution),
+// together with a marker keyed by the message's identity that stores the records the change
+// produces. A redelivered message finds its marker and gets the stored records back instead
+// of being applied again, and the change that ends an execution (status, finishedAt, counters,
+// index) commits exactly once because it is part of that same transaction.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flowd/flowd/internal/envelope"
+)
+
+// Defaults of ExecPolicy.
+const (
+	DefaultExecutionRetention = 7 * 24 * time.Hour
+	DefaultSnapshotLimit      = 64 << 10
+	DefaultReplyTTL           = 5 * time.Minute
+)
+
+// ErrNoReply is returned by WaitReply when no reply arrived in time (it is also ErrNotFound).
+var ErrNoReply = fmt.Errorf("no reply: %w", ErrNotFound)
+
+// ExecPolicy says how long execution records live and how much of a payload a step keeps.
+type ExecPolicy struct {
+	Retention     time.Duration // default 7 days
+	SnapshotLimit int           // bytes per step input/output snapshot, default 64 KiB
+	ReplyTTL      time.Duration // how long an unread reply waits, default 5 minutes
+}
+
+func (p ExecPolicy) withDefaults() ExecPolicy {
+	if p.Retention <= 0 {
+		p.Retention = DefaultExecutionRetention
+	}
+	if p.SnapshotLimit <= 0 {
+		p.SnapshotLimit = DefaultSnapshotLimit
+	}
+	if p.ReplyTTL <= 0 {
+		p.ReplyTTL = DefaultReplyTTL
+	}
+	return p
+}
+
+// Record is a Kafka record a transition produces once it has committed.
+type Record struct {
+	Topic   string            `json:"topic"`
+	Key     []byte            `json:"key,omitempty"`
+	Value   []byte            `json:"value"`
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
+// Transition names the execution a consumed message changes.
+type Transition struct {
+	ExecutionID string
+	// MessageID identifies the consumed message (e.g. "ingest" or "result:{token}"); the
+	// marker stored under it makes a redelivery a replay.
+	MessageID string
+	// Token names the pending activation the message completes ("" for none); it is loaded
+	// into ExecState.Pending.
+	Token  string
+	Policy ExecPolicy
+}
+
+// ExecState is an execution as a transition sees it.
+type ExecState struct {
+	Execution *envelope.Execution // nil before the execution exists
+	State     json.RawMessage     // the router's bookkeeping, nil before the first transition
+	Outputs   map[string]json.RawMessage
+	Pending   json.RawMessage // the activation named by Transition.Token, nil if not pending
+}
+
+// ExecChange is what a transition commits, atomically with the message's marker.
+type ExecChange struct {
+	// Execution is the new record; nil leaves the execution alone (only the marker and the
+	// records are stored). The store notices the creation and the end of an execution itself
+	// and maintains the indexes and counters accordingly.
+	Execution   *envelope.Execution
+	State       json.RawMessage
+	Outputs     map[string]json.RawMessage // latest output by node id
+	AddPending  map[string]json.RawMessage // token -> activation
+	DonePending []string
+	Steps       []envelope.Step // stored by token (a later record for a token replaces it)
+	Reply       *envelope.Reply // pushed for the synchronous caller
+	Records     []Record
+}
+
+// Advanced is the result of AdvanceExecution.
+type Advanced struct {
+	// Records are what the caller must produce now: the new ones, or the stored ones when the
+	// message was applied before and its records may not have been produced yet.
+	Records []Record
+	// Replayed says the message had been applied before; nothing was changed.
+	Replayed bool
+	// Ended says this transition ended the execution.
+	Ended bool
+}
+
+// keyID escapes ':' in an id so an id cannot forge another record's key.
+var keyID = strings.NewReplacer("%", "%25", ":", "%3A").Replace
+
+func (s *Store) execKey(id string) string { return s.k("exec", keyID(id)) }
+
+type execKeys struct {
+	exec, state, steps, outputs, pending, msgs, reply string
+}
+
+func (s *Store) execKeysOf(id string) execKeys {
+	base := s.execKey(id)
+	return execKeys{
+		exec: base, state: base + ":state", steps: base + ":steps", outputs: base + ":outputs",
+		pending: base + ":pending", msgs: base + ":msgs", reply: base + ":reply",
+	}
+}
+
+func (s *Store) flowExecsKey(flowID, status string) string {
+	if status == "" {
+		return s.k("flow", keyID(flowID), "execs")
+	}
+	return s.k("flow", keyID(flowID), "execs", keyID(status))
+}
+
+var terminal = []string{envelope.StatusSucceeded, envelope.StatusFailed, envelope.StatusFiltered}
+
+// AdvanceExecution applies one consumed message to an execution, exactly once: decide sees
+// the current state and returns the change; the change, the message's marker and the records
+// to produce commit in one transaction. If another writer changed the execution meanwhile,
+// decide runs again on the newer state. If the message was applied before, decide is not
+// called and the stored records are returned with Replayed set.
+func (s *Store) AdvanceExecution(ctx context.Context, t Transition, decide func(*ExecState) (*ExecChange, error)) (Advanced, error) {
+	if t.ExecutionID == "" || t.MessageID == "" {
+		return Advanced{}, errors.New("store: a transition needs an execution id and a message id")
+	}
+	pol := t.Policy.withDefaults()
+	k := s.execKeysOf(t.ExecutionID)
+	var res Advanced
+	err := s.watch(ctx, func(tx *redis.Tx) error {
+		res = Advanced{}
+		stored, err := tx.HGet(ctx, k.msgs, t.MessageID).Result()
+		switch {
+		case err == nil:
+			res.Replayed = true
+			if stored != "" {
+				if err := json.Unmarshal([]byte(stored), &res.Records); err != nil {
+					return fmt.Errorf("decode records of %s/%s: %w", t.ExecutionID, t.MessageID, err)
+				}
+			}
+			return nil
+		case !errors.Is(err, redis.Nil):
+			return fmt.Errorf("read marker: %w", err)
+		}
+		cur, err := s.loadExec(ctx, tx, k, t.Token)
+		if err != nil {
+			return err
+		}
+		ch, err := decide(cur)
+		if err != nil {
+			return err
+		}
+		if ch == nil {
+			ch = &ExecChange{}
+		}
+		res.Records = ch.Records
+		res.Ended = ch.Execution != nil && isTerminal(ch.Execution.Status) &&
+			(cur.Execution == nil || !isTerminal(cur.Execution.Status))
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			s.writeChange(ctx, p, k, t, pol, cur, ch)
+			return nil
+		})
+		return err
+	}, k.exec, k.state, k.msgs)
+	if err != nil {
+		return Advanced{}, fmt.Errorf("advance execution %s (%s): %w", t.ExecutionID, t.MessageID, err)
+	}
+	return res, nil
+}
+
+func (s *Store) loadExec(ctx context.Context, tx *redis.Tx, k execKeys, token string) (*ExecState, error) {
+	var pend *redis.StringCmd
+	cmds, err := tx.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Get(ctx, k.exec)
+		p.Get(ctx, k.state)
+		p.HGetAll(ctx, k.outputs)
+		if token != "" {
+			pend = p.HGet(ctx, k.pending, token)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("load execution: %w", err)
+	}
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("load execution: %w", err)
+		}
+	}
+	cur := &ExecState{Outputs: map[string]json.RawMessage{}}
+	if raw, err := cmds[0].(*redis.StringCmd).Bytes(); err == nil {
+		var e envelope.Execution
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", k.exec, err)
+		}
+		cur.Execution = &e
+	}
+	if raw, err := cmds[1].(*redis.StringCmd).Bytes(); err == nil {
+		cur.State = raw
+	}
+	for id, v := range cmds[2].(*redis.MapStringStringCmd).Val() {
+		cur.Outputs[id] = json.RawMessage(v)
+	}
+	if pend != nil {
+		if raw, err := pend.Bytes(); err == nil {
+			cur.Pending = raw
+		}
+	}
+	return cur, nil
+}
+
+func (s *Store) writeChange(ctx context.Context, p redis.Pipeliner, k execKeys, t Transition, pol ExecPolicy, cur *ExecState, ch *ExecChange) {
+	ttl := pol.Retention
+	recs := ch.Records
+	if recs == nil {
+		recs = []Record{}
+	}
+	p.HSet(ctx, k.msgs, t.MessageID, mustJSON(recs))
+	if e := ch.Execution; e != nil {
+		p.Set(ctx, k.exec, mustJSON(e), ttl)
+		s.index(ctx, p, pol, cur.Execution, e)
+	}
+	if ch.State != nil {
+		p.Set(ctx, k.state, []byte(ch.State), ttl)
+	}
+	if len(ch.Outputs) > 0 {
+		vals := make([]any, 0, 2*len(ch.Outputs))
+		for id, out := range ch.Outputs {
+			vals = append(vals, id, []byte(out))
+		}
+		p.HSet(ctx, k.outputs, vals...)
+	}
+	if len(ch.DonePending) > 0 {
+		p.HDel(ctx, k.pending, ch.DonePending...)
+	}
+	if len(ch.AddPending) > 0 {
+		vals := make([]any, 0, 2*len(ch.AddPending))
+		for tok, a := range ch.AddPending {
+			vals = append(vals, tok, []byte(a))
+		}
+		p.HSet(ctx, k.pending, vals...)
+	}
+	if len(ch.Steps) > 0 {
+		vals := make([]any, 0, 2*len(ch.Steps))
+		for _, st := range ch.Steps {
+			vals = append(vals, st.Token, mustJSON(snapshot(st, pol.SnapshotLimit)))
+		}
+		p.HSet(ctx, k.steps, vals...)
+	}
+	if ch.Reply != nil {
+		p.RPush(ctx, k.reply, mustJSON(ch.Reply))
+		p.PExpire(ctx, k.reply, pol.ReplyTTL)
+	}
+	for _, key := range []string{k.exec, k.state, k.steps, k.outputs, k.pending, k.msgs} {
+		p.PExpire(ctx, key, ttl)
+	}
+}
+
+// index keeps the per-flow indexes and counters in step with an execution's status. It runs
+// inside the transaction that changes the status, so each change is counted once.
+func (s *Store) index(ctx context.Context, p redis.Pipeliner, pol ExecPolicy, old, e *envelope.Execution) {
+	score := float64(e.ReceivedAt.UnixMilli())
+	all := s.flowExecsKey(e.FlowID, "")
+	oldStatus := ""
+	if old != nil {
+		oldStatus = old.Status
+	}
+	if old == nil {
+		p.ZAdd(ctx, all, redis.Z{Score: score, Member: e.ID})
+		// Trim on write: whatever fell out of the retention goes from every index of the flow.
+		cutoff := "(" + strconv.FormatInt(time.Now().Add(-pol.Retention).UnixMilli(), 10)
+		for _, st := range append([]string{"", envelope.StatusRunning}, terminal...) {
+			p.ZRemRangeByScore(ctx, s.flowExecsKey(e.FlowID, st), "-inf", cutoff)
+		}
+	}
+	if oldStatus != e.Status {
+		if oldStatus != "" {
+			p.ZRem(ctx, s.flowExecsKey(e.FlowID, oldStatus), e.ID)
+		}
+		byStatus := s.flowExecsKey(e.FlowID, e.Status)
+		p.ZAdd(ctx, byStatus, redis.Z{Score: score, Member: e.ID})
+		p.PExpire(ctx, byStatus, pol.Retention)
+		if isTerminal(e.Status) && !isTerminal(oldStatus) {
+			at := time.Now()
+			if e.FinishedAt != nil {
+				at = *e.FinishedAt
+			}
+			s.count(ctx, p, pol, e.FlowID, counterOf(e.Status), at)
+		}
+	}
+	p.PExpire(ctx, all, pol.Retention)
+}
+
+func isTerminal(status string) bool {
+	for _, t := range terminal {
+		if status == t {
+			return true
+		}
+	}
+	return false
+}
+
+// Counter names in the stats hashes.
+const (
+	counterSuccess = "success"
+	counterError   = "error"
+	counterIgnored = "ignored"
+)
+
+func counterOf(status string) string {
+	switch status {
+	case envelope.StatusSucceeded:
+		return counterSuccess
+	case envelope.StatusFiltered:
+		return counterIgnored
+	default:
+		return counterError
+	}
+}
+
+func (s *Store) statsKey(flowID string, day time.Time) string {
+	return s.k("flow", keyID(flowID), "stats", day.UTC().Format("20060102"))
+}
+
+func (s *Store) count(ctx context.Context, p redis.Pipeliner, pol ExecPolicy, flowID, counter string, at time.Time) {
+	minute := at.UTC().Truncate(time.Minute)
+	key := s.statsKey(flowID, minute)
+	p.HIncrBy(ctx, key, strconv.FormatInt(minute.Unix()/60, 10)+":"+counter, 1)
+	p.PExpire(ctx, key, pol.Retention+24*time.Hour)
+}
+
+// snapshot truncates a step's payloads for storage. A truncated payload becomes a JSON string
+// holding its first limit bytes, so the record stays valid JSON and says what it began with.
+func snapshot(st envelope.Step, limit int) envelope.Step {
+	var cut bool
+	st.Input, cut = truncate(st.Input, limit)
+	st.Truncated = st.Truncated || cut
+	st.Output, cut = truncate(st.Output, limit)
+	st.Truncated = st.Truncated || cut
+	return st
+}
+
+func truncate(raw json.RawMessage, limit int) (json.RawMessage, bool) {
+	if len(raw) <= limit {
+		return raw, false
+	}
+	head := raw[:limit]
+	for len(head) > 0 && !utf8.Valid(head) {
+		head = head[:len(head)-1] // do not split a multi-byte character
+	}
+	return mustJSON(string(head)), true
+}
+
+// MarkProduced records that a message's records are durable in Kafka, so a redelivery of the
+// message replays nothing. Without it a redelivery produces them again, which is safe.
+func (s *Store) MarkProduced(ctx context.Context, executionID, messageID string) error {
+	k := s.execKeysOf(executionID)
+	if err := markProducedScript.Run(ctx, s.rdb, []string{k.msgs}, messageID).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("mark %s/%s produced: %w", executionID, messageID, err)
+	}
+	return nil
+}
+
+// Only an existing marker is emptied: recreating an expired hash would leave it without a TTL.
+var markProducedScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], '')
+end
+return 0`)
+
+// CountIgnored counts a record a flow ignored (a partner record its filters rejected) once per
+// record id, however often the record is delivered. It reports whether this call counted it.
+func (s *Store) CountIgnored(ctx context.Context, flowID, recordID string, at time.Time, p ExecPolicy) (bool, error) {
+	p = p.withDefaults()
+	minute := at.UTC().Truncate(time.Minute)
+	n, err := countIgnoredScript.Run(ctx, s.rdb,
+		[]string{s.k("flow", keyID(flowID), "ignored", keyID(recordID)), s.statsKey(flowID, minute)},
+		p.Retention.Milliseconds(), strconv.FormatInt(minute.Unix()/60, 10)+":"+counterIgnored,
+		(p.Retention + 24*time.Hour).Milliseconds()).Int()
+	if err != nil {
+		return false, fmt.Errorf("count ignored record of %s: %w", flowID, err)
+	}
+	return n == 1, nil
+}
+
+var countIgnoredScript = redis.NewScript(`
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return 1
+end
+return 0`)
+
+// Execution loads one execution record.
+func (s *Store) Execution(ctx context.Context, id string) (*envelope.Execution, error) {
+	return getJSON[envelope.Execution](ctx, s.rdb, s.execKey(id))
+}
+
+// ExecutionSteps lists an execution's steps in the order they started.
+func (s *Store) ExecutionSteps(ctx context.Context, id string) ([]envelope.Step, error) {
+	k := s.execKeysOf(id)
+	var exists *redis.IntCmd
+	var all *redis.MapStringStringCmd
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		exists = p.Exists(ctx, k.exec)
+		all = p.HGetAll(ctx, k.steps)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("load steps of %s: %w", id, err)
+	}
+	if exists.Val() == 0 {
+		return nil, ErrNotFound
+	}
+	out := make([]envelope.Step, 0, len(all.Val()))
+	for tok, raw := range all.Val() {
+		var st envelope.Step
+		if err := json.Unmarshal([]byte(raw), &st); err != nil {
+			return nil, fmt.Errorf("decode step %s of %s: %w", tok, id, err)
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].StartedAt.Equal(out[j].StartedAt) {
+			return out[i].StartedAt.Before(out[j].StartedAt)
+		}
+		return out[i].Token < out[j].Token
+	})
+	return out, nil
+}
+
+// FlowExecutions lists a flow's executions newest first, optionally of one status, with the
+// total for paging. Index entries whose record has expired are removed as they are found.
+func (s *Store) FlowExecutions(ctx context.Context, flowID, status string, offset, limit int) ([]envelope.Execution, int, error) {
+	key := s.flowExecsKey(flowID, status)
+	total, err := s.rdb.ZCard(ctx, key).Result()
+	if err != nil {
+		return nil, 0, fmt.Errorf("count executions of %s: %w", flowID, err)
+	}
+	if limit <= 0 || offset < 0 || int64(offset) >= total {
+		return []envelope.Execution{}, int(total), nil
+	}
+	ids, err := s.rdb.ZRevRange(ctx, key, int64(offset), int64(offset+limit-1)).Result()
+	if err != nil {
+		return nil, 0, fmt.Errorf("list executions of %s: %w", flowID, err)
+	}
+	recs, err := mgetJSON[envelope.Execution](ctx, s, ids, s.execKey)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(recs) < len(ids) {
+		found := make(map[string]bool, len(recs))
+		for _, r := range recs {
+			found[r.ID] = true
+		}
+		var gone []any
+		for _, id := range ids {
+			if !found[id] {
+				gone = append(gone, id)
+			}
+		}
+		if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, st := range append([]string{"", envelope.StatusRunning}, terminal...) {
+				p.ZRem(ctx, s.flowExecsKey(flowID, st), gone...)
+			}
+			return nil
+		}); err != nil {
+			return nil, 0, fmt.Errorf("drop expired executions of %s: %w", flowID, err)
+		}
+		total -= int64(len(gone))
+	}
+	return recs, int(total), nil
+}
+
+// StatsBucket is one minute of a flow's completed executions.
+type StatsBucket struct {
+	Minute  time.Time `json:"minute"`
+	Success int64     `json:"success"`
+	Error   int64     `json:"error"`
+	Ignored int64     `json:"ignored"`
+}
+
+// FlowStats returns the minutes between from and to (inclusive, at minute resolution, UTC)
+// in which the flow had completions or ignored records, oldest first. Minutes without any are
+// left out.
+func (s *Store) FlowStats(ctx context.Context, flowID string, from, to time.Time) ([]StatsBucket, error) {
+	from, to = from.UTC().Truncate(time.Minute), to.UTC()
+	if to.Before(from) {
+		return []StatsBucket{}, nil
+	}
+	var cmds []*redis.MapStringStringCmd
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for day := from.Truncate(24 * time.Hour); !day.After(to); day = day.Add(24 * time.Hour) {
+			cmds = append(cmds, p.HGetAll(ctx, s.statsKey(flowID, day)))
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("load stats of %s: %w", flowID, err)
+	}
+	buckets := map[int64]*StatsBucket{}
+	for _, c := range cmds {
+		for field, v := range c.Val() {
+			minStr, counter, ok := strings.Cut(field, ":")
+			m, err := strconv.ParseInt(minStr, 10, 64)
+			if !ok || err != nil {
+				continue
+			}
+			at := time.Unix(m*60, 0).UTC()
+			if at.Before(from) || at.After(to) {
+				continue
+			}
+			n, _ := strconv.ParseInt(v, 10, 64)
+			b := buckets[m]
+			if b == nil {
+				b = &StatsBucket{Minute: at}
+				buckets[m] = b
+			}
+			switch counter {
+			case counterSuccess:
+				b.Success += n
+			case counterError:
+				b.Error += n
+			case counterIgnored:
+				b.Ignored += n
+			}
+		}
+	}
+	out := make([]StatsBucket, 0, len(buckets))
+	for _, b := range buckets {
+		out = append(out, *b)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Minute.Before(out[j].Minute) })
+	return out, nil
+}
+
+// PushReply hands a reply to the synchronous caller waiting for an execution.
+func (s *Store) PushReply(ctx context.Context, executionID string, r envelope.Reply, ttl time.Duration) error {
+	if ttl <= 0 {
+		ttl = DefaultReplyTTL
+	}
+	key := s.execKeysOf(executionID).reply
+	if _, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.RPush(ctx, key, mustJSON(r))
+		p.PExpire(ctx, key, ttl)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("push reply of %s: %w", executionID, err)
+	}
+	return nil
+}
+
+// WaitReply waits up to timeout (or until ctx's deadline, if sooner) for an execution's
+// reply; ErrNoReply when none came.
+func (s *Store) WaitReply(ctx context.Context, executionID string, timeout time.Duration) (*envelope.Reply, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	if timeout <= 0 {
+		return nil, ErrNoReply
+	}
+	key := s.execKeysOf(executionID).reply
+	// BLPOP takes seconds with a fraction; go-redis rounds up to whole seconds below 1 s.
+	kv, err := s.rdb.BLPop(ctx, timeout, key).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNoReply
+	}
+	if err != nil {
+		return nil, fmt.Errorf("wait for the reply of %s: %w", executionID, err)
+	}
+	var r envelope.Reply
+	if err := json.Unmarshal([]byte(kv[1]), &r); err != nil {
+		return nil, fmt.Errorf("decode reply of %s: %w", executionID, err)
+	}
+	return &r, nil
+}

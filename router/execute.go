@@ -1,0 +1,410 @@
+package router
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/flowd/flowd/connectors/sdk"
+	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/router/graph"
+)
+
+// Headers of a dead letter (the runners use the same names).
+const (
+	HeaderDLQReason    = "flowd-dlq-reason"
+	HeaderDLQTopic     = "flowd-dlq-topic"
+	HeaderDLQPartition = "flowd-dlq-partition"
+	HeaderDLQOffset    = "flowd-dlq-offset"
+)
+
+// Message ids under which a consumed record's marker is stored (see store.AdvanceExecution).
+const msgIngest = "ingest"
+
+func msgResult(token string, attempt int) string {
+	return "result:" + token + ":" + strconv.Itoa(attempt)
+}
+
+// errUnusable marks a record that can never be processed; it goes to the DLQ.
+var errUnusable = errors.New("unusable record")
+
+// execState is what the router keeps per execution besides the store's records.
+type execState struct {
+	Graph graph.State `json:"graph"`
+	Sync  bool        `json:"sync,omitempty"`
+}
+
+// pending is an activation sent to a runner, kept until its result arrives.
+type pending struct {
+	NodeID       string          `json:"nodeId"`
+	Input        json.RawMessage `json:"input"`
+	DispatchedAt time.Time       `json:"dispatchedAt"`
+}
+
+// handleMain dispatches the records of flowd.ingest and flowd.results.
+func (r *Router) handleMain(ctx context.Context, m kafka.Message) error {
+	switch m.Topic {
+	case r.topicIngest:
+		return r.handleIngest(ctx, m)
+	case r.topicResults:
+		return r.handleResult(ctx, m)
+	}
+	return r.deadLetter(ctx, m, "unexpected topic")
+}
+
+func (r *Router) handleIngest(ctx context.Context, m kafka.Message) error {
+	var in envelope.Ingest
+	if err := json.Unmarshal(m.Value, &in); err != nil {
+		return r.deadLetter(ctx, m, "undecodable ingest record: "+err.Error())
+	}
+	if in.ExecutionID == "" || in.FlowID == "" {
+		return r.deadLetter(ctx, m, "ingest record without executionId or flowId")
+	}
+	g, err := r.graphs.get(ctx, in.FlowID, in.Revision)
+	if errors.Is(err, errGone) {
+		return r.deadLetter(ctx, m, err.Error())
+	}
+	if err != nil {
+		return err
+	}
+	if in.ReceivedAt.IsZero() {
+		in.ReceivedAt = m.Time
+	}
+	if err := r.start(ctx, g, &in); errors.Is(err, errUnusable) {
+		return r.deadLetter(ctx, m, err.Error())
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// PartnerExecutionID is the execution a partner record starts: deterministic, so a redelivered
+// record is the same execution (and operators can find the execution of a record).
+func PartnerExecutionID(flowID, topic string, partition int, offset int64) string {
+	sum := sha256.Sum256([]byte(flowID + "\x00" + topic + "\x00" + strconv.Itoa(partition) + "\x00" + strconv.FormatInt(offset, 10)))
+	return "k" + hex.EncodeToString(sum[:12])
+}
+
+// start creates the execution and runs its trigger, then produces the work it leads to.
+func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest) error {
+	if len(in.Input) == 0 {
+		in.Input = json.RawMessage("null")
+	}
+	t := store.Transition{ExecutionID: in.ExecutionID, MessageID: msgIngest, Policy: r.cfg.Policy}
+	adv, err := r.cfg.Store.AdvanceExecution(ctx, t, func(cur *store.ExecState) (*store.ExecChange, error) {
+		if cur.Execution != nil {
+			return nil, nil // another record with this execution id started it already
+		}
+		now := r.now()
+		exec := &envelope.Execution{
+			ID: in.ExecutionID, FlowID: g.Flow().ID, Revision: g.Flow().Revision, Trigger: in.Trigger,
+			Status: envelope.StatusRunning, ReceivedAt: in.ReceivedAt.UTC(), StartedAt: now,
+		}
+		st := &execState{Sync: in.Sync}
+		gc := r.graphContext(exec, cur.Outputs)
+		out, err := g.Start(&st.Graph, gc, in.Input)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errUnusable, err)
+		}
+		return r.change(g, exec, st, gc, cur.Outputs, out, now)
+	})
+	if err != nil {
+		return err
+	}
+	if adv.Ended {
+		r.log.Debug("execution ended at its start", "execution", in.ExecutionID, "flow", in.FlowID)
+	}
+	return r.produce(ctx, in.ExecutionID, msgIngest, adv.Records)
+}
+
+func (r *Router) handleResult(ctx context.Context, m kafka.Message) error {
+	var res envelope.Result
+	if err := json.Unmarshal(m.Value, &res); err != nil {
+		return r.deadLetter(ctx, m, "undecodable result: "+err.Error())
+	}
+	if res.ExecutionID == "" || res.Token == "" || res.NodeID == "" || res.FlowID == "" {
+		return r.deadLetter(ctx, m, "result without executionId, flowId, nodeId or token")
+	}
+	g, err := r.graphs.get(ctx, res.FlowID, res.Revision)
+	if errors.Is(err, errGone) {
+		return r.deadLetter(ctx, m, err.Error())
+	}
+	if err != nil {
+		return err
+	}
+	msgID := msgResult(res.Token, res.Attempt)
+	t := store.Transition{ExecutionID: res.ExecutionID, MessageID: msgID, Token: res.Token, Policy: r.cfg.Policy}
+	adv, err := r.cfg.Store.AdvanceExecution(ctx, t, func(cur *store.ExecState) (*store.ExecChange, error) {
+		return r.applyResult(g, &res, cur)
+	})
+	if errors.Is(err, errUnusable) {
+		return r.deadLetter(ctx, m, err.Error())
+	}
+	if err != nil {
+		return err
+	}
+	if adv.Ended {
+		r.log.Debug("execution ended", "execution", res.ExecutionID, "flow", res.FlowID)
+	}
+	return r.produce(ctx, res.ExecutionID, msgID, adv.Records)
+}
+
+func (r *Router) applyResult(g *graph.Graph, res *envelope.Result, cur *store.ExecState) (*store.ExecChange, error) {
+	exec := cur.Execution
+	if exec == nil {
+		return nil, fmt.Errorf("%w: result for unknown execution %s", errUnusable, res.ExecutionID)
+	}
+	if exec.FlowID != res.FlowID || exec.Revision != res.Revision {
+		return nil, fmt.Errorf("%w: result names flow %s revision %d, execution %s runs %s revision %d",
+			errUnusable, res.FlowID, res.Revision, exec.ID, exec.FlowID, exec.Revision)
+	}
+	if cur.Pending == nil {
+		return nil, nil // already completed (a duplicate result): nothing changes
+	}
+	var p pending
+	if err := json.Unmarshal(cur.Pending, &p); err != nil {
+		return nil, fmt.Errorf("%w: pending activation %s: %w", errUnusable, res.Token, err)
+	}
+	now := r.now()
+	step := envelope.Step{
+		ExecutionID: exec.ID, NodeID: res.NodeID, Token: res.Token,
+		Status: envelope.StepSucceeded, Attempt: res.Attempt, Input: p.Input, Error: res.Error,
+		StartedAt: res.StartedAt, FinishedAt: &res.FinishedAt,
+	}
+	if n := g.Node(res.NodeID); n != nil {
+		step.Type = n.Type
+	}
+	if step.StartedAt.IsZero() {
+		step.StartedAt = p.DispatchedAt
+	}
+	if res.FinishedAt.IsZero() {
+		step.FinishedAt = &now
+	}
+	step.DurationMs = step.FinishedAt.Sub(step.StartedAt).Milliseconds()
+	if res.Error != nil {
+		step.Status = envelope.StepFailed
+	} else {
+		step.Output, step.Port = stepOutput(res.Outputs)
+	}
+	if exec.Status != envelope.StatusRunning {
+		// The execution ended (another branch failed): record the step, change nothing else.
+		return &store.ExecChange{Steps: []envelope.Step{step}, DonePending: []string{res.Token}}, nil
+	}
+	var st execState
+	if err := json.Unmarshal(cur.State, &st); err != nil {
+		return nil, fmt.Errorf("%w: state of %s: %w", errUnusable, exec.ID, err)
+	}
+	gc := r.graphContext(exec, cur.Outputs)
+	out, err := g.Complete(&st.Graph, gc, graph.Completion{
+		NodeID: res.NodeID, Token: res.Token, Outputs: res.Outputs, Error: res.Error, Input: p.Input,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errUnusable, err)
+	}
+	ex := *exec
+	ch, err := r.change(g, &ex, &st, gc, cur.Outputs, out, now)
+	if err != nil {
+		return nil, err
+	}
+	ch.Steps = append([]envelope.Step{step}, ch.Steps...)
+	ch.DonePending = append(ch.DonePending, res.Token)
+	return ch, nil
+}
+
+// stepOutput is what a step record shows: the one item, or all of them as an array.
+func stepOutput(outs []envelope.Output) (json.RawMessage, string) {
+	switch len(outs) {
+	case 0:
+		return nil, ""
+	case 1:
+		return outs[0].Data, outs[0].Port
+	}
+	items := make([]json.RawMessage, len(outs))
+	for i, o := range outs {
+		items[i] = o.Data
+		if len(items[i]) == 0 {
+			items[i] = json.RawMessage("null")
+		}
+	}
+	raw, _ := json.Marshal(items)
+	return raw, outs[0].Port
+}
+
+func (r *Router) graphContext(exec *envelope.Execution, steps map[string]json.RawMessage) graph.Context {
+	return graph.Context{ExecutionID: exec.ID, Trigger: exec.Trigger, ReceivedAt: exec.ReceivedAt, Steps: steps}
+}
+
+// change turns a graph outcome into the store change: records, bookkeeping, the work to
+// produce and, for a synchronous caller, the reply.
+func (r *Router) change(g *graph.Graph, exec *envelope.Execution, st *execState, gc graph.Context,
+	prior map[string]json.RawMessage, out *graph.Outcome, now time.Time) (*store.ExecChange, error) {
+	work, err := r.encodeWork(g, exec, gc, prior, out, now)
+	if errors.Is(err, errTooLarge) {
+		// Kafka would refuse it on every retry: end the execution instead of stalling the partition.
+		work, out.Work = nil, nil
+		out.Done, out.Status = true, envelope.StatusFailed
+		out.Error = &sdk.Error{Code: CodeRecordTooLarge, Message: err.Error()}
+		st.Graph.Status = envelope.StatusFailed
+	} else if err != nil {
+		return nil, err
+	}
+	ch := &store.ExecChange{Execution: exec, Outputs: out.Outputs, Records: work}
+	if out.Done {
+		exec.Status, exec.Error = out.Status, out.Error
+		fin := now
+		exec.FinishedAt = &fin
+		exec.DurationMs = fin.Sub(exec.ReceivedAt).Milliseconds()
+	}
+	// Steps of one transition share its time; a nanosecond apart keeps them in the order they
+	// ran when the API sorts by start time.
+	seq := 0
+	at := func() time.Time { seq++; return now.Add(time.Duration(seq)) }
+	for _, s := range out.Steps {
+		s.ExecutionID = exec.ID
+		s.StartedAt = at()
+		if s.Status != envelope.StepSkipped {
+			fin := s.StartedAt
+			s.FinishedAt = &fin
+		}
+		ch.Steps = append(ch.Steps, s)
+	}
+	if len(out.Work) > 0 {
+		ch.AddPending = make(map[string]json.RawMessage, len(out.Work))
+	}
+	for _, a := range out.Work {
+		ch.AddPending[a.Token] = mustJSON(pending{NodeID: a.Node.ID, Input: a.Input, DispatchedAt: now})
+		ch.Steps = append(ch.Steps, envelope.Step{
+			ExecutionID: exec.ID, NodeID: a.Node.ID, Token: a.Token, Type: a.Node.Type,
+			Status: envelope.StepRunning, Attempt: 1, Input: a.Input, StartedAt: at(),
+		})
+	}
+	if st.Sync {
+		ch.Reply = out.Reply
+		if ch.Reply == nil && out.Done && !st.Graph.Responded {
+			ch.Reply = finalReply(exec, out)
+			st.Graph.Responded = true
+		}
+	}
+	ch.State = mustJSON(st)
+	return ch, nil
+}
+
+// CodeRecordTooLarge fails an execution whose next work item Kafka would not accept.
+const CodeRecordTooLarge = "record_too_large"
+
+var errTooLarge = errors.New("work item too large")
+
+// encodeWork builds the records of an outcome's activations, one per activation in order.
+func (r *Router) encodeWork(g *graph.Graph, exec *envelope.Execution, gc graph.Context,
+	prior map[string]json.RawMessage, out *graph.Outcome, now time.Time) ([]store.Record, error) {
+	if len(out.Work) == 0 {
+		return nil, nil
+	}
+	steps := make(map[string]json.RawMessage, len(prior)+len(out.Outputs))
+	for k, v := range prior {
+		steps[k] = v
+	}
+	for k, v := range out.Outputs {
+		steps[k] = v
+	}
+	wctx, err := g.WorkContext(gc, steps)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errUnusable, err)
+	}
+	recs := make([]store.Record, 0, len(out.Work))
+	for _, a := range out.Work {
+		w := envelope.Work{
+			ExecutionID: exec.ID, FlowID: exec.FlowID, Revision: exec.Revision, Token: a.Token,
+			Attempt: 1, Node: *a.Node, Owners: g.Flow().Owners, Input: a.Input, Context: wctx,
+			IdempotencyKey: exec.ID + ":" + a.Token, Deadline: now.Add(r.cfg.StepTimeout),
+		}
+		val, err := json.Marshal(&w)
+		if err != nil {
+			return nil, fmt.Errorf("%w: encode work: %w", errUnusable, err)
+		}
+		if len(val) > r.cfg.MaxRecordBytes {
+			return nil, fmt.Errorf("%w: the work item for node %s is %d bytes, the limit is %d",
+				errTooLarge, a.Node.ID, len(val), r.cfg.MaxRecordBytes)
+		}
+		recs = append(recs, store.Record{
+			Topic: r.cfg.Kafka.Topic(envelope.PoolTopic(a.Node.Pool)), Key: []byte(exec.ID), Value: val,
+		})
+	}
+	return recs, nil
+}
+
+// finalReply answers a synchronous caller whose flow ended without a respond node: the last
+// output with 200, or the error with 500.
+func finalReply(exec *envelope.Execution, out *graph.Outcome) *envelope.Reply {
+	if exec.Status == envelope.StatusFailed {
+		e := out.Error
+		if e == nil {
+			e = &sdk.Error{Code: "execution_failed", Message: "the execution failed"}
+		}
+		body := mustJSON(map[string]any{"errors": []map[string]string{{"code": e.Code, "message": e.Message}}})
+		return &envelope.Reply{Status: 500, Body: body}
+	}
+	body := out.LastOutput
+	if len(body) == 0 {
+		body = json.RawMessage("null")
+	}
+	return &envelope.Reply{Status: 200, Body: body}
+}
+
+// produce writes a transition's records (acks=all) and then drops them from the marker, so a
+// redelivery of the message produces nothing twice once they are durable.
+func (r *Router) produce(ctx context.Context, execID, msgID string, recs []store.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	msgs := make([]kafka.Message, len(recs))
+	for i, rec := range recs {
+		msgs[i] = kafka.Message{Topic: rec.Topic, Key: rec.Key, Value: rec.Value}
+		for k, v := range rec.Headers {
+			msgs[i].Headers = append(msgs[i].Headers, kafka.Header{Key: k, Value: []byte(v)})
+		}
+	}
+	if err := r.w.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("produce %d record(s) of %s: %w", len(msgs), execID, err)
+	}
+	if err := r.cfg.Store.MarkProduced(ctx, execID, msgID); err != nil {
+		// Harmless: a redelivery would produce them again and runners dedupe.
+		r.log.Warn("could not mark records produced", "execution", execID, "err", err)
+	}
+	return nil
+}
+
+// deadLetter copies a record that can never be processed to flowd.dlq with the reason; the
+// caller then commits it.
+func (r *Router) deadLetter(ctx context.Context, m kafka.Message, reason string) error {
+	r.log.Warn("record sent to the dead letter topic", "topic", m.Topic, "partition", m.Partition,
+		"offset", m.Offset, "reason", reason)
+	headers := append([]kafka.Header(nil), m.Headers...)
+	headers = append(headers,
+		kafka.Header{Key: HeaderDLQReason, Value: []byte(reason)},
+		kafka.Header{Key: HeaderDLQTopic, Value: []byte(m.Topic)},
+		kafka.Header{Key: HeaderDLQPartition, Value: []byte(strconv.Itoa(m.Partition))},
+		kafka.Header{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
+	)
+	msg := kafka.Message{Topic: r.cfg.Kafka.Topic(envelope.TopicDLQ), Key: m.Key, Value: m.Value, Headers: headers}
+	if err := r.w.WriteMessages(ctx, msg); err != nil {
+		return fmt.Errorf("produce dead letter: %w", err)
+	}
+	return nil
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("router: encode %T: %v", v, err)) // only our own record types
+	}
+	return b
+}

@@ -1,0 +1,290 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/router/graph"
+)
+
+// partnerSpec is what a trigger.kafka node asks for.
+type partnerSpec struct {
+	topic   string
+	key     *string           // exact match when set
+	headers map[string]string // every one must match exactly
+}
+
+func specOf(n *flowdoc.Node) (partnerSpec, error) {
+	var s partnerSpec
+	topic, _ := n.Config["topic"].(string)
+	if topic == "" {
+		return s, fmt.Errorf("trigger %s has no config.topic", n.ID)
+	}
+	s.topic = topic
+	if k, ok := n.Config["key"].(string); ok {
+		s.key = &k
+	}
+	if hs, ok := n.Config["headers"].(map[string]any); ok {
+		s.headers = make(map[string]string, len(hs))
+		for name, v := range hs {
+			str, ok := v.(string)
+			if !ok {
+				return s, fmt.Errorf("trigger %s: config.headers.%s must be a string", n.ID, name)
+			}
+			s.headers[name] = str
+		}
+	}
+	return s, nil
+}
+
+func (s partnerSpec) matches(m kafka.Message) bool {
+	if s.key != nil && string(m.Key) != *s.key {
+		return false
+	}
+	for name, want := range s.headers {
+		found := false
+		for _, h := range m.Headers {
+			if h.Key == name && string(h.Value) == want {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// subscription is one flow's reader on its partner topic, in the group GroupID-<flowId> that
+// every router instance joins, so the partitions are shared among them.
+type subscription struct {
+	flowID   string
+	revision int
+	spec     partnerSpec
+	g        *graph.Graph
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+// partners keeps this instance's subscriptions in step with the flows that want one. All
+// changes are serialised: the broadcast, the lifecycle group and the periodic reconcile all
+// converge on the same calls.
+type partners struct {
+	r    *Router
+	base context.Context // ends when the router stops
+
+	mu   sync.Mutex
+	subs map[string]*subscription
+}
+
+// ensure subscribes this instance to f's partner topic, unless it already is (for this
+// revision). It returns once the reader runs and the group's starting offsets are set.
+func (p *partners) ensure(ctx context.Context, f *flowdoc.Flow) error {
+	t := f.Trigger()
+	if t == nil || t.Type != flowdoc.TypeKafka {
+		p.drop(f.ID)
+		return nil
+	}
+	spec, err := specOf(t)
+	if err != nil {
+		p.r.log.Error("flow cannot consume its partner topic", "flow", f.ID, "err", err)
+		p.drop(f.ID)
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cur := p.subs[f.ID]; cur != nil {
+		if cur.revision == f.Revision {
+			return nil
+		}
+		p.stopLocked(cur)
+	}
+	g, err := p.r.graphs.get(ctx, f.ID, f.Revision)
+	if errors.Is(err, errGone) {
+		p.r.log.Error("flow revision cannot run", "flow", f.ID, "revision", f.Revision, "err", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	group := p.r.cfg.GroupID + "-" + f.ID
+	if err := startAtEnd(ctx, p.r.cfg.Kafka, group, spec.topic); err != nil {
+		return fmt.Errorf("partner topic %s of flow %s: %w", spec.topic, f.ID, err)
+	}
+	reader := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:     p.r.cfg.Kafka.Brokers,
+		GroupID:     group,
+		Topic:       spec.topic,
+		StartOffset: kafka.FirstOffset, // only for partitions created after startAtEnd ran
+		MaxWait:     500 * time.Millisecond,
+	})
+	subCtx, cancel := context.WithCancel(p.base)
+	sub := &subscription{flowID: f.ID, revision: f.Revision, spec: spec, g: g, cancel: cancel, done: make(chan struct{})}
+	c := &consumer{
+		name: "partner " + spec.topic + " for flow " + f.ID, reader: reader, log: p.r.log, drain: p.r.cfg.DrainTimeout,
+		handle: func(ctx context.Context, m kafka.Message) error { return p.r.handlePartner(ctx, sub, m) },
+	}
+	go func() { defer close(sub.done); c.run(subCtx) }()
+	p.subs[f.ID] = sub
+	p.r.log.Info("subscribed to partner topic", "flow", f.ID, "revision", f.Revision, "topic", spec.topic, "group", group)
+	return nil
+}
+
+// drop ends f's subscription, if any, and waits until its in-flight record is done and the
+// reader has left the group.
+func (p *partners) drop(flowID string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cur := p.subs[flowID]; cur != nil {
+		p.stopLocked(cur)
+	}
+}
+
+func (p *partners) stopLocked(s *subscription) {
+	s.cancel()
+	<-s.done
+	delete(p.subs, s.flowID)
+	p.r.log.Info("unsubscribed from partner topic", "flow", s.flowID, "topic", s.spec.topic)
+}
+
+func (p *partners) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.subs {
+		s.cancel()
+	}
+	for _, s := range p.subs {
+		<-s.done
+	}
+	p.subs = map[string]*subscription{}
+}
+
+// subscribed lists the flows this instance consumes partner topics for.
+func (p *partners) subscribed() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ids := make([]string, 0, len(p.subs))
+	for id := range p.subs {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// handlePartner starts an execution for a partner record that passes the trigger's filters
+// and counts the others as ignored.
+func (r *Router) handlePartner(ctx context.Context, s *subscription, m kafka.Message) error {
+	now := r.now()
+	if !s.spec.matches(m) {
+		recordID := fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset)
+		if _, err := r.cfg.Store.CountIgnored(ctx, s.flowID, recordID, now, r.cfg.Policy); err != nil {
+			return err
+		}
+		return nil
+	}
+	src := &envelope.KafkaSource{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: string(m.Key)}
+	if len(m.Headers) > 0 {
+		src.Headers = make(map[string]string, len(m.Headers))
+		for _, h := range m.Headers {
+			src.Headers[h.Key] = string(h.Value)
+		}
+	}
+	received := m.Time
+	if received.IsZero() {
+		received = now
+	}
+	in := &envelope.Ingest{
+		ExecutionID: PartnerExecutionID(s.flowID, m.Topic, m.Partition, m.Offset),
+		FlowID:      s.flowID, Revision: s.revision, Trigger: envelope.TriggerKafka,
+		ReceivedAt: received, Input: recordInput(m.Value), Source: src,
+	}
+	if err := r.start(ctx, s.g, in); errors.Is(err, errUnusable) {
+		return r.deadLetter(ctx, m, err.Error())
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// recordInput is a partner record's value as the flow's input: JSON as it is, anything else as
+// a JSON string, nothing as null.
+func recordInput(v []byte) []byte {
+	switch {
+	case len(v) == 0:
+		return []byte("null")
+	case json.Valid(v):
+		return v
+	default:
+		return mustJSON(string(v))
+	}
+}
+
+// startAtEnd gives a consumer group that has never committed on topic a starting point at the
+// topic's current end, so a flow consumes what is produced after it started rather than the
+// topic's whole history. A group that has committed keeps its position. A topic that does not
+// exist yet needs nothing: the group then starts at its beginning once it appears.
+func startAtEnd(ctx context.Context, cfg kafkax.Config, group, topic string) error {
+	tr := &kafka.Transport{DialTimeout: 5 * time.Second, ClientID: "flowd-router", MetadataTopics: []string{topic}}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}
+	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return fmt.Errorf("metadata: %w", err)
+	}
+	if len(md.Topics) != 1 || md.Topics[0].Error != nil || len(md.Topics[0].Partitions) == 0 {
+		return nil
+	}
+	var parts []int
+	for _, p := range md.Topics[0].Partitions {
+		parts = append(parts, p.ID)
+	}
+	of, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err != nil {
+		return fmt.Errorf("committed offsets of %s: %w", group, err)
+	}
+	if of.Error != nil {
+		return fmt.Errorf("committed offsets of %s: %w", group, of.Error)
+	}
+	var missing []kafka.OffsetRequest
+	for _, p := range of.Topics[topic] {
+		if p.Error == nil && p.CommittedOffset < 0 {
+			missing = append(missing, kafka.LastOffsetOf(p.Partition))
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	lo, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: missing}})
+	if err != nil {
+		return fmt.Errorf("end offsets of %s: %w", topic, err)
+	}
+	commits := make([]kafka.OffsetCommit, 0, len(missing))
+	for _, p := range lo.Topics[topic] {
+		if p.Error != nil {
+			return fmt.Errorf("end offset of %s/%d: %w", topic, p.Partition, p.Error)
+		}
+		commits = append(commits, kafka.OffsetCommit{Partition: p.Partition, Offset: p.LastOffset})
+	}
+	// Generation -1 without a member is an administrative commit: accepted only while the group
+	// has no members. If another router already consumes, it has its own offsets anyway.
+	res, err := c.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: group, GenerationID: -1, Topics: map[string][]kafka.OffsetCommit{topic: commits}})
+	if err != nil {
+		return fmt.Errorf("set starting offsets of %s: %w", group, err)
+	}
+	for _, p := range res.Topics[topic] {
+		if p.Error != nil && !errors.Is(p.Error, kafka.IllegalGeneration) && !errors.Is(p.Error, kafka.UnknownMemberId) &&
+			!errors.Is(p.Error, kafka.RebalanceInProgress) {
+			return fmt.Errorf("set starting offset of %s on %s/%d: %w", group, topic, p.Partition, p.Error)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,226 @@
+// Package router is the only flowd role that knows the graph. It consumes flowd.ingest, the
+// partner topics of active kafka-trigger flows and flowd.results; evaluates edges and control
+// nodes (router/graph); produces work items to flowd.steps.<pool>; keeps execution bookkeeping
+// in Redis (store.AdvanceExecution) and detects completion; and confirms flow starts and stops
+// once its partner-topic subscriptions follow them.
+//
+// Every consumed record is processed as: one Redis transaction (state change + a marker that
+// stores the records to produce) → produce (acks=all) → commit the offset. A crash anywhere in
+// between leads to a redelivery that finds the marker and only re-produces what may be missing.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/events"
+	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/store"
+)
+
+// Defaults of Config.
+const (
+	DefaultGroupID           = "flowd-router"
+	DefaultStepTimeout       = 5 * time.Minute
+	DefaultCacheSize         = 1024
+	DefaultDrainTimeout      = 10 * time.Second
+	DefaultReconcileInterval = 30 * time.Second
+	// DefaultMaxRecordBytes stays under kafka-go's and the broker's default 1 MiB limits.
+	DefaultMaxRecordBytes = 1000000
+)
+
+// Kicker is the outbox relay, asked to publish at once after a lifecycle confirmation.
+type Kicker interface{ Kick() }
+
+// Config configures a router.
+type Config struct {
+	Kafka kafkax.Config
+	Store *store.Store
+	Log   *slog.Logger
+	// GroupID is the consumer group of flowd.ingest and flowd.results (default "flowd-router").
+	// Partner topics are consumed in GroupID-<flowId>, lifecycle events in GroupID-lifecycle.
+	GroupID string
+	// Policy: retention of execution records, step snapshot size, reply TTL.
+	Policy store.ExecPolicy
+	// StepTimeout sets each work item's deadline (default 5 minutes).
+	StepTimeout time.Duration
+	// CacheSize bounds the compiled flow revisions kept in memory (default 1024).
+	CacheSize int
+	// DrainTimeout bounds how long in-flight records may take on shutdown (default 10 s).
+	DrainTimeout time.Duration
+	// ReconcileInterval is how often every flow's subscription is checked (default 30 s).
+	ReconcileInterval time.Duration
+	// MaxRecordBytes is the largest work item produced; an execution whose next work item is
+	// larger fails with record_too_large (default 1,000,000).
+	MaxRecordBytes int
+	// Relay, when set, is kicked after a lifecycle change is committed to the outbox.
+	Relay Kicker
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Router routes executions through their flows.
+type Router struct {
+	cfg          Config
+	log          *slog.Logger
+	w            *kafka.Writer
+	graphs       *graphs
+	partners     *partners
+	topicIngest  string
+	topicResults string
+	ready        chan struct{}
+	running      atomic.Bool
+
+	poolsMu sync.Mutex
+	pools   map[string]bool // work topics known to exist
+}
+
+// New checks cfg and builds a router; Run starts it.
+func New(cfg Config) (*Router, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("router: no store")
+	}
+	if len(cfg.Kafka.Brokers) == 0 {
+		return nil, errors.New("router: no kafka brokers")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.GroupID == "" {
+		cfg.GroupID = DefaultGroupID
+	}
+	if cfg.StepTimeout <= 0 {
+		cfg.StepTimeout = DefaultStepTimeout
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = DefaultCacheSize
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = DefaultReconcileInterval
+	}
+	if cfg.MaxRecordBytes <= 0 {
+		cfg.MaxRecordBytes = DefaultMaxRecordBytes
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	r := &Router{
+		cfg:          cfg,
+		log:          cfg.Log.With("role", "router"),
+		graphs:       newGraphs(cfg.Store, cfg.CacheSize),
+		topicIngest:  cfg.Kafka.Topic(envelope.TopicIngest),
+		topicResults: cfg.Kafka.Topic(envelope.TopicResults),
+		ready:        make(chan struct{}),
+		pools:        map[string]bool{},
+	}
+	r.partners = &partners{r: r, subs: map[string]*subscription{}}
+	return r, nil
+}
+
+func (r *Router) now() time.Time { return r.cfg.Now().UTC() }
+
+// Ready is closed once Run has created its topics, subscribed to the partner topics of the
+// flows active at start-up and started consuming.
+func (r *Router) Ready() <-chan struct{} { return r.ready }
+
+// Run routes until ctx ends, then lets in-flight records finish (bounded by DrainTimeout),
+// commits them, and closes its readers and its writer.
+func (r *Router) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("router: Run called twice")
+	}
+	if err := kafkax.EnsureTopics(ctx, r.cfg.Kafka, envelope.TopicIngest, envelope.TopicResults,
+		envelope.TopicDLQ, events.TopicName, envelope.PoolTopic("")); err != nil {
+		return fmt.Errorf("router: create topics: %w", err)
+	}
+	r.pools[envelope.PoolTopic("")] = true
+	r.w = kafkax.NewWriter(r.cfg.Kafka)
+	defer func() {
+		if err := r.w.Close(); err != nil {
+			r.log.Warn("closing kafka writer", "err", err)
+		}
+	}()
+	r.partners.base = ctx
+	defer r.partners.closeAll()
+	if err := r.reconcileAll(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.log.Warn("start-up reconcile incomplete; retrying periodically", "err", err)
+	}
+
+	var wg sync.WaitGroup
+	spawn := func(fn func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); fn() }()
+	}
+	main := &consumer{
+		name: "ingest+results", handle: r.handleMain, log: r.log, drain: r.cfg.DrainTimeout,
+		reader: kafka.NewReader(kafka.ReaderConfig{
+			Brokers:     r.cfg.Kafka.Brokers,
+			GroupID:     r.cfg.GroupID,
+			GroupTopics: []string{r.topicIngest, r.topicResults},
+			StartOffset: kafka.FirstOffset,
+			MaxWait:     500 * time.Millisecond,
+		}),
+	}
+	spawn(func() { main.run(ctx) })
+	spawn(func() {
+		r.forever(ctx, "flow events (broadcast)", func(ctx context.Context) error {
+			return events.Consume(ctx, r.cfg.Kafka, "", r.onEvent)
+		})
+	})
+	spawn(func() {
+		r.forever(ctx, "flow lifecycle", func(ctx context.Context) error {
+			return events.Consume(ctx, r.cfg.Kafka, r.cfg.GroupID+"-lifecycle", r.confirm)
+		})
+	})
+	spawn(func() { r.reconcileEvery(ctx) })
+	close(r.ready)
+	r.log.Info("router running", "group", r.cfg.GroupID, "ingest", r.topicIngest, "results", r.topicResults)
+	<-ctx.Done()
+	wg.Wait()
+	r.log.Info("router stopped")
+	return nil
+}
+
+// forever runs fn until ctx ends, restarting it with a backoff when it fails.
+func (r *Router) forever(ctx context.Context, what string, fn func(context.Context) error) {
+	b := newBackoff()
+	for {
+		err := fn(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Warn("consumer stopped; restarting", "consumer", what, "err", err)
+		if !b.wait(ctx) {
+			return
+		}
+	}
+}
+
+func (r *Router) reconcileEvery(ctx context.Context) {
+	t := time.NewTicker(r.cfg.ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := r.reconcileAll(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("periodic reconcile incomplete", "err", err)
+			}
+		}
+	}
+}
