@@ -428,11 +428,38 @@ func (s *Server) lifecycle(c *fiber.Ctx, from, via, to, evVia, evTo string) erro
 		s.log.Warn("lifecycle events not yet published; they will be retried", "flow", f.ID, "err", err)
 		s.cfg.Relay.Kick()
 	}
+	if f.Status == via && s.cfg.LifecycleWait > 0 {
+		f = s.awaitConfirmation(c.UserContext(), f, via)
+	}
 	status := fiber.StatusOK
 	if f.Status == via {
 		status = fiber.StatusAccepted
 	}
 	return sendData(c, status, f)
+}
+
+// awaitConfirmation polls until the router confirms the transition, for at most
+// LifecycleWait, so a client usually gets the settled state; past that it gets the transient
+// state and a 202, and can poll GET /flows/{id}.
+func (s *Server) awaitConfirmation(ctx context.Context, f *flowdoc.Flow, via string) *flowdoc.Flow {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.LifecycleWait)
+	defer cancel()
+	t := time.NewTicker(25 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return f
+		case <-t.C:
+		}
+		cur, err := s.st.Flow(ctx, f.ID)
+		if err != nil {
+			return f
+		}
+		if cur.Status != via {
+			return cur
+		}
+	}
 }
 
 func (s *Server) listRevisions(c *fiber.Ctx) error {

@@ -33,6 +33,9 @@ type Config struct {
 	// AutoConfirm makes the API itself move starting→active and stopping→inactive, for
 	// deployments where no router confirms lifecycle changes.
 	AutoConfirm bool
+	// LifecycleWait is how long start/stop wait for the router to confirm (when AutoConfirm
+	// is off) before answering 202 with the transient state.
+	LifecycleWait time.Duration
 	// Validation hooks (connector config schemas, ports) for flow documents.
 	Validation flowdoc.Options
 	// Now is the clock (tests may pin it).

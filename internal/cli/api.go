@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -30,6 +31,7 @@ func newAPICmd() *cobra.Command {
 	cmd.Flags().StringVar(&opt.connectorsDir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries (env FLOWD_CONNECTORS_DIR)")
 	cmd.Flags().StringVar(&opt.secretKeyFile, "secret-key-file", envOr("FLOWD_SECRET_KEY_FILE", ""), "file holding the AES-256 key(s) for connection secrets (or set FLOWD_SECRET_KEY)")
 	cmd.Flags().IntVar(&opt.bodyLimit, "body-limit", api.DefaultBodyLimit, "largest request body in bytes")
-	cmd.Flags().BoolVar(&opt.autoConfirm, "confirm-lifecycle", true, "confirm flow start/stop in the api role itself")
+	cmd.Flags().BoolVar(&opt.autoConfirm, "confirm-lifecycle", false, "confirm flow start/stop in the api role itself (only for deployments without a router)")
+	cmd.Flags().DurationVar(&opt.lifecycleWait, "lifecycle-wait", 10*time.Second, "how long start/stop wait for the router's confirmation before answering 202")
 	return cmd
 }

@@ -60,7 +60,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: l})))
 		return nil
 	}
-	root.AddCommand(newDevCmd(), newAPICmd(), newFlowsCmd(), newValidateCmd(), newConnectorsCmd(), newRunnerCmd(), newRouterCmd())
+	root.AddCommand(newDevCmd(), newAPICmd(), newFlowsCmd(), newValidateCmd(), newConnectorsCmd(), newRunnerCmd(), newRouterCmd(), newIngestCmd())
 	return root
 }
 

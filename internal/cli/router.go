@@ -2,16 +2,10 @@ package cli
 
 import (
 	"context"
-	"fmt"
-	"log/slog"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
-	"github.com/flowd/flowd/internal/events"
-	"github.com/flowd/flowd/internal/kafkax"
-	"github.com/flowd/flowd/internal/outbox"
 	"github.com/flowd/flowd/internal/store"
 	"github.com/flowd/flowd/router"
 )
@@ -54,45 +48,18 @@ work through Kafka consumer groups. It also confirms flow starts and stops (run 
 // runRouter runs the router and the outbox relay that publishes its lifecycle confirmations,
 // until ctx ends.
 func runRouter(ctx context.Context, in *infra, opt routerOptions) error {
-	log := slog.Default()
-	ropt, err := redis.ParseURL(in.redisURL)
+	c, err := connect(ctx, in)
 	if err != nil {
-		return fmt.Errorf("--redis-url: %w", err)
-	}
-	rdb := redis.NewClient(ropt)
-	defer func() { _ = rdb.Close() }()
-	st := store.New(rdb, in.keyPrefix)
-	if err := waitFor(ctx, "redis at "+ropt.Addr, st.Ping); err != nil {
 		return err
 	}
-	kcfg := in.kafka()
-	if err := waitFor(ctx, "kafka at "+in.brokers, func(ctx context.Context) error { return kafkax.Ping(ctx, kcfg) }); err != nil {
-		return err
-	}
-	w := kafkax.NewWriter(kcfg)
-	defer func() { _ = w.Close() }()
-	relay := outbox.New(st, events.NewKafkaPublisher(w, kcfg.Topic(events.TopicName)), log)
+	defer c.close()
 	rt, err := router.New(router.Config{
-		Kafka: kcfg, Store: st, Log: log, GroupID: opt.group, Relay: relay,
+		Kafka: c.kcfg, Store: c.st, Log: c.log, GroupID: opt.group, Relay: c.relay,
 		Policy:      store.ExecPolicy{Retention: opt.retention, SnapshotLimit: opt.snapshotLimit},
 		StepTimeout: opt.stepTimeout, DrainTimeout: opt.drain,
 	})
 	if err != nil {
 		return err
 	}
-
-	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
-	relayDone := make(chan struct{})
-	go func() { defer close(relayDone); relay.Run(relayCtx) }()
-	err = rt.Run(ctx)
-
-	// Publish the confirmations still in the outbox before leaving, bounded.
-	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	stopRelay()
-	<-relayDone
-	if ferr := relay.Flush(flushCtx); ferr != nil {
-		log.Warn("events left in the outbox; the next start publishes them", "err", ferr)
-	}
-	return err
+	return rt.Run(ctx)
 }

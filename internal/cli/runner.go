@@ -2,23 +2,16 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/envelope"
-	"github.com/flowd/flowd/internal/kafkax"
-	"github.com/flowd/flowd/internal/secrets"
-	"github.com/flowd/flowd/internal/store"
 	"github.com/flowd/flowd/runners"
 )
 
@@ -63,45 +56,26 @@ func newRunnerCmd() *cobra.Command {
 
 // serveRunner runs a runner pool until ctx ends, then drains within the configured bound.
 func serveRunner(ctx context.Context, in *infra, opt runnerOptions) error {
-	log := slog.Default()
-	keys, err := secrets.LoadKeyring(os.Getenv(secrets.EnvKey), opt.secretKeyFile)
-	if errors.Is(err, secrets.ErrNoKey) {
-		// A runner without the key would fail every step that uses a connection.
-		return fmt.Errorf("the runner needs the connection secret key: set %s or --secret-key-file", secrets.EnvKey)
-	} else if err != nil {
-		return err
-	}
-	ropt, err := redis.ParseURL(in.redisURL)
+	// A runner without the key would fail every step that uses a connection.
+	keys, err := keyring(opt.secretKeyFile, true)
 	if err != nil {
-		return fmt.Errorf("--redis-url: %w", err)
-	}
-	rdb := redis.NewClient(ropt)
-	defer func() { _ = rdb.Close() }()
-	st := store.New(rdb, in.keyPrefix)
-	if err := waitFor(ctx, "redis at "+ropt.Addr, st.Ping); err != nil {
 		return err
 	}
-	kcfg := in.kafka()
-	if err := waitFor(ctx, "kafka at "+in.brokers, func(ctx context.Context) error { return kafkax.Ping(ctx, kcfg) }); err != nil {
+	c, err := connect(ctx, in)
+	if err != nil {
 		return err
 	}
-	h, err := host.New(host.Options{Dir: opt.connectorsDir, PinFile: opt.pinFile, Logger: log})
+	defer c.close()
+	h, err := host.New(host.Options{Dir: opt.connectorsDir, PinFile: opt.pinFile, Logger: c.log})
 	if err != nil {
 		return err
 	}
 	// The host goes last: steps still draining need their connector processes.
 	defer func() { _ = h.Close() }()
-	log.Info("connectors found", "dir", opt.connectorsDir, "connectors", h.List())
-
+	c.log.Info("connectors found", "dir", opt.connectorsDir, "connectors", h.List())
 	r, err := runners.New(runners.Config{
-		Kafka:        kcfg,
-		Pool:         opt.pool,
-		GroupID:      opt.groupID,
-		Concurrency:  opt.concurrency,
-		Host:         h,
-		Resolver:     connections.NewResolver(st, keys, nil, log),
-		Store:        st,
-		Log:          log,
+		Kafka: c.kcfg, Pool: opt.pool, GroupID: opt.groupID, Concurrency: opt.concurrency,
+		Host: h, Resolver: connections.NewResolver(c.st, keys, nil, c.log), Store: c.st, Log: c.log,
 		DrainTimeout: opt.drainTimeout,
 	})
 	if err != nil {

@@ -6,19 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/gofiber/fiber/v2"
 	"github.com/spf13/cobra"
 
 	"github.com/flowd/flowd/connectors/catalog"
 	"github.com/flowd/flowd/internal/api"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/kafkax"
-	"github.com/flowd/flowd/internal/outbox"
-	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
 )
 
@@ -52,81 +49,65 @@ type apiOptions struct {
 	adminToken    string
 	bodyLimit     int
 	autoConfirm   bool
+	lifecycleWait time.Duration
+	devEcho       bool
 	// onReady runs once the API listens, with the admin token to print (empty if not new).
 	onReady func(token string)
 }
 
 // serveAPI runs the control plane until ctx ends, then shuts down within a bounded drain.
 func serveAPI(ctx context.Context, in *infra, opt apiOptions) error {
-	log := slog.Default()
-	ropt, err := redis.ParseURL(in.redisURL)
+	c, err := connect(ctx, in)
 	if err != nil {
-		return fmt.Errorf("--redis-url: %w", err)
-	}
-	rdb := redis.NewClient(ropt)
-	defer func() { _ = rdb.Close() }()
-	st := store.New(rdb, in.keyPrefix)
-	if err := waitFor(ctx, "redis at "+ropt.Addr, st.Ping); err != nil {
 		return err
 	}
-	kcfg := in.kafka()
-	if err := waitFor(ctx, "kafka at "+in.brokers, func(ctx context.Context) error { return kafkax.Ping(ctx, kcfg) }); err != nil {
-		return err
-	}
-	if err := kafkax.EnsureTopics(ctx, kcfg, events.TopicName); err != nil {
+	defer c.close()
+	if err := kafkax.EnsureTopics(ctx, c.kcfg, events.TopicName); err != nil {
 		return fmt.Errorf("create topics: %w", err)
 	}
-	w := kafkax.NewWriter(kcfg)
-	defer func() { _ = w.Close() }()
-	relay := outbox.New(st, events.NewKafkaPublisher(w, kcfg.Topic(events.TopicName)), log)
-	token, err := api.EnsureAdmin(ctx, st, opt.adminToken)
+	token, err := api.EnsureAdmin(ctx, c.st, opt.adminToken)
 	if err != nil {
 		return err
 	}
-	cat, err := catalog.Load(ctx, opt.connectorsDir, log)
+	cat, err := catalog.Load(ctx, opt.connectorsDir, c.log)
 	if err != nil {
 		return err
 	}
-	log.Info("connectors loaded", "dir", opt.connectorsDir, "count", cat.Len())
-	keys, err := secrets.LoadKeyring(os.Getenv(secrets.EnvKey), opt.secretKeyFile)
-	if errors.Is(err, secrets.ErrNoKey) {
-		log.Warn("no secret key configured: connections cannot be stored; set " + secrets.EnvKey + " or --secret-key-file")
-	} else if err != nil {
+	c.log.Info("connectors loaded", "dir", opt.connectorsDir, "count", cat.Len())
+	keys, err := keyring(opt.secretKeyFile, false)
+	if err != nil {
 		return err
 	}
-	app := api.New(api.Config{Store: st, Relay: relay, Log: log, BodyLimit: opt.bodyLimit, AutoConfirm: opt.autoConfirm, Catalog: cat, Secrets: keys})
+	app := api.New(api.Config{
+		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: cat, Secrets: keys,
+		AutoConfirm: opt.autoConfirm, LifecycleWait: opt.lifecycleWait, DevEcho: opt.devEcho,
+	})
+	return listenAndServe(ctx, app, opt.addr, func() {
+		if opt.onReady != nil {
+			opt.onReady(token)
+		}
+	})
+}
 
-	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
-	relayDone := make(chan struct{})
-	go func() { defer close(relayDone); relay.Run(relayCtx) }()
-
-	// Bind before announcing readiness, so a taken port fails the start and the printed curl works.
-	ln, err := net.Listen("tcp", opt.addr)
+// listenAndServe binds addr before calling ready, so a taken port fails the start and a
+// printed curl works, then serves until ctx ends and drains within a bound.
+func listenAndServe(ctx context.Context, app *fiber.App, addr string, ready func()) error {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		stopRelay()
-		return fmt.Errorf("listen on %s: %w", opt.addr, err)
+		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- app.Listener(ln) }()
-	log.Info("api listening", "addr", ln.Addr().String())
-	if opt.onReady != nil {
-		opt.onReady(token)
+	slog.Info("listening", "addr", ln.Addr().String())
+	if ready != nil {
+		ready()
 	}
 	select {
 	case err = <-errc:
+		return err
 	case <-ctx.Done():
-		log.Info("shutting down api")
-		err = app.ShutdownWithTimeout(10 * time.Second)
+		return app.ShutdownWithTimeout(10 * time.Second)
 	}
-	// Publish what is still in the outbox before leaving, bounded.
-	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	stopRelay()
-	<-relayDone
-	if ferr := relay.Flush(flushCtx); ferr != nil {
-		log.Warn("events left in the outbox; the next start publishes them", "err", ferr)
-	}
-	return err
 }
 
 // waitFor retries check until it succeeds or ctx ends, so roles can start before their

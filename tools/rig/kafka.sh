@@ -4,8 +4,10 @@
 # so the broker's jars come from Maven Central (see ../shared/notes/kafka-from-maven.md).
 #
 #   tools/rig/kafka.sh start DIR   start a broker with its data and log in DIR; returns once the
-#                                  broker answers a metadata request. Writes DIR/port, DIR/pid,
-#                                  DIR/version and DIR/kafka.log; prints "rig: kafka ... ready".
+#                                  broker answers a metadata request. Writes DIR/port, DIR/cport,
+#                                  DIR/pid, DIR/version and DIR/kafka.log; prints "rig: kafka ...
+#                                  ready". Run again on a stopped broker's DIR, it restarts that
+#                                  broker on the same ports with the same data.
 #   tools/rig/kafka.sh stop DIR    stop that broker (DIR is left for the caller to remove).
 #   tools/rig/kafka.sh fetch       only fill the jar cache (.cache/kafka-$KAFKA_VERSION/libs).
 #
@@ -131,10 +133,17 @@ start() {
 	mkdir -p "$dir/data"
 	dir=$(cd "$dir" && pwd)
 
+	# A DIR that held a broker before restarts it on the same ports and data (tests stop and
+	# start a private broker to watch clients recover); a new DIR gets free ports.
 	local port cport
-	port=$(free_port)
-	cport=$(free_port)
-	while [ "$cport" = "$port" ]; do cport=$(free_port); done
+	if [ -f "$dir/port" ] && [ -f "$dir/cport" ]; then
+		port=$(cat "$dir/port")
+		cport=$(cat "$dir/cport")
+	else
+		port=$(free_port)
+		cport=$(free_port)
+		while [ "$cport" = "$port" ]; do cport=$(free_port); done
+	fi
 
 	cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
@@ -187,15 +196,19 @@ EOF
 	done
 
 	local java_opts=(-Dlog4j2.configurationFile="$dir/log4j2.xml" -Djava.awt.headless=true)
-	java "${java_opts[@]}" -cp "$LIBS/*" kafka.tools.StorageTool format --standalone \
-		--ignore-formatted -t "$cluster_id" -c "$dir/server.properties" >"$dir/kafka.log" 2>&1 ||
-		fail "$dir" "formatting the storage failed"
+	# Formatted already (a restart): keep the data and its cluster id.
+	if [ ! -f "$dir/data/meta.properties" ]; then
+		java "${java_opts[@]}" -cp "$LIBS/*" kafka.tools.StorageTool format --standalone \
+			--ignore-formatted -t "$cluster_id" -c "$dir/server.properties" >"$dir/kafka.log" 2>&1 ||
+			fail "$dir" "formatting the storage failed"
+	fi
 
 	# Detached from our stdout/stderr so a caller reading our output is not held open by the JVM.
 	java -Xms256m -Xmx512m "${java_opts[@]}" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
 		</dev/null >>"$dir/kafka.log" 2>&1 &
 	echo $! >"$dir/pid"
 	echo "$port" >"$dir/port"
+	echo "$cport" >"$dir/cport"
 
 	# Ready means the broker answers a metadata request listing itself: ask, don't sleep.
 	# (grep reads all of kcat's output: with -q, kcat's SIGPIPE would fail the pipeline.)

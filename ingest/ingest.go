@@ -1,0 +1,266 @@
+// Package ingest is flowd's HTTP front door: webhooks in, records on flowd.ingest out.
+//
+// Routes:
+//
+//	POST|GET /hooks/{flowId}[/{suffix...}]   start an execution of the flow (suffix → request.path)
+//	HEAD     /hooks/{flowId}                 200 when the hook takes requests, else 404 (no body)
+//	POST     /webhooks/{flowId}              FlowMate form: body {"data": {...}}, input = data
+//	GET      /healthz, /readyz
+//
+// A 2xx means the record is durable: it is sent only after the broker acknowledged it with
+// acks=all. When the broker is away the answer is 503 with Retry-After, and the shared writer
+// recovers by itself when the broker returns.
+//
+// Per-flow settings live in the config of the flow's trigger.webhook node:
+//
+//	{"mode": "async" | "sync", "timeoutMs": 30000,
+//	 "auth": {"type": "none"}
+//	       | {"type": "bearer", "connection": "<bearer connection id>"}
+//	       | {"type": "hmac", "connection": "<api_key or basic connection id>",
+//	          "header": "X-Signature", "prefix": "sha256="}}
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/secrets"
+	"github.com/flowd/flowd/internal/store"
+)
+
+// Defaults of Config.
+const (
+	DefaultBodyLimit       = 1 << 20
+	DefaultIdempotencyTTL  = 24 * time.Hour
+	DefaultSyncTimeout     = 30 * time.Second
+	DefaultProduceTimeout  = 5 * time.Second
+	DefaultCacheTTL        = 30 * time.Second
+	DefaultRetryAfter      = 2 * time.Second
+	DefaultBreakerCooldown = time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+	defaultCacheEntries    = 100_000
+)
+
+// ReplyWaiter waits for the reply of a synchronous execution; *store.Store provides it.
+type ReplyWaiter interface {
+	WaitReply(ctx context.Context, executionID string, timeout time.Duration) (*envelope.Reply, error)
+}
+
+// Config wires ingest to its dependencies. Zero values mean the defaults above.
+type Config struct {
+	Kafka kafkax.Config
+	Store *store.Store
+	// Secrets opens the secret of a flow's auth connection (and nothing else). Without it,
+	// flows with bearer or hmac auth refuse every request.
+	Secrets *secrets.Keyring
+	Log     *slog.Logger
+	// Writer is the process's one Kafka writer (kafkax.NewWriter), when it is shared with
+	// other roles; nil makes one, which Close closes.
+	Writer *kafka.Writer
+	// Replies delivers the replies of synchronous webhooks; nil uses Store (WaitReply).
+	Replies ReplyWaiter
+
+	BodyLimit      int           // largest request body; larger ones get 413
+	IdempotencyTTL time.Duration // how long an Idempotency-Key is remembered
+	SyncTimeout    time.Duration // sync flows without config.timeoutMs (capped at MaxSyncTimeout)
+	ProduceTimeout time.Duration // longest wait for the broker's acknowledgement before 503
+	CacheTTL       time.Duration // flow metadata is reloaded at least this often
+	RetryAfter     time.Duration // Retry-After of 503 answers
+	// BreakerCooldown is how long produce attempts are refused after the broker failed,
+	// before one request probes it again.
+	BreakerCooldown time.Duration
+	ShutdownTimeout time.Duration // bounded drain of in-flight requests
+	Now             func() time.Time
+}
+
+func (c *Config) defaults() {
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.BodyLimit <= 0 {
+		c.BodyLimit = DefaultBodyLimit
+	}
+	if c.IdempotencyTTL <= 0 {
+		c.IdempotencyTTL = DefaultIdempotencyTTL
+	}
+	if c.SyncTimeout <= 0 {
+		c.SyncTimeout = DefaultSyncTimeout
+	}
+	c.SyncTimeout = min(c.SyncTimeout, MaxSyncTimeout)
+	if c.ProduceTimeout <= 0 {
+		c.ProduceTimeout = DefaultProduceTimeout
+	}
+	if c.CacheTTL <= 0 {
+		c.CacheTTL = DefaultCacheTTL
+	}
+	if c.RetryAfter <= 0 {
+		c.RetryAfter = DefaultRetryAfter
+	}
+	if c.BreakerCooldown <= 0 {
+		c.BreakerCooldown = DefaultBreakerCooldown
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Server is one ingest instance.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	app       *fiber.App
+	w         *kafka.Writer
+	ownWriter bool
+	topic     string
+	maxRecord int
+	flows     *flowCache
+	brk       *breaker
+	replies   ReplyWaiter
+	// stopping ends when shutdown begins, releasing requests that wait for a sync reply.
+	stopping context.Context
+	stop     context.CancelFunc
+}
+
+// New builds the server; Run (or Serve) starts it.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("ingest: a store is required")
+	}
+	if len(cfg.Kafka.Brokers) == 0 && cfg.Writer == nil {
+		return nil, errors.New("ingest: no Kafka brokers configured")
+	}
+	cfg.defaults()
+	s := &Server{cfg: cfg, log: cfg.Log, w: cfg.Writer, topic: cfg.Kafka.Topic(envelope.TopicIngest),
+		brk: &breaker{cooldown: cfg.BreakerCooldown}, replies: cfg.Replies}
+	if s.w == nil {
+		s.w, s.ownWriter = kafkax.NewWriter(cfg.Kafka), true
+	}
+	s.maxRecord = int(s.w.BatchBytes)
+	if s.maxRecord <= 0 {
+		s.maxRecord = 1 << 20 // kafka-go's default batch (and so record) size limit
+	}
+	if s.replies == nil {
+		s.replies = cfg.Store // the router pushes replies onto a per-execution list there
+	}
+	s.stopping, s.stop = context.WithCancel(context.Background())
+	s.flows = newFlowCache(cfg.CacheTTL, defaultCacheEntries, s.loadFlow)
+	s.app = s.newApp()
+	return s, nil
+}
+
+func (s *Server) newApp() *fiber.App {
+	app := fiber.New(fiber.Config{
+		AppName:               "flowd-ingest",
+		BodyLimit:             s.cfg.BodyLimit,
+		DisableStartupMessage: true,
+		ReadTimeout:           30 * time.Second,
+		// Written after the handler returns; a sync request's wait is not counted.
+		WriteTimeout: 30 * time.Second,
+		IdleTimeout:  2 * time.Minute,
+		ErrorHandler: s.handleError,
+	})
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	app.Get("/readyz", s.ready)
+
+	// HEAD first and GET through Add: fiber's Get also registers HEAD, and HEAD has its own
+	// meaning here.
+	app.Head("/hooks/:flowId", s.head)
+	app.Head("/hooks/:flowId/*", s.head)
+	for _, m := range []string{fiber.MethodGet, fiber.MethodPost} {
+		app.Add(m, "/hooks/:flowId", s.hook)
+		app.Add(m, "/hooks/:flowId/*", s.hook)
+	}
+	app.Post("/webhooks/:flowId", s.flowMate)
+	app.Use(func(c *fiber.Ctx) error {
+		return fail(fiber.StatusNotFound, problem.New(codeNotFound, "", "no route %s %s", c.Method(), c.Path()))
+	})
+	return app
+}
+
+// App is the fiber app, for tests and for mounting.
+func (s *Server) App() *fiber.App { return s.app }
+
+func (s *Server) ready(c *fiber.Ctx) error {
+	if err := s.cfg.Store.Ping(c.UserContext()); err != nil {
+		return unavailable(s.cfg.RetryAfter, "the state store is not reachable")
+	}
+	if s.brk.open() {
+		return unavailable(s.cfg.RetryAfter, "the Kafka broker is not acknowledging records")
+	}
+	return c.JSON(fiber.Map{"status": "ready"})
+}
+
+// Run listens on addr and serves until ctx ends, then drains within ShutdownTimeout.
+func (s *Server) Run(ctx context.Context, addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("ingest: listen on %s: %w", addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller opened (tests pick a free port this way). It also
+// runs the flow cache's event consumer for as long as it serves.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	wctx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() { defer close(watchDone); s.watchEvents(wctx) }()
+	defer func() { stopWatch(); <-watchDone }()
+
+	tl := newTrackingListener(ln)
+	errc := make(chan error, 1)
+	go func() { errc <- s.app.Listener(tl) }()
+	s.log.Info("ingest listening", "addr", ln.Addr().String(), "topic", s.topic)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down ingest")
+	s.stop() // sync waits answer 504 now rather than hold the drain
+	// Until the listener is closed inside the shutdown, spare connections may still arrive.
+	shutDown := make(chan struct{})
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			tl.closeUnused()
+			select {
+			case <-shutDown:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	err := s.app.ShutdownWithTimeout(s.cfg.ShutdownTimeout)
+	close(shutDown)
+	if err != nil {
+		return fmt.Errorf("ingest: shutdown: %w", err)
+	}
+	return nil
+}
+
+// Close releases the writer if New made it, after its pending batches are written.
+func (s *Server) Close() error {
+	s.stop()
+	if !s.ownWriter {
+		return nil
+	}
+	if err := s.w.Close(); err != nil {
+		return fmt.Errorf("ingest: close writer: %w", err)
+	}
+	return nil
+}

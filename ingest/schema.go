@@ -1,0 +1,279 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+
+	"github.com/flowd/flowd/internal/expression"
+	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/internal/problem"
+)
+
+// compileInput turns payload.inputParameters into a compiled JSON Schema (nil: no contract).
+//
+// The FlowMate simple form {"firstName": "string", "address": {"city": "string"}} becomes an
+// object schema whose every listed property is required and has the named type ("any" allows
+// every value, null included; "number" accepts integers; nested objects follow the same rule).
+// Properties not listed are allowed: partners send more than a flow needs, and refusing that
+// would break them whenever they add a field. A JSON Schema is used as written (draft 2020-12,
+// formats asserted, no remote $refs).
+func compileInput(flowID string, params map[string]any) (*jsonschema.Schema, error) {
+	if len(params) == 0 {
+		return nil, nil
+	}
+	doc := any(params)
+	if !flowdoc.IsJSONSchemaParams(params) {
+		doc = simpleSchema(params)
+	}
+	// Round-trip so numbers are json.Number, as the compiler expects.
+	raw, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("encode input schema: %w", err)
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("decode input schema: %w", err)
+	}
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	c.AssertFormat()
+	c.UseLoader(noRemote{})
+	url := "urn:flowd:flow:" + flowID + ":input"
+	if err := c.AddResource(url, inst); err != nil {
+		return nil, fmt.Errorf("input schema: %w", err)
+	}
+	sch, err := c.Compile(url)
+	if err != nil {
+		return nil, fmt.Errorf("input schema: %w", err)
+	}
+	return sch, nil
+}
+
+// noRemote refuses every $ref outside the schema: ingest never fetches anything per request.
+type noRemote struct{}
+
+func (noRemote) Load(url string) (any, error) {
+	return nil, fmt.Errorf("schema %s is not available: input schemas cannot reference remote documents", url)
+}
+
+func simpleSchema(p map[string]any) map[string]any {
+	props := make(map[string]any, len(p))
+	required := make([]string, 0, len(p))
+	for name, v := range p {
+		required = append(required, name)
+		switch t := v.(type) {
+		case map[string]any:
+			props[name] = simpleSchema(t)
+		case string:
+			if t == "any" {
+				props[name] = map[string]any{}
+			} else {
+				props[name] = map[string]any{"type": t}
+			}
+		default:
+			props[name] = map[string]any{} // flow.schema.json rules this out; be lenient
+		}
+	}
+	sort.Strings(required)
+	return map[string]any{"type": "object", "properties": props, "required": required}
+}
+
+// validateInput checks input (JSON) against sch and returns every problem, each with a JSON
+// pointer prefixed by prefix (so /webhooks points into its {"data": ...} envelope).
+func validateInput(sch *jsonschema.Schema, input []byte, prefix string) (problem.List, error) {
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(input))
+	if err != nil {
+		return nil, fmt.Errorf("decode input: %w", err)
+	}
+	err = sch.Validate(inst)
+	if err == nil {
+		return nil, nil
+	}
+	var ve *jsonschema.ValidationError
+	if !errors.As(err, &ve) {
+		return nil, fmt.Errorf("validate input: %w", err)
+	}
+	var out problem.List
+	collectProblems(ve, prefix, &out)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, nil
+}
+
+var printer = message.NewPrinter(language.English)
+
+// collectProblems flattens a validation error tree into one problem per failing keyword.
+func collectProblems(e *jsonschema.ValidationError, prefix string, out *problem.List) {
+	path := prefix + pointer(e.InstanceLocation)
+	switch k := e.ErrorKind.(type) {
+	case *kind.AnyOf, *kind.OneOf:
+		// Every branch's failures would bury the point; one line at the value says enough.
+		*out = append(*out, problem.New(flowdoc.CodeSchema, path, "%s", e.ErrorKind.LocalizedString(printer)))
+		return
+	case *kind.Required:
+		for _, m := range k.Missing {
+			*out = append(*out, problem.New(flowdoc.CodeRequired, path+"/"+expression.EscapePointer(m), "missing required property %q", m))
+		}
+		return
+	case *kind.AdditionalProperties:
+		for _, p := range k.Properties {
+			*out = append(*out, problem.New(flowdoc.CodeAdditionalProperty, path+"/"+expression.EscapePointer(p), "property %q is not allowed", p))
+		}
+		return
+	}
+	if len(e.Causes) > 0 {
+		for _, c := range e.Causes {
+			collectProblems(c, prefix, out)
+		}
+		return
+	}
+	code := flowdoc.CodeSchema
+	switch e.ErrorKind.(type) {
+	case *kind.Type:
+		code = flowdoc.CodeType
+	case *kind.Format:
+		code = flowdoc.CodeFormat
+	case *kind.Enum, *kind.Const:
+		code = flowdoc.CodeEnum
+	case *kind.Pattern:
+		code = flowdoc.CodePattern
+	case *kind.MinLength, *kind.MaxLength:
+		code = flowdoc.CodeLength
+	case *kind.MinItems, *kind.MaxItems, *kind.MinProperties, *kind.MaxProperties:
+		code = flowdoc.CodeSize
+	case *kind.Minimum, *kind.Maximum, *kind.ExclusiveMinimum, *kind.ExclusiveMaximum, *kind.MultipleOf:
+		code = flowdoc.CodeRange
+	}
+	*out = append(*out, problem.Problem{Code: code, Path: path, Message: e.ErrorKind.LocalizedString(printer)})
+}
+
+func pointer(tokens []string) string {
+	var b strings.Builder
+	for _, t := range tokens {
+		b.WriteByte('/')
+		b.WriteString(expression.EscapePointer(t))
+	}
+	return b.String()
+}
+
+// shape is what payload.outputParameters declares of a synchronous reply: the fields an
+// object keeps (each with the shape of its value), whether undeclared fields stay too, and the
+// shape of array items. A nil *shape keeps a value as it is.
+type shape struct {
+	fields map[string]*shape
+	open   bool
+	items  *shape
+}
+
+// compileShape reads outputParameters. Simple form: only the listed keys stay, nested maps
+// shaping nested objects. JSON Schema: "properties" (through "items" for arrays) declare the
+// fields; a level with additionalProperties other than false keeps undeclared fields too, and
+// a schema without "properties" or "items" (only $ref or anyOf, say) leaves the value as is.
+func compileShape(params map[string]any) *shape {
+	if len(params) == 0 {
+		return nil
+	}
+	if flowdoc.IsJSONSchemaParams(params) {
+		return schemaShape(params)
+	}
+	return simpleShape(params)
+}
+
+func simpleShape(p map[string]any) *shape {
+	s := &shape{fields: make(map[string]*shape, len(p))}
+	for k, v := range p {
+		var child *shape
+		if m, ok := v.(map[string]any); ok {
+			child = simpleShape(m)
+		}
+		s.fields[k] = child
+	}
+	return s
+}
+
+func schemaShape(m map[string]any) *shape {
+	var s shape
+	props, hasProps := m["properties"].(map[string]any)
+	if hasProps {
+		s.fields = make(map[string]*shape, len(props))
+		for k, v := range props {
+			var child *shape
+			if cm, ok := v.(map[string]any); ok {
+				child = schemaShape(cm)
+			}
+			s.fields[k] = child
+		}
+		if ap, set := m["additionalProperties"]; set && ap != false {
+			s.open = true
+		}
+	}
+	if items, ok := m["items"].(map[string]any); ok {
+		s.items = schemaShape(items)
+	}
+	if !hasProps && s.items == nil {
+		return nil
+	}
+	return &s
+}
+
+// apply returns v reduced to what s declares.
+func (s *shape) apply(v any) any {
+	if s == nil {
+		return v
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		if s.fields == nil {
+			return x
+		}
+		out := make(map[string]any, len(s.fields))
+		for k, val := range x {
+			child, declared := s.fields[k]
+			switch {
+			case declared:
+				out[k] = child.apply(val)
+			case s.open:
+				out[k] = val
+			}
+		}
+		return out
+	case []any:
+		if s.items == nil {
+			return x
+		}
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = s.items.apply(e)
+		}
+		return out
+	}
+	return v
+}
+
+// shapeBody applies s to a JSON body; a body that is not JSON is returned unchanged.
+func shapeBody(s *shape, body []byte) []byte {
+	if s == nil || len(body) == 0 {
+		return body
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber() // keep numbers exactly as the flow wrote them
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return body
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s.apply(v)); err != nil {
+		return body
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}

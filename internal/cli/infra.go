@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/flowd/flowd/internal/events"
+	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/outbox"
+	"github.com/flowd/flowd/internal/secrets"
+	"github.com/flowd/flowd/internal/store"
+)
+
+// conn is what every role needs: Redis, the Kafka settings, the process's one writer and the
+// event outbox relay.
+type conn struct {
+	log   *slog.Logger
+	rdb   *redis.Client
+	st    *store.Store
+	kcfg  kafkax.Config
+	w     *kafka.Writer
+	relay *outbox.Relay
+
+	stopRelay func()
+	relayDone chan struct{}
+}
+
+// connect waits for Redis and Kafka (roles may start before their dependencies), then starts
+// the outbox relay.
+func connect(ctx context.Context, in *infra) (*conn, error) {
+	log := slog.Default()
+	ropt, err := redis.ParseURL(in.redisURL)
+	if err != nil {
+		return nil, fmt.Errorf("--redis-url: %w", err)
+	}
+	c := &conn{log: log, rdb: redis.NewClient(ropt), kcfg: in.kafka()}
+	c.st = store.New(c.rdb, in.keyPrefix)
+	if err := waitFor(ctx, "redis at "+ropt.Addr, c.st.Ping); err != nil {
+		_ = c.rdb.Close()
+		return nil, err
+	}
+	if err := waitFor(ctx, "kafka at "+in.brokers, func(ctx context.Context) error { return kafkax.Ping(ctx, c.kcfg) }); err != nil {
+		_ = c.rdb.Close()
+		return nil, err
+	}
+	c.w = kafkax.NewWriter(c.kcfg)
+	c.relay = outbox.New(c.st, events.NewKafkaPublisher(c.w, c.kcfg.Topic(events.TopicName)), log)
+	relayCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	c.stopRelay, c.relayDone = stop, make(chan struct{})
+	go func() { defer close(c.relayDone); c.relay.Run(relayCtx) }()
+	return c, nil
+}
+
+// close publishes what is left in the outbox (bounded), then closes the writer and Redis.
+func (c *conn) close() {
+	c.stopRelay()
+	<-c.relayDone
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.relay.Flush(ctx); err != nil {
+		c.log.Warn("events left in the outbox; the next start publishes them", "err", err)
+	}
+	_ = c.w.Close()
+	_ = c.rdb.Close()
+}
+
+// keyring loads the connection secret key; required says whether a missing key is an error.
+func keyring(file string, required bool) (*secrets.Keyring, error) {
+	keys, err := secrets.LoadKeyring(os.Getenv(secrets.EnvKey), file)
+	switch {
+	case errors.Is(err, secrets.ErrNoKey) && required:
+		return nil, fmt.Errorf("the connection secret key is needed: set %s or --secret-key-file", secrets.EnvKey)
+	case errors.Is(err, secrets.ErrNoKey):
+		slog.Warn("no secret key configured: connections cannot be stored; set " + secrets.EnvKey + " or --secret-key-file")
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	return keys, nil
+}
