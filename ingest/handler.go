@@ -205,7 +205,8 @@ var replyHeadersDropped = map[string]bool{
 }
 
 // sendReply answers with the flow's reply: its status (200 if unset), its headers and its body,
-// which payload.outputParameters reduce to the declared fields when the body is JSON.
+// which payload.outputParameters reduce to the declared fields when the body is JSON and the
+// status is 2xx.
 func (s *Server) sendReply(c *fiber.Ctx, m *flowMeta, r *envelope.Reply) error {
 	status := r.Status
 	if status < 100 || status > 599 {
@@ -233,6 +234,10 @@ func (s *Server) sendReply(c *fiber.Ctx, m *flowMeta, r *envelope.Reply) error {
 		if err := json.Unmarshal(r.Body, &text); err == nil {
 			return c.SendString(text)
 		}
+		return c.Send(r.Body)
+	}
+	if status < 200 || status > 299 {
+		// outputParameters describe the flow's answer, not its refusals: error bodies pass as they are.
 		return c.Send(r.Body)
 	}
 	return c.Send(shapeBody(m.output, r.Body))

@@ -67,7 +67,8 @@ func (c *apiClient) do(ctx context.Context, method, path, ctype string, body []b
 	return json.Unmarshal(env.Data, out)
 }
 
-// loadExample creates the flow in file unless one of the same name exists; returns its id.
+// loadExample creates the flow in file unless one of the same name exists, starts it, and
+// returns its id.
 func loadExample(ctx context.Context, base, token, file string) (string, error) {
 	body, err := os.ReadFile(file)
 	if err != nil {
@@ -86,14 +87,26 @@ func loadExample(ctx context.Context, base, token, file string) (string, error) 
 	if err := c.do(ctx, http.MethodGet, "/api/v1/flows?page[size]=100&search="+url.QueryEscape(named.Name), "", nil, &existing); err != nil {
 		return "", err
 	}
-	for _, f := range existing {
-		if f.Name == named.Name {
-			return f.ID, nil
+	var f *flowdoc.Flow
+	for i := range existing {
+		if existing[i].Name == named.Name {
+			f = &existing[i]
+			break
 		}
 	}
-	var created flowdoc.Flow
-	if err := c.do(ctx, http.MethodPost, "/api/v1/flows", "application/json", doc, &created); err != nil {
-		return "", err
+	if f == nil {
+		f = &flowdoc.Flow{}
+		if err := c.do(ctx, http.MethodPost, "/api/v1/flows", "application/json", doc, f); err != nil {
+			return "", err
+		}
 	}
-	return created.ID, nil
+	if f.Status != flowdoc.StatusActive {
+		if err := c.do(ctx, http.MethodPost, "/api/v1/flows/"+f.ID+"/start", "", nil, f); err != nil {
+			return "", err
+		}
+		if f.Status != flowdoc.StatusActive {
+			return "", fmt.Errorf("flow %s is %s, not active, after start", f.ID, f.Status)
+		}
+	}
+	return f.ID, nil
 }

@@ -9,14 +9,26 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/gofiber/fiber/v2"
 	"github.com/spf13/cobra"
 
+	"github.com/flowd/flowd/connectors/catalog"
+	"github.com/flowd/flowd/connectors/host"
+	"github.com/flowd/flowd/ingest"
+	"github.com/flowd/flowd/internal/api"
+	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/devenv"
+	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/identity"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/router"
+	"github.com/flowd/flowd/runners"
 )
 
 func newDevCmd() *cobra.Command {
@@ -60,8 +72,6 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 	}
 	defer stopRedis()
 
-	in := &infra{brokers: strings.Join(brokers, ","), redisURL: redisURL, topicPrefix: kafkax.DefaultTopicPrefix, partitions: 3, keyPrefix: store.DefaultPrefix}
-	opt.autoConfirm = true
 	opt.adminToken = os.Getenv("FLOWD_ADMIN_TOKEN")
 	printToken := opt.adminToken == ""
 	if printToken {
@@ -77,29 +87,144 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 			return err
 		}
 	}
-	opt.onReady = func(string) {
+	in := &infra{brokers: strings.Join(brokers, ","), redisURL: redisURL, topicPrefix: kafkax.DefaultTopicPrefix, partitions: 3, keyPrefix: store.DefaultPrefix}
+	all, err := startAll(ctx, in, opt)
+	if err != nil {
+		return err
+	}
+	defer all.close()
+
+	return listenAndServe(ctx, all.app, opt.addr, func() {
 		base := "http://" + opt.addr
-		var flowID string
-		if example != "" {
-			if flowID, err = loadExample(ctx, base, opt.adminToken, example); err != nil {
-				log.Error("could not load the example flow", "file", example, "err", err)
-			}
-		}
 		tok := "$FLOWD_ADMIN_TOKEN"
 		if printToken {
 			tok = opt.adminToken
-			fmt.Fprintf(out, "\nflowd dev is running (data in %s, Kafka at %s, Redis at %s)\n", dataDir, in.brokers, redisURL)
+		}
+		fmt.Fprintf(out, "\nflowd dev is running: api, ingest, router and a runner (data in %s, Kafka at %s, Redis at %s)\n", dataDir, in.brokers, redisURL)
+		if printToken {
 			fmt.Fprintf(out, "Administrator token: %s\n", tok)
-		} else {
-			fmt.Fprintf(out, "\nflowd dev is running (data in %s); the administrator token is $FLOWD_ADMIN_TOKEN\n", dataDir)
 		}
-		fmt.Fprintf(out, "\nTry:\n  curl -sg -H 'Authorization: Bearer %s' '%s/api/v1/flows?page[size]=1'\n", tok, base)
-		if flowID != "" {
-			fmt.Fprintf(out, "  curl -s -X POST -H 'Authorization: Bearer %s' %s/api/v1/flows/%s/start\n", tok, base, flowID)
+		fmt.Fprintf(out, "\nList flows:\n  curl -sg -H 'Authorization: Bearer %s' '%s/api/v1/flows?page[size]=10'\n", tok, base)
+		if example == "" {
+			fmt.Fprintln(out, "\nPress Ctrl-C to stop.")
+			return
 		}
+		flowID, err := loadExample(ctx, base, opt.adminToken, example)
+		if err != nil {
+			log.Error("could not load the example flow", "file", example, "err", err)
+			return
+		}
+		fmt.Fprintf(out, "\nThe example flow %s is active. Send it a contact; it answers synchronously:\n", flowID)
+		fmt.Fprintf(out, "  curl -s -X POST %s/hooks/%s -H 'Content-Type: application/json' -d '{\"firstName\":\"Ada\",\"lastName\":\"Lovelace\"}'\n", base, flowID)
+		fmt.Fprintf(out, "\nThen look at its executions:\n  curl -sg -H 'Authorization: Bearer %s' '%s/api/v1/flows/%s/executions?page[size]=1'\n", tok, base, flowID)
 		fmt.Fprintln(out, "\nPress Ctrl-C to stop.")
+	})
+}
+
+// everything is every role of flowd in one process, sharing one connection set and one
+// HTTP listener: /hooks and /webhooks go to ingest, the rest to the API.
+type everything struct {
+	c      *conn
+	host   *host.Host
+	app    *fiber.App
+	ingest *ingest.Server
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startAll(ctx context.Context, in *infra, opt apiOptions) (*everything, error) {
+	c, err := connect(ctx, in)
+	if err != nil {
+		return nil, err
 	}
-	return serveAPI(ctx, in, opt)
+	e := &everything{c: c, done: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			c.close()
+		}
+	}()
+	topics := []string{events.TopicName, envelope.TopicIngest, envelope.TopicResults, envelope.TopicDLQ, envelope.PoolTopic(envelope.DefaultPool)}
+	if err := kafkax.EnsureTopics(ctx, c.kcfg, topics...); err != nil {
+		return nil, fmt.Errorf("create topics: %w", err)
+	}
+	if _, err := api.EnsureAdmin(ctx, c.st, opt.adminToken); err != nil {
+		return nil, err
+	}
+	keys, err := keyring(opt.secretKeyFile, true)
+	if err != nil {
+		return nil, err
+	}
+	cat, err := catalog.Load(ctx, opt.connectorsDir, c.log)
+	if err != nil {
+		return nil, err
+	}
+	if cat.Len() == 0 {
+		c.log.Warn("no connectors found: run `make build` first", "dir", opt.connectorsDir)
+	}
+	e.host, err = host.New(host.Options{Dir: opt.connectorsDir, Logger: c.log})
+	if err != nil {
+		return nil, err
+	}
+	apiApp := api.New(api.Config{
+		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: cat, Secrets: keys,
+		LifecycleWait: 10 * time.Second, DevEcho: true,
+	})
+	e.ingest, err = ingest.New(ingest.Config{Kafka: c.kcfg, Store: c.st, Secrets: keys, Log: c.log, Writer: c.w, BodyLimit: opt.bodyLimit})
+	if err != nil {
+		return nil, err
+	}
+	rt, err := router.New(router.Config{Kafka: c.kcfg, Store: c.st, Log: c.log, Relay: c.relay})
+	if err != nil {
+		return nil, err
+	}
+	rn, err := runners.New(runners.Config{
+		Kafka: c.kcfg, Host: e.host, Resolver: connections.NewResolver(c.st, keys, nil, c.log), Store: c.st, Log: c.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e.cancel = cancel
+	go func() {
+		defer close(e.done)
+		var wg sync.WaitGroup
+		for name, run := range map[string]func(context.Context) error{"router": rt.Run, "runner": rn.Run} {
+			wg.Go(func() {
+				if err := run(runCtx); err != nil && runCtx.Err() == nil {
+					c.log.Error(name+" stopped", "err", err)
+				}
+			})
+		}
+		wg.Wait()
+	}()
+	select {
+	case <-rt.Ready():
+	case <-ctx.Done():
+	}
+
+	apiH, ingestH := apiApp.Handler(), e.ingest.App().Handler()
+	e.app = fiber.New(fiber.Config{AppName: "flowd dev", BodyLimit: opt.bodyLimit, DisableStartupMessage: true})
+	e.app.Use(func(fc *fiber.Ctx) error {
+		p := fc.Path()
+		if strings.HasPrefix(p, "/hooks/") || strings.HasPrefix(p, "/webhooks/") {
+			ingestH(fc.Context())
+		} else {
+			apiH(fc.Context())
+		}
+		return nil
+	})
+	ok = true
+	return e, nil
+}
+
+// close stops the router and runner (they drain), then connectors, ingest and connections.
+func (e *everything) close() {
+	e.cancel()
+	<-e.done
+	_ = e.host.Close()
+	_ = e.ingest.Close()
+	e.c.close()
 }
 
 func devSecretKey(dataDir string) (string, error) {
