@@ -67,6 +67,9 @@ func (c *apiClient) do(ctx context.Context, method, path, ctype string, body []b
 	return json.Unmarshal(env.Data, out)
 }
 
+// exampleBase is the address example flows use for routes of flowd dev itself.
+const exampleBase = "http://127.0.0.1:8080"
+
 // loadExample creates the flow in file unless one of the same name exists, starts it, and
 // returns its id.
 func loadExample(ctx context.Context, base, token, file string) (string, error) {
@@ -78,6 +81,8 @@ func loadExample(ctx context.Context, base, token, file string) (string, error) 
 	if len(ps) > 0 {
 		return "", ps
 	}
+	// The example calls the dev echo route at the default address; follow --addr.
+	doc = bytes.ReplaceAll(doc, []byte(exampleBase), []byte(base))
 	var named struct {
 		Name string `json:"name"`
 	}
