@@ -130,7 +130,8 @@ func TestRecordInput(t *testing.T) {
 			t.Errorf("recordInput(%q) = %s, want %s", in, got, want)
 		}
 	}
-	if PartnerExecutionID("f", "t", 0, 1) != PartnerExecutionID("f", "t", 0, 1) || PartnerExecutionID("f", "t", 0, 1) == PartnerExecutionID("f", "t", 0, 2) {
+	first, again, next := PartnerExecutionID("f", "t", 0, 1), PartnerExecutionID("f", "t", 0, 1), PartnerExecutionID("f", "t", 0, 2)
+	if first != again || first == next {
 		t.Fatal("partner execution ids must be deterministic and distinct per record")
 	}
 }

@@ -364,10 +364,10 @@ func mergeData(typ string, cur *store.Connection, patch map[string]any) (sealed,
 	}
 	for k, v := range patch {
 		explicit[k] = true
-		switch {
-		case v == nil:
+		switch v {
+		case nil:
 			delete(merged, k)
-		case v == Mask:
+		case Mask:
 			if _, ok := merged[k].(keptSecret); !ok {
 				ps = append(ps, problem.New("masked_value", "/data/"+k, "%q is the mask of a stored secret, not a value: send the secret itself", Mask))
 				merged[k] = keptSecret{} // reported once, not again as missing
