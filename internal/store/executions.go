@@ -2,7 +2,7 @@ package store
 
 // Executions: the router's bookkeeping and what the API shows of it.
 //
-// Key layout (P is the prefix; to be folded into store.go's table). Ids are escaped (':' as
+// Key layout (P is the prefix; summarised in store.go). Ids are escaped (':' as
 // %3A) so that no id can forge another record's key:
 //
 //	P exec:{id}                     string  execution record (envelope.Execution JSON)

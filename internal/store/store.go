@@ -26,6 +26,22 @@
 //	P connections:user:{uid}     zset    connection ids a user owns, by creation time
 //	P connections:tenant:{tid}   zset    connection ids shared with a tenant, by creation time
 //	P connname:{uid}:{name}      string  connection id (names are unique per owner, ignoring case)
+//	P idem:{flowId}:{sha256}     string  webhook Idempotency-Key claim: pending|done|failed:{executionId}
+//	P exec:{id}                  string  execution record (JSON)
+//	P exec:{id}:state            string  router bookkeeping: per-scope counters, merge arrivals
+//	P exec:{id}:steps            hash    token -> step record
+//	P exec:{id}:outputs          hash    node id -> latest output (steps.<id> in expressions)
+//	P exec:{id}:pending          hash    token -> activation sent to a runner, not yet completed
+//	P exec:{id}:msgs             hash    consumed message id -> records it produces (redelivery marker)
+//	P exec:{id}:reply            list    replies for a synchronous webhook caller
+//	P flow:{fid}:execs[:status]  zset    execution ids by receive time, trimmed to the retention
+//	P flow:{fid}:stats:{day}     hash    "{minute}:{success|error|ignored}" -> count
+//	P flow:{fid}:ignored:{rid}   string  partner record already counted as ignored
+//	P run:{exec}:{token}:{att}   string  a runner's finished Result, to answer redeliveries
+//	P run:{exec}:{token}:{att}:claim  string  the runner executing that work item now
+//
+// Each file documents its keys in detail (executions.go, runs.go, idempotency.go,
+// connections.go); ids inside keys are escaped so that no id can forge another record's key.
 package store
 
 import (
