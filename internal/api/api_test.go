@@ -578,3 +578,12 @@ type nopRelay struct{}
 
 func (nopRelay) Kick()                       {}
 func (nopRelay) Flush(context.Context) error { return nil }
+
+// Ids from the URL address only their own record: an id shaped like another key gives 404.
+func TestIdsCannotAddressOtherKeys(t *testing.T) {
+	e := newEnv(t)
+	id := e.must(201, e.call("POST", "/api/v1/flows", e.admin, readmeFlow(t))).data()["id"].(string)
+	for _, path := range []string{"/api/v1/flows/" + id + ":revs", "/api/v1/flows/" + id + "%3Arevs", "/api/v1/users/x:tokens", "/api/v1/tenants/x:y"} {
+		e.must(404, e.call("GET", path, e.admin, nil))
+	}
+}

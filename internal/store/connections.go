@@ -42,16 +42,16 @@ func ConnectionAAD(connectionID, field string) []byte {
 	return []byte("connection/" + connectionID + "/" + field)
 }
 
-func (s *Store) connKey(id string) string { return s.k("connection", id) }
+func (s *Store) connKey(id string) string { return s.k("connection", keyID(id)) }
 
 // connNameKey makes names unique per owner, ignoring case: "Prod" and "prod" side by side
 // would only confuse whoever picks one in a flow.
 func (s *Store) connNameKey(owner, name string) string {
-	return s.k("connname", owner, strings.ToLower(name))
+	return s.k("connname", keyID(owner), keyID(strings.ToLower(name)))
 }
 
-func (s *Store) connUserKey(uid string) string   { return s.k("connections", "user", uid) }
-func (s *Store) connTenantKey(tid string) string { return s.k("connections", "tenant", tid) }
+func (s *Store) connUserKey(uid string) string   { return s.k("connections", "user", keyID(uid)) }
+func (s *Store) connTenantKey(tid string) string { return s.k("connections", "tenant", keyID(tid)) }
 
 // CreateConnection stores a new connection; ErrExists if its owner already has one by that name.
 func (s *Store) CreateConnection(ctx context.Context, c *Connection) error {
@@ -168,7 +168,7 @@ func (s *Store) DeleteConnection(ctx context.Context, id string, allow func(cur 
 	}, key)
 }
 
-func (s *Store) connLockKey(id string) string { return s.k("connection", id, "lock") }
+func (s *Store) connLockKey(id string) string { return s.k("connection", keyID(id), "lock") }
 
 // Lock is a held Redis lock. It expires by itself after its TTL, so a holder that dies never
 // blocks others for longer than that.

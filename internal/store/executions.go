@@ -128,9 +128,6 @@ type Advanced struct {
 	Ended bool
 }
 
-// keyID escapes ':' in an id so an id cannot forge another record's key.
-var keyID = strings.NewReplacer("%", "%25", ":", "%3A").Replace
-
 func (s *Store) execKey(id string) string { return s.k("exec", keyID(id)) }
 
 type execKeys struct {

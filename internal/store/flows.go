@@ -14,9 +14,11 @@ import (
 	"github.com/flowd/flowd/internal/flowdoc"
 )
 
-func (s *Store) flowKey(id string) string { return s.k("flow", id) }
+func (s *Store) flowKey(id string) string { return s.k("flow", keyID(id)) }
 
-func (s *Store) ownerKey(o flowdoc.Owner) string { return s.k("owner", o.Type, o.ID, "flows") }
+func (s *Store) ownerKey(o flowdoc.Owner) string {
+	return s.k("owner", keyID(o.Type), keyID(o.ID), "flows")
+}
 
 // CreateFlow stores a new flow as revision 1 together with its owner indexes and the events
 // that announce it.

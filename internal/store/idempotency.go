@@ -21,7 +21,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -34,11 +33,9 @@ const (
 	IdemFailed  = "failed"
 )
 
-var idemFlowEscaper = strings.NewReplacer("%", "%25", ":", "%3A")
-
 func (s *Store) idemKey(flowID, key string) string {
 	sum := sha256.Sum256([]byte(key))
-	return s.k("idem", idemFlowEscaper.Replace(flowID), hex.EncodeToString(sum[:]))
+	return s.k("idem", keyID(flowID), hex.EncodeToString(sum[:]))
 }
 
 // claimIdemScript claims a free (or failed) key for an execution; otherwise it reports the

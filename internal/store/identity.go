@@ -13,7 +13,7 @@ import (
 
 // CreateTenant stores a new tenant; names are unique.
 func (s *Store) CreateTenant(ctx context.Context, t identity.Tenant) error {
-	nameKey := s.k("tenantname", t.Name)
+	nameKey := s.k("tenantname", keyID(t.Name))
 	return s.watch(ctx, func(tx *redis.Tx) error {
 		n, err := tx.Exists(ctx, nameKey).Result()
 		if err != nil {
@@ -23,7 +23,7 @@ func (s *Store) CreateTenant(ctx context.Context, t identity.Tenant) error {
 			return fmt.Errorf("tenant %q: %w", t.Name, ErrExists)
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Set(ctx, s.k("tenant", t.ID), mustJSON(t), 0)
+			p.Set(ctx, s.k("tenant", keyID(t.ID)), mustJSON(t), 0)
 			p.Set(ctx, nameKey, t.ID, 0)
 			p.ZAdd(ctx, s.k("tenants"), redis.Z{Score: float64(t.CreatedAt.UnixMilli()), Member: t.ID})
 			return nil
@@ -34,17 +34,17 @@ func (s *Store) CreateTenant(ctx context.Context, t identity.Tenant) error {
 
 // Tenant loads one tenant.
 func (s *Store) Tenant(ctx context.Context, id string) (*identity.Tenant, error) {
-	return getJSON[identity.Tenant](ctx, s.rdb, s.k("tenant", id))
+	return getJSON[identity.Tenant](ctx, s.rdb, s.k("tenant", keyID(id)))
 }
 
 // Tenants lists every tenant in creation order.
 func (s *Store) Tenants(ctx context.Context) ([]identity.Tenant, error) {
-	return listJSON[identity.Tenant](ctx, s, s.k("tenants"), func(id string) string { return s.k("tenant", id) })
+	return listJSON[identity.Tenant](ctx, s, s.k("tenants"), func(id string) string { return s.k("tenant", keyID(id)) })
 }
 
 // CreateUser stores a new user; usernames are unique.
 func (s *Store) CreateUser(ctx context.Context, u identity.User) error {
-	nameKey := s.k("username", u.Username)
+	nameKey := s.k("username", keyID(u.Username))
 	return s.watch(ctx, func(tx *redis.Tx) error {
 		n, err := tx.Exists(ctx, nameKey).Result()
 		if err != nil {
@@ -54,7 +54,7 @@ func (s *Store) CreateUser(ctx context.Context, u identity.User) error {
 			return fmt.Errorf("username %q: %w", u.Username, ErrExists)
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Set(ctx, s.k("user", u.ID), mustJSON(u), 0)
+			p.Set(ctx, s.k("user", keyID(u.ID)), mustJSON(u), 0)
 			p.Set(ctx, nameKey, u.ID, 0)
 			p.ZAdd(ctx, s.k("users"), redis.Z{Score: float64(u.CreatedAt.UnixMilli()), Member: u.ID})
 			return nil
@@ -65,12 +65,12 @@ func (s *Store) CreateUser(ctx context.Context, u identity.User) error {
 
 // User loads one user by internal id.
 func (s *Store) User(ctx context.Context, id string) (*identity.User, error) {
-	return getJSON[identity.User](ctx, s.rdb, s.k("user", id))
+	return getJSON[identity.User](ctx, s.rdb, s.k("user", keyID(id)))
 }
 
 // UserByUsername loads one user by its external username.
 func (s *Store) UserByUsername(ctx context.Context, username string) (*identity.User, error) {
-	id, err := s.rdb.Get(ctx, s.k("username", username)).Result()
+	id, err := s.rdb.Get(ctx, s.k("username", keyID(username))).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
 	}
@@ -82,7 +82,7 @@ func (s *Store) UserByUsername(ctx context.Context, username string) (*identity.
 
 // Users lists every user in creation order.
 func (s *Store) Users(ctx context.Context) ([]identity.User, error) {
-	return listJSON[identity.User](ctx, s, s.k("users"), func(id string) string { return s.k("user", id) })
+	return listJSON[identity.User](ctx, s, s.k("users"), func(id string) string { return s.k("user", keyID(id)) })
 }
 
 // CreateToken stores a token by the hash of its secret.
@@ -94,8 +94,8 @@ func (s *Store) CreateToken(ctx context.Context, t identity.Token) error {
 			ttl = time.Until(*t.ExpiresAt) + 24*time.Hour
 		}
 		p.Set(ctx, s.k("token", t.Hash), mustJSON(t), ttl)
-		p.Set(ctx, s.k("tokenid", t.ID), t.Hash, ttl)
-		p.SAdd(ctx, s.k("user", t.UserID, "tokens"), t.ID)
+		p.Set(ctx, s.k("tokenid", keyID(t.ID)), t.Hash, ttl)
+		p.SAdd(ctx, s.k("user", keyID(t.UserID), "tokens"), t.ID)
 		return nil
 	})
 	if err != nil {
@@ -111,7 +111,7 @@ func (s *Store) TokenByHash(ctx context.Context, hash string) (*identity.Token, 
 
 // TokenByID finds a token by its public id.
 func (s *Store) TokenByID(ctx context.Context, id string) (*identity.Token, error) {
-	hash, err := s.rdb.Get(ctx, s.k("tokenid", id)).Result()
+	hash, err := s.rdb.Get(ctx, s.k("tokenid", keyID(id))).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
 	}
@@ -124,8 +124,8 @@ func (s *Store) TokenByID(ctx context.Context, id string) (*identity.Token, erro
 // DeleteToken revokes a token.
 func (s *Store) DeleteToken(ctx context.Context, t identity.Token) error {
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, s.k("token", t.Hash), s.k("tokenid", t.ID))
-		p.SRem(ctx, s.k("user", t.UserID, "tokens"), t.ID)
+		p.Del(ctx, s.k("token", t.Hash), s.k("tokenid", keyID(t.ID)))
+		p.SRem(ctx, s.k("user", keyID(t.UserID), "tokens"), t.ID)
 		return nil
 	})
 	if err != nil {
@@ -150,7 +150,7 @@ func (s *Store) AdminID(ctx context.Context) (string, error) {
 // process starting at the same moment gets ErrExists and uses the first one's admin.
 func (s *Store) ClaimAdmin(ctx context.Context, u identity.User) error {
 	adminKey := s.k("admin")
-	nameKey := s.k("username", u.Username)
+	nameKey := s.k("username", keyID(u.Username))
 	return s.watch(ctx, func(tx *redis.Tx) error {
 		n, err := tx.Exists(ctx, adminKey, nameKey).Result()
 		if err != nil {
@@ -160,7 +160,7 @@ func (s *Store) ClaimAdmin(ctx context.Context, u identity.User) error {
 			return ErrExists
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Set(ctx, s.k("user", u.ID), mustJSON(u), 0)
+			p.Set(ctx, s.k("user", keyID(u.ID)), mustJSON(u), 0)
 			p.Set(ctx, nameKey, u.ID, 0)
 			p.ZAdd(ctx, s.k("users"), redis.Z{Score: float64(u.CreatedAt.UnixMilli()), Member: u.ID})
 			p.Set(ctx, adminKey, u.ID, 0)
@@ -181,13 +181,13 @@ func listJSON[T any](ctx context.Context, s *Store, index string, key func(strin
 
 // Tokens lists a user's tokens (records only; secrets are never stored).
 func (s *Store) Tokens(ctx context.Context, userID string) ([]identity.Token, error) {
-	ids, err := s.rdb.SMembers(ctx, s.k("user", userID, "tokens")).Result()
+	ids, err := s.rdb.SMembers(ctx, s.k("user", keyID(userID), "tokens")).Result()
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
 	hashes := make([]string, 0, len(ids))
 	for _, id := range ids {
-		h, err := s.rdb.Get(ctx, s.k("tokenid", id)).Result()
+		h, err := s.rdb.Get(ctx, s.k("tokenid", keyID(id))).Result()
 		if errors.Is(err, redis.Nil) {
 			continue // expired and dropped by Redis
 		}

@@ -23,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -41,10 +40,8 @@ type RunKey struct {
 	Attempt     int
 }
 
-var idEscaper = strings.NewReplacer("%", "%25", ":", "%3A")
-
 func (s *Store) runKey(k RunKey) string {
-	return s.k("run", idEscaper.Replace(k.ExecutionID), idEscaper.Replace(k.Token), strconv.Itoa(k.Attempt))
+	return s.k("run", keyID(k.ExecutionID), keyID(k.Token), strconv.Itoa(k.Attempt))
 }
 
 func (s *Store) runClaimKey(k RunKey) string { return s.runKey(k) + ":claim" }

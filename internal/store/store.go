@@ -49,6 +49,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -90,6 +91,10 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	return nil
 }
+
+// keyID escapes ':' (and '%') in an id, so an id taken from a request can never address
+// another record's key (an id "x:revs" must not reach flow x's revisions).
+var keyID = strings.NewReplacer("%", "%25", ":", "%3A").Replace
 
 func (s *Store) k(parts ...string) string {
 	out := s.p
