@@ -87,8 +87,11 @@ $(PROTOC_GEN_GO_GRPC):
 	GOBIN=$(CURDIR)/.cache/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	mv .cache/bin/protoc-gen-go-grpc $@
 
-bench:
-	@echo "no benchmarks yet"
+# bench: the load benchmark (tools/bench, docs/performance.md) against the rig's real broker and
+# redis-server: a table on stdout and bench/results/latest.json; about five minutes.
+# BENCH_FLAGS passes options, e.g. BENCH_FLAGS='-profile bench/results/pprof'.
+bench: build
+	tools/rig/with-rig.sh $(GO) run ./tools/bench $(BENCH_FLAGS)
 
 run: build
 	$(BIN)/flowd dev --example deployments/examples/hello-flow.json

@@ -37,6 +37,10 @@ const (
 	DefaultMaxRecordBytes = 1000000
 )
 
+// mainCommitInterval is how often the offsets of processed ingest and result records are
+// committed.
+const mainCommitInterval = 50 * time.Millisecond
+
 // Kicker is the outbox relay, asked to publish at once after a lifecycle confirmation.
 type Kicker interface{ Kick() }
 
@@ -173,6 +177,16 @@ func (r *Router) Run(ctx context.Context) error {
 			GroupTopics: []string{r.topicIngest, r.topicResults},
 			StartOffset: kafka.FirstOffset,
 			MaxWait:     500 * time.Millisecond,
+			// Offsets handed to CommitMessages (only ever after their record was processed)
+			// are committed together every interval, and on close and rebalance. Synchronous
+			// commits went one at a time through kafka-go's single commit loop: under load a
+			// partition waited ~23 ms per record for its commit, five times the processing
+			// itself (docs/performance.md). A crash redelivers at most this interval's records,
+			// which the execution markers turn into replays.
+			CommitInterval: mainCommitInterval,
+			ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+				r.log.Warn("kafka consumer: " + fmt.Sprintf(msg, args...))
+			}),
 		}),
 	}
 	spawn(func() { main.run(ctx) })

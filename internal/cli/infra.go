@@ -36,6 +36,9 @@ type conn struct {
 // the outbox relay.
 func connect(ctx context.Context, in *infra) (*conn, error) {
 	log := slog.Default()
+	if err := startPprof(ctx, in.pprofAddr); err != nil {
+		return nil, err
+	}
 	ropt, err := redis.ParseURL(in.redisURL)
 	if err != nil {
 		return nil, fmt.Errorf("--redis-url: %w", err)

@@ -26,6 +26,7 @@ type infra struct {
 	topicPrefix string
 	partitions  int
 	keyPrefix   string
+	pprofAddr   string
 }
 
 func (in *infra) register(cmd *cobra.Command) {
@@ -35,6 +36,7 @@ func (in *infra) register(cmd *cobra.Command) {
 	f.StringVar(&in.topicPrefix, "topic-prefix", envOr("FLOWD_TOPIC_PREFIX", kafkax.DefaultTopicPrefix), "prefix of flowd's Kafka topics (env FLOWD_TOPIC_PREFIX)")
 	f.IntVar(&in.partitions, "partitions", kafkax.DefaultPartitions, "partitions of the topics flowd creates")
 	f.StringVar(&in.keyPrefix, "redis-prefix", envOr("FLOWD_REDIS_PREFIX", store.DefaultPrefix), "prefix of flowd's Redis keys (env FLOWD_REDIS_PREFIX)")
+	f.StringVar(&in.pprofAddr, "pprof-addr", envOr("FLOWD_PPROF_ADDR", ""), "serve net/http/pprof on this separate address, e.g. 127.0.0.1:6060; off when empty (env FLOWD_PPROF_ADDR)")
 }
 
 func (in *infra) kafka() kafkax.Config {

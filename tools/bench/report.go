@@ -1,0 +1,130 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// evaluate sets the goals against the figures; the benchmark reports, it never fails
+// on them.
+func evaluate(r *results) []goal {
+	var out []goal
+	atLeast := func(name string, measured, target float64, unit, note string) {
+		g := goal{Goal: name, Measured: measured, Target: target, Unit: unit, Met: measured >= target, Note: note}
+		g.ByPct = round1((measured - target) / target * 100)
+		out = append(out, g)
+	}
+	atMost := func(name string, measured, target float64, unit, note string) {
+		g := goal{Goal: name, Measured: measured, Target: target, Unit: unit, Met: measured <= target, Note: note}
+		g.ByPct = round1((target - measured) / target * 100)
+		out = append(out, g)
+	}
+	if n := len(r.Ingest); n > 0 {
+		top := r.Ingest[n-1]
+		if r.Limit != nil {
+			atLeast(fmt.Sprintf("ingest accepted/s at %d clients >= 60%% of limit", top.Clients), top.RatioLimit, 0.6, "x limit",
+				fmt.Sprintf("%d/s vs limit %d/s", top.AcceptedPS, r.Limit.RecordsPerS))
+		}
+		atMost(fmt.Sprintf("ingest p99 at %d clients <= 50 ms", top.Clients), top.P99ms, 50, "ms", "")
+	}
+	for _, e := range r.E2E {
+		if e.Mode == "open-loop" {
+			atMost("end-to-end p99 at 50% of max rate <= 100 ms", e.P99ms, 100, "ms",
+				fmt.Sprintf("at %.0f webhooks/s", e.TargetRate))
+		}
+	}
+	switch {
+	case r.RunnerScaleBound > 0:
+		atLeast("two runners >= 1.6x one (runner-bound)", r.RunnerScaleBound, 1.6, "x",
+			fmt.Sprintf("runners throttled to be the bottleneck; with default runners %.2fx (the router and the 2 cores limit, not the runners)", r.RunnerScale))
+	case r.RunnerScale > 0:
+		atLeast("two runners >= 1.6x one", r.RunnerScale, 1.6, "x", "default runners are not the bottleneck here: see docs/performance.md")
+	}
+	if len(r.PeakRSSMiB) > 0 {
+		worst, name := 0.0, ""
+		for k, v := range r.PeakRSSMiB {
+			if !strings.Contains(k, "plugins") && v > worst {
+				worst, name = v, k
+			}
+		}
+		atMost("no role above 300 MiB RSS", worst, 300, "MiB", "largest: "+name)
+	}
+	return out
+}
+
+func printTable(w io.Writer, r *results) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	p := func(format string, args ...any) { fmt.Fprintf(tw, format+"\n", args...) }
+	m := r.Machine
+	p("flowd bench\t%s, %d cores, %s, kafka %s, redis %s, %s, commit %s", m.CPUModel, m.Cores, m.GoVersion, m.KafkaVersion, m.RedisVersion, m.Kernel, m.GitCommit)
+	p("")
+	if r.Limit != nil {
+		p("LIMIT (kafka-go, acks=all, 1 KiB)\trecords/s\tMiB/s\tgoroutines x records/call\tbatch")
+		for _, c := range r.LimitTried {
+			mark := ""
+			if c == *r.Limit {
+				mark = "  <- limit"
+			}
+			p("  %d partitions\t%d\t%.1f\t%d x %d\t%d / %s%s", c.Partitions, c.RecordsPerS, c.MiBPerS, c.Goroutines, c.Chunk, c.BatchSize, c.BatchTimeout, mark)
+		}
+		p("")
+	}
+	if len(r.Ingest) > 0 {
+		p("INGEST (flowd ingest, async flow)\taccepted/s\tratio to limit\tp50 ms\tp99 ms\tp99.9 ms\trefused\tmachine CPU %%\tingest / kafka / bench CPU %%")
+		for _, l := range r.Ingest {
+			p("  %d clients\t%d\t%.3f\t%.2f\t%.2f\t%.2f\t%d\t%.0f\t%.0f / %.0f / %.0f", l.Clients, l.AcceptedPS, l.RatioLimit, l.P50ms, l.P99ms, l.P999ms,
+				l.Refused+l.Errors, l.MachineCPU, l.ProcessCPU["ingest"], l.ProcessCPU["kafka"], l.ProcessCPU["bench"])
+		}
+		p("")
+	}
+	if len(r.E2E) > 0 {
+		p("END TO END (transform → http → transform)\tcompleted/s\tp50 ms\tp99 ms\tp99.9 ms\tfailed\tmachine CPU %%\tCPU %% by process")
+		for _, e := range r.E2E {
+			p("  %s\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%.0f\t%s", e.Name, e.CompletedPS, e.P50ms, e.P99ms, e.P999ms, e.Failed, e.MachineCPU, cpuList(e.ProcessCPU))
+		}
+		p("  two runners / one\t%.3f", r.RunnerScale)
+		if r.RunnerScaleBound > 0 {
+			p("  two runners / one, runner-bound\t%.3f", r.RunnerScaleBound)
+		}
+		p("")
+	}
+	if len(r.Connector) > 0 {
+		p("CONNECTOR CALL (host → transform plugin)\tns/item\titems/s\tallocs/item\tspeed-up vs single")
+		for _, c := range r.Connector {
+			p("  batch of %d\t%d\t%d\t%d\t%.2f", c.Batch, c.NsPerItem, c.ItemsPerSec, c.AllocsPerOp, c.SpeedupVs1)
+		}
+		p("")
+	}
+	if len(r.PeakRSSMiB) > 0 {
+		p("PEAK RSS (VmHWM)\tMiB")
+		for _, k := range slices.Sorted(maps.Keys(r.PeakRSSMiB)) {
+			p("  %s\t%.1f", k, r.PeakRSSMiB[k])
+		}
+		p("")
+	}
+	if len(r.Goals) > 0 {
+		p("GOALS\tmeasured\ttarget\tresult")
+		for _, g := range r.Goals {
+			verdict := fmt.Sprintf("met, margin %.1f%%", g.ByPct)
+			if !g.Met {
+				verdict = fmt.Sprintf("MISSED by %.1f%%", -g.ByPct)
+			}
+			p("  %s\t%.3g %s\t%.3g %s\t%s", g.Goal, g.Measured, g.Unit, g.Target, g.Unit, verdict)
+		}
+	}
+	p("")
+	p("run took %.0f s", r.DurationS)
+	_ = tw.Flush()
+}
+
+func cpuList(m map[string]float64) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s %.0f", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
