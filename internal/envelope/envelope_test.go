@@ -44,7 +44,7 @@ func TestRecordsMatchThePublishedSchema(t *testing.T) {
 		"ingest": envelope.Ingest{ExecutionID: "01J", FlowID: "f", Revision: 1, Trigger: envelope.TriggerWebhook, ReceivedAt: now,
 			Input: json.RawMessage(`{"a":1}`), Request: &envelope.HTTPRequest{Method: "POST", Query: map[string][]string{"q": {"1"}}}},
 		"work": envelope.Work{ExecutionID: "01J", FlowID: "f", Revision: 1, Token: "r/1", Attempt: 1,
-			Node: flowdoc.Node{ID: "a", Type: flowdoc.TypeAction, Connector: "http", Action: "request"},
+			Node:   flowdoc.Node{ID: "a", Type: flowdoc.TypeAction, Connector: "http", Action: "request"},
 			Owners: []flowdoc.Owner{{ID: "u", Type: "user"}}, Input: json.RawMessage(`null`), IdempotencyKey: "k", Deadline: now},
 		"result": envelope.Result{ExecutionID: "01J", FlowID: "f", Revision: 1, NodeID: "a", Token: "r/1", Attempt: 1,
 			Outputs: []envelope.Output{{Port: "success", Data: json.RawMessage(`{}`)}}, Error: &sdk.Error{Message: "x"}, StartedAt: now, FinishedAt: now},
