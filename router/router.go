@@ -28,7 +28,6 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultGroupID           = "flowd-router"
 	DefaultStepTimeout       = 5 * time.Minute
 	DefaultCacheSize         = 1024
 	DefaultDrainTimeout      = 10 * time.Second
@@ -99,7 +98,7 @@ func New(cfg Config) (*Router, error) {
 		cfg.Log = slog.Default()
 	}
 	if cfg.GroupID == "" {
-		cfg.GroupID = DefaultGroupID
+		cfg.GroupID = cfg.Kafka.Group("router")
 	}
 	if cfg.StepTimeout <= 0 {
 		cfg.StepTimeout = DefaultStepTimeout

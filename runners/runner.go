@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,11 +118,7 @@ func New(cfg Config) (*Runner, error) {
 		return nil, fmt.Errorf("runners: pool name %q: use letters, digits, '.', '_' and '-' (it names a Kafka topic)", cfg.Pool)
 	}
 	if cfg.GroupID == "" {
-		prefix := cfg.Kafka.TopicPrefix
-		if prefix == "" {
-			prefix = kafkax.DefaultTopicPrefix
-		}
-		cfg.GroupID = strings.TrimRight(prefix, ".-_") + "-runner-" + cfg.Pool
+		cfg.GroupID = cfg.Kafka.Group("runner-" + cfg.Pool)
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency

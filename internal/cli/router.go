@@ -37,7 +37,7 @@ work through Kafka consumer groups. It also confirms flow starts and stops (run 
 	}
 	in.register(cmd)
 	f := cmd.Flags()
-	f.StringVar(&opt.group, "group", envOr("FLOWD_ROUTER_GROUP", router.DefaultGroupID), "Kafka consumer group of the routers (env FLOWD_ROUTER_GROUP)")
+	f.StringVar(&opt.group, "group", envOr("FLOWD_ROUTER_GROUP", ""), "Kafka consumer group of the routers (default <topic-prefix>-router, e.g. flowd-router; env FLOWD_ROUTER_GROUP)")
 	f.DurationVar(&opt.retention, "retention", store.DefaultExecutionRetention, "how long execution records are kept")
 	f.IntVar(&opt.snapshotLimit, "snapshot-limit", store.DefaultSnapshotLimit, "bytes of a step's input and output kept in its record")
 	f.DurationVar(&opt.stepTimeout, "step-timeout", router.DefaultStepTimeout, "deadline of each work item")

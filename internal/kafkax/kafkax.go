@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -43,6 +44,12 @@ func (c Config) withDefaults() Config {
 		c.ReplicationFactor = DefaultReplicationFactor
 	}
 	return c
+}
+
+// Group names a consumer group after the topic prefix, so deployments that share a broker
+// under different prefixes never share a group: Group("router") is "flowd-router".
+func (c Config) Group(role string) string {
+	return strings.TrimRight(c.withDefaults().TopicPrefix, ".-_") + "-" + role
 }
 
 // Topic returns the full name of a flowd topic: Topic("events") is "flowd.events".

@@ -126,3 +126,12 @@ func readAll(ctx context.Context, t *testing.T, brokers []string, topic string, 
 		}
 	}
 }
+
+func TestGroupFollowsThePrefix(t *testing.T) {
+	type Config = kafkax.Config
+	for prefix, want := range map[string]string{"": "flowd-router", "flowd.": "flowd-router", "acme.prod.": "acme.prod-router"} {
+		if got := (Config{TopicPrefix: prefix}).Group("router"); got != want {
+			t.Errorf("prefix %q: %q, want %q", prefix, got, want)
+		}
+	}
+}
