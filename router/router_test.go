@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/flowd/flowd/connectors/sdk"
@@ -46,12 +45,7 @@ func newHarness(t *testing.T, before func(h *harness)) *harness {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	opt, err := redis.ParseURL(testrig.Redis(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := testrig.RedisClient(t)
 	h := &harness{
 		t: t, ctx: ctx,
 		kcfg:  kafkax.Config{Brokers: testrig.Kafka(t), TopicPrefix: testrig.Unique("t") + ".", Partitions: 1},

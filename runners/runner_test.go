@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/flowd/flowd/connectors/host"
@@ -69,31 +68,13 @@ func connectors(t *testing.T) string {
 	return connectorsDir
 }
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type rig struct {
 	t       *testing.T
 	kcfg    kafkax.Config
 	group   string
 	st      *store.Store
 	kr      *secrets.Keyring
-	logs    *syncBuffer
+	logs    *testrig.LogBuffer
 	log     *slog.Logger
 	w       *kafka.Writer
 	results *collector
@@ -103,12 +84,7 @@ type rig struct {
 func newRig(t *testing.T) *rig {
 	t.Helper()
 	brokers := testrig.Kafka(t)
-	opt, err := redis.ParseURL(testrig.Redis(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := testrig.RedisClient(t)
 	kr, err := secrets.ParseKeys("k1:" + secrets.GenerateKey())
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +95,7 @@ func newRig(t *testing.T) *rig {
 		group: testrig.Unique("runner-"),
 		st:    store.New(rdb, testrig.Unique("t")+":"),
 		kr:    kr,
-		logs:  &syncBuffer{},
+		logs:  &testrig.LogBuffer{},
 		owner: identity.NewID(),
 	}
 	r.log = slog.New(slog.NewJSONHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

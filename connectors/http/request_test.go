@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/flowd/flowd/connectors/sdk"
+	"github.com/flowd/flowd/internal/testrig"
 )
 
 // testConnector shares one transport across the tests, as the plugin does across calls.
@@ -417,7 +417,7 @@ func TestInvalidConfig(t *testing.T) {
 // TestSecretsStayOutOfLogsAndErrors runs failing and succeeding calls with debug logging on and
 // checks that no credential appears in the log or in an error message.
 func TestSecretsStayOutOfLogsAndErrors(t *testing.T) {
-	var logBuf syncBuffer
+	var logBuf testrig.LogBuffer
 	prev := slog.Default()
 	slog.SetDefault(slog.New(slog.NewJSONHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	t.Cleanup(func() { slog.SetDefault(prev) })
@@ -446,8 +446,8 @@ func TestSecretsStayOutOfLogsAndErrors(t *testing.T) {
 			}
 		}
 	}
-	if len(messages) == 0 || logBuf.Len() == 0 {
-		t.Fatalf("expected errors and debug logs to inspect, got %d errors and %d log bytes", len(messages), logBuf.Len())
+	if len(messages) == 0 || len(logBuf.String()) == 0 {
+		t.Fatalf("expected errors and debug logs to inspect, got %d errors and %d log bytes", len(messages), len(logBuf.String()))
 	}
 	for _, m := range messages {
 		if strings.Contains(m, secret) {
@@ -489,28 +489,4 @@ func TestManifest(t *testing.T) {
 			t.Errorf("%s schema is not valid JSON", name)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Len()
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

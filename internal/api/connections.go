@@ -282,26 +282,11 @@ func decodeConnInput(c *fiber.Ctx) (connInput, problem.List, error) {
 		raw := top[k]
 		switch k {
 		case "name":
-			var v string
-			if json.Unmarshal(raw, &v) != nil {
-				ps = append(ps, problem.New("invalid_type", "/name", "name must be a string"))
-				continue
-			}
-			in.name = &v
+			in.name = decodeField[string](raw, k, "a string", &ps)
 		case "type":
-			var v string
-			if json.Unmarshal(raw, &v) != nil {
-				ps = append(ps, problem.New("invalid_type", "/type", "type must be a string"))
-				continue
-			}
-			in.typ = &v
+			in.typ = decodeField[string](raw, k, "a string", &ps)
 		case "shared":
-			var v bool
-			if json.Unmarshal(raw, &v) != nil {
-				ps = append(ps, problem.New("invalid_type", "/shared", "shared must be true or false"))
-				continue
-			}
-			in.shared = &v
+			in.shared = decodeField[bool](raw, k, "true or false", &ps)
 		case "data":
 			in.hasData = true
 			if json.Unmarshal(raw, &in.data) != nil || in.data == nil {
@@ -314,6 +299,17 @@ func decodeConnInput(c *fiber.Ctx) (connInput, problem.List, error) {
 		}
 	}
 	return in, ps, nil
+}
+
+// decodeField decodes one top-level field, recording a problem (and returning nil) when its
+// JSON type is wrong.
+func decodeField[T any](raw json.RawMessage, name, want string, ps *problem.List) *T {
+	var v T
+	if json.Unmarshal(raw, &v) != nil {
+		*ps = append(*ps, problem.New("invalid_type", "/"+name, "%s must be %s", name, want))
+		return nil
+	}
+	return &v
 }
 
 func checkName(name string) problem.List {

@@ -1,7 +1,6 @@
 package connections_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,43 +31,20 @@ type rig struct {
 	st     *store.Store
 	kr     *secrets.Keyring
 	prefix string
-	logs   *syncBuffer
+	logs   *testrig.LogBuffer
 	res    *connections.Resolver
-}
-
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	opt, err := redis.ParseURL(testrig.Redis(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := testrig.RedisClient(t)
 	prefix := testrig.Unique("t") + ":"
 	st := store.New(rdb, prefix)
 	kr, err := secrets.ParseKeys("k1:" + secrets.GenerateKey())
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testrig.LogBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return &rig{t: t, rdb: rdb, st: st, kr: kr, prefix: prefix, logs: logs, res: connections.NewResolver(st, kr, nil, log)}
 }

@@ -19,12 +19,7 @@ import (
 
 func newExecStore(t *testing.T) (*store.Store, *redis.Client, string) {
 	t.Helper()
-	opt, err := redis.ParseURL(testrig.Redis(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := testrig.RedisClient(t)
 	prefix := testrig.Unique("t") + ":"
 	return store.New(rdb, prefix), rdb, prefix
 }

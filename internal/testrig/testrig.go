@@ -4,11 +4,15 @@
 package testrig
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 )
 
 const (
@@ -62,4 +66,36 @@ func Unique(prefix string) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return prefix + hex.EncodeToString(b[:])
+}
+
+// RedisClient connects to the rig's redis-server (or skips the test) and closes the client
+// when the test ends.
+func RedisClient(t testing.TB) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(Redis(t))
+	if err != nil {
+		t.Fatalf("parse %s: %v", EnvRedis, err)
+	}
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// LogBuffer collects log output written from many goroutines, for tests that search logs.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -197,22 +197,7 @@ EOF
 	echo "rig: kafka $version ready on 127.0.0.1:$port (${SECONDS}s)"
 }
 
-# stop DIR: SIGTERM for a clean shutdown, SIGKILL if it takes longer than 15 s.
-stop() {
-	local dir=$1 pid
-	[ -f "$dir/pid" ] || return 0
-	pid=$(cat "$dir/pid")
-	kill "$pid" 2>/dev/null || { rm -f "$dir/pid"; return 0; }
-	local deadline=$((SECONDS + 15))
-	while kill -0 "$pid" 2>/dev/null; do
-		if [ "$SECONDS" -ge "$deadline" ]; then
-			kill -9 "$pid" 2>/dev/null || true
-			break
-		fi
-		sleep 0.1
-	done
-	rm -f "$dir/pid"
-}
+stop() { stop_pidfile "$1" 15; }
 
 case "${1:-}" in
 start) start "${2:?usage: kafka.sh start DIR}" ;;

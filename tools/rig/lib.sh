@@ -32,3 +32,21 @@ free_port() {
 	done
 	die "no free port found"
 }
+
+# stop_pidfile DIR SECONDS: SIGTERM the process in DIR/pid for a clean shutdown, SIGKILL it if
+# it takes longer than SECONDS.
+stop_pidfile() {
+	local dir=$1 grace=$2 pid
+	[ -f "$dir/pid" ] || return 0
+	pid=$(cat "$dir/pid")
+	kill "$pid" 2>/dev/null || { rm -f "$dir/pid"; return 0; }
+	local deadline=$((SECONDS + grace))
+	while kill -0 "$pid" 2>/dev/null; do
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			kill -9 "$pid" 2>/dev/null || true
+			break
+		fi
+		sleep 0.1
+	done
+	rm -f "$dir/pid"
+}

@@ -56,21 +56,7 @@ start() {
 	echo "rig: redis-server $version ready on 127.0.0.1:$port"
 }
 
-stop() {
-	local dir=$1 pid
-	[ -f "$dir/pid" ] || return 0
-	pid=$(cat "$dir/pid")
-	kill "$pid" 2>/dev/null || { rm -f "$dir/pid"; return 0; }
-	local deadline=$((SECONDS + 10))
-	while kill -0 "$pid" 2>/dev/null; do
-		if [ "$SECONDS" -ge "$deadline" ]; then
-			kill -9 "$pid" 2>/dev/null || true
-			break
-		fi
-		sleep 0.1
-	done
-	rm -f "$dir/pid"
-}
+stop() { stop_pidfile "$1" 10; }
 
 case "${1:-}" in
 start) start "${2:?usage: redis.sh start DIR}" ;;
