@@ -59,10 +59,19 @@ type Keyring struct {
 
 var keyIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,32}$`)
 
-// ParseKeys reads `id1:base64key[,id2:base64key...]`. The first key is the active one; list the
-// previous keys after it so what they sealed still opens. Commas and newlines both separate.
-func ParseKeys(spec string) (*Keyring, error) {
-	kr := &Keyring{aeads: map[string]cipher.AEAD{}}
+// Key is one entry of a key list: its id and its 32 bytes.
+type Key struct {
+	ID       string
+	Material []byte
+}
+
+// ParseKeyList reads `id1:base64key[,id2:base64key...]`, the format of every flowd key list
+// (connection secrets, record authentication). The first key is the active one; the keys after
+// it are the previous ones, still accepted so that rotation never breaks what they protected.
+// Commas and newlines both separate.
+func ParseKeyList(spec string) ([]Key, error) {
+	var keys []Key
+	seen := map[string]bool{}
 	for i, item := range strings.FieldsFunc(spec, func(r rune) bool { return r == ',' || r == '\n' || r == '\r' }) {
 		item = strings.TrimSpace(item)
 		if item == "" {
@@ -70,35 +79,90 @@ func ParseKeys(spec string) (*Keyring, error) {
 		}
 		id, b64, ok := strings.Cut(item, ":")
 		if !ok {
-			return nil, fmt.Errorf("secret key %d: want id:base64key", i+1)
+			return nil, fmt.Errorf("key %d: want id:base64key", i+1)
 		}
 		id, b64 = strings.TrimSpace(id), strings.TrimSpace(b64)
 		if !keyIDRe.MatchString(id) {
-			return nil, fmt.Errorf("secret key %d: id %q must be 1-32 letters, digits or ._-", i+1, id)
+			return nil, fmt.Errorf("key %d: id %q must be 1-32 letters, digits or ._-", i+1, id)
 		}
-		if _, dup := kr.aeads[id]; dup {
-			return nil, fmt.Errorf("secret key %d: id %q is listed twice", i+1, id)
+		if seen[id] {
+			return nil, fmt.Errorf("key %d: id %q is listed twice", i+1, id)
 		}
+		seen[id] = true
 		// Never echo the key material itself in the error.
-		aead, err := newAEAD(b64)
+		material, err := decodeKey(b64)
 		if err != nil {
-			return nil, fmt.Errorf("secret key %q: %w", id, err)
+			return nil, fmt.Errorf("key %q: %w", id, err)
 		}
-		kr.aeads[id] = aead
-		kr.ids = append(kr.ids, id)
+		keys = append(keys, Key{ID: id, Material: material})
 	}
-	if len(kr.ids) == 0 {
+	if len(keys) == 0 {
 		return nil, ErrNoKey
+	}
+	return keys, nil
+}
+
+// ReadKeyList reads a key list from env (the value of the variable named envName) or, when env
+// is empty, from the file at path file. Either holds one bare base64 key (its id is "k1") or
+// the list form of ParseKeyList. With neither it returns ErrNoKey; with both, an error,
+// because silently preferring one hides a misconfiguration.
+func ReadKeyList(envName, env, file string) ([]Key, error) {
+	env = strings.TrimSpace(env)
+	switch {
+	case env != "" && file != "":
+		return nil, fmt.Errorf("both %s and a key file are set: configure exactly one", envName)
+	case env != "":
+		keys, err := parseSpec(env)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", envName, err)
+		}
+		return keys, nil
+	case file != "":
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("read key file: %w", err)
+		}
+		keys, err := parseSpec(strings.TrimSpace(string(raw)))
+		if err != nil {
+			return nil, fmt.Errorf("key file %s: %w", file, err)
+		}
+		return keys, nil
+	default:
+		return nil, ErrNoKey
+	}
+}
+
+func parseSpec(s string) ([]Key, error) {
+	if !strings.ContainsAny(s, ":,\n") {
+		return ParseKeyList("k1:" + s)
+	}
+	return ParseKeyList(s)
+}
+
+// ParseKeys reads a key list (see ParseKeyList) into a Keyring.
+func ParseKeys(spec string) (*Keyring, error) {
+	keys, err := ParseKeyList(spec)
+	if err != nil {
+		return nil, fmt.Errorf("secret %w", err)
+	}
+	return newKeyring(keys)
+}
+
+func newKeyring(keys []Key) (*Keyring, error) {
+	kr := &Keyring{aeads: map[string]cipher.AEAD{}}
+	for _, k := range keys {
+		aead, err := newAEAD(k.Material)
+		if err != nil {
+			return nil, fmt.Errorf("secret key %q: %w", k.ID, err)
+		}
+		kr.aeads[k.ID] = aead
+		kr.ids = append(kr.ids, k.ID)
 	}
 	kr.active = kr.ids[0]
 	return kr, nil
 }
 
-func newAEAD(b64 string) (cipher.AEAD, error) {
-	key, err := decodeKey(b64)
-	if err != nil {
-		return nil, err
-	}
+func newAEAD(key []byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, fmt.Errorf("aes: %w", err)
@@ -124,40 +188,13 @@ func decodeKey(s string) ([]byte, error) {
 }
 
 // LoadKeyring builds the keyring from env (the value of FLOWD_SECRET_KEY) or, when env is
-// empty, from the key file at path file. Either holds one base64 key (its id is "k1") or the
-// list form of ParseKeys. With neither it returns ErrNoKey; with both, an error, because
-// silently preferring one hides a misconfiguration.
+// empty, from the key file at path file (see ReadKeyList).
 func LoadKeyring(env, file string) (*Keyring, error) {
-	env = strings.TrimSpace(env)
-	switch {
-	case env != "" && file != "":
-		return nil, fmt.Errorf("both %s and a key file are set: configure exactly one", EnvKey)
-	case env != "":
-		kr, err := parseSpec(env)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", EnvKey, err)
-		}
-		return kr, nil
-	case file != "":
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("read key file: %w", err)
-		}
-		kr, err := parseSpec(strings.TrimSpace(string(raw)))
-		if err != nil {
-			return nil, fmt.Errorf("key file %s: %w", file, err)
-		}
-		return kr, nil
-	default:
-		return nil, ErrNoKey
+	keys, err := ReadKeyList(EnvKey, env, file)
+	if err != nil {
+		return nil, err
 	}
-}
-
-func parseSpec(s string) (*Keyring, error) {
-	if !strings.ContainsAny(s, ":,\n") {
-		return ParseKeys("k1:" + s)
-	}
-	return ParseKeys(s)
+	return newKeyring(keys)
 }
 
 // GenerateKey returns a fresh random AES-256 key, base64-encoded, for FLOWD_SECRET_KEY.
