@@ -165,6 +165,7 @@ func (s *Server) produce(ctx context.Context, rec *envelope.Ingest) *httpError {
 	if len(val)+len(msg.Key)+64 > s.maxRecord {
 		return fail(fiber.StatusRequestEntityTooLarge, problem.New(codeTooLarge, "", "the request is too large to be recorded (limit about %s)", humanBytes(s.maxRecord)))
 	}
+	s.cfg.Kafka.RecordKeys.Sign(&msg)
 	if !s.brk.allow(s.cfg.Now()) {
 		return unavailable(s.cfg.RetryAfter, "the event log is unavailable; retry later")
 	}

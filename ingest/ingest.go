@@ -31,6 +31,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/problem"
@@ -141,6 +142,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if len(cfg.Kafka.Brokers) == 0 && cfg.Writer == nil {
 		return nil, errors.New("ingest: no Kafka brokers configured")
+	}
+	if cfg.Kafka.RecordKeys == nil {
+		return nil, errors.New("ingest: no record keys (" + busauth.EnvKey + ") to sign ingest records with")
 	}
 	cfg.defaults()
 	s := &Server{cfg: cfg, log: cfg.Log, w: cfg.Writer, topic: cfg.Kafka.Topic(envelope.TopicIngest),

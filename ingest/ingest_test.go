@@ -72,7 +72,7 @@ func newEnv(t testing.TB, opts ...func(*envConfig)) *env {
 	rdb := redis.NewClient(ropt)
 	t.Cleanup(func() { _ = rdb.Close() })
 	st := store.New(rdb, testrig.Unique("t")+":")
-	kcfg := kafkax.Config{Brokers: ec.brokers, TopicPrefix: testrig.Unique("t") + ".", Partitions: 1}
+	kcfg := kafkax.Config{Brokers: ec.brokers, TopicPrefix: testrig.Unique("t") + ".", Partitions: 1, RecordKeys: testrig.RecordKeys()}
 	if err := kafkax.EnsureTopics(ctx, kcfg, envelope.TopicIngest, events.TopicName); err != nil {
 		t.Fatalf("ensure topics: %v", err)
 	}
@@ -772,7 +772,7 @@ func TestFlowChangesArriveThroughEvents(t *testing.T) {
 	// on and might not have resolved it yet.
 	w := kafkax.NewWriter(e.kcfg)
 	defer func() { _ = w.Close() }()
-	pub := events.NewKafkaPublisher(w, e.kcfg.Topic(events.TopicName))
+	pub := events.NewKafkaPublisher(w, e.kcfg)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if err := pub.Publish(context.Background(), events.Event{Type: events.FlowStopped, FlowID: id, Status: flowdoc.StatusInactive}); err != nil {

@@ -43,14 +43,14 @@ type execState struct {
 }
 
 // pending is an activation sent to a runner, kept until its result arrives.
-type pending struct {
-	NodeID       string          `json:"nodeId"`
-	Input        json.RawMessage `json:"input"`
-	DispatchedAt time.Time       `json:"dispatchedAt"`
-}
+type pending = envelope.Activation
 
 // handleMain dispatches the records of flowd.ingest and flowd.results.
 func (r *Router) handleMain(ctx context.Context, m kafka.Message) error {
+	if err := r.cfg.Kafka.RecordKeys.Verify(m); err != nil {
+		// Not written by a flowd role: whatever it claims, it starts or advances nothing.
+		return r.deadLetter(ctx, m, "record authentication failed: "+err.Error())
+	}
 	switch m.Topic {
 	case r.topicIngest:
 		return r.handleIngest(ctx, m)
@@ -74,6 +74,9 @@ func (r *Router) handleIngest(ctx context.Context, m kafka.Message) error {
 	}
 	if err != nil {
 		return err
+	}
+	if kind := g.Flow().Kind(); in.Trigger != kind {
+		return r.deadLetter(ctx, m, fmt.Sprintf("ingest record with trigger %q for flow %s, whose trigger is %q", in.Trigger, in.FlowID, kind))
 	}
 	if in.ReceivedAt.IsZero() {
 		in.ReceivedAt = m.Time
@@ -371,6 +374,7 @@ func (r *Router) produce(ctx context.Context, execID, msgID string, recs []store
 		for k, v := range rec.Headers {
 			msgs[i].Headers = append(msgs[i].Headers, kafka.Header{Key: k, Value: []byte(v)})
 		}
+		r.cfg.Kafka.RecordKeys.Sign(&msgs[i])
 	}
 	if err := r.w.WriteMessages(ctx, msgs...); err != nil {
 		return fmt.Errorf("produce %d record(s) of %s: %w", len(msgs), execID, err)
@@ -395,6 +399,7 @@ func (r *Router) deadLetter(ctx context.Context, m kafka.Message, reason string)
 		kafka.Header{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
 	)
 	msg := kafka.Message{Topic: r.cfg.Kafka.Topic(envelope.TopicDLQ), Key: m.Key, Value: m.Value, Headers: headers}
+	r.cfg.Kafka.RecordKeys.Sign(&msg)
 	if err := r.w.WriteMessages(ctx, msg); err != nil {
 		return fmt.Errorf("produce dead letter: %w", err)
 	}

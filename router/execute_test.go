@@ -12,13 +12,14 @@ import (
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/internal/testrig"
 	"github.com/flowd/flowd/router/graph"
 )
 
 func testRouter(t *testing.T, cfg Config) *Router {
 	t.Helper()
 	cfg.Store = store.New(nil, "t:")
-	cfg.Kafka = kafkax.Config{Brokers: []string{"unused:9092"}}
+	cfg.Kafka = kafkax.Config{Brokers: []string{"unused:9092"}, RecordKeys: testrig.RecordKeys()}
 	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

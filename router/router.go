@@ -20,6 +20,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/kafkax"
@@ -93,6 +94,9 @@ func New(cfg Config) (*Router, error) {
 	}
 	if len(cfg.Kafka.Brokers) == 0 {
 		return nil, errors.New("router: no kafka brokers")
+	}
+	if cfg.Kafka.RecordKeys == nil {
+		return nil, errors.New("router: no record keys (" + busauth.EnvKey + ")")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()

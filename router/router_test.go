@@ -48,7 +48,7 @@ func newHarness(t *testing.T, before func(h *harness)) *harness {
 	rdb := testrig.RedisClient(t)
 	h := &harness{
 		t: t, ctx: ctx,
-		kcfg:  kafkax.Config{Brokers: testrig.Kafka(t), TopicPrefix: testrig.Unique("t") + ".", Partitions: 1},
+		kcfg:  kafkax.Config{Brokers: testrig.Kafka(t), TopicPrefix: testrig.Unique("t") + ".", Partitions: 1, RecordKeys: testrig.RecordKeys()},
 		st:    store.New(rdb, testrig.Unique("t")+":"),
 		group: testrig.Unique("router-"),
 	}
@@ -66,7 +66,7 @@ func newHarness(t *testing.T, before func(h *harness)) *harness {
 	}
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	relay := outbox.New(h.st, events.NewKafkaPublisher(h.w, h.kcfg.Topic(events.TopicName)), log)
+	relay := outbox.New(h.st, events.NewKafkaPublisher(h.w, h.kcfg), log)
 	rt, err := router.New(router.Config{Kafka: h.kcfg, Store: h.st, Log: log, GroupID: h.group, Relay: relay,
 		// Long enough that lifecycle changes in these tests are driven by events, not the timer.
 		ReconcileInterval: time.Hour})
@@ -173,7 +173,16 @@ func (h *harness) produce(topic string, key string, value any, headers ...kafka.
 			h.t.Fatal(err)
 		}
 	}
-	if err := h.w.WriteMessages(h.ctx, kafka.Message{Topic: topic, Key: []byte(key), Value: raw, Headers: headers}); err != nil {
+	h.produceSigned(kafka.Message{Topic: topic, Key: []byte(key), Value: raw, Headers: headers}, true)
+}
+
+// produceSigned produces m, signed as a flowd role would when sign is set.
+func (h *harness) produceSigned(m kafka.Message, sign bool) {
+	h.t.Helper()
+	if sign {
+		h.kcfg.RecordKeys.Sign(&m)
+	}
+	if err := h.w.WriteMessages(h.ctx, m); err != nil {
 		h.t.Fatal(err)
 	}
 }
@@ -500,10 +509,43 @@ func TestRouter(t *testing.T) {
 		before := len(h.dlq.all())
 		h.produce(h.kcfg.Topic(envelope.TopicIngest), "x", []byte("not json"))
 		h.produce(h.kcfg.Topic(envelope.TopicIngest), "gone", envelope.Ingest{ExecutionID: "x-gone", FlowID: "gone", Revision: 1})
-		h.eventually("2 dead letters", func() (bool, string) {
+		f := webhookFlow("dlq", []flowdoc.Node{act("A")}, edge("t", "A"))
+		h.createFlow(f)
+		// A webhook flow started by a record claiming another trigger kind.
+		kind := envelope.Ingest{ExecutionID: testrig.Unique("x-kind"), FlowID: f.ID, Revision: 1, Trigger: envelope.TriggerKafka, Input: json.RawMessage(`{}`)}
+		h.produce(h.kcfg.Topic(envelope.TopicIngest), f.ID, kind)
+		// A well-formed ingest record for a real flow that no flowd role signed (a tenant's forgery).
+		forged := envelope.Ingest{ExecutionID: testrig.Unique("x-forged"), FlowID: f.ID, Revision: 1, Trigger: envelope.TriggerWebhook,
+			ReceivedAt: time.Unix(0, 0).UTC(), Input: json.RawMessage(`{"forged":true}`)}
+		raw, _ := json.Marshal(forged)
+		h.produceSigned(kafka.Message{Topic: h.kcfg.Topic(envelope.TopicIngest), Key: []byte(f.ID), Value: raw}, false)
+		// A genuine one behind them on the same partition still runs.
+		ok := h.ingest(f, `{"n":1}`, false)
+		h.waitWork(ok.ExecutionID, "A", 1)
+
+		h.eventually("4 dead letters", func() (bool, string) {
 			n := len(h.dlq.all()) - before
-			return n == 2, fmt.Sprint(n)
+			return n == 4, fmt.Sprint(n)
 		})
+		for _, id := range []string{kind.ExecutionID, forged.ExecutionID} {
+			if _, err := h.st.Execution(h.ctx, id); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("execution %s exists (err %v): a refused ingest record started it", id, err)
+			}
+		}
+		var reasons []string
+		for _, m := range h.dlq.all()[before:] {
+			for _, hd := range m.Headers {
+				if hd.Key == router.HeaderDLQReason {
+					reasons = append(reasons, string(hd.Value))
+				}
+			}
+		}
+		joined := strings.Join(reasons, "\n")
+		for _, want := range []string{"record authentication failed: record is not signed", `trigger "kafka"`} {
+			if !strings.Contains(joined, want) {
+				t.Fatalf("dead letter reasons %q lack %q", reasons, want)
+			}
+		}
 		for _, m := range h.dlq.all()[before:] {
 			reason := ""
 			for _, hd := range m.Headers {

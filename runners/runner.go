@@ -22,6 +22,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/flowd/flowd/connectors/host"
+	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/kafkax"
@@ -97,6 +98,7 @@ type Runner struct {
 	configs  *configCache
 	started  atomic.Bool
 	writer   *kafka.Writer
+	revs     *revisions // stored flow revisions, the source of every node a step runs
 	batchers *batchers
 }
 
@@ -104,6 +106,9 @@ type Runner struct {
 func New(cfg Config) (*Runner, error) {
 	if len(cfg.Kafka.Brokers) == 0 {
 		return nil, errors.New("runners: no Kafka brokers configured")
+	}
+	if cfg.Kafka.RecordKeys == nil {
+		return nil, errors.New("runners: no record keys (" + busauth.EnvKey + ") to verify work items with")
 	}
 	if cfg.Host == nil {
 		return nil, errors.New("runners: a connector host is required")
@@ -149,6 +154,7 @@ func New(cfg Config) (*Runner, error) {
 		cfg:     cfg,
 		log:     cfg.Log.With("pool", cfg.Pool),
 		topic:   cfg.Kafka.Topic(envelope.PoolTopic(cfg.Pool)),
+		revs:    newRevisions(cfg.Store),
 		results: cfg.Kafka.Topic(envelope.TopicResults),
 		dlq:     cfg.Kafka.Topic(envelope.TopicDLQ),
 		exec:    cfg.Host,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/connectors/host/hosttest"
+	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/flowdoc"
@@ -91,7 +93,7 @@ func newRig(t *testing.T) *rig {
 	}
 	r := &rig{
 		t:     t,
-		kcfg:  kafkax.Config{Brokers: brokers, TopicPrefix: testrig.Unique("rt") + ".", Partitions: 3},
+		kcfg:  kafkax.Config{Brokers: brokers, TopicPrefix: testrig.Unique("rt") + ".", Partitions: 3, RecordKeys: testrig.RecordKeys()},
 		group: testrig.Unique("runner-"),
 		st:    store.New(rdb, testrig.Unique("t")+":"),
 		kr:    kr,
@@ -163,17 +165,56 @@ func (r *rig) startRunner(mod func(*runners.Config)) (stop func()) {
 	return stop
 }
 
+// produce does what the router does for each work item: store the flow revision it runs (once
+// per flow), mark its activation pending in the execution, and produce it signed.
 func (r *rig) produce(works ...envelope.Work) {
 	r.t.Helper()
 	msgs := make([]kafka.Message, len(works))
 	for i, w := range works {
+		r.seed(w)
 		raw, err := json.Marshal(w)
 		if err != nil {
 			r.t.Fatal(err)
 		}
 		msgs[i] = kafka.Message{Topic: r.kcfg.Topic(envelope.PoolTopic("")), Key: []byte(w.ExecutionID), Value: raw}
+		r.kcfg.RecordKeys.Sign(&msgs[i])
 	}
 	r.produceRaw(msgs...)
+}
+
+// seed stores w's flow (a webhook trigger leading to w's node, owned by w's owners) and w's
+// activation as pending, unless they are there already.
+func (r *rig) seed(w envelope.Work) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	now := time.Now().UTC()
+	f := &flowdoc.Flow{
+		ID: w.FlowID, Revision: w.Revision, Name: "runner test", Owners: w.Owners, Status: flowdoc.StatusActive,
+		Graph: flowdoc.Graph{
+			Nodes: []flowdoc.Node{{ID: "hook", Type: flowdoc.TypeWebhook}, w.Node},
+			Edges: []flowdoc.Edge{{Source: "hook", Target: w.Node.ID}},
+		},
+		CreatedAt: &now, UpdatedAt: &now,
+	}
+	if err := r.st.CreateFlow(ctx, f); err != nil && !errors.Is(err, store.ErrExists) {
+		r.t.Fatal(err)
+	}
+	act, err := json.Marshal(envelope.Activation{NodeID: w.Node.ID, Input: w.Input, DispatchedAt: now})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	t := store.Transition{ExecutionID: w.ExecutionID, MessageID: "seed:" + w.Token}
+	if _, err := r.st.AdvanceExecution(ctx, t, func(cur *store.ExecState) (*store.ExecChange, error) {
+		ch := &store.ExecChange{AddPending: map[string]json.RawMessage{w.Token: act}}
+		if cur.Execution == nil {
+			ch.Execution = &envelope.Execution{ID: w.ExecutionID, FlowID: w.FlowID, Revision: w.Revision,
+				Trigger: envelope.TriggerWebhook, Status: envelope.StatusRunning, ReceivedAt: now, StartedAt: now}
+		}
+		return ch, nil
+	}); err != nil {
+		r.t.Fatal(err)
+	}
 }
 
 func (r *rig) produceRaw(msgs ...kafka.Message) {
@@ -190,7 +231,7 @@ func (r *rig) work(node flowdoc.Node, input string) envelope.Work {
 	ex := identity.NewID()
 	token := node.ID + "#" + testrig.Unique("")
 	return envelope.Work{
-		ExecutionID: ex, FlowID: "flow-1", Revision: 1, Token: token, Attempt: 1, Node: node,
+		ExecutionID: ex, FlowID: "flow-" + ex, Revision: 1, Token: token, Attempt: 1, Node: node,
 		Owners: []flowdoc.Owner{{ID: r.owner, Type: flowdoc.OwnerUser}},
 		Input:  json.RawMessage(input),
 		Context: map[string]json.RawMessage{
@@ -402,7 +443,7 @@ func TestRunnerRunsSteps(t *testing.T) {
 		if res.Error != nil {
 			t.Fatalf("work %d: error %+v", i, res.Error)
 		}
-		if res.ExecutionID != w.ExecutionID || res.NodeID != w.Node.ID || res.FlowID != "flow-1" || res.Revision != 1 || res.Attempt != 1 {
+		if res.ExecutionID != w.ExecutionID || res.NodeID != w.Node.ID || res.FlowID != w.FlowID || res.Revision != 1 || res.Attempt != 1 {
 			t.Fatalf("work %d: result header %+v", i, res)
 		}
 		if res.StartedAt.IsZero() || res.FinishedAt.Before(res.StartedAt) {
@@ -676,10 +717,12 @@ func TestUndecodableWorkGoesToTheDLQ(t *testing.T) {
 	r.startRunner(nil)
 
 	topic := r.kcfg.Topic(envelope.PoolTopic(""))
-	r.produceRaw(
-		kafka.Message{Topic: topic, Key: []byte("k1"), Value: []byte(`{not json`)},
-		kafka.Message{Topic: topic, Key: []byte("k1"), Value: []byte(`{"executionId":"e1","node":{"id":"n"}}`)},
-	)
+	bad := []kafka.Message{
+		{Topic: topic, Key: []byte("k1"), Value: []byte(`{not json`)},
+		{Topic: topic, Key: []byte("k1"), Value: []byte(`{"executionId":"e1","node":{"id":"n"}}`)},
+	}
+	r.kcfg.RecordKeys.SignAll(bad) // signed, so what is refused is their content
+	r.produceRaw(bad...)
 	w := r.work(transformNode(), `{"qty":2,"price":2}`)
 	w.ExecutionID = "k1" // same partition as the bad records, after them
 	r.produce(w)
@@ -718,6 +761,104 @@ func TestUndecodableWorkGoesToTheDLQ(t *testing.T) {
 	}
 	if len(dlq.all()) != 2 {
 		t.Fatalf("%d dead letters, want 2", len(dlq.all()))
+	}
+}
+
+// A work item is a request to act with someone's credentials: the runner takes the node, its
+// connection and the owners from the stored flow revision, runs only activations the router
+// awaits, and dead-letters records no flowd role signed, without any request leaving.
+func TestRunnerTrustsTheStoreNotTheRecord(t *testing.T) {
+	r := newRig(t)
+	a := newAPI(t, 0, 0)
+	thief := newAPI(t, 0, 0)
+	password := "pw-" + testrig.Unique("")
+	connID := r.createConnection(r.owner, "basic", map[string]any{"username": "ada"}, map[string]string{"password": password})
+	dlq := r.collect(envelope.TopicDLQ)
+	r.startRunner(nil)
+	topic := r.kcfg.Topic(envelope.PoolTopic(""))
+
+	// 1. Unsigned: claims the owner's connection and sends it to the thief.
+	stolen := httpNode(thief.URL)
+	stolen.Connection = connID
+	unsigned := r.work(stolen, `{"id":"o-1","sku":"A-1"}`)
+	raw, _ := json.Marshal(unsigned)
+	r.produceRaw(kafka.Message{Topic: topic, Key: []byte(unsigned.ExecutionID), Value: raw})
+
+	// 2. Signed by a role with another key (a stale or foreign deployment).
+	otherKeys, err := busauth.New([]secrets.Key{{ID: "b1", Material: bytes.Repeat([]byte{7}, 32)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreignSig := r.work(stolen, `{"id":"o-2","sku":"A-2"}`)
+	raw, _ = json.Marshal(foreignSig)
+	m := kafka.Message{Topic: topic, Key: []byte(foreignSig.ExecutionID), Value: raw}
+	otherKeys.Sign(&m)
+	r.produceRaw(m)
+
+	// 3. Signed, but the record's node and owners differ from the stored flow's: the stored
+	// node (calling the real API, with a connection the stored owners may not use) is what runs.
+	stored := httpNode(a.URL)
+	stored.Connection = connID
+	claims := r.work(stored, `{"id":"o-3","sku":"A-3"}`)
+	claims.Owners = []flowdoc.Owner{{ID: identity.NewID(), Type: flowdoc.OwnerUser}} // the flow's real owner: not the connection's
+	r.seed(claims)
+	claims.Node = stolen                                                    // what the record claims
+	claims.Owners = []flowdoc.Owner{{ID: r.owner, Type: flowdoc.OwnerUser}} // the connection's owner
+	raw, _ = json.Marshal(claims)
+	m = kafka.Message{Topic: topic, Key: []byte(claims.ExecutionID), Value: raw}
+	r.kcfg.RecordKeys.Sign(&m)
+	r.produceRaw(m)
+
+	// 4. Signed and for a stored flow, but no activation of it is pending.
+	notPending := r.work(transformNode(), `{"qty":1,"price":1}`)
+	r.seed(notPending)
+	notPending.Token = "other#" + testrig.Unique("")
+	raw, _ = json.Marshal(notPending)
+	m = kafka.Message{Topic: topic, Key: []byte(notPending.ExecutionID), Value: raw}
+	r.kcfg.RecordKeys.Sign(&m)
+	r.produceRaw(m)
+
+	res := r.waitResults(claims.Token)[claims.Token][0]
+	if res.Error == nil || res.Error.Code != "connection_not_found" {
+		t.Fatalf("result %+v, want connection_not_found: the stored owners may not use the connection", res)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(dlq.all()) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d dead letters, want 3", len(dlq.all()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	reasons := map[string]string{}
+	for _, m := range dlq.all() {
+		var w envelope.Work
+		_ = json.Unmarshal(m.Value, &w)
+		for _, h := range m.Headers {
+			if h.Key == runners.HeaderDLQReason {
+				reasons[w.ExecutionID] = string(h.Value)
+			}
+		}
+		if err := r.kcfg.RecordKeys.Verify(m); err != nil {
+			t.Fatalf("dead letter not signed by the runner: %v", err)
+		}
+	}
+	for id, want := range map[string]string{
+		unsigned.ExecutionID:   "record authentication failed: record is not signed",
+		foreignSig.ExecutionID: "record authentication failed: record signature does not match",
+		notPending.ExecutionID: "is not pending",
+	} {
+		if !strings.Contains(reasons[id], want) {
+			t.Errorf("dead letter of %s: reason %q, want %q", id, reasons[id], want)
+		}
+	}
+	if n := thief.total.Load(); n != 0 {
+		t.Fatalf("%d request(s) reached the URL the records named", n)
+	}
+	if n := a.total.Load(); n != 0 {
+		t.Fatalf("%d request(s) reached the stored node's API with a connection its owners may not use", n)
+	}
+	if len(r.results.all()) != 1 {
+		t.Fatalf("%d results, want only the stored node's", len(r.results.all()))
 	}
 }
 

@@ -55,14 +55,29 @@ const claimPoll = 100 * time.Millisecond
 // record's Result (or its dead-letter copy) is acknowledged by the broker. stop ends waiting
 // (for a claim, for a retry); work ends everything, after the drain bound.
 func (r *Runner) process(stop, work context.Context, m kafka.Message) bool {
+	if err := r.cfg.Kafka.RecordKeys.Verify(m); err != nil {
+		reason := "record authentication failed: " + err.Error()
+		r.log.Warn("work item not written by a flowd role: sending it to the dead-letter topic", "partition", m.Partition, "offset", m.Offset, "reason", reason)
+		return r.deadLetter(work, m, reason) == nil
+	}
 	w, reason := decodeWork(m.Value)
 	if reason != "" {
 		r.log.Warn("undecodable work item: sending it to the dead-letter topic", "partition", m.Partition, "offset", m.Offset, "reason", reason)
 		return r.deadLetter(work, m, reason) == nil
 	}
-	key := store.RunKey{ExecutionID: w.ExecutionID, Token: w.Token, Attempt: w.Attempt}
 	log := r.log.With("execution", w.ExecutionID, "flow", w.FlowID, "node", w.Node.ID, "token", w.Token,
-		"connector", w.Node.Connector, "action", w.Node.Action, "partition", m.Partition, "offset", m.Offset)
+		"partition", m.Partition, "offset", m.Offset)
+	reason, err := r.trust(stop, w, log)
+	if err != nil {
+		log.Info("work item left for redelivery", "reason", err)
+		return false
+	}
+	if reason != "" {
+		log.Warn("work item refused: sending it to the dead-letter topic", "reason", reason)
+		return r.deadLetter(work, m, reason) == nil
+	}
+	key := store.RunKey{ExecutionID: w.ExecutionID, Token: w.Token, Attempt: w.Attempt}
+	log = log.With("connector", w.Node.Connector, "action", w.Node.Action)
 
 	claim, prior, err := r.acquire(stop, work, key, log)
 	if err != nil {
@@ -418,7 +433,9 @@ func (r *Runner) publish(ctx context.Context, res *envelope.Result, log *slog.Lo
 	}
 	backoff := 100 * time.Millisecond
 	for {
-		err := r.writer.WriteMessages(ctx, kafka.Message{Topic: r.results, Key: []byte(res.ExecutionID), Value: value})
+		msg := kafka.Message{Topic: r.results, Key: []byte(res.ExecutionID), Value: value}
+		r.cfg.Kafka.RecordKeys.Sign(&msg)
+		err := r.writer.WriteMessages(ctx, msg)
 		if err == nil {
 			return nil
 		}
@@ -452,6 +469,7 @@ func (r *Runner) deadLetter(ctx context.Context, m kafka.Message, reason string)
 		kafka.Header{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
 	)
 	msg := kafka.Message{Topic: r.dlq, Key: m.Key, Value: m.Value, Headers: headers}
+	r.cfg.Kafka.RecordKeys.Sign(&msg)
 	backoff := 100 * time.Millisecond
 	for {
 		err := r.writer.WriteMessages(ctx, msg)

@@ -77,14 +77,14 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Cleanup(func() { _ = rdb.Close() })
 	prefix := testrig.Unique("t") + ":"
 	st := store.New(rdb, prefix)
-	kcfg := kafkax.Config{Brokers: brokers, TopicPrefix: testrig.Unique("t") + ".", Partitions: 1}
+	kcfg := kafkax.Config{Brokers: brokers, TopicPrefix: testrig.Unique("t") + ".", Partitions: 1, RecordKeys: testrig.RecordKeys()}
 	if err := kafkax.EnsureTopics(ctx, kcfg, events.TopicName); err != nil {
 		t.Fatalf("ensure topics: %v", err)
 	}
 	w := kafkax.NewWriter(kcfg)
 	t.Cleanup(func() { _ = w.Close() })
 	log := o.log
-	relay := outbox.New(st, events.NewKafkaPublisher(w, kcfg.Topic(events.TopicName)), log)
+	relay := outbox.New(st, events.NewKafkaPublisher(w, kcfg), log)
 	rctx, stop := context.WithCancel(context.Background())
 	go relay.Run(rctx)
 	t.Cleanup(stop)

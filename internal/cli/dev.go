@@ -20,6 +20,7 @@ import (
 	"github.com/flowd/flowd/ingest"
 	"github.com/flowd/flowd/internal/api"
 	"github.com/flowd/flowd/internal/connections"
+	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/devenv"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
@@ -83,11 +84,16 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 	if os.Getenv(secrets.EnvKey) == "" {
 		// flowd dev keeps a generated secret key beside its data, so stored connections
 		// stay readable across restarts.
-		if opt.secretKeyFile, err = devSecretKey(dataDir); err != nil {
+		if opt.secretKeyFile, err = devKeyFile(dataDir, "secret.key", secrets.GenerateKey); err != nil {
 			return err
 		}
 	}
 	in := &infra{brokers: strings.Join(brokers, ","), redisURL: redisURL, topicPrefix: kafkax.DefaultTopicPrefix, partitions: 3, keyPrefix: store.DefaultPrefix}
+	if os.Getenv(busauth.EnvKey) == "" {
+		if in.busKeyFile, err = devKeyFile(dataDir, "bus.key", busauth.Generate); err != nil {
+			return err
+		}
+	}
 	all, err := startAll(ctx, in, opt)
 	if err != nil {
 		return err
@@ -227,12 +233,14 @@ func (e *everything) close() {
 	e.c.close()
 }
 
-func devSecretKey(dataDir string) (string, error) {
-	path := filepath.Join(dataDir, "secret.key")
+// devKeyFile returns the key file name in the data dir, writing a generated key there first if
+// there is none, so what a key protects stays readable across restarts.
+func devKeyFile(dataDir, name string, generate func() string) (string, error) {
+	path := filepath.Join(dataDir, name)
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
-	if err := os.WriteFile(path, []byte(secrets.GenerateKey()+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(generate()+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write %s: %w", path, err)
 	}
 	return path, nil

@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/flowd/flowd/connectors/host/hosttest"
+	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/secrets"
@@ -42,6 +43,7 @@ func startPipeline(t *testing.T) *pipeline {
 		"transform": "github.com/flowd/flowd/connectors/transform",
 	})
 	t.Setenv(secrets.EnvKey, secrets.GenerateKey())
+	t.Setenv(busauth.EnvKey, testrig.BusKey())
 	in := &infra{brokers: strings.Join(brokers, ","), redisURL: redisURL, topicPrefix: testrig.Unique("e") + ".", partitions: 2, keyPrefix: testrig.Unique("e") + ":"}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

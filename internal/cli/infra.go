@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/outbox"
@@ -43,7 +44,11 @@ func connect(ctx context.Context, in *infra) (*conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--redis-url: %w", err)
 	}
-	c := &conn{log: log, rdb: redis.NewClient(ropt), kcfg: in.kafka()}
+	c := &conn{log: log, kcfg: in.kafka()}
+	if c.kcfg.RecordKeys, err = busKeys(in.busKeyFile); err != nil {
+		return nil, err
+	}
+	c.rdb = redis.NewClient(ropt)
 	c.st = store.New(c.rdb, in.keyPrefix)
 	if err := waitFor(ctx, "redis at "+ropt.Addr, c.st.Ping); err != nil {
 		_ = c.rdb.Close()
@@ -54,7 +59,7 @@ func connect(ctx context.Context, in *infra) (*conn, error) {
 		return nil, err
 	}
 	c.w = kafkax.NewWriter(c.kcfg)
-	c.relay = outbox.New(c.st, events.NewKafkaPublisher(c.w, c.kcfg.Topic(events.TopicName)), log)
+	c.relay = outbox.New(c.st, events.NewKafkaPublisher(c.w, c.kcfg), log)
 	relayCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	c.stopRelay, c.relayDone = stop, make(chan struct{})
 	go func() { defer close(c.relayDone); c.relay.Run(relayCtx) }()
@@ -72,6 +77,19 @@ func (c *conn) close() {
 	}
 	_ = c.w.Close()
 	_ = c.rdb.Close()
+}
+
+// busKeys loads the keys that sign and verify records on flowd's topics: without them no role
+// can tell its peers' records from anyone else's, so every role refuses to start.
+func busKeys(file string) (*busauth.Keyring, error) {
+	keys, err := busauth.Load(os.Getenv(busauth.EnvKey), file)
+	if errors.Is(err, secrets.ErrNoKey) {
+		return nil, fmt.Errorf("the bus key is needed: set %s or --bus-key-file to the same key on every role (generate one with `openssl rand -base64 32`)", busauth.EnvKey)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bus key: %w", err)
+	}
+	return keys, nil
 }
 
 // keyring loads the connection secret key; required says whether a missing key is an error.

@@ -31,6 +31,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flowd/flowd/connectors/host/hosttest"
+	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
@@ -97,6 +98,7 @@ func TestCrashRecovery(t *testing.T) {
 		"FLOWD_REDIS_PREFIX":  unique + ":",
 		"FLOWD_ADMIN_TOKEN":   adminToken,
 		"FLOWD_SECRET_KEY":    secrets.GenerateKey(),
+		"FLOWD_BUS_KEY":       busauth.Generate(),
 		// The default router group is not derived from the topic prefix: keep this test's
 		// routers out of every other router's group on the shared broker.
 		"FLOWD_ROUTER_GROUP": unique + "-router",

@@ -79,6 +79,15 @@ type Work struct {
 	Deadline       time.Time                  `json:"deadline"`
 }
 
+// Activation is a node activation the router sent to a runner and awaits the result of, kept
+// in Redis by token until the result arrives. Runners check a work item against it: a work
+// item is run only while the router is waiting for exactly that node's activation.
+type Activation struct {
+	NodeID       string          `json:"nodeId"`
+	Input        json.RawMessage `json:"input"`
+	DispatchedAt time.Time       `json:"dispatchedAt"`
+}
+
 // Output is one item a step emitted.
 type Output struct {
 	Port string          `json:"port,omitempty"`

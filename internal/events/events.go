@@ -15,6 +15,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/kafkax"
 )
 
@@ -56,14 +57,16 @@ type Publisher interface {
 type KafkaPublisher struct {
 	w     *kafka.Writer
 	topic string
+	keys  *busauth.Keyring
 }
 
 var _ Publisher = (*KafkaPublisher)(nil)
 
-// NewKafkaPublisher publishes to topic (the full name, e.g. cfg.Topic(TopicName)) through w.
-// w must be synchronous with acks=all (kafkax.NewWriter) for Publish to mean "durable".
-func NewKafkaPublisher(w *kafka.Writer, topic string) *KafkaPublisher {
-	return &KafkaPublisher{w: w, topic: topic}
+// NewKafkaPublisher publishes to cfg.Topic(TopicName) through w, signing every event with
+// cfg.RecordKeys. w must be synchronous with acks=all (kafkax.NewWriter) for Publish to mean
+// "durable".
+func NewKafkaPublisher(w *kafka.Writer, cfg kafkax.Config) *KafkaPublisher {
+	return &KafkaPublisher{w: w, topic: cfg.Topic(TopicName), keys: cfg.RecordKeys}
 }
 
 // Publish writes evs in order, filling an empty ID and At, and returns after the broker
@@ -71,6 +74,9 @@ func NewKafkaPublisher(w *kafka.Writer, topic string) *KafkaPublisher {
 func (p *KafkaPublisher) Publish(ctx context.Context, evs ...Event) error {
 	if len(evs) == 0 {
 		return nil
+	}
+	if p.keys == nil {
+		return errors.New("events: no record keys to sign events with")
 	}
 	msgs := make([]kafka.Message, len(evs))
 	now := time.Now().UTC()
@@ -99,6 +105,7 @@ func (p *KafkaPublisher) Publish(ctx context.Context, evs ...Event) error {
 			Headers: []kafka.Header{{Key: HeaderType, Value: []byte(ev.Type)}},
 			Time:    ev.At,
 		}
+		p.keys.Sign(&msgs[i])
 	}
 	if err := p.w.WriteMessages(ctx, msgs...); err != nil {
 		return fmt.Errorf("events: publish %d event(s) to %s: %w", len(msgs), p.topic, err)
@@ -130,6 +137,9 @@ func Consume(ctx context.Context, cfg kafkax.Config, groupID string, fn Handler)
 	if len(cfg.Brokers) == 0 {
 		return errors.New("events: no brokers configured")
 	}
+	if cfg.RecordKeys == nil {
+		return errors.New("events: no record keys to verify events with")
+	}
 	if groupID == "" {
 		return consumeBroadcast(ctx, cfg, fn)
 	}
@@ -149,7 +159,7 @@ func Consume(ctx context.Context, cfg kafkax.Config, groupID string, fn Handler)
 			}
 			return fmt.Errorf("events: fetch: %w", err)
 		}
-		if err := handle(ctx, m, fn); err != nil {
+		if err := handle(ctx, cfg.RecordKeys, m, fn); err != nil {
 			return err
 		}
 		if err := r.CommitMessages(ctx, m); err != nil {
@@ -161,7 +171,14 @@ func Consume(ctx context.Context, cfg kafkax.Config, groupID string, fn Handler)
 	}
 }
 
-func handle(ctx context.Context, m kafka.Message, fn Handler) error {
+func handle(ctx context.Context, keys *busauth.Keyring, m kafka.Message, fn Handler) error {
+	if err := keys.Verify(m); err != nil {
+		// Not published by a flowd role: acting on it would let anyone start, stop or evict
+		// flows in every role's cache.
+		slog.WarnContext(ctx, "skipping unauthenticated event", "topic", m.Topic,
+			"partition", m.Partition, "offset", m.Offset, "err", err)
+		return nil
+	}
 	var ev Event
 	if err := json.Unmarshal(m.Value, &ev); err != nil {
 		slog.WarnContext(ctx, "skipping undecodable event", "topic", m.Topic,
@@ -229,7 +246,7 @@ func consumeBroadcast(ctx context.Context, cfg kafkax.Config, fn Handler) error 
 		case err := <-errc:
 			return err
 		case m := <-msgs:
-			if err := handle(ctx, m, fn); err != nil {
+			if err := handle(ctx, cfg.RecordKeys, m, fn); err != nil {
 				return err
 			}
 		}

@@ -20,13 +20,13 @@ func setup(t *testing.T) (context.Context, kafkax.Config, *events.KafkaPublisher
 	brokers := testrig.Kafka(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	t.Cleanup(cancel)
-	cfg := kafkax.Config{Brokers: brokers, TopicPrefix: testrig.Unique("t") + "."}
+	cfg := kafkax.Config{Brokers: brokers, TopicPrefix: testrig.Unique("t") + ".", RecordKeys: testrig.RecordKeys()}
 	if err := kafkax.EnsureTopics(ctx, cfg, events.TopicName); err != nil {
 		t.Fatal(err)
 	}
 	w := kafkax.NewWriter(cfg)
 	t.Cleanup(func() { w.Close() })
-	return ctx, cfg, events.NewKafkaPublisher(w, cfg.Topic(events.TopicName))
+	return ctx, cfg, events.NewKafkaPublisher(w, cfg)
 }
 
 var sample = []events.Event{

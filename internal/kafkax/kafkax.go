@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/flowd/flowd/internal/busauth"
 )
 
 // Defaults applied to a zero Config.
@@ -31,6 +33,16 @@ type Config struct {
 	TopicPrefix       string // default "flowd."
 	Partitions        int    // default 6
 	ReplicationFactor int    // default 1
+	// RecordKeys sign what a role produces to flowd's topics and verify what it consumes
+	// from them (package busauth). Roles refuse to start without it.
+	RecordKeys *busauth.Keyring
+}
+
+// Reserved reports whether topic is not for tenants: one of flowd's own (under the topic
+// prefix) or one of Kafka's internal topics ("__consumer_offsets" and the like). Partner
+// triggers and the kafka connector may use neither.
+func (c Config) Reserved(topic string) bool {
+	return strings.HasPrefix(topic, c.withDefaults().TopicPrefix) || strings.HasPrefix(topic, "__")
 }
 
 func (c Config) withDefaults() Config {

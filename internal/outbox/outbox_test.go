@@ -31,7 +31,7 @@ func TestEventsSurviveAnUnreachableBroker(t *testing.T) {
 	rdb := redis.NewClient(opt)
 	defer func() { _ = rdb.Close() }()
 	st := store.New(rdb, testrig.Unique("t")+":")
-	good := kafkax.Config{Brokers: testrig.Kafka(t), TopicPrefix: testrig.Unique("t") + ".", Partitions: 1}
+	good := kafkax.Config{Brokers: testrig.Kafka(t), TopicPrefix: testrig.Unique("t") + ".", Partitions: 1, RecordKeys: testrig.RecordKeys()}
 	if err := kafkax.EnsureTopics(ctx, good, events.TopicName); err != nil {
 		t.Fatal(err)
 	}
@@ -44,11 +44,11 @@ func TestEventsSurviveAnUnreachableBroker(t *testing.T) {
 	}
 
 	// A broker nobody listens on: a real connection failure, not a stub.
-	down := kafkax.Config{Brokers: []string{"127.0.0.1:1"}, TopicPrefix: good.TopicPrefix}
+	down := kafkax.Config{Brokers: []string{"127.0.0.1:1"}, TopicPrefix: good.TopicPrefix, RecordKeys: good.RecordKeys}
 	dw := kafkax.NewWriter(down)
 	defer func() { _ = dw.Close() }()
 	fctx, fcancel := context.WithTimeout(ctx, 3*time.Second)
-	err = outbox.New(st, events.NewKafkaPublisher(dw, down.Topic(events.TopicName)), log).Flush(fctx)
+	err = outbox.New(st, events.NewKafkaPublisher(dw, down), log).Flush(fctx)
 	fcancel()
 	if err == nil {
 		t.Fatal("flush to an unreachable broker succeeded")
@@ -59,7 +59,7 @@ func TestEventsSurviveAnUnreachableBroker(t *testing.T) {
 
 	w := kafkax.NewWriter(good)
 	defer func() { _ = w.Close() }()
-	if err := outbox.New(st, events.NewKafkaPublisher(w, good.Topic(events.TopicName)), log).Flush(ctx); err != nil {
+	if err := outbox.New(st, events.NewKafkaPublisher(w, good), log).Flush(ctx); err != nil {
 		t.Fatalf("flush: %v", err)
 	}
 	if n, _ := st.OutboxLen(ctx); n != 0 {

@@ -13,6 +13,9 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flowd/flowd/internal/busauth"
+	"github.com/flowd/flowd/internal/secrets"
 )
 
 const (
@@ -98,4 +101,32 @@ func (l *LogBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+var (
+	busKeyOnce sync.Once
+	busKey     string
+	busRing    *busauth.Keyring
+)
+
+// BusKey is this test process's record key list (for FLOWD_BUS_KEY of roles a test starts);
+// every caller in the process gets the same, so records one helper signs verify in another.
+func BusKey() string {
+	busKeyOnce.Do(func() {
+		busKey = busauth.Generate()
+		keys, err := secrets.ParseKeyList(busKey)
+		if err == nil {
+			busRing, err = busauth.New(keys)
+		}
+		if err != nil {
+			panic("testrig: bus key: " + err.Error())
+		}
+	})
+	return busKey
+}
+
+// RecordKeys is the keyring of BusKey, for kafkax.Config.RecordKeys.
+func RecordKeys() *busauth.Keyring {
+	BusKey()
+	return busRing
 }

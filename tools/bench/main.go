@@ -34,6 +34,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
 )
@@ -265,6 +266,7 @@ func (b *bench) env(phase string) []string {
 		"FLOWD_REDIS_PREFIX":  b.run + "-" + phase + ":",
 		"FLOWD_ROUTER_GROUP":  b.run + "-" + phase + "-router",
 		"FLOWD_SECRET_KEY":    secrets.GenerateKey(),
+		"FLOWD_BUS_KEY":       busauth.Generate(),
 		"FLOWD_LOG_LEVEL":     "warn",
 	})
 }
