@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flowd/flowd/connectors/catalog"
-	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/api"
+	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/store"
