@@ -96,6 +96,11 @@ func (p *partners) ensure(ctx context.Context, f *flowdoc.Flow) error {
 		return nil
 	}
 	spec, err := specOf(t)
+	if err == nil && p.r.cfg.Kafka.Reserved(spec.topic) {
+		// Validation refuses such flows; one stored before (or under another prefix) must
+		// still never read flowd's own records.
+		err = fmt.Errorf("trigger %s: topic %q is reserved for flowd and Kafka themselves", t.ID, spec.topic)
+	}
 	if err != nil {
 		p.r.log.Error("flow cannot consume its partner topic", "flow", f.ID, "err", err)
 		p.drop(f.ID)

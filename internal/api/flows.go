@@ -395,11 +395,29 @@ func (s *Server) transition(c *fiber.Ctx, p *identity.Principal, from, to, done,
 }
 
 func (s *Server) startFlow(c *fiber.Ctx) error {
+	// A flow stored before its topic became reserved (or under another topic prefix) must not
+	// start: checked again here, and by the router when it subscribes.
+	if f, err := s.visibleFlow(c); err == nil {
+		if ps := reservedTopics(f, s.cfg.Validation); len(ps) > 0 {
+			return fail(fiber.StatusBadRequest, ps...)
+		}
+	}
 	return s.lifecycle(c, flowdoc.StatusInactive, flowdoc.StatusStarting, flowdoc.StatusActive, events.FlowStarting, events.FlowStarted)
 }
 
 func (s *Server) stopFlow(c *fiber.Ctx) error {
 	return s.lifecycle(c, flowdoc.StatusActive, flowdoc.StatusStopping, flowdoc.StatusInactive, events.FlowStopping, events.FlowStopped)
+}
+
+// reservedTopics lists the topic_reserved problems of a stored flow.
+func reservedTopics(f *flowdoc.Flow, opts flowdoc.Options) []problem.Problem {
+	var out []problem.Problem
+	for _, p := range flowdoc.Validate(f, flowdoc.Options{ReservedTopic: opts.ReservedTopic}) {
+		if p.Code == flowdoc.CodeTopicReserved {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // lifecycle runs from → via (announced) → to (confirmed). Until a router confirms lifecycle

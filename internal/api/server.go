@@ -12,6 +12,7 @@ import (
 
 	"github.com/flowd/flowd/connectors/catalog"
 	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/problem"
 	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
@@ -47,6 +48,9 @@ type Config struct {
 	// Catalog lists the installed connectors; when it has any, flows are validated against
 	// their manifests (unknown connectors, config schemas, ports).
 	Catalog *catalog.Catalog
+	// ReservedTopic says which Kafka topics no flow may name (kafkax.Config.Reserved of the
+	// deployment's topic prefix; the default prefix's when nil).
+	ReservedTopic func(topic string) bool
 }
 
 // Server holds the handlers' dependencies.
@@ -76,6 +80,10 @@ func New(cfg Config) *fiber.App {
 	if cfg.Validation.Lookup == nil && cfg.Validation.ConfigSchema == nil && cfg.Validation.ActionPorts == nil {
 		cfg.Validation = cfg.Catalog.ValidationOptions()
 	}
+	if cfg.ReservedTopic == nil {
+		cfg.ReservedTopic = kafkax.Config{}.Reserved
+	}
+	cfg.Validation.ReservedTopic = cfg.ReservedTopic
 	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Log}
 	app := fiber.New(fiber.Config{
 		AppName:               "flowd",

@@ -174,7 +174,7 @@ func startAll(ctx context.Context, in *infra, opt apiOptions) (*everything, erro
 	}
 	apiApp := api.New(api.Config{
 		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: cat, Secrets: keys,
-		LifecycleWait: 10 * time.Second, DevEcho: true,
+		LifecycleWait: 10 * time.Second, DevEcho: true, ReservedTopic: c.kcfg.Reserved,
 	})
 	e.ingest, err = ingest.New(ingest.Config{Kafka: c.kcfg, Store: c.st, Secrets: keys, Log: c.log, Writer: c.w, BodyLimit: opt.bodyLimit})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/internal/kafkax"
 )
 
 // remote are the flags of commands that talk to a running API.
@@ -189,7 +190,8 @@ func readDoc(stdin io.Reader, file string) ([]byte, error) {
 }
 
 func newValidateCmd() *cobra.Command {
-	return &cobra.Command{
+	var topicPrefix string
+	cmd := &cobra.Command{
 		Use:   "validate FILE...",
 		Short: "Check flow documents offline: schema, graph and expressions; exit 1 on any problem",
 		Args:  cobra.MinimumNArgs(1),
@@ -198,7 +200,8 @@ func newValidateCmd() *cobra.Command {
 			for _, file := range args {
 				doc, err := readDoc(cmd.InOrStdin(), file)
 				if err == nil {
-					if _, ps := flowdoc.Decode(doc, flowdoc.Options{}); len(ps) > 0 {
+					opts := flowdoc.Options{ReservedTopic: kafkax.Config{TopicPrefix: topicPrefix}.Reserved}
+					if _, ps := flowdoc.Decode(doc, opts); len(ps) > 0 {
 						err = ps
 					}
 				}
@@ -215,4 +218,6 @@ func newValidateCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&topicPrefix, "topic-prefix", envOr("FLOWD_TOPIC_PREFIX", kafkax.DefaultTopicPrefix), "the deployment's topic prefix: flows may not name its topics (env FLOWD_TOPIC_PREFIX)")
+	return cmd
 }

@@ -85,7 +85,7 @@ func serveAPI(ctx context.Context, in *infra, opt apiOptions) error {
 	}
 	app := api.New(api.Config{
 		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: cat, Secrets: keys,
-		AutoConfirm: opt.autoConfirm, LifecycleWait: opt.lifecycleWait, DevEcho: opt.devEcho,
+		AutoConfirm: opt.autoConfirm, LifecycleWait: opt.lifecycleWait, DevEcho: opt.devEcho, ReservedTopic: c.kcfg.Reserved,
 	})
 	return listenAndServe(ctx, app, opt.addr, func() {
 		if opt.onReady != nil {

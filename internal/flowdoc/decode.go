@@ -51,6 +51,7 @@ const (
 	CodeInvalidConfig     = "invalid_config"
 	CodeUnknownConnector  = "unknown_connector"
 	CodeUnknownAction     = "unknown_action"
+	CodeTopicReserved     = "topic_reserved"
 )
 
 // ToJSON turns a request body into JSON. YAML is accepted when the content type says so, or

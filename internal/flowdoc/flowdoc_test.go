@@ -517,3 +517,48 @@ func TestLookupReportsUnknownConnectorsAndActions(t *testing.T) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
 }
+
+func TestReservedTopics(t *testing.T) {
+	reserved := func(topic string) bool { return strings.HasPrefix(topic, "flowd.") || strings.HasPrefix(topic, "__") }
+	flow := func(nodes ...Node) *Flow {
+		f := &Flow{Name: "t", Graph: Graph{Nodes: nodes}}
+		for _, n := range nodes[1:] {
+			f.Graph.Edges = append(f.Graph.Edges, Edge{Source: nodes[0].ID, Target: n.ID})
+		}
+		return f
+	}
+	kafkaTrigger := func(topic any) Node {
+		return Node{ID: "k", Type: TypeKafka, Config: map[string]any{"topic": topic}}
+	}
+	produce := func(topic string) Node {
+		return Node{ID: "p", Type: TypeAction, Connector: KafkaConnector, Action: "produce", Config: map[string]any{"topic": topic}}
+	}
+	for _, tc := range []struct {
+		name string
+		f    *Flow
+		want []string // paths of topic_reserved problems
+	}{
+		{"partner topic", flow(kafkaTrigger("orders")), nil},
+		{"flowd's ingest", flow(kafkaTrigger("flowd.ingest")), []string{"/graph/nodes/0/config/topic"}},
+		{"kafka internal", flow(kafkaTrigger("__consumer_offsets")), []string{"/graph/nodes/0/config/topic"}},
+		{"connector to work topic", flow(kafkaTrigger("orders"), produce("flowd.steps.default")), []string{"/graph/nodes/1/config/topic"}},
+		{"connector to partner topic", flow(kafkaTrigger("orders"), produce("invoices")), nil},
+		{"templated topic is checked at run time", flow(kafkaTrigger("orders"), produce("{{ input.topic }}")), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, p := range Validate(tc.f, Options{ReservedTopic: reserved}) {
+				if p.Code == CodeTopicReserved {
+					got = append(got, p.Path)
+				}
+			}
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Fatalf("topic_reserved at %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// Without the hook (a caller that knows no prefix) nothing is refused for it.
+	if ps := Validate(flow(kafkaTrigger("flowd.ingest")), Options{}); len(ps) != 0 {
+		t.Fatalf("problems without a ReservedTopic hook: %v", ps)
+	}
+}

@@ -26,7 +26,14 @@ type Options struct {
 	// Lookup says whether a connector, and its action or trigger, exist. When set, nodes
 	// naming anything else are errors (unknown_connector, unknown_action).
 	Lookup func(connector, action string) (connectorKnown, actionKnown bool)
+	// ReservedTopic says whether a Kafka topic is flowd's own or Kafka's internal one
+	// (kafkax.Config.Reserved): partner triggers and the kafka connector may use neither.
+	ReservedTopic func(topic string) bool
 }
+
+// KafkaConnector is the built-in connector that produces to Kafka topics; its config.topic is
+// checked against Options.ReservedTopic like a partner trigger's.
+const KafkaConnector = "kafka"
 
 // Validate runs the semantic checks on a decoded flow: graph structure, ports, expressions and
 // connector config. It does not apply flow.schema.json (Decode does), but repeats the few
@@ -133,6 +140,22 @@ func (v *validator) nodes() {
 			}
 		}
 		v.connectorConfig(n, p)
+		v.topic(n, p)
+	}
+}
+
+// topic refuses a partner trigger or kafka connector node naming a reserved topic: reading one
+// would hand a tenant every other tenant's records, writing one would forge flowd's own.
+func (v *validator) topic(n *Node, p string) {
+	if v.opts.ReservedTopic == nil || !(n.Type == TypeKafka || n.Type == TypeAction && n.Connector == KafkaConnector) {
+		return
+	}
+	t, ok := n.Config["topic"].(string)
+	if !ok || strings.Contains(t, "{{") {
+		return // missing or of the wrong type is reported elsewhere; a template is checked at run time
+	}
+	if v.opts.ReservedTopic(t) {
+		v.add(CodeTopicReserved, p+"/config/topic", "topic %q is reserved for flowd and Kafka themselves; use a topic of your own", t)
 	}
 }
 
