@@ -269,4 +269,3 @@ func header(m kafka.Message, key string) string {
 	}
 	return ""
 }
-
