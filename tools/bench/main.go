@@ -121,6 +121,7 @@ type results struct {
 	RunnerScaleBound float64            `json:"twoRunnersOverOneRunnerBound,omitempty"`
 	Connector        []connectorCall    `json:"connectorCall,omitempty"`
 	PeakRSSMiB       map[string]float64 `json:"peakRssMiB,omitempty"`
+	RecordAuth       *recordAuth        `json:"recordAuthentication,omitempty"`
 	Goals            []goal             `json:"goals,omitempty"`
 	Profiles         []string           `json:"profiles,omitempty"`
 }
@@ -502,6 +503,9 @@ func (b *bench) endToEnd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	b.res.RecordAuth = measureRecordAuth(one, b.payload)
+	logf("record authentication: %.1f µs CPU per execution (%d records signed and verified) of %.2f ms CPU per execution: %.2f%%",
+		b.res.RecordAuth.NsPerExecution/1e3, b.res.RecordAuth.RecordsPerExecution, b.res.RecordAuth.ExecutionCPUms, b.res.RecordAuth.SharePct)
 	r2, err := start("runner-2", runnerArgs...)
 	if err != nil {
 		return err

@@ -44,6 +44,10 @@ func evaluate(r *results) []goal {
 	case r.RunnerScale > 0:
 		atLeast("two runners >= 1.6x one", r.RunnerScale, 1.6, "x", "default runners are not the bottleneck here: see docs/performance.md")
 	}
+	if a := r.RecordAuth; a != nil && a.ExecutionCPUms > 0 {
+		atMost("record authentication < 5% of end-to-end CPU", a.SharePct, 5, "%",
+			fmt.Sprintf("%.1f µs of %.2f ms CPU per execution (%d records)", a.NsPerExecution/1e3, a.ExecutionCPUms, a.RecordsPerExecution))
+	}
 	if len(r.PeakRSSMiB) > 0 {
 		worst, name := 0.0, ""
 		for k, v := range r.PeakRSSMiB {
@@ -90,6 +94,11 @@ func printTable(w io.Writer, r *results) {
 		if r.RunnerScaleBound > 0 {
 			p("  two runners / one, runner-bound\t%.3f", r.RunnerScaleBound)
 		}
+		p("")
+	}
+	if a := r.RecordAuth; a != nil {
+		p("RECORD AUTHENTICATION (HMAC-SHA256, sign + verify)	µs CPU per execution	records	execution CPU ms	share %%")
+		p("  max, 1 runner	%.1f	%d	%.2f	%.2f", a.NsPerExecution/1e3, a.RecordsPerExecution, a.ExecutionCPUms, a.SharePct)
 		p("")
 	}
 	if len(r.Connector) > 0 {
