@@ -13,6 +13,7 @@ import (
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/topicpolicy"
 	"github.com/flowd/flowd/router/graph"
 )
 
@@ -100,6 +101,17 @@ func (p *partners) ensure(ctx context.Context, f *flowdoc.Flow) error {
 		// Validation refuses such flows; one stored before (or under another prefix) must
 		// still never read flowd's own records.
 		err = fmt.Errorf("trigger %s: topic %q is reserved for flowd and Kafka themselves", t.ID, spec.topic)
+	}
+	if err == nil {
+		// The tenant's list may have narrowed since the flow was saved.
+		policy := topicpolicy.Policy{Directory: p.r.cfg.Store, Restricted: p.r.cfg.PartnerTopicsRestricted}
+		ps, cerr := policy.Check(ctx, f)
+		if cerr != nil {
+			return fmt.Errorf("check the partner topics of flow %s: %w", f.ID, cerr)
+		}
+		if len(ps) > 0 {
+			err = ps
+		}
 	}
 	if err != nil {
 		p.r.log.Error("flow cannot consume its partner topic", "flow", f.ID, "err", err)

@@ -65,6 +65,9 @@ type Config struct {
 	// MaxRecordBytes is the largest work item produced; an execution whose next work item is
 	// larger fails with record_too_large (default 1,000,000).
 	MaxRecordBytes int
+	// PartnerTopicsRestricted holds tenants without a partner-topic list of their own to no
+	// partner topic at all (see topicpolicy).
+	PartnerTopicsRestricted bool
 	// Relay, when set, is kicked after a lifecycle change is committed to the outbox.
 	Relay Kicker
 	// Now is the clock (default time.Now).

@@ -256,6 +256,9 @@ func (s *Server) createFlow(c *fiber.Ctx) error {
 	now := s.cfg.Now().UTC()
 	f.ID, f.Status, f.Revision, f.Type = identity.NewID(), flowdoc.StatusInactive, 1, flowdoc.DerivedType(f)
 	f.CreatedAt, f.UpdatedAt = &now, &now
+	if err := s.checkTopics(ctx, f); err != nil {
+		return err
+	}
 	if err := s.st.CreateFlow(ctx, f, s.event(events.FlowCreated, f, p)); err != nil {
 		return err
 	}
@@ -318,6 +321,9 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 		}
 		if len(next.Owners) == 0 {
 			return store.Mutation{}, fail(fiber.StatusBadRequest, problem.New("required", "/owners", "a flow needs at least one owner"))
+		}
+		if err := s.checkTopics(ctx, next); err != nil {
+			return store.Mutation{}, err
 		}
 		now := s.cfg.Now().UTC()
 		next.ID, next.Status, next.Revision, next.Type = cur.ID, cur.Status, cur.Revision+1, flowdoc.DerivedType(next)
@@ -401,12 +407,27 @@ func (s *Server) startFlow(c *fiber.Ctx) error {
 		if ps := reservedTopics(f, s.cfg.Validation); len(ps) > 0 {
 			return fail(fiber.StatusBadRequest, ps...)
 		}
+		if err := s.checkTopics(c.UserContext(), f); err != nil {
+			return err
+		}
 	}
 	return s.lifecycle(c, flowdoc.StatusInactive, flowdoc.StatusStarting, flowdoc.StatusActive, events.FlowStarting, events.FlowStarted)
 }
 
 func (s *Server) stopFlow(c *fiber.Ctx) error {
 	return s.lifecycle(c, flowdoc.StatusActive, flowdoc.StatusStopping, flowdoc.StatusInactive, events.FlowStopping, events.FlowStopped)
+}
+
+// checkTopics refuses a flow using partner topics one of its tenants may not use.
+func (s *Server) checkTopics(ctx context.Context, f *flowdoc.Flow) error {
+	ps, err := s.topics.Check(ctx, f)
+	if err != nil {
+		return err
+	}
+	if len(ps) > 0 {
+		return fail(fiber.StatusBadRequest, ps...)
+	}
+	return nil
 }
 
 // reservedTopics lists the topic_reserved problems of a stored flow.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/identity"
 	"github.com/flowd/flowd/internal/problem"
 	"github.com/flowd/flowd/internal/store"
@@ -19,6 +20,7 @@ func (s *Server) mountIdentity(r fiber.Router) {
 	r.Post("/tenants", s.createTenant)
 	r.Get("/tenants", s.listTenants)
 	r.Get("/tenants/:id", s.getTenant)
+	r.Patch("/tenants/:id", s.patchTenant)
 	r.Post("/users", s.createUser)
 	r.Get("/users", s.listUsers)
 	r.Get("/users/me", s.me)
@@ -46,16 +48,22 @@ func (s *Server) createTenant(c *fiber.Ctx) error {
 	}
 	_ = p
 	var in struct {
-		Name string `json:"name"`
+		Name          string    `json:"name"`
+		PartnerTopics *[]string `json:"partnerTopics"`
 	}
 	if err := decodeBody(c, &in); err != nil {
 		return err
 	}
+	var ps problem.List
 	if !nameRe.MatchString(in.Name) {
-		return fail(fiber.StatusBadRequest, problem.New("invalid", "/name", "name is required: 1-128 letters, digits or @._+-"))
+		ps = append(ps, problem.New("invalid", "/name", "name is required: 1-128 letters, digits or @._+-"))
+	}
+	ps = append(ps, s.checkTopicPatterns(in.PartnerTopics)...)
+	if len(ps) > 0 {
+		return fail(fiber.StatusBadRequest, ps...)
 	}
 	now := s.cfg.Now().UTC()
-	t := identity.Tenant{ID: identity.NewID(), Name: in.Name, Status: "ACTIVE", CreatedAt: now, UpdatedAt: now}
+	t := identity.Tenant{ID: identity.NewID(), Name: in.Name, Status: "ACTIVE", PartnerTopics: in.PartnerTopics, CreatedAt: now, UpdatedAt: now}
 	if err := s.st.CreateTenant(c.UserContext(), t); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return fail(fiber.StatusConflict, problem.New("exists", "/name", "a tenant named %q already exists", in.Name))
@@ -64,6 +72,69 @@ func (s *Server) createTenant(c *fiber.Ctx) error {
 	}
 	c.Location("/api/v1/tenants/" + t.ID)
 	return sendData(c, fiber.StatusCreated, t)
+}
+
+// topicPattern is a Kafka topic name, or a prefix of one followed by '*'.
+var topicPattern = regexp.MustCompile(`^(?:[A-Za-z0-9._-]{1,249}\*?|\*)$`)
+
+// checkTopicPatterns checks a tenant's partner-topic list: well-formed, and naming none of
+// flowd's or Kafka's own topics (those stay refused whatever a list says).
+func (s *Server) checkTopicPatterns(list *[]string) problem.List {
+	if list == nil {
+		return nil
+	}
+	var ps problem.List
+	for i, p := range *list {
+		path := "/partnerTopics/" + itoa(i)
+		switch {
+		case !topicPattern.MatchString(p):
+			ps = append(ps, problem.New("invalid", path, "%q is not a topic name or a prefix ending in '*'", p))
+		case p != "*" && s.cfg.ReservedTopic(strings.TrimSuffix(p, "*")):
+			ps = append(ps, problem.New(flowdoc.CodeTopicReserved, path, "%q names topics reserved for flowd and Kafka themselves", p))
+		}
+	}
+	return ps
+}
+
+// patchTenant lets an administrator set a tenant's partner topics (null lifts the list).
+func (s *Server) patchTenant(c *fiber.Ctx) error {
+	if _, err := require(c, identity.PermAll); err != nil {
+		return err
+	}
+	var in map[string]json.RawMessage
+	if err := decodeBody(c, &in); err != nil {
+		return err
+	}
+	var ps problem.List
+	var topics *[]string
+	for k, raw := range in {
+		if k != "partnerTopics" {
+			ps = append(ps, problem.New("additional_property", "/"+k, "%q cannot be changed; only partnerTopics can", k))
+			continue
+		}
+		if err := json.Unmarshal(raw, &topics); err != nil {
+			ps = append(ps, problem.New("type", "/partnerTopics", "partnerTopics must be a list of topic names or prefixes ending in '*', or null"))
+		}
+	}
+	ps = append(ps, s.checkTopicPatterns(topics)...)
+	if len(ps) > 0 {
+		return fail(fiber.StatusBadRequest, ps...)
+	}
+	t, err := s.st.UpdateTenant(c.UserContext(), c.Params("id"), func(cur *identity.Tenant) (*identity.Tenant, error) {
+		next := *cur
+		if _, ok := in["partnerTopics"]; ok {
+			next.PartnerTopics = topics
+		}
+		next.UpdatedAt = s.cfg.Now().UTC()
+		return &next, nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound("tenant")
+	}
+	if err != nil {
+		return err
+	}
+	return sendData(c, fiber.StatusOK, t)
 }
 
 func (s *Server) listTenants(c *fiber.Ctx) error {

@@ -16,6 +16,7 @@ import (
 	"github.com/flowd/flowd/internal/problem"
 	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/internal/topicpolicy"
 )
 
 // Relay is the event outbox as the API needs it.
@@ -51,13 +52,17 @@ type Config struct {
 	// ReservedTopic says which Kafka topics no flow may name (kafkax.Config.Reserved of the
 	// deployment's topic prefix; the default prefix's when nil).
 	ReservedTopic func(topic string) bool
+	// PartnerTopicsRestricted makes tenants without a partner-topic list of their own use no
+	// partner topic at all (administrators set lists with PATCH /api/v1/tenants/{id}).
+	PartnerTopicsRestricted bool
 }
 
 // Server holds the handlers' dependencies.
 type Server struct {
-	cfg Config
-	st  *store.Store
-	log *slog.Logger
+	cfg    Config
+	st     *store.Store
+	log    *slog.Logger
+	topics topicpolicy.Policy
 }
 
 // DefaultBodyLimit is the largest request body accepted by default.
@@ -84,7 +89,8 @@ func New(cfg Config) *fiber.App {
 		cfg.ReservedTopic = kafkax.Config{}.Reserved
 	}
 	cfg.Validation.ReservedTopic = cfg.ReservedTopic
-	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Log}
+	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Log,
+		topics: topicpolicy.Policy{Directory: cfg.Store, Restricted: cfg.PartnerTopicsRestricted}}
 	app := fiber.New(fiber.Config{
 		AppName:               "flowd",
 		BodyLimit:             cfg.BodyLimit,

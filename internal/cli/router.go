@@ -54,7 +54,7 @@ func runRouter(ctx context.Context, in *infra, opt routerOptions) error {
 	}
 	defer c.close()
 	rt, err := router.New(router.Config{
-		Kafka: c.kcfg, Store: c.st, Log: c.log, GroupID: opt.group, Relay: c.relay,
+		Kafka: c.kcfg, Store: c.st, Log: c.log, GroupID: opt.group, Relay: c.relay, PartnerTopicsRestricted: in.partnerTopicsRestricted,
 		Policy:      store.ExecPolicy{Retention: opt.retention, SnapshotLimit: opt.snapshotLimit},
 		StepTimeout: opt.stepTimeout, DrainTimeout: opt.drain,
 	})

@@ -29,6 +29,8 @@ type infra struct {
 	keyPrefix   string
 	pprofAddr   string
 	busKeyFile  string
+	// partnerTopicsRestricted: tenants without a partner-topic list use no partner topic.
+	partnerTopicsRestricted bool
 }
 
 func (in *infra) register(cmd *cobra.Command) {
@@ -39,6 +41,7 @@ func (in *infra) register(cmd *cobra.Command) {
 	f.IntVar(&in.partitions, "partitions", kafkax.DefaultPartitions, "partitions of the topics flowd creates")
 	f.StringVar(&in.keyPrefix, "redis-prefix", envOr("FLOWD_REDIS_PREFIX", store.DefaultPrefix), "prefix of flowd's Redis keys (env FLOWD_REDIS_PREFIX)")
 	f.StringVar(&in.busKeyFile, "bus-key-file", envOr("FLOWD_BUS_KEY_FILE", ""), "file holding the key(s) that sign and verify records on flowd's topics; every role needs the same (or set "+busauth.EnvKey+")")
+	f.BoolVar(&in.partnerTopicsRestricted, "partner-topics-restricted", envOr("FLOWD_PARTNER_TOPICS_RESTRICTED", "") == "true", "tenants may use only the partner topics an administrator listed for them (PATCH /api/v1/tenants/{id}); without it, a tenant with no list may use any topic outside flowd's own (env FLOWD_PARTNER_TOPICS_RESTRICTED=true)")
 	f.StringVar(&in.pprofAddr, "pprof-addr", envOr("FLOWD_PPROF_ADDR", ""), "serve net/http/pprof on this separate address, e.g. 127.0.0.1:6060; off when empty (env FLOWD_PPROF_ADDR)")
 }
 
@@ -86,6 +89,7 @@ func serveAPI(ctx context.Context, in *infra, opt apiOptions) error {
 	app := api.New(api.Config{
 		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: cat, Secrets: keys,
 		AutoConfirm: opt.autoConfirm, LifecycleWait: opt.lifecycleWait, DevEcho: opt.devEcho, ReservedTopic: c.kcfg.Reserved,
+		PartnerTopicsRestricted: in.partnerTopicsRestricted,
 	})
 	return listenAndServe(ctx, app, opt.addr, func() {
 		if opt.onReady != nil {

@@ -52,6 +52,7 @@ const (
 	CodeUnknownConnector  = "unknown_connector"
 	CodeUnknownAction     = "unknown_action"
 	CodeTopicReserved     = "topic_reserved"
+	CodeTopicNotAllowed   = "topic_not_allowed"
 )
 
 // ToJSON turns a request body into JSON. YAML is accepted when the content type says so, or

@@ -147,16 +147,48 @@ func (v *validator) nodes() {
 // topic refuses a partner trigger or kafka connector node naming a reserved topic: reading one
 // would hand a tenant every other tenant's records, writing one would forge flowd's own.
 func (v *validator) topic(n *Node, p string) {
-	if v.opts.ReservedTopic == nil || !(n.Type == TypeKafka || n.Type == TypeAction && n.Connector == KafkaConnector) {
+	if v.opts.ReservedTopic == nil {
 		return
 	}
-	t, ok := n.Config["topic"].(string)
-	if !ok || strings.Contains(t, "{{") {
+	t, ok := NodeTopic(n)
+	if !ok || t.Templated {
 		return // missing or of the wrong type is reported elsewhere; a template is checked at run time
 	}
-	if v.opts.ReservedTopic(t) {
-		v.add(CodeTopicReserved, p+"/config/topic", "topic %q is reserved for flowd and Kafka themselves; use a topic of your own", t)
+	if v.opts.ReservedTopic(t.Topic) {
+		v.add(CodeTopicReserved, p+"/config/topic", "topic %q is reserved for flowd and Kafka themselves; use a topic of your own", t.Topic)
 	}
+}
+
+// TopicUse is a Kafka topic a node reads (trigger.kafka) or writes (the kafka connector).
+type TopicUse struct {
+	Path      string // JSON pointer of the node's config.topic
+	Topic     string
+	Templated bool // holds a `{{ }}` template: known only at run time
+}
+
+// NodeTopic returns the topic a node uses, if it is a partner trigger or a kafka connector
+// node with a string config.topic.
+func NodeTopic(n *Node) (TopicUse, bool) {
+	if !(n.Type == TypeKafka || n.Type == TypeAction && n.Connector == KafkaConnector) {
+		return TopicUse{}, false
+	}
+	t, ok := n.Config["topic"].(string)
+	if !ok {
+		return TopicUse{}, false
+	}
+	return TopicUse{Topic: t, Templated: strings.Contains(t, "{{")}, true
+}
+
+// Topics lists the Kafka topics a flow's nodes use, with their paths.
+func Topics(f *Flow) []TopicUse {
+	var out []TopicUse
+	for i := range f.Graph.Nodes {
+		if t, ok := NodeTopic(&f.Graph.Nodes[i]); ok {
+			t.Path = nodePath(i) + "/config/topic"
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 func (v *validator) requireField(nodeP, field, val string) {

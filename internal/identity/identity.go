@@ -52,11 +52,29 @@ func IsKnown(p string) bool { return slices.Contains(Known, p) }
 
 // Tenant is an organisation; its users share tenant-owned flows.
 type Tenant struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Status    string    `json:"status"`
-	CreatedAt time.Time `json:"createdAt"`
-	UpdatedAt time.Time `json:"updatedAt"`
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	// PartnerTopics, set by an administrator, are the Kafka topics the tenant's flows may read
+	// and write: exact names, or prefixes ending in '*' ("acme.*"). Nil leaves the tenant
+	// unrestricted unless the deployment restricts every tenant; an empty list allows none.
+	PartnerTopics *[]string `json:"partnerTopics,omitempty"`
+	CreatedAt     time.Time `json:"createdAt"`
+	UpdatedAt     time.Time `json:"updatedAt"`
+}
+
+// AllowsTopic reports whether the tenant's flows may use topic. restricted is the deployment's
+// setting for tenants without a list of their own: true allows them none.
+func (t Tenant) AllowsTopic(topic string, restricted bool) bool {
+	if t.PartnerTopics == nil {
+		return !restricted
+	}
+	for _, p := range *t.PartnerTopics {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok && strings.HasPrefix(topic, prefix) || p == topic {
+			return true
+		}
+	}
+	return false
 }
 
 // User has an internal ID (used by the API) distinct from its external Username (the partner

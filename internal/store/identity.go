@@ -37,6 +37,31 @@ func (s *Store) Tenant(ctx context.Context, id string) (*identity.Tenant, error)
 	return getJSON[identity.Tenant](ctx, s.rdb, s.k("tenant", keyID(id)))
 }
 
+// UpdateTenant changes one tenant under optimistic locking: decide gets the current record
+// and returns the new one (its name is kept).
+func (s *Store) UpdateTenant(ctx context.Context, id string, decide func(cur *identity.Tenant) (*identity.Tenant, error)) (*identity.Tenant, error) {
+	key := s.k("tenant", keyID(id))
+	var out *identity.Tenant
+	err := s.watch(ctx, func(tx *redis.Tx) error {
+		cur, err := getJSON[identity.Tenant](ctx, tx, key)
+		if err != nil {
+			return err
+		}
+		next, err := decide(cur)
+		if err != nil {
+			return err
+		}
+		next.ID, next.Name, next.CreatedAt = cur.ID, cur.Name, cur.CreatedAt
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, key, mustJSON(next), 0)
+			return nil
+		})
+		out = next
+		return err
+	}, key)
+	return out, err
+}
+
 // Tenants lists every tenant in creation order.
 func (s *Store) Tenants(ctx context.Context) ([]identity.Tenant, error) {
 	return listJSON[identity.Tenant](ctx, s, s.k("tenants"), func(id string) string { return s.k("tenant", keyID(id)) })
