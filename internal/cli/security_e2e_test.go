@@ -136,6 +136,43 @@ func TestTenantCannotUseTheBus(t *testing.T) {
 		}
 	})
 
+	t.Run("1b an administrator restricts B to its own partner topics", func(t *testing.T) {
+		if st, m := b.do("PATCH", "/api/v1/tenants/"+b.id, `{"partnerTopics":["*"]}`); st != 403 {
+			t.Fatalf("B widening its own list: %d %v", st, m)
+		}
+		req := func(body string) (int, map[string]any) {
+			r, _ := http.NewRequest("PATCH", p.base+"/api/v1/tenants/"+b.id, strings.NewReader(body))
+			r.Header.Set("Authorization", "Bearer "+p.token)
+			res, err := http.DefaultClient.Do(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = res.Body.Close() }()
+			var m map[string]any
+			_ = json.NewDecoder(res.Body).Decode(&m)
+			return res.StatusCode, m
+		}
+		if st, m := req(`{"partnerTopics":["` + prefix + `*"]}`); st != 400 || !problemAt(m, "topic_reserved", "/partnerTopics/0") {
+			t.Fatalf("allowing flowd's topics: %d %v", st, m)
+		}
+		if st, m := req(`{"partnerTopics":["mallory.*"]}`); st != 200 {
+			t.Fatalf("set B's list: %d %v", st, m)
+		}
+		kafkaFlow := func(topic string) string {
+			return `{"name":"p","graph":{"nodes":[{"id":"k","type":"trigger.kafka","config":{"topic":"` + topic + `"}}],"edges":[]}}`
+		}
+		if st, m := b.do("POST", "/api/v1/flows", kafkaFlow("acme.orders")); st != 400 || !problemAt(m, "topic_not_allowed", "/graph/nodes/0/config/topic") {
+			t.Fatalf("A's partner topic: %d %v", st, m)
+		}
+		if st, m := b.do("POST", "/api/v1/flows", kafkaFlow("mallory.orders")); st != 201 {
+			t.Fatalf("B's own partner topic: %d %v", st, m)
+		}
+		// A stays unrestricted: no list, and the deployment does not restrict unlisted tenants.
+		if st, m := a.do("POST", "/api/v1/flows", kafkaFlow("acme.orders")); st != 201 {
+			t.Fatalf("A's partner topic for A: %d %v", st, m)
+		}
+	})
+
 	t.Run("2 B cannot hand A's connection to its own URL", func(t *testing.T) {
 		thief, hits := counter(t)
 		// Through the kafka connector: refused when the flow is saved.
