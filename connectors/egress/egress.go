@@ -27,8 +27,16 @@ import (
 	"time"
 )
 
-// EnvAllow names the variable holding the operator's allowlist.
-const EnvAllow = "FLOWD_CONNECTOR_EGRESS_ALLOW"
+// Variables the runner passes to every connector with the policy.
+const (
+	// EnvAllow holds the operator's allowlist.
+	EnvAllow = "FLOWD_CONNECTOR_EGRESS_ALLOW"
+	// EnvKafkaBrokersAllow holds the comma-separated host:port brokers a connector producing
+	// to Kafka may reach (the built-in kafka connector reaches no other).
+	EnvKafkaBrokersAllow = "FLOWD_CONNECTOR_KAFKA_BROKERS_ALLOW"
+	// EnvReservedTopicPrefix holds flowd's own topic prefix, which no connector may write.
+	EnvReservedTopicPrefix = "FLOWD_CONNECTOR_RESERVED_TOPIC_PREFIX"
+)
 
 const (
 	defaultDialTimeout = 10 * time.Second

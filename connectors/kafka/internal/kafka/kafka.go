@@ -44,9 +44,9 @@ const IdempotencyHeader = "Idempotency-Key"
 const (
 	// EnvBrokersAllow is the comma-separated host:port list of brokers the connector may reach,
 	// bootstrap and advertised alike.
-	EnvBrokersAllow = "FLOWD_CONNECTOR_KAFKA_BROKERS_ALLOW"
+	EnvBrokersAllow = egress.EnvKafkaBrokersAllow
 	// EnvReservedTopicPrefix is flowd's own topic prefix, which the connector never writes.
-	EnvReservedTopicPrefix = "FLOWD_CONNECTOR_RESERVED_TOPIC_PREFIX"
+	EnvReservedTopicPrefix = egress.EnvReservedTopicPrefix
 	// DefaultReservedTopicPrefix is flowd's default topic prefix.
 	DefaultReservedTopicPrefix = "flowd."
 )
