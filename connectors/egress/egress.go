@@ -333,7 +333,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 		if err := d.check(addr, ip, uint16(port)); err != nil {
 			return nil, err
 		}
-		return dial(ctx, network, netip.AddrPortFrom(ip.WithZone(""), uint16(port)).String())
+		return dial(ctx, network, netip.AddrPortFrom(ip, uint16(port)).String())
 	}
 	if d.Policy.AllowsHost(host, portStr) {
 		// The operator allowed the name itself, wherever it points.
@@ -375,7 +375,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 	}
 	var errs []error
 	for _, ip := range permitted {
-		c, err := dial(ctx, network, netip.AddrPortFrom(ip.WithZone(""), uint16(port)).String())
+		c, err := dial(ctx, network, netip.AddrPortFrom(ip, uint16(port)).String())
 		if err == nil {
 			return c, nil
 		}
