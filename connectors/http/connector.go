@@ -2,17 +2,18 @@ package main
 
 import (
 	"encoding/json"
-	"net/http"
 
+	"github.com/flowd/flowd/connectors/egress"
 	"github.com/flowd/flowd/connectors/sdk"
 )
 
 // version is the connector's manifest version; bump it when config or output change.
 const version = "1.0.0"
 
-// newConnector wires the request action to one long-lived transport.
-func newConnector(transport http.RoundTripper) sdk.Connector {
-	c := &connector{transport: transport}
+// newConnector wires the request action to one long-lived transport that dials through the
+// egress policy; dial is the underlying connect (nil: a net.Dialer).
+func newConnector(policy *egress.Policy, dial dialFunc) sdk.Connector {
+	c := &connector{policy: policy, transport: newTransport(policy, dial)}
 	return sdk.Connector{
 		Manifest: sdk.Manifest{
 			Name:            "http",
@@ -25,7 +26,9 @@ func newConnector(transport http.RoundTripper) sdk.Connector {
 				Title: "HTTP request",
 				Description: "Sends one HTTP request. 2xx responses go to the success port, other " +
 					"statuses to the error port; 429, 5xx, timeouts and connection failures are " +
-					"retryable errors. The step's idempotency key is sent as Idempotency-Key.",
+					"retryable errors. The step's idempotency key is sent as Idempotency-Key. Loopback, " +
+					"private, link-local (cloud metadata) and other internal addresses are refused " +
+					"(egress_denied) unless the operator allows them.",
 				ConfigSchema: json.RawMessage(configSchema),
 				InputSchema:  json.RawMessage(`{"$schema":"https://json-schema.org/draft/2020-12/schema","description":"Unused: reference the input from config templates."}`),
 				OutputSchema: json.RawMessage(outputSchema),
@@ -41,7 +44,7 @@ const configSchema = `{
   "required": ["url"],
   "additionalProperties": false,
   "properties": {
-    "method": {"type": "string", "default": "GET", "pattern": "^[!#$%&'*+.^_\u0060|~0-9A-Za-z-]+$"},
+    "method": {"type": "string", "default": "GET", "pattern": "^([Gg][Ee][Tt]|[Hh][Ee][Aa][Dd]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee]|[Oo][Pp][Tt][Ii][Oo][Nn][Ss])$", "description": "GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS"},
     "url": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://", "description": "http or https only"},
     "headers": {"type": "object", "additionalProperties": {"$ref": "#/$defs/values"}},
     "query": {"type": "object", "additionalProperties": {"$ref": "#/$defs/values"}, "description": "added to the URL's own query"},

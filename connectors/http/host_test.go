@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowd/flowd/connectors/egress"
 	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/connectors/host/hosttest"
 	"github.com/flowd/flowd/connectors/sdk"
@@ -61,7 +64,8 @@ func TestThroughHost(t *testing.T) {
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { close(release) }) // runs before srv.Close, which waits for handlers
 
-	h, err := host.New(host.Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	// The test server is on loopback: allowed the way an operator allows it.
+	h, err := host.New(host.Options{Dir: dir, Env: []string{egress.EnvAllow + "=loopback"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,4 +154,71 @@ func TestThroughHost(t *testing.T) {
 	if _, ok := m.Actions["request"]; m.Name != "http" || !ok || len(m.CredentialTypes) != 4 {
 		t.Errorf("manifest %+v", m)
 	}
+}
+
+// TestEgressThroughHost runs the connector binary as a runner does. Without an allowlist,
+// loopback, 10.x, the cloud metadata address and a name resolving to 127.0.0.1 are refused
+// with egress_denied; with the operator's allowlist the loopback server answers and the rest
+// stay refused. The refusal happens before connect (TestEgressRefusedBeforeConnecting and the
+// egress package show it with a dial that cannot leave loopback); the 1 ms timeouts keep even a
+// broken policy from waiting on an address beyond this machine.
+func TestEgressThroughHost(t *testing.T) {
+	dir := t.TempDir()
+	hosttest.Build(t, dir, map[string]string{"http": "."})
+	hits := make(chan string, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits <- r.URL.Path
+		jsonOK(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	items := []sdk.Invocation{
+		{ID: "loopback", Config: map[string]any{"url": srv.URL + "/loopback"}},
+		{ID: "localhost", Config: map[string]any{"url": fmt.Sprintf("http://localhost:%d/localhost", port)}},
+		{ID: "private", Config: map[string]any{"url": "http://10.255.255.1/", "timeoutMs": 1}},
+		{ID: "metadata", Config: map[string]any{"url": "http://169.254.169.254/latest/meta-data/", "timeoutMs": 1}},
+	}
+	for i := range items {
+		items[i].Action = "request"
+	}
+	run := func(env []string) map[string]sdk.Result {
+		t.Helper()
+		h, err := host.New(host.Options{Dir: dir, Env: env, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = h.Close() }()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		results, err := h.Execute(ctx, "http", items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byID := map[string]sdk.Result{}
+		for _, r := range results {
+			byID[r.ID] = r
+		}
+		return byID
+	}
+
+	byID := run(nil)
+	for _, id := range []string{"loopback", "localhost", "private", "metadata"} {
+		if msg := wantError(t, byID[id], "egress_denied", false); !strings.Contains(msg, egress.EnvAllow) {
+			t.Errorf("%s: message %q does not say how to allow it", id, msg)
+		}
+	}
+	select {
+	case path := <-hits:
+		t.Fatalf("a refused request reached the server: %s", path)
+	default:
+	}
+
+	byID = run([]string{egress.EnvAllow + "=127.0.0.1/32"})
+	for _, id := range []string{"loopback", "localhost"} {
+		if port, _ := output(t, byID[id]); port != "success" {
+			t.Errorf("%s with loopback allowed: port %q", id, port)
+		}
+	}
+	wantError(t, byID["private"], "egress_denied", false)
+	wantError(t, byID["metadata"], "egress_denied", false)
 }

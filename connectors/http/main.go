@@ -3,9 +3,21 @@
 // connection. The runners start it as a plugin; `http describe` prints its manifest.
 package main
 
-import "github.com/flowd/flowd/connectors/sdk"
+import (
+	"log/slog"
+
+	"github.com/flowd/flowd/connectors/egress"
+	"github.com/flowd/flowd/connectors/sdk"
+)
 
 func main() {
+	policy, err := egress.FromEnv()
+	if err != nil {
+		// Fail closed: a malformed allowlist allows nothing beyond the default. The runner
+		// validates its flag, so this is someone setting the variable by hand.
+		slog.Error("egress allowlist ignored", "err", err)
+		policy = &egress.Policy{}
+	}
 	// One transport for the plugin's life: keep-alive connections are reused across calls.
-	sdk.Serve(newConnector(newTransport()))
+	sdk.Serve(newConnector(policy, nil))
 }

@@ -14,12 +14,15 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/flowd/flowd/connectors/egress"
 	"github.com/flowd/flowd/connectors/sdk"
 )
 
@@ -36,6 +39,10 @@ const (
 	// drainLimit bounds how much of an unwanted body is read so the connection can be reused.
 	drainLimit = 64 << 10
 )
+
+// methods are the only methods the connector sends: others (CONNECT, TRACE, WebDAV's and
+// made-up ones) serve no integration and widen what a flow can make a server do.
+var methods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions}
 
 // requestConfig is the request action's config, templates already rendered by the runner.
 type requestConfig struct {
@@ -109,8 +116,8 @@ func prepare(call sdk.Call[requestConfig, json.RawMessage]) (*prepared, error) {
 	if p.method == "" {
 		p.method = http.MethodGet
 	}
-	if !isToken(p.method) {
-		return nil, sdk.Errorf("invalid_config", "method %q is not a valid HTTP method", cfg.Method)
+	if !slices.Contains(methods, p.method) {
+		return nil, sdk.Errorf("invalid_config", "method %q is not allowed: use one of %s", cfg.Method, strings.Join(methods, ", "))
 	}
 
 	if strings.TrimSpace(cfg.URL) == "" {
@@ -307,16 +314,33 @@ var errTooManyRedirects = fmt.Errorf("stopped after %d redirects", maxRedirects)
 // connector holds what lives as long as the plugin: one transport, so keep-alive connections
 // are reused across calls.
 type connector struct {
+	policy    *egress.Policy
 	transport http.RoundTripper
 }
 
-func newTransport() *http.Transport {
+// dialFunc connects to an address; net.Dialer.DialContext is one.
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// newTransport dials through the egress policy. It never uses a proxy from the environment:
+// through a proxy the connector would only see the proxy's address, and the policy must apply
+// to the destination. Operators who need a forward proxy make it the network's egress path
+// and give it the same rules. dial connects to an address the policy permitted (nil: a
+// net.Dialer); tests pass one that cannot reach beyond loopback.
+func newTransport(policy *egress.Policy, dial dialFunc) *http.Transport {
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
+	d := &egress.Dialer{
+		Policy: policy,
+		Dial:   dial,
+		OnDeny: func(e *egress.DeniedError) {
+			// The step's error names what the flow asked for; the operator's log has the address.
+			slog.Warn("egress refused", "target", e.Target, "address", e.IP.String(), "kind", e.What)
+		},
+	}
 	return &http.Transport{
-		Proxy: http.ProxyFromEnvironment,
-		DialContext: (&net.Dialer{
-			Timeout:   10 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
+		Proxy:                  nil,
+		DialContext:            d.DialContext,
 		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:    10 * time.Second,
 		ForceAttemptHTTP2:      true,
@@ -334,6 +358,9 @@ func (c *connector) request(ctx context.Context, call sdk.Call[requestConfig, js
 		return nil, err
 	}
 	target := redact(p.url)
+	if err := c.precheck(p.url); err != nil {
+		return nil, sdk.Permanent("egress_denied", fmt.Errorf("%s %s: %w", p.method, target, err))
+	}
 	log := slog.Default().With("execution", call.ExecutionID, "node", call.NodeID, "method", p.method, "url", target)
 
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
@@ -393,6 +420,31 @@ func (c *connector) request(ctx context.Context, call sdk.Call[requestConfig, js
 	return []sdk.Output{{Port: port, Data: responseData(resp, raw)}}, nil
 }
 
+// precheck refuses a URL whose host is a refused address literal before any request starts, so
+// the answer is egress_denied whatever the step's timeout. Names and redirects are checked by
+// the transport's dialer, on the addresses they resolve to.
+func (c *connector) precheck(u *url.URL) error {
+	ip, ipErr := netip.ParseAddr(u.Hostname())
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	n, portErr := strconv.ParseUint(port, 10, 16)
+	if ipErr != nil || portErr != nil {
+		// A name (the dialer checks what it resolves to) or a bad port (the transport says so).
+		return nil
+	}
+	err := c.policy.Check(ip, uint16(n))
+	var de *egress.DeniedError
+	if errors.As(err, &de) {
+		de.Target = u.Host
+	}
+	return err
+}
+
 func (p *prepared) checkRedirect(req *http.Request, via []*http.Request) error {
 	if !p.follow {
 		// The 3xx itself becomes the output, on the error port.
@@ -417,10 +469,14 @@ func failure(ctx context.Context, p *prepared, target string, err error) error {
 		err = ue.Err // url.Error quotes the full URL
 	}
 	var netErr net.Error
+	var denied *egress.DeniedError
 	var certErr *tls.CertificateVerificationError
 	var unknownAuth x509.UnknownAuthorityError
 	var hostErr x509.HostnameError
 	switch {
+	case errors.As(err, &denied):
+		// Checked first: a refusal is final, whatever else the transport wrapped around it.
+		return sdk.Permanent("egress_denied", fmt.Errorf("%s %s: %w", p.method, target, denied))
 	case errors.Is(ctx.Err(), context.DeadlineExceeded),
 		errors.Is(err, context.DeadlineExceeded),
 		errors.As(err, &netErr) && netErr.Timeout():

@@ -4,23 +4,51 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/flowd/flowd/connectors/egress"
 	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/internal/testrig"
 )
 
-// testConnector shares one transport across the tests, as the plugin does across calls.
-var testConnector = newConnector(newTransport())
+// testConnector shares one transport across the tests, as the plugin does across calls. Its
+// test servers listen on loopback, which the operator allows here as in `flowd dev`.
+var testConnector = newConnector(mustPolicy("loopback"), loopbackOnly)
+
+func mustPolicy(allow string) *egress.Policy {
+	p, err := egress.Parse(allow)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+// errOffLoopback is what loopbackOnly answers instead of connecting: the tests never send a
+// packet beyond this machine, even if the policy let an address through.
+var errOffLoopback = errors.New("test guard: not connecting beyond loopback")
+
+// loopbackOnly is the underlying dial of the tests' transports: loopback addresses connect,
+// anything else fails without a connection attempt.
+func loopbackOnly(ctx context.Context, network, addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().Unmap().IsLoopback() {
+		return nil, fmt.Errorf("%w: %s", errOffLoopback, addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
 
 // recorder is a test server that remembers the last request it received.
 type recorder struct {
@@ -402,6 +430,9 @@ func TestInvalidConfig(t *testing.T) {
 		"ftp url":         {"url": "ftp://example.com/x"},
 		"no host":         {"url": "http:///x"},
 		"bad method":      {"url": "http://127.0.0.1/", "method": "GE T"},
+		"TRACE":           {"url": "http://127.0.0.1/", "method": "TRACE"},
+		"CONNECT":         {"url": "http://127.0.0.1/", "method": "CONNECT"},
+		"made-up method":  {"url": "http://127.0.0.1/", "method": "PROPFIND"},
 		"timeout too big": {"url": "http://127.0.0.1/", "timeoutMs": 300001},
 		"zero cap":        {"url": "http://127.0.0.1/", "maxResponseBytes": 0},
 		"header newline":  {"url": "http://127.0.0.1/", "headers": map[string]any{"X-A": "a\r\nX-B: b"}},
@@ -488,5 +519,61 @@ func TestManifest(t *testing.T) {
 		if !json.Valid(s) {
 			t.Errorf("%s schema is not valid JSON", name)
 		}
+	}
+}
+
+// TestEgressRefusedBeforeConnecting runs the connector with no allowlist: loopback (by address
+// and by a name resolving to it), private, metadata and unspecified destinations are refused
+// with a permanent egress_denied error, and a redirect cannot reach them either.
+func TestEgressRefusedBeforeConnecting(t *testing.T) {
+	srv, rec := newServer(t, func(w http.ResponseWriter, r *http.Request) { jsonOK(w, r) })
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	strict := newConnector(&egress.Policy{}, loopbackOnly)
+	call := func(c sdk.Connector, cfg map[string]any) sdk.Result {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return sdk.Invoke(ctx, c, sdk.Invocation{ID: "1", Action: "request", Config: cfg})
+	}
+	for _, u := range []string{
+		srv.URL + "/x",
+		fmt.Sprintf("http://localhost:%d/x", port),
+		fmt.Sprintf("http://[::ffff:127.0.0.1]:%d/x", port),
+		fmt.Sprintf("http://0.0.0.0:%d/x", port),
+		"http://10.0.0.1/x",
+		"http://169.254.169.254/latest/meta-data/",
+		"https://192.168.1.1/",
+		"http://[fd00:ec2::254]/",
+	} {
+		msg := wantError(t, call(strict, map[string]any{"url": u}), "egress_denied", false)
+		if !strings.Contains(msg, egress.EnvAllow) {
+			t.Errorf("%s: message %q does not say how to allow it", u, msg)
+		}
+	}
+	if _, _, uri, _ := rec.last(); uri != "" {
+		t.Fatalf("a refused request reached the server: %s", uri)
+	}
+
+	// Allowed: exactly this server's address and port. Its redirects to another loopback port
+	// or to the metadata address are refused at dial time.
+	other, otherRec := newServer(t, func(w http.ResponseWriter, r *http.Request) { jsonOK(w, r) })
+	redirector, _ := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/to-other":
+			http.Redirect(w, r, other.URL+"/secret", http.StatusFound)
+		case "/to-metadata":
+			http.Redirect(w, r, "http://169.254.169.254/latest/meta-data/", http.StatusFound)
+		default:
+			jsonOK(w, r)
+		}
+	})
+	allowed := newConnector(mustPolicy(redirector.Listener.Addr().String()), loopbackOnly)
+	if port, _ := output(t, call(allowed, map[string]any{"url": redirector.URL + "/ok"})); port != "success" {
+		t.Fatalf("allowlisted server: port %s", port)
+	}
+	wantError(t, call(allowed, map[string]any{"url": redirector.URL + "/to-other"}), "egress_denied", false)
+	wantError(t, call(allowed, map[string]any{"url": redirector.URL + "/to-metadata"}), "egress_denied", false)
+	wantError(t, call(allowed, map[string]any{"url": other.URL + "/direct"}), "egress_denied", false)
+	if _, _, uri, _ := otherRec.last(); uri != "" {
+		t.Fatalf("a redirect reached a refused server: %s", uri)
 	}
 }

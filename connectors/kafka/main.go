@@ -2,13 +2,26 @@
 package main
 
 import (
+	"log/slog"
+
 	"github.com/flowd/flowd/connectors/kafka/internal/kafka"
 	"github.com/flowd/flowd/connectors/sdk"
 )
 
 func main() {
+	opts, err := kafka.OptionsFromEnv()
+	var p *kafka.Producer
+	if err == nil {
+		p, err = kafka.New(opts)
+	}
+	if err != nil {
+		// Fail closed: the runner validates what it passes, so this is a hand-set variable;
+		// the connector then reaches no broker at all rather than loosen its rules.
+		slog.Error("kafka connector: allowlists ignored", "err", err)
+		p, _ = kafka.New(kafka.Options{ReservedTopicPrefix: opts.ReservedTopicPrefix})
+	}
 	// Writes are synchronous (acks=all before a call returns), so nothing is buffered when the
 	// host stops the plugin; Producer.Close would only release connections the exit frees
 	// anyway. sdk.Serve exits the process itself and offers no shutdown hook yet.
-	sdk.Serve(kafka.New().Connector())
+	sdk.Serve(p.Connector())
 }

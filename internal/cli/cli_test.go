@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/flowd/flowd/connectors/egress"
 	"github.com/flowd/flowd/connectors/host/hosttest"
 )
 
@@ -44,6 +45,9 @@ func TestFlowsWithoutTokenSaysWhatToDo(t *testing.T) {
 func TestConnectorsInvokeRunsAnActionThroughTheHost(t *testing.T) {
 	dir := t.TempDir()
 	hosttest.Build(t, dir, map[string]string{"http": "github.com/flowd/flowd/connectors/http"})
+	// The test server listens on loopback: allowed in the connectors' environment, as an
+	// operator running `flowd connectors invoke` against a local service would.
+	t.Setenv(egress.EnvAllow, "loopback")
 	var gotKey string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		gotKey = r.Header.Get("Idempotency-Key")

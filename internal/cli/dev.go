@@ -34,9 +34,10 @@ import (
 
 func newDevCmd() *cobra.Command {
 	var (
-		dataDir string
-		example string
-		opt     apiOptions
+		dataDir    string
+		example    string
+		opt        apiOptions
+		connectors connectorPolicy
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -46,7 +47,7 @@ func newDevCmd() *cobra.Command {
 Redis (data lost on exit). It is for trying flowd on one machine, not for production.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDev(cmd.Context(), cmd.OutOrStdout(), dataDir, example, opt)
+			return runDev(cmd.Context(), cmd.OutOrStdout(), dataDir, example, opt, connectors)
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", envOr("FLOWD_DATA_DIR", ".flowd"), "where the embedded broker and Redis keep their data")
@@ -54,11 +55,16 @@ Redis (data lost on exit). It is for trying flowd on one machine, not for produc
 	cmd.Flags().StringVar(&example, "example", "", "flow document (JSON or YAML) to load at start unless a flow of that name exists")
 	cmd.Flags().StringVar(&opt.connectorsDir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries")
 	cmd.Flags().IntVar(&opt.bodyLimit, "body-limit", 1<<20, "largest request body in bytes")
+	// Loopback by default: the example flow calls the dev echo route on 127.0.0.1.
+	connectors.register(cmd, "loopback")
 	return cmd
 }
 
-func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt apiOptions) error {
+func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt apiOptions, connectors connectorPolicy) error {
 	log := slog.Default()
+	if connectors.egressAllow != "" {
+		log.Warn("flowd dev lets connectors reach these internal addresses (loopback by default, where Redis and the broker listen too); a runner allows none unless --egress-allow says so", "egress-allow", connectors.egressAllow)
+	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
@@ -94,7 +100,7 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 			return err
 		}
 	}
-	all, err := startAll(ctx, in, opt)
+	all, err := startAll(ctx, in, opt, connectors)
 	if err != nil {
 		return err
 	}
@@ -138,7 +144,11 @@ type everything struct {
 	done   chan struct{}
 }
 
-func startAll(ctx context.Context, in *infra, opt apiOptions) (*everything, error) {
+func startAll(ctx context.Context, in *infra, opt apiOptions, connectors connectorPolicy) (*everything, error) {
+	env, err := connectors.env(in, slog.Default())
+	if err != nil {
+		return nil, err
+	}
 	c, err := connect(ctx, in)
 	if err != nil {
 		return nil, err
@@ -168,7 +178,7 @@ func startAll(ctx context.Context, in *infra, opt apiOptions) (*everything, erro
 	if cat.Len() == 0 {
 		c.log.Warn("no connectors found: run `make build` first", "dir", opt.connectorsDir)
 	}
-	e.host, err = host.New(host.Options{Dir: opt.connectorsDir, Logger: c.log})
+	e.host, err = host.New(host.Options{Dir: opt.connectorsDir, Env: env, Logger: c.log})
 	if err != nil {
 		return nil, err
 	}

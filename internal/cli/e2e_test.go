@@ -53,7 +53,8 @@ func startPipeline(t *testing.T) *pipeline {
 	_ = ln.Close()
 	opt := apiOptions{addr: addr, connectorsDir: filepath.Join(dir, "connectors"), bodyLimit: 1 << 20, adminToken: "fld_e2e_" + testrig.Unique("")}
 	ctx, cancel := context.WithCancel(context.Background())
-	all, err := startAll(ctx, in, opt)
+	// The example flow calls the API's echo route on loopback: allowed as an operator would.
+	all, err := startAll(ctx, in, opt, connectorPolicy{egressAllow: "127.0.0.1/32"})
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -2,13 +2,19 @@ package cli
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/flowd/flowd/connectors/egress"
 	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/envelope"
@@ -24,6 +30,56 @@ type runnerOptions struct {
 	pinFile       string
 	secretKeyFile string
 	drainTimeout  time.Duration
+	connectors    connectorPolicy
+}
+
+// connectorPolicy is what connectors may reach, passed to them in their environment.
+type connectorPolicy struct {
+	egressAllow  string // addresses and hosts beyond the public internet
+	kafkaBrokers string // brokers the kafka connector may produce to
+}
+
+func (p *connectorPolicy) register(cmd *cobra.Command, egressDefault string) {
+	f := cmd.Flags()
+	f.StringVar(&p.egressAllow, "egress-allow", envOr("FLOWD_EGRESS_ALLOW", egressDefault),
+		"comma-separated CIDRs, addresses, host names (each optionally :port, *.domain for subdomains) or 'loopback' "+
+			"that connectors may reach although loopback, private, link-local or otherwise internal (env FLOWD_EGRESS_ALLOW)")
+	f.StringVar(&p.kafkaBrokers, "kafka-connector-brokers", envOr("FLOWD_KAFKA_CONNECTOR_BROKERS", ""),
+		"comma-separated host:port brokers the kafka connector may produce to; none when empty (env FLOWD_KAFKA_CONNECTOR_BROKERS)")
+}
+
+// env validates the policy and returns it as the connectors' environment, with flowd's topic
+// prefix, which the kafka connector refuses to write.
+func (p connectorPolicy) env(in *infra, log *slog.Logger) ([]string, error) {
+	pol, err := egress.Parse(p.egressAllow)
+	if err != nil {
+		return nil, fmt.Errorf("--egress-allow: %w", err)
+	}
+	var brokers []string
+	for b := range strings.SplitSeq(p.kafkaBrokers, ",") {
+		if b = strings.TrimSpace(b); b == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
+			return nil, fmt.Errorf("--kafka-connector-brokers: %q is not host:port", b)
+		}
+		brokers = append(brokers, b)
+		if slices.Contains(in.kafka().Brokers, b) {
+			log.Warn("the kafka connector may reach flowd's own cluster; flowd's topics stay refused", "broker", b)
+		}
+	}
+	allow := ""
+	if !pol.Empty() {
+		allow = pol.String()
+	}
+	log.Info("connector egress policy", "allowed beyond the public internet", pol.String(),
+		"kafka connector brokers", strings.Join(brokers, ","), "reserved topic prefix", in.kafka().Topic(""))
+	// Set even when empty: the runner's flags, not a stray variable in its environment, decide.
+	return []string{
+		egress.EnvAllow + "=" + allow,
+		egress.EnvKafkaBrokersAllow + "=" + strings.Join(brokers, ","),
+		egress.EnvReservedTopicPrefix + "=" + in.kafka().Topic(""),
+	}, nil
 }
 
 func newRunnerCmd() *cobra.Command {
@@ -51,6 +107,7 @@ func newRunnerCmd() *cobra.Command {
 	f.StringVar(&opt.pinFile, "pin-file", envOr("FLOWD_CONNECTORS_PIN_FILE", ""), "sha256sum file: only listed connector binaries that match start (env FLOWD_CONNECTORS_PIN_FILE)")
 	f.StringVar(&opt.secretKeyFile, "secret-key-file", envOr("FLOWD_SECRET_KEY_FILE", ""), "file holding the AES-256 key(s) for connection secrets (or set FLOWD_SECRET_KEY)")
 	f.DurationVar(&opt.drainTimeout, "drain-timeout", runners.DefaultDrainTimeout, "on shutdown, how long running steps may finish before they are left for redelivery")
+	opt.connectors.register(cmd, "")
 	return cmd
 }
 
@@ -61,12 +118,17 @@ func serveRunner(ctx context.Context, in *infra, opt runnerOptions) error {
 	if err != nil {
 		return err
 	}
+	// Checked before connecting: a bad flag fails the start at once.
+	env, err := opt.connectors.env(in, slog.Default())
+	if err != nil {
+		return err
+	}
 	c, err := connect(ctx, in)
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	h, err := host.New(host.Options{Dir: opt.connectorsDir, PinFile: opt.pinFile, Logger: c.log})
+	h, err := host.New(host.Options{Dir: opt.connectorsDir, PinFile: opt.pinFile, Env: env, Logger: c.log})
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowd/flowd/connectors/egress"
 	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/connectors/host/hosttest"
 	"github.com/flowd/flowd/connectors/sdk"
@@ -44,7 +45,8 @@ func TestHTTPConnectorWithAnExpiringOAuth2Token(t *testing.T) {
 
 	dir := t.TempDir()
 	hosttest.Build(t, dir, map[string]string{"http": "github.com/flowd/flowd/connectors/http"})
-	h, err := host.New(host.Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	// The API server listens on loopback: allowed as an operator allows it.
+	h, err := host.New(host.Options{Dir: dir, Env: []string{egress.EnvAllow + "=loopback"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -112,7 +112,8 @@ func TestCrashRecovery(t *testing.T) {
 		{name: "api", args: append([]string{"api", "--addr", apiAddr, "--connectors-dir", connDir}, common...)},
 		{name: "ingest", args: append([]string{"ingest", "--addr", ingestAddr}, common...)},
 		{name: "router", args: append([]string{"router"}, common...)},
-		{name: "runner", args: append([]string{"runner", "--pool", "default", "--concurrency", "16", "--connectors-dir", connDir}, common...)},
+		// The sink listens on loopback, which the runner's connectors reach only when allowed.
+		{name: "runner", args: append([]string{"runner", "--pool", "default", "--concurrency", "16", "--connectors-dir", connDir, "--egress-allow", srv.Listener.Addr().String()}, common...)},
 	} {
 		p.bin, p.env, p.log = flowdBin, env, filepath.Join(logDir, p.name+".log")
 		procs[p.name] = p

@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -439,8 +440,14 @@ func (b *bench) endToEnd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The sink listens on loopback, which connectors reach only when the operator allows it.
+	sinkURL, err := url.Parse(sk.url)
+	if err != nil {
+		return err
+	}
 	runnerArgs := []string{"runner", "--pool", "default", "--group-id", group,
-		"--concurrency", strconv.Itoa(b.o.runnerConc), "--connectors-dir", b.o.connectorsDir}
+		"--concurrency", strconv.Itoa(b.o.runnerConc), "--connectors-dir", b.o.connectorsDir,
+		"--egress-allow", sinkURL.Host}
 	r1, err := start("runner-1", runnerArgs...)
 	if err != nil {
 		return err

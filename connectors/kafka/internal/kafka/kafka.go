@@ -1,5 +1,10 @@
 // Package kafka is the built-in `kafka` connector: its `produce` action writes one record per
 // call to a topic with acks=all, the way flows hand data to partner systems.
+//
+// The connector reaches only brokers an operator allowed (FLOWD_CONNECTOR_KAFKA_BROKERS_ALLOW):
+// with no allowlist it produces nowhere. It never writes to flowd's own topics (the prefix in
+// FLOWD_CONNECTOR_RESERVED_TOPIC_PREFIX, default "flowd.") nor to Kafka's internal `__*` topics,
+// even on an allowed cluster, and every dial goes through the egress policy.
 package kafka
 
 import (
@@ -10,13 +15,17 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 
+	"github.com/flowd/flowd/connectors/egress"
 	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/internal/kafkax"
 )
@@ -30,6 +39,47 @@ const (
 // IdempotencyHeader carries the step's idempotency key on every record, so a consumer can drop
 // the duplicate a retried step produces.
 const IdempotencyHeader = "Idempotency-Key"
+
+// Environment the runner passes to the connector.
+const (
+	// EnvBrokersAllow is the comma-separated host:port list of brokers the connector may reach,
+	// bootstrap and advertised alike.
+	EnvBrokersAllow = egress.EnvKafkaBrokersAllow
+	// EnvReservedTopicPrefix is flowd's own topic prefix, which the connector never writes.
+	EnvReservedTopicPrefix = egress.EnvReservedTopicPrefix
+	// DefaultReservedTopicPrefix is flowd's default topic prefix.
+	DefaultReservedTopicPrefix = "flowd."
+)
+
+// Options are the operator's rules for the connector.
+type Options struct {
+	// AllowedBrokers are the host:port brokers the connector may dial. Empty: none.
+	AllowedBrokers []string
+	// ReservedTopicPrefix is flowd's topic prefix; empty means DefaultReservedTopicPrefix.
+	ReservedTopicPrefix string
+	// Egress is the address policy of every dial. An allowed broker given as an address is
+	// allowed by it too (the operator named that address); one given as a name is not: its
+	// resolved addresses are checked, since the name's DNS may not be the operator's.
+	// nil: the default policy.
+	Egress *egress.Policy
+}
+
+// OptionsFromEnv reads the options the runner passes in the environment.
+func OptionsFromEnv() (Options, error) {
+	o := Options{ReservedTopicPrefix: os.Getenv(EnvReservedTopicPrefix)}
+	for b := range strings.SplitSeq(os.Getenv(EnvBrokersAllow), ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			o.AllowedBrokers = append(o.AllowedBrokers, b)
+		}
+	}
+	pol, err := egress.FromEnv()
+	o.Egress = pol
+	return o, err
+}
+
+// errBrokerNotAllowed is a broker missing from the allowlist, met at dial time (an advertised
+// broker the cluster's metadata points to).
+var errBrokerNotAllowed = errors.New("broker not in the kafka connector's allowlist")
 
 // maxCachedWriters bounds the cached writers (one per distinct broker list); past it a call
 // gets a writer of its own, closed after the call.
@@ -56,14 +106,74 @@ type Produced struct {
 
 // Producer holds the writers for the plugin's life.
 type Producer struct {
+	brokers   map[string]bool // allowed, normalised host:port
+	reserved  string          // flowd's topic prefix
+	transport *kafkago.Transport
+
 	mu      sync.Mutex
 	writers map[string]*kafkago.Writer // by normalised broker list
 	closed  bool
 }
 
-// New returns a Producer with no writers yet; they are made on first use.
-func New() *Producer {
-	return &Producer{writers: map[string]*kafkago.Writer{}}
+// New returns a Producer with no writers yet; they are made on first use. It fails when an
+// allowed broker is not host:port.
+func New(o Options) (*Producer, error) {
+	p := &Producer{brokers: map[string]bool{}, reserved: o.ReservedTopicPrefix, writers: map[string]*kafkago.Writer{}}
+	if p.reserved == "" {
+		p.reserved = DefaultReservedTopicPrefix
+	}
+	for _, b := range o.AllowedBrokers {
+		n, ok := normBroker(b)
+		if !ok {
+			return nil, fmt.Errorf("%s: %q is not host:port", EnvBrokersAllow, b)
+		}
+		p.brokers[n] = true
+	}
+	// Brokers allowed by address join the egress allowlist: a broker on a private network is
+	// reachable once the operator names its address, and nothing else on that network is.
+	var allow []string
+	for _, b := range slices.Sorted(maps.Keys(p.brokers)) {
+		if host, _, _ := net.SplitHostPort(b); net.ParseIP(host) != nil {
+			allow = append(allow, b)
+		}
+	}
+	if !o.Egress.Empty() {
+		allow = append(allow, o.Egress.String())
+	}
+	pol, err := egress.Parse(strings.Join(allow, ","))
+	if err != nil {
+		return nil, err
+	}
+	d := &egress.Dialer{
+		Policy: pol,
+		OnDeny: func(e *egress.DeniedError) {
+			slog.Warn("egress refused", "target", e.Target, "address", e.IP.String(), "kind", e.What)
+		},
+	}
+	p.transport = &kafkago.Transport{
+		DialTimeout: 5 * time.Second,
+		ClientID:    "flowd-connector",
+		MetadataTTL: time.Second, // as flowd's writers: topics are never auto-created
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			// Every connection, to a bootstrap broker or one the metadata advertises, must be
+			// to an allowed broker: a cluster cannot point the connector elsewhere.
+			if n, _ := normBroker(addr); !p.brokers[n] {
+				slog.Warn("kafka broker refused", "broker", addr)
+				return nil, fmt.Errorf("%w: %s", errBrokerNotAllowed, addr)
+			}
+			return d.DialContext(ctx, network, addr)
+		},
+	}
+	return p, nil
+}
+
+// normBroker lower-cases the host of host:port.
+func normBroker(b string) (string, bool) {
+	host, port, err := net.SplitHostPort(strings.TrimSpace(b))
+	if err != nil || host == "" || port == "" {
+		return "", false
+	}
+	return net.JoinHostPort(strings.ToLower(host), port), true
 }
 
 // Connector returns the connector served by p.
@@ -96,13 +206,15 @@ func (p *Producer) Close() error {
 	for _, w := range ws {
 		errs = append(errs, w.Close())
 	}
+	// A writer closes only a transport it made itself.
+	p.transport.CloseIdleConnections()
 	return errors.Join(errs...)
 }
 
 // Produce writes one record and returns where it landed. It returns once the broker has
 // acknowledged the record on all in-sync replicas.
 func (p *Producer) Produce(ctx context.Context, cfg ProduceConfig, input json.RawMessage, idempotencyKey string) (Produced, error) {
-	brokers, err := checkConfig(cfg)
+	brokers, err := p.checkConfig(cfg)
 	if err != nil {
 		return Produced{}, err
 	}
@@ -164,6 +276,7 @@ func (p *Producer) writer(brokers []string) (*kafkago.Writer, func(), error) {
 		return w, func() {}, nil
 	}
 	w := kafkax.NewWriter(kafkax.Config{Brokers: brokers})
+	w.Transport = p.transport // the connector's own: allowlisted dials, never flowd's credentials
 	w.Completion = onCompletion
 	if len(p.writers) < maxCachedWriters {
 		p.writers[key] = w
@@ -178,24 +291,30 @@ func (p *Producer) writer(brokers []string) (*kafkago.Writer, func(), error) {
 
 var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
-// checkConfig validates cfg and returns the broker list sorted and de-duplicated, so the same
-// cluster written in another order shares a writer.
-func checkConfig(cfg ProduceConfig) ([]string, error) {
+// checkConfig validates cfg against the operator's rules and returns the broker list sorted and
+// de-duplicated, so the same cluster written in another order shares a writer.
+func (p *Producer) checkConfig(cfg ProduceConfig) ([]string, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, sdk.Errorf("invalid_config", "brokers is empty")
 	}
 	brokers := make([]string, 0, len(cfg.Brokers))
 	for i, b := range cfg.Brokers {
-		b = strings.TrimSpace(b)
-		if b == "" || !strings.Contains(b, ":") {
+		n, ok := normBroker(b)
+		if !ok {
 			return nil, sdk.Errorf("invalid_config", "brokers[%d]: %q is not host:port", i, cfg.Brokers[i])
 		}
-		brokers = append(brokers, b)
+		if !p.brokers[n] {
+			return nil, sdk.Errorf("broker_not_allowed", "brokers[%d]: %s is not an allowed broker; an operator allows brokers with %s (flowd runner --kafka-connector-brokers)", i, n, EnvBrokersAllow)
+		}
+		brokers = append(brokers, n)
 	}
 	slices.Sort(brokers)
 	brokers = slices.Compact(brokers)
 	if !topicName.MatchString(cfg.Topic) || cfg.Topic == "." || cfg.Topic == ".." {
 		return nil, sdk.Errorf("invalid_config", "topic %q is not a valid Kafka topic name", cfg.Topic)
+	}
+	if err := p.checkTopic(cfg.Topic); err != nil {
+		return nil, err
 	}
 	for name := range cfg.Headers {
 		if name == "" {
@@ -203,6 +322,18 @@ func checkConfig(cfg ProduceConfig) ([]string, error) {
 		}
 	}
 	return brokers, nil
+}
+
+// checkTopic refuses flowd's own topics and Kafka's internal ones: a flow must not forge what
+// flowd's roles read, even on a cluster the operator allowed for partners.
+func (p *Producer) checkTopic(topic string) error {
+	switch {
+	case strings.HasPrefix(topic, p.reserved):
+		return sdk.Errorf("topic_reserved", "topic %s is reserved: names starting with %q belong to flowd", topic, p.reserved)
+	case strings.HasPrefix(topic, "__"):
+		return sdk.Errorf("topic_reserved", "topic %s is reserved: names starting with \"__\" are Kafka's internal topics", topic)
+	}
+	return nil
 }
 
 // recordValue is the configured value, or the input: a JSON string as its raw text, null (or
@@ -263,6 +394,13 @@ var permanent = map[kafkago.Error]bool{
 // classify maps a write failure to the step's error: an unknown topic and a refused record are
 // permanent; everything else (unreachable brokers, leader changes, timeouts) is worth a retry.
 func classify(ctx context.Context, topic string, err error) error {
+	var denied *egress.DeniedError
+	switch {
+	case errors.As(err, &denied):
+		return sdk.Permanent("egress_denied", fmt.Errorf("produce to %s: %w", topic, denied))
+	case errors.Is(err, errBrokerNotAllowed):
+		return sdk.Permanent("broker_not_allowed", fmt.Errorf("produce to %s: the cluster advertises a broker that is not allowed (%w); an operator allows brokers with %s", topic, err, EnvBrokersAllow))
+	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("kafka: produce to %s: %w", topic, ctx.Err())
 	}
@@ -293,12 +431,14 @@ var produceSpec = sdk.ActionSpec{
 		"when set, else the step's input: a string is written as its raw text, null as a null value, anything " +
 		"else as JSON. The record carries the configured headers plus Idempotency-Key (the step's idempotency " +
 		"key) so consumers can drop duplicates. The topic must exist. Broker failures are retryable " +
-		"(kafka_unavailable); an unknown topic (unknown_topic) or a refused record (kafka_rejected) is not.",
+		"(kafka_unavailable); an unknown topic (unknown_topic) or a refused record (kafka_rejected) is not. " +
+		"Only brokers the operator allowed are reached (broker_not_allowed); flowd's own topics and " +
+		"Kafka's __ topics are refused (topic_reserved).",
 	ConfigSchema: json.RawMessage(`{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
   "type": "object",
   "properties": {
-    "brokers": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^[^\\s:]+:[0-9]+$"}, "description": "Bootstrap brokers, host:port."},
+    "brokers": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^[^\\s:]+:[0-9]+$"}, "description": "Bootstrap brokers, host:port; each must be on the operator's broker allowlist."},
     "topic": {"type": "string", "pattern": "^[a-zA-Z0-9._-]{1,249}$"},
     "key": {"type": "string", "description": "Record key; records with the same key go to the same partition. Empty: no key."},
     "headers": {"type": "object", "additionalProperties": {"type": "string"}},

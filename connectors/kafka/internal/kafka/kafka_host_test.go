@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -75,7 +76,8 @@ func TestProduceThroughHost(t *testing.T) {
 
 	dir := t.TempDir()
 	hosttest.Build(t, dir, map[string]string{"kafka": "github.com/flowd/flowd/connectors/kafka"})
-	h, err := host.New(host.Options{Dir: dir})
+	// The rig's broker is allowed the way an operator allows a partner cluster.
+	h, err := host.New(host.Options{Dir: dir, Env: []string{kafka.EnvBrokersAllow + "=" + strings.Join(brokers, ",")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +140,10 @@ func TestConcurrentProducesReportTheirOwnOffsets(t *testing.T) {
 	defer cancel()
 	tp := topic(ctx, t, brokers, 2)
 
-	p := kafka.New()
+	p, err := kafka.New(kafka.Options{AllowedBrokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { _ = p.Close() })
 	c := p.Connector()
 	const n = 40

@@ -13,13 +13,26 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 
+	"github.com/flowd/flowd/connectors/egress"
 	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/connectors/sdk"
 )
 
+// producer returns a Producer allowing brokers, failing t on a bad option.
+func producer(t *testing.T, o Options) *Producer {
+	t.Helper()
+	p, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
 func TestCheckConfig(t *testing.T) {
-	good := ProduceConfig{Brokers: []string{"b:9092", " a:9092", "b:9092"}, Topic: "partner.orders_v1"}
-	brokers, err := checkConfig(good)
+	p := producer(t, Options{AllowedBrokers: []string{"a:9092", "B:9092", "a:1"}})
+	good := ProduceConfig{Brokers: []string{"b:9092", " a:9092", "B:9092"}, Topic: "partner.orders_v1"}
+	brokers, err := p.checkConfig(good)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,11 +50,99 @@ func TestCheckConfig(t *testing.T) {
 		"empty header":   {Brokers: []string{"a:1"}, Topic: "t", Headers: map[string]string{"": "v"}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := checkConfig(cfg)
+			_, err := p.checkConfig(cfg)
 			if e := sdk.AsError(err); e == nil || e.Code != "invalid_config" || e.Retryable {
 				t.Fatalf("error = %v, want permanent invalid_config", err)
 			}
 		})
+	}
+}
+
+func TestBrokersComeFromTheAllowlist(t *testing.T) {
+	for name, tc := range map[string]struct {
+		allowed []string
+		brokers []string
+	}{
+		"no allowlist":          {nil, []string{"kafka.partner.example:9092"}},
+		"not listed":            {[]string{"kafka.partner.example:9092"}, []string{"kafka.other.example:9092"}},
+		"other port":            {[]string{"kafka.partner.example:9092"}, []string{"kafka.partner.example:9093"}},
+		"one of two not listed": {[]string{"a:9092"}, []string{"a:9092", "127.0.0.1:9092"}},
+		"flowd's own cluster":   {[]string{"kafka.partner.example:9092"}, []string{"127.0.0.1:9092"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := producer(t, Options{AllowedBrokers: tc.allowed})
+			_, err := p.checkConfig(ProduceConfig{Brokers: tc.brokers, Topic: "partner.orders"})
+			e := sdk.AsError(err)
+			if e == nil || e.Code != "broker_not_allowed" || e.Retryable || !strings.Contains(e.Message, EnvBrokersAllow) {
+				t.Fatalf("error = %v, want permanent broker_not_allowed naming %s", err, EnvBrokersAllow)
+			}
+		})
+	}
+	if _, err := New(Options{AllowedBrokers: []string{"no-port"}}); err == nil {
+		t.Fatal("an allowlist entry without a port was accepted")
+	}
+}
+
+func TestReservedTopicsAreRefused(t *testing.T) {
+	def := producer(t, Options{AllowedBrokers: []string{"a:1"}})
+	custom := producer(t, Options{AllowedBrokers: []string{"a:1"}, ReservedTopicPrefix: "acme-flowd."})
+	for _, tc := range []struct {
+		p     *Producer
+		topic string
+		ok    bool
+	}{
+		{def, "flowd.ingest", false},
+		{def, "flowd.steps.default", false},
+		{def, "flowd.results", false},
+		{def, "flowd.events", false},
+		{def, "flowd.dlq", false},
+		{def, "__consumer_offsets", false},
+		{def, "__transaction_state", false},
+		{def, "partner.orders", true},
+		{def, "flowdx.orders", true},
+		{def, "_single_underscore", true},
+		{custom, "acme-flowd.ingest", false},
+		{custom, "__consumer_offsets", false},
+		{custom, "flowd.ingest", true}, // another deployment's prefix is not this one's
+	} {
+		_, err := tc.p.checkConfig(ProduceConfig{Brokers: []string{"a:1"}, Topic: tc.topic})
+		if tc.ok {
+			if err != nil {
+				t.Errorf("topic %s (prefix %q): %v", tc.topic, tc.p.reserved, err)
+			}
+			continue
+		}
+		if e := sdk.AsError(err); e == nil || e.Code != "topic_reserved" || e.Retryable {
+			t.Errorf("topic %s (prefix %q): %v, want permanent topic_reserved", tc.topic, tc.p.reserved, err)
+		}
+	}
+}
+
+// TestDialsOnlyAllowedBrokers calls the transport's dial as kafka-go does for a broker the
+// cluster's metadata advertises: an unlisted broker and an allowlisted name resolving to
+// loopback are refused before any connection.
+func TestDialsOnlyAllowedBrokers(t *testing.T) {
+	p := producer(t, Options{AllowedBrokers: []string{"localhost:2", "127.0.0.1:1"}})
+	ctx := context.Background()
+	_, err := p.transport.Dial(ctx, "tcp", "10.0.0.1:9092")
+	if !errors.Is(err, errBrokerNotAllowed) {
+		t.Fatalf("advertised broker off the allowlist: %v", err)
+	}
+	if e := sdk.AsError(classify(ctx, "t", fmt.Errorf("wrapped: %w", err))); e.Code != "broker_not_allowed" || e.Retryable {
+		t.Fatalf("classify = %+v, want permanent broker_not_allowed", e)
+	}
+	// A listed name is still checked where it resolves: its DNS may not be the operator's.
+	_, err = p.transport.Dial(ctx, "tcp", "localhost:2")
+	var denied *egress.DeniedError
+	if !errors.As(err, &denied) {
+		t.Fatalf("allowlisted name resolving to loopback: %v, want *egress.DeniedError", err)
+	}
+	if e := sdk.AsError(classify(ctx, "t", err)); e.Code != "egress_denied" || e.Retryable {
+		t.Fatalf("classify = %+v, want permanent egress_denied", e)
+	}
+	// A listed address is allowed by the egress policy too: port 1 refuses the connection.
+	if _, err = p.transport.Dial(ctx, "tcp", "127.0.0.1:1"); err == nil || errors.As(err, &denied) || errors.Is(err, errBrokerNotAllowed) {
+		t.Fatalf("allowlisted address: %v, want a plain connection error", err)
 	}
 }
 
@@ -120,8 +221,7 @@ func (e *dialError) Error() string { return "dial tcp: " + e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
 func TestUnreachableBrokerIsRetryable(t *testing.T) {
-	p := New()
-	t.Cleanup(func() { _ = p.Close() })
+	p := producer(t, Options{AllowedBrokers: []string{"127.0.0.1:1"}})
 	// Port 1 on loopback refuses at once. The deadline only keeps a regression from hanging
 	// the test; it is far beyond what the refusal takes.
 	res := sdk.Invoke(context.Background(), p.Connector(), sdk.Invocation{
@@ -135,7 +235,10 @@ func TestUnreachableBrokerIsRetryable(t *testing.T) {
 }
 
 func TestWriterCacheAndClose(t *testing.T) {
-	p := New()
+	p, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	w1, rel1, err := p.writer([]string{"a:1"})
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +268,7 @@ func TestWriterCacheAndClose(t *testing.T) {
 }
 
 func TestManifest(t *testing.T) {
-	m, err := New().Connector().Describe()
+	m, err := producer(t, Options{}).Connector().Describe()
 	if err != nil {
 		t.Fatal(err)
 	}
