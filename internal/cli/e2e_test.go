@@ -32,9 +32,18 @@ type pipeline struct {
 	token string
 	st    *store.Store
 	kcfg  kafkax.Config
+	// redisAddr is where flowd's Redis listens: a target a tenant must not reach.
+	redisAddr string
 }
 
 func startPipeline(t *testing.T) *pipeline {
+	t.Helper()
+	// The example flow calls the API's echo route on loopback: allowed as an operator would.
+	return startPipelineWith(t, connectorPolicy{egressAllow: "127.0.0.1/32"})
+}
+
+// startPipelineWith runs every role with the given connector policy.
+func startPipelineWith(t *testing.T, pol connectorPolicy) *pipeline {
 	t.Helper()
 	brokers, redisURL := testrig.Kafka(t), testrig.Redis(t)
 	dir := t.TempDir()
@@ -53,8 +62,7 @@ func startPipeline(t *testing.T) *pipeline {
 	_ = ln.Close()
 	opt := apiOptions{addr: addr, connectorsDir: filepath.Join(dir, "connectors"), bodyLimit: 1 << 20, adminToken: "fld_e2e_" + testrig.Unique("")}
 	ctx, cancel := context.WithCancel(context.Background())
-	// The example flow calls the API's echo route on loopback: allowed as an operator would.
-	all, err := startAll(ctx, in, opt, connectorPolicy{egressAllow: "127.0.0.1/32"})
+	all, err := startAll(ctx, in, opt, pol)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -77,7 +85,7 @@ func startPipeline(t *testing.T) *pipeline {
 	ropt, _ := redis.ParseURL(redisURL)
 	rdb := redis.NewClient(ropt)
 	t.Cleanup(func() { _ = rdb.Close() })
-	return &pipeline{t: t, base: "http://" + addr, token: opt.adminToken, st: store.New(rdb, in.keyPrefix), kcfg: in.kafka()}
+	return &pipeline{t: t, base: "http://" + addr, token: opt.adminToken, st: store.New(rdb, in.keyPrefix), kcfg: in.kafka(), redisAddr: ropt.Addr}
 }
 
 func (p *pipeline) post(path, body string) (int, map[string]any) {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -89,7 +90,8 @@ func counter(t *testing.T) (*httptest.Server, *atomic.Int64) {
 // The attacks of a second tenant, B, holding only its own API token, on tenant A's data and
 // credentials through flowd's own topics: each is refused.
 func TestTenantCannotUseTheBus(t *testing.T) {
-	p := startPipeline(t)
+	// No egress beyond the public internet, as in production.
+	p := startPipelineWith(t, connectorPolicy{})
 	a, b := p.tenant("acme"), p.tenant("mallory")
 	prefix := p.kcfg.TopicPrefix
 	internal := []string{envelope.TopicIngest, envelope.PoolTopic(""), envelope.TopicResults, "events", envelope.TopicDLQ}
@@ -240,6 +242,44 @@ func TestTenantCannotUseTheBus(t *testing.T) {
 		ex, _ := p.finished(out["data"].(map[string]any)["executionId"].(string))
 		if ex.Status != envelope.StatusSucceeded {
 			t.Fatalf("A's execution: %+v", ex)
+		}
+	})
+
+	t.Run("5 B's connectors cannot reach flowd's own services", func(t *testing.T) {
+		// A request line that is not HTTP (the way a Redis command rides in a method).
+		st, m := b.do("POST", "/api/v1/flows", `{"name":"smuggle","graph":{"nodes":[
+			{"id":"hook","type":"trigger.webhook"},
+			{"id":"h","type":"action","connector":"http","action":"request","config":{"method":"SET","url":"http://`+p.redisAddr+`/"}}],
+			"edges":[{"source":"hook","target":"h"}]}}`)
+		if st != 400 || !strings.Contains(fmt.Sprint(m), "/graph/nodes/1/config/method") {
+			t.Fatalf("non-standard method: %d %v", st, m)
+		}
+		// flowd's Redis by address, and flowd's own API through a name resolving to loopback.
+		apiPort := p.base[strings.LastIndexByte(p.base, ':')+1:]
+		for _, url := range []string{"http://" + p.redisAddr + "/", "http://localhost:" + apiPort + "/healthz"} {
+			st, m := b.do("POST", "/api/v1/flows", `{"name":"probe","graph":{"nodes":[
+				{"id":"hook","type":"trigger.webhook"},
+				{"id":"h","type":"action","connector":"http","action":"request","config":{"method":"GET","url":"`+url+`"}}],
+				"edges":[{"source":"hook","target":"h"}]}}`)
+			if st != 201 {
+				t.Fatalf("probe flow: %d %v", st, m)
+			}
+			id := m["data"].(map[string]any)["id"].(string)
+			if st, m := b.do("POST", "/api/v1/flows/"+id+"/start", ""); st != 200 {
+				t.Fatalf("start probe: %d %v", st, m)
+			}
+			st, out := p.post("/hooks/"+id, `{}`)
+			if st != 202 {
+				t.Fatalf("probe webhook: %d %v", st, out)
+			}
+			ex, steps := p.finished(out["data"].(map[string]any)["executionId"].(string))
+			h := stepsByNode(steps)["h"]
+			if ex.Status != envelope.StatusFailed || len(h) != 1 || h[0].Error == nil || h[0].Error.Code != "egress_denied" {
+				t.Fatalf("%s: execution %+v, step %+v: want failed with egress_denied", url, ex, h)
+			}
+			if len(h[0].Output) > 0 {
+				t.Fatalf("%s: the step holds a response: %s", url, h[0].Output)
+			}
 		}
 	})
 }
