@@ -113,10 +113,14 @@ type StatusReason struct {
 const (
 	// ReasonPartnerTopicMissing: the trigger's partner topic does not exist.
 	ReasonPartnerTopicMissing = "partner_topic_missing"
-	// ReasonPartnerTopicDenied: flowd is not authorised to read the trigger's partner topic.
-	ReasonPartnerTopicDenied = "partner_topic_denied"
+	// ReasonTopicDenied: flowd is not authorised to use a topic the flow needs.
+	ReasonTopicDenied = "topic_denied"
 	// ReasonTopicInvalid: a topic the flow needs is invalid or refused by the broker's policy.
 	ReasonTopicInvalid = "topic_invalid"
+	// ReasonTriggerInvalid: the trigger's configuration cannot be run.
+	ReasonTriggerInvalid = "trigger_invalid"
+	// ReasonRevisionUnusable: the flow's revision is missing or does not compile.
+	ReasonRevisionUnusable = "revision_unusable"
 	// ReasonStartFailed: the start kept failing for a reason that may pass; start it again.
 	ReasonStartFailed = "start_failed"
 )
