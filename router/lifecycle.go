@@ -125,7 +125,14 @@ func (r *Router) onEvent(ctx context.Context, ev events.Event) error {
 	if ev.Type == events.FlowDeleted {
 		r.graphs.dropFlow(ev.FlowID)
 	}
-	if err := r.reconcile(ctx, ev.FlowID); err != nil && ctx.Err() == nil {
+	err := r.reconcile(ctx, ev.FlowID)
+	var ff *flowFault
+	switch {
+	case err == nil || ctx.Err() != nil:
+	case errors.As(err, &ff):
+		// The lifecycle group (or the periodic reconcile) marks the flow failed.
+		r.log.Info("flow cannot run", "event", ev.Type, "flow", ev.FlowID, "reason", ff.reason.Code)
+	default:
 		r.log.Warn("could not apply flow event; will retry", "event", ev.Type, "flow", ev.FlowID, "err", err)
 	}
 	return nil
