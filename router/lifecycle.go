@@ -143,7 +143,7 @@ var errNothingToConfirm = errors.New("nothing to confirm")
 // lifecycleRetry are the pauses between the attempts to apply a flow.starting event that
 // fails for a reason that may pass (a Redis or broker hiccup): enough to ride one out, few
 // enough that the events queued behind it on its flowd.events partition wait seconds, not
-// for ever. A variable so tests can shorten it.
+// for ever.
 var lifecycleRetry = []time.Duration{250 * time.Millisecond, time.Second, 4 * time.Second}
 
 // confirm handles flowd.events in the lifecycle group, so one instance acts on each event:
