@@ -97,26 +97,26 @@ func (p *partners) ensure(ctx context.Context, f *flowdoc.Flow) error {
 		return nil
 	}
 	spec, err := specOf(t)
-	if err == nil && p.r.cfg.Kafka.Reserved(spec.topic) {
+	if err != nil {
+		p.drop(f.ID)
+		return faultf(flowdoc.ReasonTriggerInvalid, err, "%s", err.Error())
+	}
+	if p.r.cfg.Kafka.Reserved(spec.topic) {
 		// Validation refuses such flows; one stored before (or under another prefix) must
 		// still never read flowd's own records.
-		err = fmt.Errorf("trigger %s: topic %q is reserved for flowd and Kafka themselves", t.ID, spec.topic)
-	}
-	if err == nil {
-		// The tenant's list may have narrowed since the flow was saved.
-		policy := topicpolicy.Policy{Directory: p.r.cfg.Store, Restricted: p.r.cfg.PartnerTopicsRestricted}
-		ps, cerr := policy.Check(ctx, f)
-		if cerr != nil {
-			return fmt.Errorf("check the partner topics of flow %s: %w", f.ID, cerr)
-		}
-		if len(ps) > 0 {
-			err = ps
-		}
-	}
-	if err != nil {
-		p.r.log.Error("flow cannot consume its partner topic", "flow", f.ID, "err", err)
 		p.drop(f.ID)
-		return nil
+		err := fmt.Errorf("trigger %s: topic %q is reserved", t.ID, spec.topic)
+		return faultf(flowdoc.ReasonTopicDenied, err, "topic %q is reserved for flowd and Kafka themselves", spec.topic)
+	}
+	// The tenant's list may have narrowed since the flow was saved.
+	policy := topicpolicy.Policy{Directory: p.r.cfg.Store, Restricted: p.r.cfg.PartnerTopicsRestricted}
+	ps, err := policy.Check(ctx, f)
+	if err != nil {
+		return fmt.Errorf("check the partner topics of flow %s: %w", f.ID, err)
+	}
+	if len(ps) > 0 {
+		p.drop(f.ID)
+		return faultf(flowdoc.ReasonTopicDenied, ps, "%s", ps[0].Message)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -128,15 +128,14 @@ func (p *partners) ensure(ctx context.Context, f *flowdoc.Flow) error {
 	}
 	g, err := p.r.graphs.get(ctx, f.ID, f.Revision)
 	if errors.Is(err, errGone) {
-		p.r.log.Error("flow revision cannot run", "flow", f.ID, "revision", f.Revision, "err", err)
-		return nil
+		return faultf(flowdoc.ReasonRevisionUnusable, err, "revision %d is missing or does not compile: %v", f.Revision, err)
 	}
 	if err != nil {
 		return err
 	}
 	group := p.r.cfg.GroupID + "-" + f.ID
 	if err := startAtEnd(ctx, p.r.cfg.Kafka, group, spec.topic); err != nil {
-		return fmt.Errorf("partner topic %s of flow %s: %w", spec.topic, f.ID, err)
+		return topicFault(fmt.Errorf("partner topic %s of flow %s: %w", spec.topic, f.ID, err), "partner topic", spec.topic)
 	}
 	reader := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:     p.r.cfg.Kafka.Brokers,
@@ -245,20 +244,44 @@ func recordInput(v []byte) []byte {
 	}
 }
 
+// partnerSetupTimeout bounds the broker round trips that set a subscription up, so a broker
+// that does not answer fails this flow's setup instead of holding every lifecycle change.
+const partnerSetupTimeout = 30 * time.Second
+
+// offsetAdmin is the part of kafka.Client that startAtEnd uses.
+type offsetAdmin interface {
+	Metadata(context.Context, *kafka.MetadataRequest) (*kafka.MetadataResponse, error)
+	OffsetFetch(context.Context, *kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error)
+	ListOffsets(context.Context, *kafka.ListOffsetsRequest) (*kafka.ListOffsetsResponse, error)
+	OffsetCommit(context.Context, *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error)
+}
+
 // startAtEnd gives a consumer group that has never committed on topic a starting point at the
 // topic's current end, so a flow consumes what is produced after it started rather than the
 // topic's whole history. A group that has committed keeps its position. A topic that does not
-// exist yet needs nothing: the group then starts at its beginning once it appears.
+// exist (or that flowd may not describe) is an error wrapping the broker's code: the flow
+// cannot consume it, and saying so beats a subscription that silently reads nothing.
 func startAtEnd(ctx context.Context, cfg kafkax.Config, group, topic string) error {
+	ctx, cancel := context.WithTimeout(ctx, partnerSetupTimeout)
+	defer cancel()
 	tr := &kafka.Transport{DialTimeout: 5 * time.Second, ClientID: "flowd-router", MetadataTopics: []string{topic}}
 	defer tr.CloseIdleConnections()
-	c := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}
+	return setStartAtEnd(ctx, &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}, group, topic)
+}
+
+func setStartAtEnd(ctx context.Context, c offsetAdmin, group, topic string) error {
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return fmt.Errorf("metadata: %w", err)
 	}
-	if len(md.Topics) != 1 || md.Topics[0].Error != nil || len(md.Topics[0].Partitions) == 0 {
-		return nil
+	if len(md.Topics) != 1 {
+		return fmt.Errorf("metadata of %s: %d topics in the answer: %w", topic, len(md.Topics), kafka.UnknownTopicOrPartition)
+	}
+	if md.Topics[0].Error != nil {
+		return fmt.Errorf("metadata of %s: %w", topic, md.Topics[0].Error)
+	}
+	if len(md.Topics[0].Partitions) == 0 {
+		return fmt.Errorf("metadata of %s: no partitions: %w", topic, kafka.UnknownTopicOrPartition)
 	}
 	var parts []int
 	for _, p := range md.Topics[0].Partitions {
@@ -268,13 +291,27 @@ func startAtEnd(ctx context.Context, cfg kafkax.Config, group, topic string) err
 	if err != nil {
 		return fmt.Errorf("committed offsets of %s: %w", group, err)
 	}
-	if of.Error != nil {
+	// GROUP_ID_NOT_FOUND is how some brokers say a group has never committed: no offsets yet,
+	// which is exactly the case this function exists for.
+	noGroup := errors.Is(of.Error, kafka.GroupIdNotFound)
+	if of.Error != nil && !noGroup {
 		return fmt.Errorf("committed offsets of %s: %w", group, of.Error)
 	}
 	var missing []kafka.OffsetRequest
+	if noGroup {
+		for _, p := range parts {
+			missing = append(missing, kafka.LastOffsetOf(p))
+		}
+	}
 	for _, p := range of.Topics[topic] {
-		if p.Error == nil && p.CommittedOffset < 0 {
+		if noGroup {
+			break
+		}
+		switch {
+		case errors.Is(p.Error, kafka.GroupIdNotFound), p.Error == nil && p.CommittedOffset < 0:
 			missing = append(missing, kafka.LastOffsetOf(p.Partition))
+		case p.Error != nil:
+			return fmt.Errorf("committed offset of %s on %s/%d: %w", group, topic, p.Partition, p.Error)
 		}
 	}
 	if len(missing) == 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -125,7 +126,8 @@ func flowTime(get func(flowdoc.Flow) *time.Time) func(flowdoc.Flow) time.Time {
 	}
 }
 
-// parseStatusFilter accepts the FlowMate forms: active|inactive|1|0, plus the transient states.
+// parseStatusFilter accepts the FlowMate forms: active|inactive|1|0, plus the transient
+// states and failed.
 func parseStatusFilter(v string) (string, problem.List) {
 	switch v {
 	case "":
@@ -134,10 +136,11 @@ func parseStatusFilter(v string) (string, problem.List) {
 		return flowdoc.StatusActive, nil
 	case "0":
 		return flowdoc.StatusInactive, nil
-	case flowdoc.StatusActive, flowdoc.StatusInactive, flowdoc.StatusStarting, flowdoc.StatusStopping:
+	}
+	if slices.Contains(flowdoc.Statuses, v) {
 		return v, nil
 	}
-	return "", problem.List{problem.New("invalid_parameter", "filter[status]", "filter[status] must be active, inactive, starting, stopping, 1 or 0")}
+	return "", problem.List{problem.New("invalid_parameter", "filter[status]", "filter[status] must be %s, 1 or 0", strings.Join(flowdoc.Statuses, ", "))}
 }
 
 func (s *Server) getFlow(c *fiber.Ctx) error {
@@ -157,7 +160,7 @@ func setETag(c *fiber.Ctx, f *flowdoc.Flow) {
 }
 
 // readOnly are the fields the server manages; clients may echo them back and they are ignored.
-var readOnly = []string{"id", "status", "revision", "type", "createdAt", "updatedAt"}
+var readOnly = []string{"id", "status", "statusReason", "revision", "type", "createdAt", "updatedAt"}
 
 // bodyObject turns a JSON or YAML request body into a JSON object without server fields.
 func bodyObject(c *fiber.Ctx) (map[string]any, error) {
@@ -281,9 +284,13 @@ func ifMatch(c *fiber.Ctx) (int, error) {
 	return n, nil
 }
 
+// conflict refuses to change or delete a flow that runs (or is about to), saying what to do.
 func conflict(f *flowdoc.Flow, verb string) error {
-	return fail(fiber.StatusConflict, problem.New("flow_not_inactive", "/status",
-		"flow is %s; stop it before you %s it", f.Status, verb))
+	msg := fmt.Sprintf("flow is %s; stop it before you %s it", f.Status, verb)
+	if f.Status == flowdoc.StatusStopping {
+		msg = fmt.Sprintf("flow is stopping; %s it once it is inactive", verb)
+	}
+	return fail(fiber.StatusConflict, problem.New("flow_not_inactive", "/status", "%s", msg))
 }
 
 func (s *Server) patchFlow(c *fiber.Ctx) error {
@@ -305,7 +312,7 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 		if !canSeeFlow(p, cur) {
 			return store.Mutation{}, errHidden
 		}
-		if cur.Status != flowdoc.StatusInactive {
+		if !flowdoc.Editable(cur.Status) {
 			return store.Mutation{}, conflict(cur, "change")
 		}
 		if want != 0 && want != cur.Revision {
@@ -327,6 +334,7 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 		}
 		now := s.cfg.Now().UTC()
 		next.ID, next.Status, next.Revision, next.Type = cur.ID, cur.Status, cur.Revision+1, flowdoc.DerivedType(next)
+		next.StatusReason = cur.StatusReason // a failed flow stays failed, with its reason, until started or stopped
 		next.CreatedAt, next.UpdatedAt = cur.CreatedAt, &now
 		return store.Mutation{Flow: next, NewRevision: true, Events: []events.Event{s.event(events.FlowUpdated, next, p)}}, nil
 	})
@@ -342,6 +350,7 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 func (s *Server) merge(cur *flowdoc.Flow, patch []byte) (*flowdoc.Flow, error) {
 	content := *cur
 	content.ID, content.Status, content.Revision, content.Type, content.CreatedAt, content.UpdatedAt = "", "", 0, "", nil, nil
+	content.StatusReason = nil
 	base, err := json.Marshal(&content)
 	if err != nil {
 		return nil, err
@@ -366,7 +375,7 @@ func (s *Server) deleteFlow(c *fiber.Ctx) error {
 		if !canSeeFlow(p, cur) {
 			return nil, errHidden
 		}
-		if cur.Status != flowdoc.StatusInactive {
+		if !flowdoc.Editable(cur.Status) {
 			return nil, conflict(cur, "delete")
 		}
 		return []events.Event{s.event(events.FlowDeleted, cur, p)}, nil
@@ -378,25 +387,32 @@ func (s *Server) deleteFlow(c *fiber.Ctx) error {
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
-// transition moves a flow between lifecycle states atomically with its event. A flow already
-// at `done` is left as it is (start and stop are idempotent); one at `busy` (the other
-// direction's transient state) is a 409.
-func (s *Server) transition(c *fiber.Ctx, p *identity.Principal, from, to, done, busy, evType string) (*flowdoc.Flow, error) {
+// announce names the event that publishes a flow's new lifecycle status.
+var announce = map[string]string{
+	flowdoc.StatusStarting: events.FlowStarting,
+	flowdoc.StatusActive:   events.FlowStarted,
+	flowdoc.StatusStopping: events.FlowStopping,
+	flowdoc.StatusInactive: events.FlowStopped,
+}
+
+// transition applies a lifecycle action (flowdoc's state machine) atomically with its event.
+// A flow the action has nothing left to do for is left as it is (start and stop are
+// idempotent); one the action does not apply to is a 409 that says why.
+func (s *Server) transition(c *fiber.Ctx, p *identity.Principal, action flowdoc.Action) (*flowdoc.Flow, error) {
 	return s.st.UpdateFlow(c.UserContext(), c.Params("id"), func(cur *flowdoc.Flow) (store.Mutation, error) {
 		if !canSeeFlow(p, cur) {
 			return store.Mutation{}, errHidden
 		}
-		switch cur.Status {
-		case from:
-		case done, to:
+		if flowdoc.Settled(action, cur.Status) {
 			return store.Mutation{Flow: cur}, nil
-		default:
-			return store.Mutation{}, fail(fiber.StatusConflict, problem.New("flow_busy", "/status",
-				"flow is %s; wait until it is %s or %s", cur.Status, done, busy))
+		}
+		to, ok := flowdoc.Next(action, cur.Status)
+		if !ok {
+			return store.Mutation{}, fail(fiber.StatusConflict, problem.New("flow_busy", "/status", "%s", flowdoc.Refusal(action, cur.Status)))
 		}
 		next := *cur
-		next.Status = to
-		return store.Mutation{Flow: &next, Events: []events.Event{s.event(evType, &next, p)}}, nil
+		next.Status, next.StatusReason = to, nil // a start or stop clears the last failure
+		return store.Mutation{Flow: &next, Events: []events.Event{s.event(announce[to], &next, p)}}, nil
 	})
 }
 
@@ -411,11 +427,11 @@ func (s *Server) startFlow(c *fiber.Ctx) error {
 			return err
 		}
 	}
-	return s.lifecycle(c, flowdoc.StatusInactive, flowdoc.StatusStarting, flowdoc.StatusActive, events.FlowStarting, events.FlowStarted)
+	return s.lifecycle(c, flowdoc.ActionStart, flowdoc.ActionStarted)
 }
 
 func (s *Server) stopFlow(c *fiber.Ctx) error {
-	return s.lifecycle(c, flowdoc.StatusActive, flowdoc.StatusStopping, flowdoc.StatusInactive, events.FlowStopping, events.FlowStopped)
+	return s.lifecycle(c, flowdoc.ActionStop, flowdoc.ActionStopped)
 }
 
 // checkTopics refuses a flow using partner topics one of its tenants may not use.
@@ -441,20 +457,23 @@ func reservedTopics(f *flowdoc.Flow, opts flowdoc.Options) []problem.Problem {
 	return out
 }
 
-// lifecycle runs from → via (announced) → to (confirmed). Until a router confirms lifecycle
-// changes, the API confirms them itself when AutoConfirm is set.
-func (s *Server) lifecycle(c *fiber.Ctx, from, via, to, evVia, evTo string) error {
+// transient reports whether a flow waits for a router's confirmation.
+func transient(status string) bool {
+	return status == flowdoc.StatusStarting || status == flowdoc.StatusStopping
+}
+
+// lifecycle applies the owner's action, then waits for the router's confirm action (until a
+// router confirms lifecycle changes, the API confirms them itself when AutoConfirm is set).
+func (s *Server) lifecycle(c *fiber.Ctx, action, confirm flowdoc.Action) error {
 	p, err := require(c, identity.PermFlowsControl)
 	if err != nil {
 		return err
 	}
-	busy := flowdoc.StatusStopping
-	if via == flowdoc.StatusStopping {
-		busy = flowdoc.StatusStarting
-	}
-	f, err := s.transition(c, p, from, via, to, busy, evVia)
-	if err == nil && s.cfg.AutoConfirm && f.Status == via {
-		f, err = s.transition(c, p, via, to, to, busy, evTo)
+	f, err := s.transition(c, p, action)
+	if err == nil && s.cfg.AutoConfirm {
+		if _, ok := flowdoc.Next(confirm, f.Status); ok {
+			f, err = s.transition(c, p, confirm)
+		}
 	}
 	if err != nil {
 		return flowErr(err)
@@ -467,11 +486,11 @@ func (s *Server) lifecycle(c *fiber.Ctx, from, via, to, evVia, evTo string) erro
 		s.log.Warn("lifecycle events not yet published; they will be retried", "flow", f.ID, "err", err)
 		s.cfg.Relay.Kick()
 	}
-	if f.Status == via && s.cfg.LifecycleWait > 0 {
-		f = s.awaitConfirmation(c.UserContext(), f, via)
+	if transient(f.Status) && s.cfg.LifecycleWait > 0 {
+		f = s.awaitConfirmation(c.UserContext(), f, f.Status)
 	}
 	status := fiber.StatusOK
-	if f.Status == via {
+	if transient(f.Status) {
 		status = fiber.StatusAccepted
 	}
 	return sendData(c, status, f)

@@ -110,6 +110,9 @@ func loadExample(ctx context.Context, base, token, file string) (string, error) 
 			return "", err
 		}
 		if f.Status != flowdoc.StatusActive {
+			if r := f.StatusReason; r != nil {
+				return "", fmt.Errorf("flow %s is %s, not active, after start: %s (%s)", f.ID, f.Status, r.Message, r.Code)
+			}
 			return "", fmt.Errorf("flow %s is %s, not active, after start", f.ID, f.Status)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,6 +33,10 @@ type pipeline struct {
 	token string
 	st    *store.Store
 	kcfg  kafkax.Config
+	in    *infra
+	dir   string
+	stop  func() // stops every role; idempotent
+	pol   connectorPolicy
 	// redisAddr is where flowd's Redis listens: a target a tenant must not reach.
 	redisAddr string
 }
@@ -39,11 +44,12 @@ type pipeline struct {
 func startPipeline(t *testing.T) *pipeline {
 	t.Helper()
 	// The example flow calls the API's echo route on loopback: allowed as an operator would.
-	return startPipelineWith(t, connectorPolicy{egressAllow: "127.0.0.1/32"})
+	return startPipelineWith(t, 2, connectorPolicy{egressAllow: "127.0.0.1/32"})
 }
 
-// startPipelineWith runs every role with the given connector policy.
-func startPipelineWith(t *testing.T, pol connectorPolicy) *pipeline {
+// startPipelineWith runs every role on fresh topics of the given partition count, with the
+// given connector policy.
+func startPipelineWith(t *testing.T, partitions int, pol connectorPolicy) *pipeline {
 	t.Helper()
 	brokers, redisURL := testrig.Kafka(t), testrig.Redis(t)
 	dir := t.TempDir()
@@ -53,16 +59,28 @@ func startPipelineWith(t *testing.T, pol connectorPolicy) *pipeline {
 	})
 	t.Setenv(secrets.EnvKey, secrets.GenerateKey())
 	t.Setenv(busauth.EnvKey, testrig.BusKey())
-	in := &infra{brokers: strings.Join(brokers, ","), redisURL: redisURL, topicPrefix: testrig.Unique("e") + ".", partitions: 2, keyPrefix: testrig.Unique("e") + ":"}
+	in := &infra{brokers: strings.Join(brokers, ","), redisURL: redisURL, topicPrefix: testrig.Unique("e") + ".", partitions: partitions, keyPrefix: testrig.Unique("e") + ":"}
+	ropt, _ := redis.ParseURL(redisURL)
+	rdb := redis.NewClient(ropt)
+	t.Cleanup(func() { _ = rdb.Close() })
+	p := &pipeline{t: t, token: "fld_e2e_" + testrig.Unique(""), st: store.New(rdb, in.keyPrefix), kcfg: in.kafka(), in: in, dir: dir, pol: pol, redisAddr: ropt.Addr}
+	p.start()
+	return p
+}
+
+// start runs every role on p's infrastructure (again, after stop: a restart).
+func (p *pipeline) start() {
+	t := p.t
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
-	opt := apiOptions{addr: addr, connectorsDir: filepath.Join(dir, "connectors"), bodyLimit: 1 << 20, adminToken: "fld_e2e_" + testrig.Unique("")}
+	opt := apiOptions{addr: addr, connectorsDir: filepath.Join(p.dir, "connectors"), bodyLimit: 1 << 20, adminToken: p.token}
 	ctx, cancel := context.WithCancel(context.Background())
-	all, err := startAll(ctx, in, opt, pol)
+	all, err := startAll(ctx, p.in, opt, p.pol)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -70,22 +88,23 @@ func startPipelineWith(t *testing.T, pol connectorPolicy) *pipeline {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() { done <- listenAndServe(ctx, all.app, addr, func() { close(ready) }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		all.close()
-	})
+	var once sync.Once
+	p.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("shutdown: %v", err)
+			}
+			all.close()
+		})
+	}
+	t.Cleanup(p.stop)
 	select {
 	case <-ready:
 	case err := <-done:
 		t.Fatal(err)
 	}
-	ropt, _ := redis.ParseURL(redisURL)
-	rdb := redis.NewClient(ropt)
-	t.Cleanup(func() { _ = rdb.Close() })
-	return &pipeline{t: t, base: "http://" + addr, token: opt.adminToken, st: store.New(rdb, in.keyPrefix), kcfg: in.kafka(), redisAddr: ropt.Addr}
+	p.base = "http://" + addr
 }
 
 func (p *pipeline) post(path, body string) (int, map[string]any) {

@@ -120,6 +120,8 @@ func newFlowsCmd() *cobra.Command {
 				}
 				if method == http.MethodDelete {
 					fmt.Fprintf(cmd.OutOrStdout(), "flow %s deleted\n", args[0])
+				} else if r := f.StatusReason; r != nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "flow %s is %s: %s (%s)\n", f.ID, f.Status, r.Message, r.Code)
 				} else {
 					fmt.Fprintf(cmd.OutOrStdout(), "flow %s is %s\n", f.ID, f.Status)
 				}

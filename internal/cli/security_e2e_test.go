@@ -91,7 +91,7 @@ func counter(t *testing.T) (*httptest.Server, *atomic.Int64) {
 // credentials through flowd's own topics: each is refused.
 func TestTenantCannotUseTheBus(t *testing.T) {
 	// No egress beyond the public internet, as in production.
-	p := startPipelineWith(t, connectorPolicy{})
+	p := startPipelineWith(t, 2, connectorPolicy{})
 	a, b := p.tenant("acme"), p.tenant("mallory")
 	prefix := p.kcfg.TopicPrefix
 	internal := []string{envelope.TopicIngest, envelope.PoolTopic(""), envelope.TopicResults, "events", envelope.TopicDLQ}

@@ -34,6 +34,8 @@ const (
 	FlowStarted  = "flow.started"
 	FlowStopping = "flow.stopping"
 	FlowStopped  = "flow.stopped"
+	// FlowFailed: a router could not run the flow and marked it failed (Reason says why).
+	FlowFailed = "flow.failed"
 )
 
 // Event is one lifecycle event, JSON-encoded as the record value.
@@ -45,6 +47,7 @@ type Event struct {
 	Status   string    `json:"status,omitempty"`
 	Actor    string    `json:"actor,omitempty"`
 	Tenant   string    `json:"tenant,omitempty"`
+	Reason   string    `json:"reason,omitempty"` // flow.failed: the status reason's code
 	At       time.Time `json:"at"`
 }
 

@@ -38,7 +38,13 @@ const (
 	StatusStarting = "starting"
 	StatusActive   = "active"
 	StatusStopping = "stopping"
+	// StatusFailed: the router could not run the flow; StatusReason says why. It runs nothing
+	// and can be started again, stopped, changed or deleted.
+	StatusFailed = "failed"
 )
+
+// Statuses lists every flow status.
+var Statuses = []string{StatusInactive, StatusStarting, StatusActive, StatusStopping, StatusFailed}
 
 // Owner types.
 const (
@@ -55,14 +61,15 @@ const (
 	PortError   = "error"   // action: taken when the action fails for good
 )
 
-// Flow is a flow document. ID, Type, Status, Revision, CreatedAt and UpdatedAt are managed by
-// the server; clients may echo them back.
+// Flow is a flow document. ID, Type, Status, StatusReason, Revision, CreatedAt and UpdatedAt
+// are managed by the server; clients may echo them back.
 type Flow struct {
 	ID           string         `json:"id,omitempty"`
 	Name         string         `json:"name"`
 	Description  string         `json:"description,omitempty"`
 	Type         string         `json:"type,omitempty"` // derived: trigger kind: webhook|kafka|schedule|poll
 	Status       string         `json:"status,omitempty"`
+	StatusReason *StatusReason  `json:"statusReason,omitempty"`
 	Revision     int            `json:"revision,omitempty"`
 	Graph        Graph          `json:"graph"`
 	Owners       []Owner        `json:"owners,omitempty"`

@@ -50,7 +50,7 @@ func (s *Store) CreateFlow(ctx context.Context, f *flowdoc.Flow, evs ...events.E
 // revisionDoc is the flow as kept in its revision history: content only, no run state.
 func revisionDoc(f *flowdoc.Flow) []byte {
 	c := *f
-	c.Status = ""
+	c.Status, c.StatusReason = "", nil
 	return mustJSON(&c)
 }
 

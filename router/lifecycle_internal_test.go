@@ -1,0 +1,115 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/flowd/flowd/internal/flowdoc"
+)
+
+// fakeAdmin answers startAtEnd's four requests from fixed data and records the commit.
+type fakeAdmin struct {
+	topicErr  error // metadata error of the topic
+	fetch     *kafka.OffsetFetchResponse
+	ends      map[int]int64
+	committed []kafka.OffsetCommit
+}
+
+func (f *fakeAdmin) Metadata(_ context.Context, req *kafka.MetadataRequest) (*kafka.MetadataResponse, error) {
+	t := kafka.Topic{Name: req.Topics[0], Error: f.topicErr}
+	if f.topicErr == nil {
+		for p := range f.ends {
+			t.Partitions = append(t.Partitions, kafka.Partition{Topic: t.Name, ID: p})
+		}
+	}
+	return &kafka.MetadataResponse{Topics: []kafka.Topic{t}}, nil
+}
+
+func (f *fakeAdmin) OffsetFetch(context.Context, *kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
+	return f.fetch, nil
+}
+
+func (f *fakeAdmin) ListOffsets(_ context.Context, req *kafka.ListOffsetsRequest) (*kafka.ListOffsetsResponse, error) {
+	res := &kafka.ListOffsetsResponse{Topics: map[string][]kafka.PartitionOffsets{}}
+	for topic, reqs := range req.Topics {
+		for _, r := range reqs {
+			res.Topics[topic] = append(res.Topics[topic], kafka.PartitionOffsets{Partition: r.Partition, LastOffset: f.ends[r.Partition]})
+		}
+	}
+	return res, nil
+}
+
+func (f *fakeAdmin) OffsetCommit(_ context.Context, req *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error) {
+	res := &kafka.OffsetCommitResponse{Topics: map[string][]kafka.OffsetCommitPartition{}}
+	for topic, cs := range req.Topics {
+		f.committed = append(f.committed, cs...)
+		for _, c := range cs {
+			res.Topics[topic] = append(res.Topics[topic], kafka.OffsetCommitPartition{Partition: c.Partition})
+		}
+	}
+	return res, nil
+}
+
+func committedAt(cs []kafka.OffsetCommit) map[int]int64 {
+	out := map[int]int64{}
+	for _, c := range cs {
+		out[c.Partition] = c.Offset
+	}
+	return out
+}
+
+func TestStartAtEndTreatsGroupIDNotFoundAsNoOffsets(t *testing.T) {
+	ctx := context.Background()
+	ends := map[int]int64{0: 7, 1: 3}
+
+	// The whole group unknown (a broker's answer for a group that never committed).
+	f := &fakeAdmin{ends: ends, fetch: &kafka.OffsetFetchResponse{Error: kafka.GroupIdNotFound}}
+	if err := setStartAtEnd(ctx, f, "g", "partner"); err != nil {
+		t.Fatalf("GROUP_ID_NOT_FOUND is an error: %v", err)
+	}
+	if got := committedAt(f.committed); len(got) != 2 || got[0] != 7 || got[1] != 3 {
+		t.Fatalf("starting offsets %v, want the ends %v", got, ends)
+	}
+
+	// Per partition, next to one the group has committed: that one keeps its position.
+	f = &fakeAdmin{ends: ends, fetch: &kafka.OffsetFetchResponse{Topics: map[string][]kafka.OffsetFetchPartition{"partner": {
+		{Partition: 0, CommittedOffset: 2}, {Partition: 1, CommittedOffset: -1, Error: kafka.GroupIdNotFound}}}}}
+	if err := setStartAtEnd(ctx, f, "g", "partner"); err != nil {
+		t.Fatal(err)
+	}
+	if got := committedAt(f.committed); len(got) != 1 || got[1] != 3 {
+		t.Fatalf("starting offsets %v, want only partition 1 at 3", got)
+	}
+
+	// Any other group error still is one.
+	f = &fakeAdmin{ends: ends, fetch: &kafka.OffsetFetchResponse{Error: kafka.GroupAuthorizationFailed}}
+	if err := setStartAtEnd(ctx, f, "g", "partner"); !errors.Is(err, kafka.GroupAuthorizationFailed) || len(f.committed) != 0 {
+		t.Fatalf("group authorisation failure: %v, committed %v", err, f.committed)
+	}
+}
+
+func TestMissingOrForbiddenPartnerTopicFailsTheFlowForGood(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code string
+	}{
+		{kafka.UnknownTopicOrPartition, flowdoc.ReasonPartnerTopicMissing},
+		{kafka.TopicAuthorizationFailed, flowdoc.ReasonTopicDenied},
+		{kafka.InvalidTopic, flowdoc.ReasonTopicInvalid},
+	} {
+		f := &fakeAdmin{topicErr: tc.err, fetch: &kafka.OffsetFetchResponse{}}
+		err := topicFault(fmt.Errorf("partner topic x: %w", setStartAtEnd(context.Background(), f, "g", "x")), "partner topic", "x")
+		var ff *flowFault
+		if !errors.As(err, &ff) || ff.reason.Code != tc.code || ff.reason.Message == "" || !errors.Is(err, tc.err) {
+			t.Errorf("%v: got %v, want a fault %s", tc.err, err, tc.code)
+		}
+	}
+	// A broker that does not answer in time may answer next time: not a fault.
+	if err := topicFault(fmt.Errorf("metadata: %w", kafka.RequestTimedOut), "partner topic", "x"); errors.As(err, new(*flowFault)) {
+		t.Errorf("a timeout is permanent: %v", err)
+	}
+}
