@@ -123,6 +123,7 @@ func (p *partners) ensure(ctx context.Context, f *flowdoc.Flow) error {
 	}
 	reader := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:     p.r.cfg.Kafka.Brokers,
+		Dialer:      p.r.cfg.Kafka.Dialer(),
 		GroupID:     group,
 		Topic:       spec.topic,
 		StartOffset: kafka.FirstOffset, // only for partitions created after startAtEnd ran
@@ -233,7 +234,8 @@ func recordInput(v []byte) []byte {
 // topic's whole history. A group that has committed keeps its position. A topic that does not
 // exist yet needs nothing: the group then starts at its beginning once it appears.
 func startAtEnd(ctx context.Context, cfg kafkax.Config, group, topic string) error {
-	tr := &kafka.Transport{DialTimeout: 5 * time.Second, ClientID: "flowd-router", MetadataTopics: []string{topic}}
+	tr := cfg.Transport()
+	tr.ClientID, tr.MetadataTopics = "flowd-router", []string{topic}
 	defer tr.CloseIdleConnections()
 	c := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
