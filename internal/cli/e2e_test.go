@@ -33,7 +33,8 @@ type pipeline struct {
 	kcfg  kafkax.Config
 }
 
-func startPipeline(t *testing.T) *pipeline {
+// startPipeline runs the roles; opts adjust their settings (e.g. SASL, a Redis password).
+func startPipeline(t *testing.T, opts ...func(*infra)) *pipeline {
 	t.Helper()
 	brokers, redisURL := testrig.Kafka(t), testrig.Redis(t)
 	dir := t.TempDir()
@@ -43,6 +44,9 @@ func startPipeline(t *testing.T) *pipeline {
 	})
 	t.Setenv(secrets.EnvKey, secrets.GenerateKey())
 	in := &infra{brokers: strings.Join(brokers, ","), redisURL: redisURL, topicPrefix: testrig.Unique("e") + ".", partitions: 2, keyPrefix: testrig.Unique("e") + ":"}
+	for _, o := range opts {
+		o(in)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +75,10 @@ func startPipeline(t *testing.T) *pipeline {
 	case err := <-done:
 		t.Fatal(err)
 	}
-	ropt, _ := redis.ParseURL(redisURL)
+	ropt, err := in.redisOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
 	rdb := redis.NewClient(ropt)
 	t.Cleanup(func() { _ = rdb.Close() })
 	return &pipeline{t: t, base: "http://" + addr, token: opt.adminToken, st: store.New(rdb, in.keyPrefix), kcfg: in.kafka()}
