@@ -139,6 +139,7 @@ func (p *partners) ensure(ctx context.Context, f *flowdoc.Flow) error {
 	}
 	reader := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:     p.r.cfg.Kafka.Brokers,
+		Dialer:      p.r.cfg.Kafka.Dialer(),
 		GroupID:     group,
 		Topic:       spec.topic,
 		StartOffset: kafka.FirstOffset, // only for partitions created after startAtEnd ran
@@ -264,7 +265,8 @@ type offsetAdmin interface {
 func startAtEnd(ctx context.Context, cfg kafkax.Config, group, topic string) error {
 	ctx, cancel := context.WithTimeout(ctx, partnerSetupTimeout)
 	defer cancel()
-	tr := &kafka.Transport{DialTimeout: 5 * time.Second, ClientID: "flowd-router", MetadataTopics: []string{topic}}
+	tr := cfg.Transport()
+	tr.ClientID, tr.MetadataTopics = "flowd-router", []string{topic}
 	defer tr.CloseIdleConnections()
 	return setStartAtEnd(ctx, &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}, group, topic)
 }

@@ -179,6 +179,7 @@ func (r *Router) Run(ctx context.Context) error {
 		name: "ingest+results", handle: r.handleMain, log: r.log, drain: r.cfg.DrainTimeout,
 		reader: kafka.NewReader(kafka.ReaderConfig{
 			Brokers:     r.cfg.Kafka.Brokers,
+			Dialer:      r.cfg.Kafka.Dialer(),
 			GroupID:     r.cfg.GroupID,
 			GroupTopics: []string{r.topicIngest, r.topicResults},
 			StartOffset: kafka.FirstOffset,

@@ -190,6 +190,7 @@ func (r *Runner) Run(ctx context.Context) error {
 
 	reader := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:     kcfg.Brokers,
+		Dialer:      kcfg.Dialer(),
 		GroupID:     r.cfg.GroupID,
 		Topic:       r.topic,
 		StartOffset: kafka.FirstOffset, // a new group must not skip work produced before it existed

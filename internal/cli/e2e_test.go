@@ -41,15 +41,16 @@ type pipeline struct {
 	redisAddr string
 }
 
-func startPipeline(t *testing.T) *pipeline {
+// startPipeline runs the roles; opts adjust their settings (e.g. SASL, a Redis password).
+func startPipeline(t *testing.T, opts ...func(*infra)) *pipeline {
 	t.Helper()
 	// The example flow calls the API's echo route on loopback: allowed as an operator would.
-	return startPipelineWith(t, 2, connectorPolicy{egressAllow: "127.0.0.1/32"})
+	return startPipelineWith(t, 2, connectorPolicy{egressAllow: "127.0.0.1/32"}, opts...)
 }
 
 // startPipelineWith runs every role on fresh topics of the given partition count, with the
-// given connector policy.
-func startPipelineWith(t *testing.T, partitions int, pol connectorPolicy) *pipeline {
+// given connector policy; opts adjust the roles' settings.
+func startPipelineWith(t *testing.T, partitions int, pol connectorPolicy, opts ...func(*infra)) *pipeline {
 	t.Helper()
 	brokers, redisURL := testrig.Kafka(t), testrig.Redis(t)
 	dir := t.TempDir()
@@ -60,7 +61,13 @@ func startPipelineWith(t *testing.T, partitions int, pol connectorPolicy) *pipel
 	t.Setenv(secrets.EnvKey, secrets.GenerateKey())
 	t.Setenv(busauth.EnvKey, testrig.BusKey())
 	in := &infra{brokers: strings.Join(brokers, ","), redisURL: redisURL, topicPrefix: testrig.Unique("e") + ".", partitions: partitions, keyPrefix: testrig.Unique("e") + ":"}
-	ropt, _ := redis.ParseURL(redisURL)
+	for _, o := range opts {
+		o(in)
+	}
+	ropt, err := in.redisOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
 	rdb := redis.NewClient(ropt)
 	t.Cleanup(func() { _ = rdb.Close() })
 	p := &pipeline{t: t, token: "fld_e2e_" + testrig.Unique(""), st: store.New(rdb, in.keyPrefix), kcfg: in.kafka(), in: in, dir: dir, pol: pol, redisAddr: ropt.Addr}

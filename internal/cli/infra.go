@@ -40,15 +40,21 @@ func connect(ctx context.Context, in *infra) (*conn, error) {
 	if err := startPprof(ctx, in.pprofAddr); err != nil {
 		return nil, err
 	}
-	ropt, err := redis.ParseURL(in.redisURL)
+	ropt, err := in.redisOptions()
 	if err != nil {
-		return nil, fmt.Errorf("--redis-url: %w", err)
-	}
-	c := &conn{log: log, kcfg: in.kafka()}
-	if c.kcfg.RecordKeys, err = busKeys(in.busKeyFile); err != nil {
 		return nil, err
 	}
-	c.rdb = redis.NewClient(ropt)
+	kcfg := in.kafka()
+	if err := kcfg.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka settings: %w", err)
+	}
+	if kcfg.TLS.InsecureSkipVerify {
+		log.Warn("kafka broker certificates are not verified (--kafka-tls-insecure-skip-verify): test clusters only")
+	}
+	if kcfg.RecordKeys, err = busKeys(in.busKeyFile); err != nil {
+		return nil, err
+	}
+	c := &conn{log: log, rdb: redis.NewClient(ropt), kcfg: kcfg}
 	c.st = store.New(c.rdb, in.keyPrefix)
 	if err := waitFor(ctx, "redis at "+ropt.Addr, c.st.Ping); err != nil {
 		_ = c.rdb.Close()

@@ -2,14 +2,18 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/flowd/flowd/connectors/catalog"
@@ -31,7 +35,24 @@ type infra struct {
 	busKeyFile  string
 	// partnerTopicsRestricted: tenants without a partner-topic list use no partner topic.
 	partnerTopicsRestricted bool
+
+	// Kafka authentication and encryption (kafkax.SASL, kafkax.TLS).
+	kafkaSASL kafkax.SASL
+	kafkaTLS  kafkax.TLS
+
+	// Redis credentials beyond the URL, so no password needs to sit in a command line.
+	redisUsername     string
+	redisPassword     string // from the environment only
+	redisPasswordFile string
+	redisTLSCAFile    string
 }
+
+// Environment variables that carry secrets. They have no flag (a flag's value shows in `ps`
+// and its default in --help); the *_FILE flags are the alternative.
+const (
+	envKafkaSASLPassword = "FLOWD_KAFKA_SASL_PASSWORD"
+	envRedisPassword     = "FLOWD_REDIS_PASSWORD"
+)
 
 func (in *infra) register(cmd *cobra.Command) {
 	f := cmd.Flags()
@@ -43,10 +64,73 @@ func (in *infra) register(cmd *cobra.Command) {
 	f.StringVar(&in.busKeyFile, "bus-key-file", envOr("FLOWD_BUS_KEY_FILE", ""), "file holding the key(s) that sign and verify records on flowd's topics; every role needs the same (or set "+busauth.EnvKey+")")
 	f.BoolVar(&in.partnerTopicsRestricted, "partner-topics-restricted", envOr("FLOWD_PARTNER_TOPICS_RESTRICTED", "") == "true", "tenants may use only the partner topics an administrator listed for them (PATCH /api/v1/tenants/{id}); without it, a tenant with no list may use any topic outside flowd's own (env FLOWD_PARTNER_TOPICS_RESTRICTED=true)")
 	f.StringVar(&in.pprofAddr, "pprof-addr", envOr("FLOWD_PPROF_ADDR", ""), "serve net/http/pprof on this separate address, e.g. 127.0.0.1:6060; off when empty (env FLOWD_PPROF_ADDR)")
+
+	f.StringVar(&in.kafkaSASL.Mechanism, "kafka-sasl-mechanism", envOr("FLOWD_KAFKA_SASL_MECHANISM", ""), "authenticate to Kafka with SASL: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN; off when empty (env FLOWD_KAFKA_SASL_MECHANISM)")
+	f.StringVar(&in.kafkaSASL.Username, "kafka-sasl-username", envOr("FLOWD_KAFKA_SASL_USERNAME", ""), "Kafka SASL username (env FLOWD_KAFKA_SASL_USERNAME)")
+	f.StringVar(&in.kafkaSASL.PasswordFile, "kafka-sasl-password-file", envOr("FLOWD_KAFKA_SASL_PASSWORD_FILE", ""), "file holding the Kafka SASL password (env FLOWD_KAFKA_SASL_PASSWORD_FILE; or the password itself in env "+envKafkaSASLPassword+")")
+	in.kafkaSASL.Password = os.Getenv(envKafkaSASLPassword)
+	f.BoolVar(&in.kafkaTLS.Enabled, "kafka-tls", envOr("FLOWD_KAFKA_TLS", "") == "true", "connect to Kafka over TLS (env FLOWD_KAFKA_TLS=true)")
+	f.StringVar(&in.kafkaTLS.CAFile, "kafka-tls-ca-file", envOr("FLOWD_KAFKA_TLS_CA_FILE", ""), "PEM CA bundle to verify the brokers with instead of the system roots (env FLOWD_KAFKA_TLS_CA_FILE)")
+	f.StringVar(&in.kafkaTLS.CertFile, "kafka-tls-cert-file", envOr("FLOWD_KAFKA_TLS_CERT_FILE", ""), "PEM client certificate for mutual TLS (env FLOWD_KAFKA_TLS_CERT_FILE)")
+	f.StringVar(&in.kafkaTLS.KeyFile, "kafka-tls-key-file", envOr("FLOWD_KAFKA_TLS_KEY_FILE", ""), "PEM key of the client certificate (env FLOWD_KAFKA_TLS_KEY_FILE)")
+	f.StringVar(&in.kafkaTLS.ServerName, "kafka-tls-server-name", envOr("FLOWD_KAFKA_TLS_SERVER_NAME", ""), "name to verify in the broker certificates, when it differs from the broker address (env FLOWD_KAFKA_TLS_SERVER_NAME)")
+	f.BoolVar(&in.kafkaTLS.InsecureSkipVerify, "kafka-tls-insecure-skip-verify", false, "accept any broker certificate: test clusters only")
+
+	f.StringVar(&in.redisUsername, "redis-username", envOr("FLOWD_REDIS_USERNAME", ""), "Redis ACL user, overriding the URL's (env FLOWD_REDIS_USERNAME)")
+	f.StringVar(&in.redisPasswordFile, "redis-password-file", envOr("FLOWD_REDIS_PASSWORD_FILE", ""), "file holding the Redis password, overriding the URL's (env FLOWD_REDIS_PASSWORD_FILE; or the password itself in env "+envRedisPassword+")")
+	in.redisPassword = os.Getenv(envRedisPassword)
+	f.StringVar(&in.redisTLSCAFile, "redis-tls-ca-file", envOr("FLOWD_REDIS_TLS_CA_FILE", ""), "PEM CA bundle to verify a rediss:// server with instead of the system roots (env FLOWD_REDIS_TLS_CA_FILE)")
 }
 
 func (in *infra) kafka() kafkax.Config {
-	return kafkax.Config{Brokers: strings.Split(in.brokers, ","), TopicPrefix: in.topicPrefix, Partitions: in.partitions}
+	return kafkax.Config{
+		Brokers: strings.Split(in.brokers, ","), TopicPrefix: in.topicPrefix, Partitions: in.partitions,
+		SASL: in.kafkaSASL, TLS: in.kafkaTLS,
+	}
+}
+
+// redisOptions parses --redis-url and applies the credentials and TLS given beside it. Its
+// errors never quote the URL: it may hold a password.
+func (in *infra) redisOptions() (*redis.Options, error) {
+	opt, err := redis.ParseURL(in.redisURL)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // url.Error quotes the whole URL
+		}
+		return nil, fmt.Errorf("--redis-url: %w", err)
+	}
+	if in.redisUsername != "" {
+		opt.Username = in.redisUsername
+	}
+	switch {
+	case in.redisPasswordFile != "" && in.redisPassword != "":
+		return nil, fmt.Errorf("both --redis-password-file and %s are set: use one", envRedisPassword)
+	case in.redisPasswordFile != "":
+		b, err := os.ReadFile(in.redisPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("--redis-password-file: %w", err)
+		}
+		// Secret files usually end in a newline that is not part of the password.
+		opt.Password = strings.TrimRight(string(b), "\r\n")
+	case in.redisPassword != "":
+		opt.Password = in.redisPassword
+	}
+	if in.redisTLSCAFile != "" {
+		if opt.TLSConfig == nil {
+			return nil, errors.New("--redis-tls-ca-file needs a rediss:// URL")
+		}
+		pem, err := os.ReadFile(in.redisTLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--redis-tls-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--redis-tls-ca-file %s holds no PEM certificate", in.redisTLSCAFile)
+		}
+		opt.TLSConfig.RootCAs = pool
+	}
+	return opt, nil
 }
 
 // apiOptions configure the control-plane role.

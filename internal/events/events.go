@@ -148,6 +148,7 @@ func Consume(ctx context.Context, cfg kafkax.Config, groupID string, fn Handler)
 	}
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:     cfg.Brokers,
+		Dialer:      cfg.Dialer(),
 		GroupID:     groupID,
 		Topic:       cfg.Topic(TopicName),
 		StartOffset: kafka.FirstOffset,
@@ -215,6 +216,7 @@ func consumeBroadcast(ctx context.Context, cfg kafkax.Config, fn Handler) error 
 			defer wg.Done()
 			r := kafka.NewReader(kafka.ReaderConfig{
 				Brokers:   cfg.Brokers,
+				Dialer:    cfg.Dialer(),
 				Topic:     topic,
 				Partition: part,
 				MaxWait:   time.Second,
@@ -259,12 +261,10 @@ func consumeBroadcast(ctx context.Context, cfg kafkax.Config, fn Handler) error 
 // endOffsets resolves the current end of every partition now rather than lazily in each
 // reader, so an event published after Consume started is not skipped.
 func endOffsets(ctx context.Context, cfg kafkax.Config, topic string) (map[int]int64, error) {
-	c := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: &kafka.Transport{
-		DialTimeout:    5 * time.Second,
-		ClientID:       "flowd",
-		MetadataTopics: []string{topic},
-	}}
-	defer c.Transport.(*kafka.Transport).CloseIdleConnections()
+	tr := cfg.Transport()
+	tr.MetadataTopics = []string{topic}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return nil, fmt.Errorf("events: metadata %s: %w", topic, err)

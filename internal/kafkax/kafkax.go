@@ -1,5 +1,6 @@
 // Package kafkax is the kafka-go plumbing every flowd role shares: topic naming, explicit topic
-// creation, the one producer configuration, and a reachability check.
+// creation, the one producer configuration, how every connection authenticates (SASL, TLS),
+// and a reachability check.
 package kafkax
 
 import (
@@ -33,6 +34,10 @@ type Config struct {
 	TopicPrefix       string // default "flowd."
 	Partitions        int    // default 6
 	ReplicationFactor int    // default 1
+	// SASL and TLS apply to every connection flowd makes to this cluster: build readers with
+	// Dialer, clients with Transport, and writers with NewWriter.
+	SASL SASL
+	TLS  TLS
 	// RecordKeys sign what a role produces to flowd's topics and verify what it consumes
 	// from them (package busauth). Roles refuse to start without it.
 	RecordKeys *busauth.Keyring
@@ -76,17 +81,6 @@ func (c Config) addr() (net.Addr, error) {
 	return kafka.TCP(c.Brokers...), nil
 }
 
-// shared serves every writer built by NewWriter. kafka.Writer.Close only closes a transport it
-// created itself, so a per-writer transport would leak its metadata goroutine; one per process
-// is what kafka.DefaultTransport does too, with our timeouts.
-var shared = &kafka.Transport{
-	DialTimeout: 5 * time.Second,
-	ClientID:    "flowd",
-	// A writer fails at once with UnknownTopicOrPartition for a topic missing from this cache
-	// (auto-creation is off), so keep it fresher than the 6 s default.
-	MetadataTTL: time.Second,
-}
-
 // NewWriter returns the producer configuration flowd uses everywhere. It has no Topic: every
 // message names its own, so one writer serves all topics. WriteMessages returns only once the
 // broker acknowledged with acks=all.
@@ -104,7 +98,7 @@ func NewWriter(cfg Config) *kafka.Writer {
 		Async:                  false, // Async drops errors
 		WriteTimeout:           10 * time.Second,
 		ReadTimeout:            10 * time.Second,
-		Transport:              shared,
+		Transport:              cfg.writerTransport(),
 	}
 }
 
@@ -116,12 +110,8 @@ func client(cfg Config, metadataTTL time.Duration, topics []string) (*kafka.Clie
 	if err != nil {
 		return nil, nil, err
 	}
-	tr := &kafka.Transport{
-		DialTimeout:    5 * time.Second,
-		ClientID:       "flowd",
-		MetadataTTL:    metadataTTL,
-		MetadataTopics: topics,
-	}
+	tr := cfg.Transport()
+	tr.MetadataTTL, tr.MetadataTopics = metadataTTL, topics
 	return &kafka.Client{Addr: addr, Transport: tr}, tr.CloseIdleConnections, nil
 }
 
@@ -189,7 +179,7 @@ func EnsureTopics(ctx context.Context, cfg Config, names ...string) error {
 // topics: kafka-go resolves a message's topic from that cache only, so a write right after
 // topic creation would otherwise fail with UnknownTopicOrPartition until the next refresh.
 func waitProducerCache(ctx context.Context, cfg Config, topics []string) error {
-	c := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: shared}
+	c := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.writerTransport()}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {

@@ -17,6 +17,7 @@ import (
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/identity"
+	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/store"
 )
 
@@ -351,7 +352,9 @@ func e2eRate(ctx context.Context, url string, st *store.Store, flowID string, ra
 
 // waitGroupMembers waits until the consumer group has n members, each with partitions.
 func waitGroupMembers(ctx context.Context, brokers []string, group string, n int, bound time.Duration) error {
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second}
+	tr := kafkax.Config{Brokers: brokers}.Transport()
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second, Transport: tr}
 	deadline := time.Now().Add(bound)
 	last := ""
 	for time.Now().Before(deadline) && ctx.Err() == nil {

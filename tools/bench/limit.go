@@ -65,7 +65,8 @@ func produceFor(ctx context.Context, brokers []string, topic string, c limitConf
 	if err != nil {
 		return 0, err
 	}
-	tr := &kafka.Transport{DialTimeout: 5 * time.Second, ClientID: "flowd-bench", MetadataTTL: 10 * time.Second}
+	tr := kafkax.Config{Brokers: brokers}.Transport()
+	tr.ClientID, tr.MetadataTTL = "flowd-bench", 10*time.Second
 	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{
 		Addr:         kafka.TCP(brokers...),

@@ -8,6 +8,16 @@
 #                                  DIR/pid, DIR/version and DIR/kafka.log; prints "rig: kafka ...
 #                                  ready". Run again on a stopped broker's DIR, it restarts that
 #                                  broker on the same ports with the same data.
+#   tools/rig/kafka.sh start DIR --sasl
+#                                  the same broker with authentication and authorization: its
+#                                  client listener speaks SASL_PLAINTEXT with SCRAM-SHA-512 only,
+#                                  the controller listener SASL PLAIN, and the KRaft
+#                                  StandardAuthorizer denies what no ACL allows. SCRAM users
+#                                  admin (super user), flowd and connector are created at format
+#                                  time, each with a random password in DIR/sasl/<user>;
+#                                  DIR/sasl/admin.properties is a client config for Kafka's tools.
+#                                  The rig grants no ACLs itself: the caller does, as admin
+#                                  (internal/testrig applies kafkax.RoleACLs).
 #   tools/rig/kafka.sh stop DIR    stop that broker (DIR is left for the caller to remove).
 #   tools/rig/kafka.sh fetch       only fill the jar cache (.cache/kafka-$KAFKA_VERSION/libs).
 #
@@ -97,7 +107,8 @@ fail() {
 }
 
 start() {
-	local dir=$1
+	local dir=$1 sasl=${2:-}
+	[ -z "$sasl" ] || [ "$sasl" = --sasl ] || die "unknown option $sasl (want --sasl)"
 	install_missing kcat kcat
 	fetch
 	mkdir -p "$dir/data"
@@ -115,15 +126,42 @@ start() {
 		while [ "$cport" = "$port" ]; do cport=$(free_port); done
 	fi
 
+	# Listeners: plaintext, or (--sasl) SCRAM on the client listener and PLAIN on the controller
+	# listener (KRaft controllers cannot check SCRAM: the credentials live in the metadata log
+	# they serve).
+	local listeners security=()
+	if [ -n "$sasl" ]; then
+		sasl_users "$dir"
+		local admin_pw
+		admin_pw=$(cat "$dir/sasl/admin")
+		listeners="listeners=SASL_PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+inter.broker.listener.name=SASL_PLAINTEXT
+listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+		security=(
+			"sasl.enabled.mechanisms=SCRAM-SHA-512"
+			"sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512"
+			"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$admin_pw\";"
+			"sasl.mechanism.controller.protocol=PLAIN"
+			"listener.name.controller.sasl.enabled.mechanisms=PLAIN"
+			"listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"admin\" password=\"$admin_pw\" user_admin=\"$admin_pw\";"
+			"authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+			"super.users=User:admin"
+			"allow.everyone.if.no.acl.found=false"
+		)
+	else
+		listeners="listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+	fi
+
 	cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+$listeners
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$dir/data
 # One node: every internal topic has one replica, and one partition where that is tunable.
 num.partitions=1
@@ -138,9 +176,11 @@ share.coordinator.state.topic.min.isr=1
 auto.create.topics.enable=false
 group.initial.rebalance.delay.ms=0
 EOF
+	[ ${#security[@]} -eq 0 ] || printf '%s\n' "${security[@]}" >>"$dir/server.properties"
 
-	# Quiet by default; the INFO lines kept say which version started and when it was up.
-	cat >"$dir/log4j2.xml" <<'EOF'
+	# Quiet by default; the INFO lines kept say which version started, when it was up and when
+	# its client listener opened. FLOWD_RIG_KAFKA_LOG_LEVEL=INFO shows everything.
+	cat >"$dir/log4j2.xml" <<EOF
 <?xml version="1.0" encoding="UTF-8"?>
 <Configuration status="WARN">
   <Appenders>
@@ -151,7 +191,8 @@ EOF
   <Loggers>
     <Logger name="kafka.server.KafkaRaftServer" level="INFO"/>
     <Logger name="org.apache.kafka.common.utils.AppInfoParser" level="INFO"/>
-    <Root level="WARN">
+    <Logger name="kafka.network.DataPlaneAcceptor" level="INFO"/>
+    <Root level="${FLOWD_RIG_KAFKA_LOG_LEVEL:-WARN}">
       <AppenderRef ref="stderr"/>
     </Root>
   </Loggers>
@@ -168,11 +209,22 @@ EOF
 	local java_opts=(-Dlog4j2.configurationFile="$dir/log4j2.xml" -Djava.awt.headless=true)
 	# Formatted already (a restart): keep the data and its cluster id.
 	if [ ! -f "$dir/data/meta.properties" ]; then
+		# SCRAM credentials go into the metadata log at format time: the broker cannot
+		# authenticate anyone (not even the admin who would add them) before that.
+		local scram=()
+		if [ -n "$sasl" ]; then
+			for u in admin flowd connector; do
+				scram+=(--add-scram "SCRAM-SHA-512=[name=$u,password=$(cat "$dir/sasl/$u")]")
+			done
+		fi
 		java "${java_opts[@]}" -cp "$LIBS/*" kafka.tools.StorageTool format --standalone \
-			--ignore-formatted -t "$cluster_id" -c "$dir/server.properties" >"$dir/kafka.log" 2>&1 ||
+			--ignore-formatted -t "$cluster_id" -c "$dir/server.properties" "${scram[@]}" >"$dir/kafka.log" 2>&1 ||
 			fail "$dir" "formatting the storage failed"
 	fi
 
+	# Only what this start writes to the log counts for readiness below (a restart appends).
+	local log_from
+	log_from=$(($(stat -c %s "$dir/kafka.log" 2>/dev/null || echo 0) + 1))
 	# Detached from our stdout/stderr so a caller reading our output is not held open by the JVM.
 	java -Xms256m -Xmx512m "${java_opts[@]}" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
 		</dev/null >>"$dir/kafka.log" 2>&1 &
@@ -182,8 +234,19 @@ EOF
 
 	# Ready means the broker answers a metadata request listing itself: ask, don't sleep.
 	# (grep reads all of kcat's output: with -q, kcat's SIGPIPE would fail the pipeline.)
+	# Debian's kcat (librdkafka 2.0.2) fails SCRAM-SHA-512 against Kafka 4.1 with "invalid
+	# credentials" where kafka-go and Kafka's own clients succeed, so with --sasl ready means
+	# the broker opened its client listener (after its authorizer loaded); callers then
+	# authenticate with a deadline (internal/testrig does).
+	ready() {
+		if [ -n "$sasl" ]; then
+			tail -c "+$log_from" "$dir/kafka.log" | grep "Awaiting socket connections on 127.0.0.1:$port" >/dev/null
+		else
+			timeout 5 kcat -L -b "127.0.0.1:$port" -m 2 2>/dev/null | grep '^ *1 brokers:' >/dev/null
+		fi
+	}
 	local deadline=$((SECONDS + READY_TIMEOUT))
-	until timeout 5 kcat -L -b "127.0.0.1:$port" -m 2 2>/dev/null | grep '^ *1 brokers:' >/dev/null; do
+	until ready; do
 		kill -0 "$(cat "$dir/pid")" 2>/dev/null || fail "$dir" "the broker exited during start-up"
 		[ "$SECONDS" -lt "$deadline" ] || fail "$dir" "the broker did not answer within ${READY_TIMEOUT}s"
 		sleep 0.2 # poll interval only
@@ -194,14 +257,31 @@ EOF
 	version=$(sed -n 's/.*Kafka version: \([^ ]*\).*/\1/p' "$dir/kafka.log" | head -n 1)
 	[ -n "$version" ] || version=$KAFKA_VERSION
 	echo "$version" >"$dir/version"
-	echo "rig: kafka $version ready on 127.0.0.1:$port (${SECONDS}s)"
+	echo "rig: kafka $version ready on 127.0.0.1:$port${sasl:+ (SASL_PLAINTEXT, SCRAM-SHA-512, ACLs enforced)} (${SECONDS}s)"
+}
+
+# sasl_users DIR: a random password per rig user in DIR/sasl/<user> (kept across restarts: the
+# credentials are in the formatted data), and DIR/sasl/admin.properties for Kafka's tools.
+sasl_users() {
+	local dir=$1
+	mkdir -p "$dir/sasl"
+	chmod 700 "$dir/sasl"
+	for u in admin flowd connector; do
+		# Letters and digits only: the password is quoted inside a JAAS line and a format argument.
+		[ -s "$dir/sasl/$u" ] || head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$dir/sasl/$u"
+	done
+	cat >"$dir/sasl/admin.properties" <<EOF
+security.protocol=SASL_PLAINTEXT
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$(cat "$dir/sasl/admin")";
+EOF
 }
 
 stop() { stop_pidfile "$1" 15; }
 
 case "${1:-}" in
-start) start "${2:?usage: kafka.sh start DIR}" ;;
+start) start "${2:?usage: kafka.sh start DIR [--sasl]}" "${3:-}" ;;
 stop) stop "${2:?usage: kafka.sh stop DIR}" ;;
 fetch) fetch ;;
-*) die "usage: kafka.sh start DIR | stop DIR | fetch" ;;
+*) die "usage: kafka.sh start DIR [--sasl] | stop DIR | fetch" ;;
 esac

@@ -4,6 +4,10 @@
 #   tools/rig/redis.sh start DIR   start redis-server with its files in DIR; returns once it
 #                                  answers PING. Writes DIR/port, DIR/pid, DIR/version and
 #                                  DIR/redis.log; prints "rig: redis-server ... ready".
+#   tools/rig/redis.sh start DIR --password
+#                                  the same, but clients must authenticate: a random password
+#                                  in DIR/password (the default user's, via requirepass in
+#                                  DIR/redis.conf, so it is not on a command line).
 #   tools/rig/redis.sh stop DIR    stop it (DIR is left for the caller to remove).
 #
 # tools/rig/with-rig.sh is the usual entry point; it also removes DIR.
@@ -27,7 +31,8 @@ fail() {
 }
 
 start() {
-	local dir=$1
+	local dir=$1 password=${2:-}
+	[ -z "$password" ] || [ "$password" = --password ] || die "unknown option $password (want --password)"
 	install_missing redis-server redis-server
 	install_missing redis-cli redis-tools
 	mkdir -p "$dir"
@@ -35,8 +40,18 @@ start() {
 
 	local port
 	port=$(free_port)
+	# The password goes in a config file (mode 600), not on the command line where ps shows it;
+	# redis-cli reads it from REDISCLI_AUTH.
+	: >"$dir/redis.conf"
+	chmod 600 "$dir/redis.conf"
+	if [ -n "$password" ]; then
+		[ -s "$dir/password" ] || (umask 077 && head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$dir/password")
+		echo "requirepass $(cat "$dir/password")" >"$dir/redis.conf"
+		export REDISCLI_AUTH
+		REDISCLI_AUTH=$(cat "$dir/password")
+	fi
 	# Throw-away data: no RDB snapshots, no AOF; loopback only.
-	redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' --appendonly no \
+	redis-server "$dir/redis.conf" --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' --appendonly no \
 		--daemonize no --logfile "$dir/redis.log" </dev/null >/dev/null 2>&1 &
 	echo $! >"$dir/pid"
 	echo "$port" >"$dir/port"
@@ -53,13 +68,13 @@ start() {
 	local version
 	version=$(redis-cli -h 127.0.0.1 -p "$port" info server | tr -d '\r' | sed -n 's/^redis_version://p')
 	echo "$version" >"$dir/version"
-	echo "rig: redis-server $version ready on 127.0.0.1:$port"
+	echo "rig: redis-server $version ready on 127.0.0.1:$port${password:+ (password required)}"
 }
 
 stop() { stop_pidfile "$1" 10; }
 
 case "${1:-}" in
-start) start "${2:?usage: redis.sh start DIR}" ;;
+start) start "${2:?usage: redis.sh start DIR [--password]}" "${3:-}" ;;
 stop) stop "${2:?usage: redis.sh stop DIR}" ;;
-*) die "usage: redis.sh start DIR | stop DIR" ;;
+*) die "usage: redis.sh start DIR [--password] | stop DIR" ;;
 esac
