@@ -30,15 +30,17 @@ import (
 // harness runs a Router against the real broker and redis-server and plays the runner pool
 // itself: it reads flowd.steps.default and answers with Results.
 type harness struct {
-	t      *testing.T
-	ctx    context.Context
-	kcfg   kafkax.Config
-	st     *store.Store
-	w      *kafka.Writer
-	group  string
-	works  *collector
-	events *collector
-	dlq    *collector
+	t    *testing.T
+	ctx  context.Context
+	kcfg kafkax.Config
+	// partners names the partner topics, outside kcfg's prefix.
+	partners kafkax.Config
+	st       *store.Store
+	w        *kafka.Writer
+	group    string
+	works    *collector
+	events   *collector
+	dlq      *collector
 }
 
 func newHarness(t *testing.T, before func(h *harness)) *harness {
@@ -53,7 +55,12 @@ func newHarness(t *testing.T, before func(h *harness)) *harness {
 		group: testrig.Unique("router-"),
 	}
 	if err := kafkax.EnsureTopics(ctx, h.kcfg, envelope.TopicIngest, envelope.TopicResults, envelope.TopicDLQ,
-		events.TopicName, envelope.PoolTopic(""), "partner"); err != nil {
+		events.TopicName, envelope.PoolTopic("")); err != nil {
+		t.Fatal(err)
+	}
+	// Partner topics live outside flowd's prefix: those inside it are refused.
+	h.partners = kafkax.Config{Brokers: h.kcfg.Brokers, TopicPrefix: testrig.Unique("partner-") + ".", Partitions: 1}
+	if err := kafkax.EnsureTopics(ctx, h.partners, "partner"); err != nil {
 		t.Fatal(err)
 	}
 	h.w = kafkax.NewWriter(h.kcfg)
@@ -567,7 +574,7 @@ func TestPartnerTopic(t *testing.T) {
 	var f *flowdoc.Flow
 	var partner string
 	h := newHarness(t, func(h *harness) {
-		partner = h.kcfg.Topic("partner")
+		partner = h.partners.Topic("partner")
 		f = &flowdoc.Flow{Name: "partner", Graph: flowdoc.Graph{
 			Nodes: []flowdoc.Node{{ID: "k", Type: flowdoc.TypeKafka, Config: map[string]any{
 				"topic": partner, "key": "k1", "headers": map[string]any{"source": "erp"}}}, act("A")},
