@@ -245,6 +245,36 @@ func TestTenantCannotUseTheBus(t *testing.T) {
 		}
 	})
 
+	t.Run("4 B's flow that cannot start fails alone", func(t *testing.T) {
+		// A topic B may use (its list allows mallory.*) that does not exist: the start cannot
+		// be applied. It marks B's flow failed; A's flow stops and starts as usual.
+		st, m := b.do("POST", "/api/v1/flows", `{"name":"stall","graph":{"nodes":[{"id":"k","type":"trigger.kafka","config":{"topic":"mallory.`+testrig.Unique("missing")+`"}}],"edges":[]}}`)
+		if st != 201 {
+			t.Fatalf("B's flow: %d %v", st, m)
+		}
+		bad := m["data"].(map[string]any)["id"].(string)
+		b.do("POST", "/api/v1/flows/"+bad+"/start", "")
+		for deadline := time.Now().Add(60 * time.Second); ; {
+			_, m = b.do("GET", "/api/v1/flows/"+bad, "")
+			d, _ := m["data"].(map[string]any)
+			if d["status"] == "failed" {
+				if r, _ := d["statusReason"].(map[string]any); r["code"] != "partner_topic_missing" || r["message"] == "" {
+					t.Fatalf("failed without its reason: %v", d)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("B's flow did not fail: %v", d)
+			}
+			time.Sleep(50 * time.Millisecond) // polling the API with a deadline
+		}
+		for _, step := range []struct{ action, want string }{{"stop", "inactive"}, {"start", "active"}} {
+			if st, m := a.do("POST", "/api/v1/flows/"+flowA+"/"+step.action, ""); st != 200 || m["data"].(map[string]any)["status"] != step.want {
+				t.Fatalf("A's flow %s: %d %v", step.action, st, m)
+			}
+		}
+	})
+
 	t.Run("5 B's connectors cannot reach flowd's own services", func(t *testing.T) {
 		// A request line that is not HTTP (the way a Redis command rides in a method).
 		st, m := b.do("POST", "/api/v1/flows", `{"name":"smuggle","graph":{"nodes":[
