@@ -78,7 +78,7 @@ func problemAt(body map[string]any, code, path string) bool {
 // counter is an HTTP server a tenant controls, counting what reaches it.
 func counter(t *testing.T) (*httptest.Server, *atomic.Int64) {
 	var n atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		n.Add(1)
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{}`)
@@ -189,7 +189,7 @@ func TestTenantCannotUseTheBus(t *testing.T) {
 		// it would be dead-lettered with the reason and no request would leave.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		dlq := readTopic(ctx, t, p.kcfg, envelope.TopicDLQ)
+		dlq := readTopic(t, p.kcfg, envelope.TopicDLQ)
 		execID := testrig.Unique("forged")
 		work := workDoc{
 			ExecutionID: execID, FlowID: flowA, Revision: 1, Token: "t#1", Attempt: 1,
@@ -213,7 +213,7 @@ func TestTenantCannotUseTheBus(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		dlq := readTopic(ctx, t, p.kcfg, envelope.TopicDLQ)
+		dlq := readTopic(t, p.kcfg, envelope.TopicDLQ)
 		execID := testrig.Unique("forged")
 		rec, _ := json.Marshal(envelope.Ingest{ExecutionID: execID, FlowID: flowA, Revision: 1, Trigger: envelope.TriggerWebhook,
 			ReceivedAt: time.Unix(1, 0).UTC(), Input: json.RawMessage(`{"x":666}`)})
@@ -346,7 +346,7 @@ func produceRaw(ctx context.Context, t *testing.T, kcfg kafkax.Config, m kafka.M
 type topicReader struct{ r *kafka.Reader }
 
 // readTopic reads every partition of a flowd topic (the test's own prefix: only its records).
-func readTopic(ctx context.Context, t *testing.T, kcfg kafkax.Config, name string) *topicReader {
+func readTopic(t *testing.T, kcfg kafkax.Config, name string) *topicReader {
 	t.Helper()
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: kcfg.Brokers, GroupID: testrig.Unique("spy-"), Topic: kcfg.Topic(name),
 		StartOffset: kafka.FirstOffset, MaxWait: 200 * time.Millisecond})

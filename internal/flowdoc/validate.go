@@ -169,7 +169,7 @@ type TopicUse struct {
 // NodeTopic returns the topic a node uses, if it is a partner trigger or a kafka connector
 // node with a string config.topic.
 func NodeTopic(n *Node) (TopicUse, bool) {
-	if !(n.Type == TypeKafka || n.Type == TypeAction && n.Connector == KafkaConnector) {
+	if n.Type != TypeKafka && (n.Type != TypeAction || n.Connector != KafkaConnector) {
 		return TopicUse{}, false
 	}
 	t, ok := n.Config["topic"].(string)
