@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -116,20 +115,11 @@ func (p *pipeline) start() {
 
 func (p *pipeline) post(path, body string) (int, map[string]any) {
 	p.t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, p.base+path, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
+	token := ""
 	if strings.HasPrefix(path, "/api/") {
-		req.Header.Set("Authorization", "Bearer "+p.token)
+		token = p.token
 	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	defer func() { _ = res.Body.Close() }()
-	raw, _ := io.ReadAll(res.Body)
-	var m map[string]any
-	_ = json.Unmarshal(raw, &m)
-	return res.StatusCode, m
+	return p.call(http.MethodPost, path, token, body)
 }
 
 // flow creates and starts a flow; the router's confirmation makes it active.

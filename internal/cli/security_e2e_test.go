@@ -31,36 +31,13 @@ type tenant struct {
 
 func (p *pipeline) tenant(name string) *tenant {
 	p.t.Helper()
-	st, ten := p.post("/api/v1/tenants", `{"name":"`+testrig.Unique(name)+`"}`)
-	if st != 201 {
-		p.t.Fatalf("create tenant: %d %v", st, ten)
-	}
-	tid := ten["data"].(map[string]any)["id"].(string)
-	st, u := p.post("/api/v1/users", `{"username":"`+testrig.Unique(name)+`","tenant":"`+tid+`"}`)
-	if st != 201 {
-		p.t.Fatalf("create user: %d %v", st, u)
-	}
-	st, tok := p.post("/api/v1/users/"+u["data"].(map[string]any)["id"].(string)+"/tokens", `{}`)
-	if st != 201 {
-		p.t.Fatalf("create token: %d %v", st, tok)
-	}
-	return &tenant{p: p, id: tid, token: tok["data"].(map[string]any)["token"].(string)}
+	id, token := p.member(name)
+	return &tenant{p: p, id: id, token: token}
 }
 
 func (tn *tenant) do(method, path, body string) (int, map[string]any) {
 	tn.p.t.Helper()
-	req, _ := http.NewRequest(method, tn.p.base+path, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+tn.token)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tn.p.t.Fatal(err)
-	}
-	defer func() { _ = res.Body.Close() }()
-	raw, _ := io.ReadAll(res.Body)
-	var m map[string]any
-	_ = json.Unmarshal(raw, &m)
-	return res.StatusCode, m
+	return tn.p.call(method, path, tn.token, body)
 }
 
 // problemAt reports whether an error body names code at path.
@@ -143,16 +120,7 @@ func TestTenantCannotUseTheBus(t *testing.T) {
 			t.Fatalf("B widening its own list: %d %v", st, m)
 		}
 		req := func(body string) (int, map[string]any) {
-			r, _ := http.NewRequest("PATCH", p.base+"/api/v1/tenants/"+b.id, strings.NewReader(body))
-			r.Header.Set("Authorization", "Bearer "+p.token)
-			res, err := http.DefaultClient.Do(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = res.Body.Close() }()
-			var m map[string]any
-			_ = json.NewDecoder(res.Body).Decode(&m)
-			return res.StatusCode, m
+			return p.call("PATCH", "/api/v1/tenants/"+b.id, p.token, body)
 		}
 		if st, m := req(`{"partnerTopics":["` + prefix + `*"]}`); st != 400 || !problemAt(m, "topic_reserved", "/partnerTopics/0") {
 			t.Fatalf("allowing flowd's topics: %d %v", st, m)
