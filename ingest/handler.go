@@ -161,7 +161,9 @@ func (s *Server) produce(ctx context.Context, rec *envelope.Ingest) *httpError {
 	if err != nil {
 		return fail(fiber.StatusBadRequest, problem.New(codeMalformed, "", "the input cannot be encoded: %s", err))
 	}
-	msg := kafka.Message{Topic: s.topic, Key: []byte(rec.FlowID), Value: val, Time: rec.ReceivedAt}
+	// Keyed by execution: the router needs order only within an execution, so one busy flow
+	// spreads over every partition and every router instance.
+	msg := kafka.Message{Topic: s.topic, Key: []byte(rec.ExecutionID), Value: val, Time: rec.ReceivedAt}
 	if len(val)+len(msg.Key)+64 > s.maxRecord {
 		return fail(fiber.StatusRequestEntityTooLarge, problem.New(codeTooLarge, "", "the request is too large to be recorded (limit about %s)", humanBytes(s.maxRecord)))
 	}

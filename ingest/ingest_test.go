@@ -362,8 +362,8 @@ func TestAcceptedRecordIsOnTheTopic(t *testing.T) {
 		"Authorization", "Bearer caller-credential", "Cookie", "session=abc", "X-Request-Id", "req-1", "X-Multi", "a", "X-Multi", "b"))
 
 	got := e.wait(xid)
-	if got.key != id {
-		t.Fatalf("record key %q, want the flow id %q", got.key, id)
+	if got.key != xid {
+		t.Fatalf("record key %q, want the execution id %q", got.key, xid)
 	}
 	r := got.rec
 	if r.FlowID != id || r.Revision != 1 || r.Trigger != envelope.TriggerWebhook || r.Sync || r.ReceivedAt.IsZero() {

@@ -137,14 +137,12 @@ func (p *partners) ensure(ctx context.Context, f *flowdoc.Flow) error {
 	if err := startAtEnd(ctx, p.r.cfg.Kafka, group, spec.topic); err != nil {
 		return topicFault(fmt.Errorf("partner topic %s of flow %s: %w", spec.topic, f.ID, err), "partner topic", spec.topic)
 	}
-	reader := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:     p.r.cfg.Kafka.Brokers,
-		Dialer:      p.r.cfg.Kafka.Dialer(),
+	reader := kafka.NewReader(p.r.cfg.Kafka.GroupReader(kafka.ReaderConfig{
 		GroupID:     group,
 		Topic:       spec.topic,
 		StartOffset: kafka.FirstOffset, // only for partitions created after startAtEnd ran
 		MaxWait:     500 * time.Millisecond,
-	})
+	}))
 	subCtx, cancel := context.WithCancel(p.base)
 	sub := &subscription{flowID: f.ID, revision: f.Revision, spec: spec, g: g, cancel: cancel, done: make(chan struct{})}
 	c := &consumer{

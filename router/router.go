@@ -177,9 +177,7 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 	main := &consumer{
 		name: "ingest+results", handle: r.handleMain, log: r.log, drain: r.cfg.DrainTimeout,
-		reader: kafka.NewReader(kafka.ReaderConfig{
-			Brokers:     r.cfg.Kafka.Brokers,
-			Dialer:      r.cfg.Kafka.Dialer(),
+		reader: kafka.NewReader(r.cfg.Kafka.GroupReader(kafka.ReaderConfig{
 			GroupID:     r.cfg.GroupID,
 			GroupTopics: []string{r.topicIngest, r.topicResults},
 			StartOffset: kafka.FirstOffset,
@@ -194,7 +192,7 @@ func (r *Router) Run(ctx context.Context) error {
 			ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 				r.log.Warn("kafka consumer: " + fmt.Sprintf(msg, args...))
 			}),
-		}),
+		})),
 	}
 	spawn(func() { main.run(ctx) })
 	spawn(func() {

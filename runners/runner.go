@@ -188,9 +188,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}()
 	r.batchers = &batchers{exec: r.exec, max: r.cfg.BatchMax, wait: r.cfg.BatchWait, ctx: workCtx, m: map[string]*batcher{}}
 
-	reader := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:     kcfg.Brokers,
-		Dialer:      kcfg.Dialer(),
+	reader := kafka.NewReader(kcfg.GroupReader(kafka.ReaderConfig{
 		GroupID:     r.cfg.GroupID,
 		Topic:       r.topic,
 		StartOffset: kafka.FirstOffset, // a new group must not skip work produced before it existed
@@ -205,7 +203,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 			r.log.Warn("kafka consumer: " + fmt.Sprintf(msg, args...))
 		}),
-	})
+	}))
 	defer func() {
 		if err := reader.Close(); err != nil {
 			r.log.Warn("closing the Kafka reader", "err", err)

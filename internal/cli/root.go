@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -62,6 +63,28 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.AddCommand(newDevCmd(), newAPICmd(), newFlowsCmd(), newValidateCmd(), newConnectorsCmd(), newRunnerCmd(), newRouterCmd(), newIngestCmd())
 	return root
+}
+
+// envDuration is the duration in the environment variable key, or def when it is unset or
+// not a duration (checkEnvDurations reports the latter when the role starts).
+func envDuration(key string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(key)); err == nil {
+		return d
+	}
+	return def
+}
+
+// checkEnvDurations fails on an environment variable that should hold a duration and does not,
+// rather than silently using the default.
+func checkEnvDurations(keys ...string) error {
+	for _, k := range keys {
+		if v := os.Getenv(k); v != "" {
+			if _, err := time.ParseDuration(v); err != nil {
+				return fmt.Errorf("%s=%q is not a duration (e.g. 6s, 500ms)", k, v)
+			}
+		}
+	}
+	return nil
 }
 
 func envOr(key, def string) string {

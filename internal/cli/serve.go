@@ -33,6 +33,8 @@ type infra struct {
 	keyPrefix   string
 	pprofAddr   string
 	busKeyFile  string
+	// Consumer group membership: how fast a dead member's partitions move to the others.
+	kafkaSessionTimeout, kafkaHeartbeat, kafkaRebalanceTimeout time.Duration
 	// partnerTopicsRestricted: tenants without a partner-topic list use no partner topic.
 	partnerTopicsRestricted bool
 
@@ -61,6 +63,12 @@ func (in *infra) register(cmd *cobra.Command) {
 	f.StringVar(&in.topicPrefix, "topic-prefix", envOr("FLOWD_TOPIC_PREFIX", kafkax.DefaultTopicPrefix), "prefix of flowd's Kafka topics (env FLOWD_TOPIC_PREFIX)")
 	f.IntVar(&in.partitions, "partitions", kafkax.DefaultPartitions, "partitions of the topics flowd creates")
 	f.StringVar(&in.keyPrefix, "redis-prefix", envOr("FLOWD_REDIS_PREFIX", store.DefaultPrefix), "prefix of flowd's Redis keys (env FLOWD_REDIS_PREFIX)")
+	f.DurationVar(&in.kafkaSessionTimeout, "kafka-session-timeout", envDuration("FLOWD_KAFKA_SESSION_TIMEOUT", kafkax.DefaultSessionTimeout),
+		"a consumer that sends no heartbeat for this long loses its partitions to the others (env FLOWD_KAFKA_SESSION_TIMEOUT; at least the broker's group.min.session.timeout.ms)")
+	f.DurationVar(&in.kafkaHeartbeat, "kafka-heartbeat-interval", envDuration("FLOWD_KAFKA_HEARTBEAT_INTERVAL", kafkax.DefaultHeartbeatInterval),
+		"how often consumers tell the group they are alive; at most a third of the session timeout (env FLOWD_KAFKA_HEARTBEAT_INTERVAL)")
+	f.DurationVar(&in.kafkaRebalanceTimeout, "kafka-rebalance-timeout", envDuration("FLOWD_KAFKA_REBALANCE_TIMEOUT", kafkax.DefaultRebalanceTimeout),
+		"how long live consumers may take to rejoin a rebalance (env FLOWD_KAFKA_REBALANCE_TIMEOUT)")
 	f.StringVar(&in.busKeyFile, "bus-key-file", envOr("FLOWD_BUS_KEY_FILE", ""), "file holding the key(s) that sign and verify records on flowd's topics; every role needs the same (or set "+busauth.EnvKey+")")
 	f.BoolVar(&in.partnerTopicsRestricted, "partner-topics-restricted", envOr("FLOWD_PARTNER_TOPICS_RESTRICTED", "") == "true", "tenants may use only the partner topics an administrator listed for them (PATCH /api/v1/tenants/{id}); without it, a tenant with no list may use any topic outside flowd's own (env FLOWD_PARTNER_TOPICS_RESTRICTED=true)")
 	f.StringVar(&in.pprofAddr, "pprof-addr", envOr("FLOWD_PPROF_ADDR", ""), "serve net/http/pprof on this separate address, e.g. 127.0.0.1:6060; off when empty (env FLOWD_PPROF_ADDR)")
@@ -86,6 +94,7 @@ func (in *infra) kafka() kafkax.Config {
 	return kafkax.Config{
 		Brokers: strings.Split(in.brokers, ","), TopicPrefix: in.topicPrefix, Partitions: in.partitions,
 		SASL: in.kafkaSASL, TLS: in.kafkaTLS,
+		SessionTimeout: in.kafkaSessionTimeout, HeartbeatInterval: in.kafkaHeartbeat, RebalanceTimeout: in.kafkaRebalanceTimeout,
 	}
 }
 

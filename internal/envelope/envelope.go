@@ -30,7 +30,7 @@ const (
 	TriggerPoll     = "poll"
 )
 
-// Ingest is one trigger event on flowd.ingest, keyed by flow id. The execution id is chosen by
+// Ingest is one trigger event on flowd.ingest, keyed by execution id. The execution id is chosen by
 // whoever accepted the event, so a retried produce is recognised as the same execution.
 type Ingest struct {
 	ExecutionID string          `json:"executionId"`

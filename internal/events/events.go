@@ -146,14 +146,12 @@ func Consume(ctx context.Context, cfg kafkax.Config, groupID string, fn Handler)
 	if groupID == "" {
 		return consumeBroadcast(ctx, cfg, fn)
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:     cfg.Brokers,
-		Dialer:      cfg.Dialer(),
+	r := kafka.NewReader(cfg.GroupReader(kafka.ReaderConfig{
 		GroupID:     groupID,
 		Topic:       cfg.Topic(TopicName),
 		StartOffset: kafka.FirstOffset,
 		MaxWait:     time.Second,
-	})
+	}))
 	defer r.Close()
 	for {
 		m, err := r.FetchMessage(ctx)

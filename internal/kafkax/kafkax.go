@@ -22,6 +22,15 @@ const (
 	DefaultTopicPrefix       = "flowd."
 	DefaultPartitions        = 6
 	DefaultReplicationFactor = 1
+	// A consumer group member that stops heartbeating (a SIGKILLed role) loses its partitions
+	// after the session timeout; the survivors notice the rebalance at their next heartbeat
+	// and rejoin. 6 s (the broker's default minimum) and 2 s hand a dead member's partitions
+	// over in under 10 s, where kafka-go's defaults (30 s, 3 s) took more than 30.
+	DefaultSessionTimeout    = 6 * time.Second
+	DefaultHeartbeatInterval = 2 * time.Second
+	// DefaultRebalanceTimeout bounds how long live members may take to rejoin a rebalance
+	// (finishing and committing their in-flight records first).
+	DefaultRebalanceTimeout = 10 * time.Second
 )
 
 // ensureTimeout bounds EnsureTopics when the caller's ctx has no deadline: kafka-go's
@@ -34,6 +43,10 @@ type Config struct {
 	TopicPrefix       string // default "flowd."
 	Partitions        int    // default 6
 	ReplicationFactor int    // default 1
+	// Consumer group membership (see the Default* constants).
+	SessionTimeout    time.Duration
+	HeartbeatInterval time.Duration
+	RebalanceTimeout  time.Duration
 	// SASL and TLS apply to every connection flowd makes to this cluster: build readers with
 	// Dialer, clients with Transport, and writers with NewWriter.
 	SASL SASL
@@ -60,6 +73,15 @@ func (c Config) withDefaults() Config {
 	if c.ReplicationFactor <= 0 {
 		c.ReplicationFactor = DefaultReplicationFactor
 	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = DefaultSessionTimeout
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.RebalanceTimeout <= 0 {
+		c.RebalanceTimeout = DefaultRebalanceTimeout
+	}
 	return c
 }
 
@@ -67,6 +89,29 @@ func (c Config) withDefaults() Config {
 // under different prefixes never share a group: Group("router") is "flowd-router".
 func (c Config) Group(role string) string {
 	return strings.TrimRight(c.withDefaults().TopicPrefix, ".-_") + "-" + role
+}
+
+// GroupReader completes a consumer-group reader's configuration with what every flowd reader
+// shares: the brokers, the dialer (SASL, TLS) and the group membership timeouts.
+func (c Config) GroupReader(rc kafka.ReaderConfig) kafka.ReaderConfig {
+	d := c.withDefaults()
+	rc.Brokers = c.Brokers
+	rc.Dialer = c.Dialer()
+	rc.SessionTimeout = d.SessionTimeout
+	rc.HeartbeatInterval = d.HeartbeatInterval
+	rc.RebalanceTimeout = d.RebalanceTimeout
+	return rc
+}
+
+// CheckGroupTimeouts says what is wrong with the membership settings, if anything: the broker
+// refuses sessions under its group.min.session.timeout.ms (6 s by default), and a heartbeat
+// must come several times per session for a slow one not to cost the membership.
+func (c Config) CheckGroupTimeouts() error {
+	d := c.withDefaults()
+	if d.HeartbeatInterval*3 > d.SessionTimeout {
+		return fmt.Errorf("kafka heartbeat interval %s must be at most a third of the session timeout %s", d.HeartbeatInterval, d.SessionTimeout)
+	}
+	return nil
 }
 
 // Topic returns the full name of a flowd topic: Topic("events") is "flowd.events".

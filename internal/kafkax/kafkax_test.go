@@ -135,3 +135,26 @@ func TestGroupFollowsThePrefix(t *testing.T) {
 		}
 	}
 }
+
+func TestGroupReaderHandsOverWithinTenSeconds(t *testing.T) {
+	cfg := kafkax.Config{Brokers: []string{"b1:9092"}}
+	rc := cfg.GroupReader(kafka.ReaderConfig{GroupID: "g", Topic: "t"})
+	// A dead member's partitions move after the session timeout plus one heartbeat of the
+	// survivors (they learn of the rebalance from it).
+	if handover := rc.SessionTimeout + rc.HeartbeatInterval; handover > 10*time.Second {
+		t.Fatalf("default handover %s (session %s, heartbeat %s), want at most 10s", handover, rc.SessionTimeout, rc.HeartbeatInterval)
+	}
+	if rc.RebalanceTimeout <= 0 || rc.Dialer == nil || rc.GroupID != "g" || rc.Brokers[0] != "b1:9092" {
+		t.Fatalf("reader config %+v", rc)
+	}
+	if err := cfg.CheckGroupTimeouts(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	set := kafkax.Config{SessionTimeout: 30 * time.Second, HeartbeatInterval: 3 * time.Second, RebalanceTimeout: time.Minute}
+	if rc := set.GroupReader(kafka.ReaderConfig{}); rc.SessionTimeout != 30*time.Second || rc.HeartbeatInterval != 3*time.Second || rc.RebalanceTimeout != time.Minute {
+		t.Fatalf("configured timeouts not applied: %+v", rc)
+	}
+	if err := (kafkax.Config{SessionTimeout: 6 * time.Second, HeartbeatInterval: 3 * time.Second}).CheckGroupTimeouts(); err == nil {
+		t.Fatal("a heartbeat of half the session was accepted")
+	}
+}
