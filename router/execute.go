@@ -102,10 +102,13 @@ func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest)
 		in.Input = json.RawMessage("null")
 	}
 	t := store.Transition{ExecutionID: in.ExecutionID, MessageID: msgIngest, Policy: r.cfg.Policy}
+	created := false // by this call (decide may run again when the transaction is retried)
 	adv, err := r.cfg.Store.AdvanceExecution(ctx, t, func(cur *store.ExecState) (*store.ExecChange, error) {
+		created = false
 		if cur.Execution != nil {
 			return nil, nil // another record with this execution id started it already
 		}
+		created = true
 		now := r.now()
 		exec := &envelope.Execution{
 			ID: in.ExecutionID, FlowID: g.Flow().ID, Revision: g.Flow().Revision, Trigger: in.Trigger,
@@ -121,6 +124,9 @@ func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest)
 	})
 	if err != nil {
 		return err
+	}
+	if created && !adv.Replayed {
+		r.log.Debug("execution started", "execution", in.ExecutionID, "flow", in.FlowID)
 	}
 	if adv.Ended {
 		r.log.Debug("execution ended at its start", "execution", in.ExecutionID, "flow", in.FlowID)

@@ -198,7 +198,7 @@ func (h *harness) ingest(f *flowdoc.Flow, input string, sync bool) envelope.Inge
 	h.t.Helper()
 	in := envelope.Ingest{ExecutionID: testrig.Unique("x"), FlowID: f.ID, Revision: f.Revision,
 		Trigger: envelope.TriggerWebhook, ReceivedAt: time.Now().UTC(), Input: json.RawMessage(input), Sync: sync}
-	h.produce(h.kcfg.Topic(envelope.TopicIngest), f.ID, in)
+	h.produce(h.kcfg.Topic(envelope.TopicIngest), in.ExecutionID, in) // keyed as ingest keys it
 	return in
 }
 
@@ -480,7 +480,7 @@ func TestRouter(t *testing.T) {
 		f := webhookFlow("dup", []flowdoc.Node{act("A"), act("B")}, edge("t", "A"), edge("A", "B"))
 		h.createFlow(f)
 		in := h.ingest(f, `{"n":1}`, false)
-		h.produce(h.kcfg.Topic(envelope.TopicIngest), f.ID, in) // the same record again
+		h.produce(h.kcfg.Topic(envelope.TopicIngest), in.ExecutionID, in) // the same record again
 		// A later record on the same partition is a barrier: once its work exists, the copy
 		// before it has been processed.
 		barrier := h.ingest(f, `{"n":2}`, false)
@@ -681,4 +681,74 @@ func TestPartnerTopic(t *testing.T) {
 	h.result(wa, nil, `"ok"`)
 	h.waitExecution(afterStop, envelope.StatusSucceeded)
 	h.waitStats(f.ID, store.StatsBucket{Success: 2, Ignored: 2})
+}
+
+// Ingest records are keyed by execution: one busy flow's executions spread over every
+// partition, so two routers in one group both start some of them, and each execution is
+// started exactly once.
+func TestTwoRoutersShareOneFlow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	h := &harness{
+		t: t, ctx: ctx,
+		kcfg:  kafkax.Config{Brokers: testrig.Kafka(t), TopicPrefix: testrig.Unique("t") + ".", Partitions: 4, RecordKeys: testrig.RecordKeys()},
+		st:    store.New(testrig.RedisClient(t), testrig.Unique("t")+":"),
+		group: testrig.Unique("router-"),
+	}
+	if err := kafkax.EnsureTopics(ctx, h.kcfg, envelope.TopicIngest, envelope.TopicResults, envelope.TopicDLQ,
+		events.TopicName, envelope.PoolTopic("")); err != nil {
+		t.Fatal(err)
+	}
+	h.w = kafkax.NewWriter(h.kcfg)
+	t.Cleanup(func() { _ = h.w.Close() })
+	f := webhookFlow("busy", []flowdoc.Node{act("A")}, edge("t", "A"))
+	h.createFlow(f)
+
+	logs := []*testrig.LogBuffer{{}, {}}
+	for i, buf := range logs {
+		log := slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		rt, err := router.New(router.Config{Kafka: h.kcfg, Store: h.st, Log: log, GroupID: h.group, ReconcileInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- rt.Run(runCtx) }()
+		t.Cleanup(func() {
+			stop()
+			if err := <-done; err != nil {
+				t.Errorf("router %d: %v", i, err)
+			}
+		})
+		<-rt.Ready()
+	}
+
+	// The burst goes on until both routers have started executions (the group needs a moment
+	// to give the second member its partitions), bounded in count.
+	started := func(buf *testrig.LogBuffer) int { return strings.Count(buf.String(), `msg="execution started"`) }
+	var sent []string
+	for len(sent) < 2000 && (started(logs[0]) == 0 || started(logs[1]) == 0) {
+		for range 20 {
+			sent = append(sent, h.ingest(f, `{"n":1}`, false).ExecutionID)
+		}
+		time.Sleep(50 * time.Millisecond) // pacing of the burst, not synchronisation
+	}
+	h.eventually("every execution started", func() (bool, string) {
+		n := started(logs[0]) + started(logs[1])
+		return n >= len(sent), fmt.Sprintf("%d of %d", n, len(sent))
+	})
+	a, b := started(logs[0]), started(logs[1])
+	if a == 0 || b == 0 {
+		t.Fatalf("executions started by the two routers: %d and %d; want both to take part", a, b)
+	}
+	all := logs[0].String() + logs[1].String()
+	for _, id := range sent {
+		if n := strings.Count(all, "execution="+id+" "); n != 1 {
+			t.Fatalf("execution %s started %d times, want once", id, n)
+		}
+		if _, err := h.st.Execution(ctx, id); err != nil {
+			t.Fatalf("execution %s: %v", id, err)
+		}
+	}
+	t.Logf("%d executions of one flow: %d started by one router, %d by the other", len(sent), a, b)
 }
