@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -79,8 +80,7 @@ func serveIngest(ctx context.Context, in *infra, opt ingestOptions) error {
 	select {
 	case err := <-roles.failed():
 		cancel()
-		<-served
-		return err
+		return errors.Join(err, <-served)
 	case err := <-served:
 		return err
 	}
