@@ -68,6 +68,9 @@ func serveIngest(ctx context.Context, in *infra, opt ingestOptions) error {
 	}
 	defer func() { _ = srv.Close() }()
 	roles, err := runRoles(ctx, c.log, namedRole{"ingest", srv})
+	if err != nil && ctx.Err() != nil {
+		return nil // asked to stop while starting: not a failure
+	}
 	if err != nil {
 		return err
 	}

@@ -115,6 +115,9 @@ func (r *running) stop() {
 // returned), then stops them all and waits for their drain.
 func runUntilDone(ctx context.Context, log *slog.Logger, roles ...namedRole) error {
 	r, err := runRoles(ctx, log, roles...)
+	if err != nil && ctx.Err() != nil {
+		return nil // asked to stop while starting: not a failure
+	}
 	if err != nil {
 		return err
 	}
