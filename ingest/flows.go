@@ -253,7 +253,8 @@ func (s *Server) watchEvents(ctx context.Context) {
 	delay := 200 * time.Millisecond
 	for ctx.Err() == nil {
 		started := time.Now()
-		err := events.Consume(ctx, s.cfg.Kafka, "", func(_ context.Context, ev events.Event) error {
+		subscribed := func() { s.readyOnce.Do(func() { close(s.ready) }) }
+		err := events.ConsumeBroadcast(ctx, s.cfg.Kafka, subscribed, func(_ context.Context, ev events.Event) error {
 			if ev.FlowID != "" {
 				s.flows.invalidate(ev.FlowID)
 			}

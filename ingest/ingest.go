@@ -26,6 +26,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -130,6 +132,9 @@ type Server struct {
 	flows     *flowCache
 	brk       *breaker
 	replies   ReplyWaiter
+	running   atomic.Bool
+	ready     chan struct{} // closed once the events watcher is subscribed
+	readyOnce sync.Once
 	// stopping ends when shutdown begins, releasing requests that wait for a sync reply.
 	stopping context.Context
 	stop     context.CancelFunc
@@ -148,7 +153,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.defaults()
 	s := &Server{cfg: cfg, log: cfg.Log, w: cfg.Writer, topic: cfg.Kafka.Topic(envelope.TopicIngest),
-		brk: &breaker{cooldown: cfg.BreakerCooldown}, replies: cfg.Replies}
+		brk: &breaker{cooldown: cfg.BreakerCooldown}, replies: cfg.Replies, ready: make(chan struct{})}
 	if s.w == nil {
 		s.w, s.ownWriter = kafkax.NewWriter(cfg.Kafka), true
 	}
@@ -177,7 +182,7 @@ func (s *Server) newApp() *fiber.App {
 		ErrorHandler: s.handleError,
 	})
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
-	app.Get("/readyz", s.ready)
+	app.Get("/readyz", s.readyz)
 
 	// HEAD first and GET through Add: fiber's Get also registers HEAD, and HEAD has its own
 	// meaning here.
@@ -197,18 +202,41 @@ func (s *Server) newApp() *fiber.App {
 // App is the fiber app, for tests and for mounting.
 func (s *Server) App() *fiber.App { return s.app }
 
-func (s *Server) ready(c *fiber.Ctx) error {
+func (s *Server) readyz(c *fiber.Ctx) error {
 	if err := s.cfg.Store.Ping(c.UserContext()); err != nil {
 		return unavailable(s.cfg.RetryAfter, "the state store is not reachable")
 	}
 	if s.brk.open() {
 		return unavailable(s.cfg.RetryAfter, "the Kafka broker is not acknowledging records")
 	}
+	select {
+	case <-s.ready:
+	default:
+		// Until then a flow's lifecycle changes would not reach this process's cache.
+		return unavailable(s.cfg.RetryAfter, "not following flow events yet")
+	}
 	return c.JSON(fiber.Map{"status": "ready"})
 }
 
-// Run listens on addr and serves until ctx ends, then drains within ShutdownTimeout.
-func (s *Server) Run(ctx context.Context, addr string) error {
+// Ready is closed once Run follows flowd.events: from then on a flow's start, stop or delete
+// reaches the flow cache within moments, not after CacheTTL.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Run is the role's background work, until ctx ends: the flowd.events watcher that drops
+// cached flows as they change. Serving webhooks without it leaves every hook on its cached
+// status for CacheTTL (a started flow answers 404, a stopped or deleted one keeps taking
+// webhooks), so every process that serves ingest runs it: `flowd ingest` and `flowd dev` alike.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("ingest: Run called twice")
+	}
+	s.watchEvents(ctx)
+	return nil
+}
+
+// ListenAndServe listens on addr and serves until ctx ends, then drains within ShutdownTimeout.
+// Run must run alongside (it follows the flows' lifecycle).
+func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("ingest: listen on %s: %w", addr, err)
@@ -216,14 +244,8 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve is Run on a listener the caller opened (tests pick a free port this way). It also
-// runs the flow cache's event consumer for as long as it serves.
+// Serve is ListenAndServe on a listener the caller opened (tests pick a free port this way).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	wctx, stopWatch := context.WithCancel(ctx)
-	watchDone := make(chan struct{})
-	go func() { defer close(watchDone); s.watchEvents(wctx) }()
-	defer func() { stopWatch(); <-watchDone }()
-
 	tl := newTrackingListener(ln)
 	errc := make(chan error, 1)
 	go func() { errc <- s.app.Listener(tl) }()

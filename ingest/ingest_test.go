@@ -99,15 +99,26 @@ func newEnv(t testing.TB, opts ...func(*envConfig)) *env {
 		t.Fatal(err)
 	}
 	sctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	done, ran := make(chan error, 1), make(chan error, 1)
+	go func() { ran <- srv.Run(sctx) }() // the flow events watcher, as every ingest process runs it
 	go func() { done <- srv.Serve(sctx, ln) }()
 	t.Cleanup(func() {
 		stop()
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
+		if err := <-ran; err != nil {
+			t.Errorf("run: %v", err)
+		}
 		_ = srv.Close()
 	})
+	select {
+	case <-srv.Ready():
+	case err := <-ran:
+		t.Fatalf("ingest stopped before it was ready: %v", err)
+	case <-ctx.Done():
+		t.Fatal("ingest never followed flowd.events")
+	}
 	e := &env{
 		t: t, srv: srv, st: st, kcfg: kcfg, keys: keys, base: "http://" + ln.Addr().String(),
 		client: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}},

@@ -13,7 +13,9 @@ import (
 )
 
 // errGone means a record refers to a flow revision that does not exist (or cannot run):
-// retrying cannot help, so the record goes to the DLQ.
+// retrying cannot help, so the record goes to the DLQ. A deleted flow's revisions stay stored
+// for store.RevisionGrace, so records acknowledged before the delete still run; partner
+// records (revision 0, the current one) of a deleted flow have nothing to run.
 var errGone = errors.New("flow revision not available")
 
 // graphs keeps compiled revisions, least recently used first out. Revisions never change once

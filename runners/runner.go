@@ -97,6 +97,7 @@ type Runner struct {
 	exec     executor
 	configs  *configCache
 	started  atomic.Bool
+	ready    chan struct{} // closed once Run consumes
 	writer   *kafka.Writer
 	revs     *revisions // stored flow revisions, the source of every node a step runs
 	batchers *batchers
@@ -159,11 +160,15 @@ func New(cfg Config) (*Runner, error) {
 		dlq:     cfg.Kafka.Topic(envelope.TopicDLQ),
 		exec:    cfg.Host,
 		configs: newConfigCache(4096),
+		ready:   make(chan struct{}),
 	}, nil
 }
 
 // GroupID is the consumer group the runner joins.
 func (r *Runner) GroupID() string { return r.cfg.GroupID }
+
+// Ready is closed once Run has created its topics and started consuming.
+func (r *Runner) Ready() <-chan struct{} { return r.ready }
 
 // Run consumes work until ctx ends, then stops fetching, lets in-flight steps finish within
 // DrainTimeout, commits what finished and returns. It returns nil after such a shutdown and an
@@ -217,6 +222,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	go func() { defer close(commitDone); com.run(commitCtx) }()
 
 	r.log.Info("runner started", "topic", r.topic, "group", r.cfg.GroupID, "concurrency", r.cfg.Concurrency)
+	close(r.ready)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, r.cfg.Concurrency)
 	fetchBackoff := 100 * time.Millisecond

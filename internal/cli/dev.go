@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -20,7 +19,6 @@ import (
 	"github.com/flowd/flowd/ingest"
 	"github.com/flowd/flowd/internal/api"
 	"github.com/flowd/flowd/internal/busauth"
-	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/devenv"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
@@ -28,8 +26,6 @@ import (
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
-	"github.com/flowd/flowd/router"
-	"github.com/flowd/flowd/runners"
 )
 
 func newDevCmd() *cobra.Command {
@@ -140,8 +136,7 @@ type everything struct {
 	host   *host.Host
 	app    *fiber.App
 	ingest *ingest.Server
-	cancel context.CancelFunc
-	done   chan struct{}
+	roles  *running
 }
 
 func startAll(ctx context.Context, in *infra, opt apiOptions, connectors connectorPolicy) (*everything, error) {
@@ -153,7 +148,7 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, connectors connect
 	if err != nil {
 		return nil, err
 	}
-	e := &everything{c: c, done: make(chan struct{})}
+	e := &everything{c: c}
 	ok := false
 	defer func() {
 		if !ok {
@@ -186,37 +181,27 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, connectors connect
 		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: cat, Secrets: keys,
 		LifecycleWait: 10 * time.Second, DevEcho: true, ReservedTopic: c.kcfg.Reserved,
 	})
-	e.ingest, err = ingest.New(ingest.Config{Kafka: c.kcfg, Store: c.st, Secrets: keys, Log: c.log, Writer: c.w, BodyLimit: opt.bodyLimit})
+	// The roles are built and run exactly as `flowd ingest`, `flowd router` and `flowd runner`
+	// build and run them (roles.go), with their default settings.
+	e.ingest, err = newIngest(c, keys, ingestOptions{bodyLimit: opt.bodyLimit})
 	if err != nil {
 		return nil, err
 	}
-	rt, err := router.New(router.Config{Kafka: c.kcfg, Store: c.st, Log: c.log, Relay: c.relay})
+	rt, err := newRouter(c, in, routerOptions{})
 	if err != nil {
 		return nil, err
 	}
-	rn, err := runners.New(runners.Config{
-		Kafka: c.kcfg, Host: e.host, Resolver: connections.NewResolver(c.st, keys, nil, c.log), Store: c.st, Log: c.log,
-	})
+	rn, err := newRunner(c, e.host, keys, runnerOptions{})
 	if err != nil {
 		return nil, err
 	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	e.cancel = cancel
-	go func() {
-		defer close(e.done)
-		var wg sync.WaitGroup
-		for name, run := range map[string]func(context.Context) error{"router": rt.Run, "runner": rn.Run} {
-			wg.Go(func() {
-				if err := run(runCtx); err != nil && runCtx.Err() == nil {
-					c.log.Error(name+" stopped", "err", err)
-				}
-			})
-		}
-		wg.Wait()
-	}()
-	select {
-	case <-rt.Ready():
-	case <-ctx.Done():
+	// Ready means: the ingest follows flow events, the router consumes and confirms lifecycle
+	// changes, the runner takes work. Only then does the listener open.
+	e.roles, err = runRoles(ctx, c.log, namedRole{"ingest", e.ingest}, namedRole{"router", rt}, namedRole{"runner", rn})
+	if err != nil {
+		_ = e.host.Close()
+		_ = e.ingest.Close()
+		return nil, err
 	}
 
 	apiH, ingestH := apiApp.Handler(), e.ingest.App().Handler()
@@ -234,10 +219,9 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, connectors connect
 	return e, nil
 }
 
-// close stops the router and runner (they drain), then connectors, ingest and connections.
+// close stops the roles (they drain), then connectors, ingest and connections.
 func (e *everything) close() {
-	e.cancel()
-	<-e.done
+	e.roles.stop()
 	_ = e.host.Close()
 	_ = e.ingest.Close()
 	e.c.close()

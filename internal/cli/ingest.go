@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -61,14 +62,29 @@ func serveIngest(ctx context.Context, in *infra, opt ingestOptions) error {
 	if err := kafkax.EnsureTopics(ctx, c.kcfg, envelope.TopicIngest, events.TopicName); err != nil {
 		return fmt.Errorf("create topics: %w", err)
 	}
-	srv, err := ingest.New(ingest.Config{
-		Kafka: c.kcfg, Store: c.st, Secrets: keys, Log: c.log, Writer: c.w,
-		BodyLimit: opt.bodyLimit, IdempotencyTTL: opt.idempotencyTTL, SyncTimeout: opt.syncTimeout,
-		ProduceTimeout: opt.produceTimeout, CacheTTL: opt.cacheTTL,
-	})
+	srv, err := newIngest(c, keys, opt)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = srv.Close() }()
-	return srv.Run(ctx, opt.addr)
+	roles, err := runRoles(ctx, c.log, namedRole{"ingest", srv})
+	if err != nil && ctx.Err() != nil {
+		return nil // asked to stop while starting: not a failure
+	}
+	if err != nil {
+		return err
+	}
+	// The listener drains first, then the events watcher stops.
+	defer roles.stop()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- srv.ListenAndServe(sctx, opt.addr) }()
+	select {
+	case err := <-roles.failed():
+		cancel()
+		return errors.Join(err, <-served)
+	case err := <-served:
+		return err
+	}
 }

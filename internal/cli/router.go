@@ -53,13 +53,9 @@ func runRouter(ctx context.Context, in *infra, opt routerOptions) error {
 		return err
 	}
 	defer c.close()
-	rt, err := router.New(router.Config{
-		Kafka: c.kcfg, Store: c.st, Log: c.log, GroupID: opt.group, Relay: c.relay, PartnerTopicsRestricted: in.partnerTopicsRestricted,
-		Policy:      store.ExecPolicy{Retention: opt.retention, SnapshotLimit: opt.snapshotLimit},
-		StepTimeout: opt.stepTimeout, DrainTimeout: opt.drain,
-	})
+	rt, err := newRouter(c, in, opt)
 	if err != nil {
 		return err
 	}
-	return rt.Run(ctx)
+	return runUntilDone(ctx, c.log, namedRole{"router", rt})
 }

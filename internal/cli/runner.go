@@ -16,7 +16,6 @@ import (
 
 	"github.com/flowd/flowd/connectors/egress"
 	"github.com/flowd/flowd/connectors/host"
-	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/runners"
 )
@@ -135,13 +134,9 @@ func serveRunner(ctx context.Context, in *infra, opt runnerOptions) error {
 	// The host goes last: steps still draining need their connector processes.
 	defer func() { _ = h.Close() }()
 	c.log.Info("connectors found", "dir", opt.connectorsDir, "connectors", h.List())
-	r, err := runners.New(runners.Config{
-		Kafka: c.kcfg, Pool: opt.pool, GroupID: opt.groupID, Concurrency: opt.concurrency,
-		Host: h, Resolver: connections.NewResolver(c.st, keys, nil, c.log), Store: c.st, Log: c.log,
-		DrainTimeout: opt.drainTimeout,
-	})
+	r, err := newRunner(c, h, keys, opt)
 	if err != nil {
 		return err
 	}
-	return r.Run(ctx)
+	return runUntilDone(ctx, c.log, namedRole{"runner", r})
 }

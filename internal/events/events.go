@@ -144,7 +144,7 @@ func Consume(ctx context.Context, cfg kafkax.Config, groupID string, fn Handler)
 		return errors.New("events: no record keys to verify events with")
 	}
 	if groupID == "" {
-		return consumeBroadcast(ctx, cfg, fn)
+		return consumeBroadcast(ctx, cfg, nil, fn)
 	}
 	r := kafka.NewReader(cfg.GroupReader(kafka.ReaderConfig{
 		GroupID:     groupID,
@@ -194,13 +194,29 @@ func handle(ctx context.Context, keys *busauth.Keyring, m kafka.Message, fn Hand
 	return nil
 }
 
+// ConsumeBroadcast is Consume without a group (every caller sees every event). ready, when not
+// nil, is called once the partition ends are resolved: every event published after that call
+// reaches fn, which is what a role needs before it says it is ready.
+func ConsumeBroadcast(ctx context.Context, cfg kafkax.Config, ready func(), fn Handler) error {
+	if len(cfg.Brokers) == 0 {
+		return errors.New("events: no brokers configured")
+	}
+	if cfg.RecordKeys == nil {
+		return errors.New("events: no record keys to verify events with")
+	}
+	return consumeBroadcast(ctx, cfg, ready, fn)
+}
+
 // consumeBroadcast reads every partition from its current end without a group. A kafka-go
 // Reader without GroupID reads exactly one partition, hence one reader per partition.
-func consumeBroadcast(ctx context.Context, cfg kafkax.Config, fn Handler) error {
+func consumeBroadcast(ctx context.Context, cfg kafkax.Config, ready func(), fn Handler) error {
 	topic := cfg.Topic(TopicName)
 	ends, err := endOffsets(ctx, cfg, topic)
 	if err != nil {
 		return err
+	}
+	if ready != nil {
+		ready()
 	}
 
 	ctx, cancel := context.WithCancel(ctx)

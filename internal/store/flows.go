@@ -25,7 +25,9 @@ func (s *Store) ownerKey(o flowdoc.Owner) string {
 func (s *Store) CreateFlow(ctx context.Context, f *flowdoc.Flow, evs ...events.Event) error {
 	key := s.flowKey(f.ID)
 	return s.watch(ctx, func(tx *redis.Tx) error {
-		n, err := tx.Exists(ctx, key).Result()
+		// The history of a deleted flow is kept for a while (DeleteFlow): an id is not
+		// reused until it has expired, so a revision never changes once written.
+		n, err := tx.Exists(ctx, key, key+":revs").Result()
 		if err != nil {
 			return fmt.Errorf("check flow: %w", err)
 		}
@@ -121,7 +123,17 @@ func (s *Store) UpdateFlow(ctx context.Context, id string, decide func(cur *flow
 	return out, err
 }
 
-// DeleteFlow removes a flow and its history if allow accepts the current version.
+// RevisionGrace is how long the revisions of a deleted flow stay readable: as long as execution
+// records are kept by default. Work acknowledged before the delete (an ingest record already on
+// the bus, an execution halfway through) names the revision it runs, and the router and the
+// runners load that revision by number: deleting the history at once dead-lettered such records
+// and lost executions whose webhook had been answered 2xx. After the grace period what still
+// refers to the flow is dead-lettered as "revision not available".
+const RevisionGrace = DefaultExecutionRetention
+
+// DeleteFlow removes a flow if allow accepts the current version: the flow disappears from the
+// API, its listings and every role's view of current flows at once, while its revision history
+// expires only after RevisionGrace, so in-flight work drains on the revision it started with.
 func (s *Store) DeleteFlow(ctx context.Context, id string, allow func(cur *flowdoc.Flow) ([]events.Event, error)) error {
 	key := s.flowKey(id)
 	return s.watch(ctx, func(tx *redis.Tx) error {
@@ -134,7 +146,8 @@ func (s *Store) DeleteFlow(ctx context.Context, id string, allow func(cur *flowd
 			return err
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Del(ctx, key, key+":revs")
+			p.Del(ctx, key)
+			p.Expire(ctx, key+":revs", RevisionGrace)
 			p.ZRem(ctx, s.k("flows"), id)
 			for _, o := range cur.Owners {
 				p.SRem(ctx, s.ownerKey(o), id)
