@@ -62,8 +62,10 @@ type KafkaSource struct {
 	Headers   map[string]string `json:"headers,omitempty"`
 }
 
-// Work is one step to run on flowd.steps.<pool>, keyed by execution id. It carries everything
-// a stateless runner needs except the connection's secrets, which the runner resolves.
+// Work is one step to run on flowd.steps.<pool>, keyed by execution id. It carries the step's
+// input and context; Node and Owners repeat the stored revision's for operators reading the
+// topic, but a runner takes both from the stored revision and runs the step only while its
+// token is pending (runners/trust.go), then resolves the connection's secrets itself.
 type Work struct {
 	ExecutionID string          `json:"executionId"`
 	FlowID      string          `json:"flowId"`
