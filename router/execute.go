@@ -18,14 +18,6 @@ import (
 	"github.com/flowd/flowd/router/graph"
 )
 
-// Headers of a dead letter (the runners use the same names).
-const (
-	HeaderDLQReason    = "flowd-dlq-reason"
-	HeaderDLQTopic     = "flowd-dlq-topic"
-	HeaderDLQPartition = "flowd-dlq-partition"
-	HeaderDLQOffset    = "flowd-dlq-offset"
-)
-
 // Message ids under which a consumed record's marker is stored (see store.AdvanceExecution).
 const msgIngest = "ingest"
 
@@ -397,16 +389,7 @@ func (r *Router) produce(ctx context.Context, execID, msgID string, recs []store
 func (r *Router) deadLetter(ctx context.Context, m kafka.Message, reason string) error {
 	r.log.Warn("record sent to the dead letter topic", "topic", m.Topic, "partition", m.Partition,
 		"offset", m.Offset, "reason", reason)
-	headers := append([]kafka.Header(nil), m.Headers...)
-	headers = append(headers,
-		kafka.Header{Key: HeaderDLQReason, Value: []byte(reason)},
-		kafka.Header{Key: HeaderDLQTopic, Value: []byte(m.Topic)},
-		kafka.Header{Key: HeaderDLQPartition, Value: []byte(strconv.Itoa(m.Partition))},
-		kafka.Header{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
-	)
-	msg := kafka.Message{Topic: r.cfg.Kafka.Topic(envelope.TopicDLQ), Key: m.Key, Value: m.Value, Headers: headers}
-	r.cfg.Kafka.RecordKeys.Sign(&msg)
-	if err := r.w.WriteMessages(ctx, msg); err != nil {
+	if err := r.w.WriteMessages(ctx, r.cfg.Kafka.DeadLetter(r.cfg.Kafka.Topic(envelope.TopicDLQ), m, reason)); err != nil {
 		return fmt.Errorf("produce dead letter: %w", err)
 	}
 	return nil

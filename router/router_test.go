@@ -542,7 +542,7 @@ func TestRouter(t *testing.T) {
 		var reasons []string
 		for _, m := range h.dlq.all()[before:] {
 			for _, hd := range m.Headers {
-				if hd.Key == router.HeaderDLQReason {
+				if hd.Key == kafkax.HeaderDLQReason {
 					reasons = append(reasons, string(hd.Value))
 				}
 			}
@@ -556,7 +556,7 @@ func TestRouter(t *testing.T) {
 		for _, m := range h.dlq.all()[before:] {
 			reason := ""
 			for _, hd := range m.Headers {
-				if hd.Key == router.HeaderDLQReason {
+				if hd.Key == kafkax.HeaderDLQReason {
 					reason = string(hd.Value)
 				}
 			}

@@ -743,7 +743,7 @@ func TestUndecodableWorkGoesToTheDLQ(t *testing.T) {
 	reasons := map[string]string{}
 	for _, m := range dlq.all() {
 		for _, h := range m.Headers {
-			if h.Key == runners.HeaderDLQReason {
+			if h.Key == kafkax.HeaderDLQReason {
 				reasons[string(m.Value)] = string(h.Value)
 			}
 		}
@@ -836,7 +836,7 @@ func TestRunnerTrustsTheStoreNotTheRecord(t *testing.T) {
 		var w envelope.Work
 		_ = json.Unmarshal(m.Value, &w)
 		for _, h := range m.Headers {
-			if h.Key == runners.HeaderDLQReason {
+			if h.Key == kafkax.HeaderDLQReason {
 				reasons[w.ExecutionID] = string(h.Value)
 			}
 		}

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,14 +23,6 @@ import (
 	"github.com/flowd/flowd/internal/expression"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/store"
-)
-
-// Headers of a record the runner dead-letters; the value and key are the original's.
-const (
-	HeaderDLQReason    = "flowd-dlq-reason"
-	HeaderDLQTopic     = "flowd-dlq-topic"
-	HeaderDLQPartition = "flowd-dlq-partition"
-	HeaderDLQOffset    = "flowd-dlq-offset"
 )
 
 // Error codes the runner itself puts in Results (connector and host codes pass through).
@@ -461,15 +452,7 @@ func (r *Runner) publish(ctx context.Context, res *envelope.Result, log *slog.Lo
 
 // deadLetter copies a record the runner cannot run to flowd.dlq, with why and where from.
 func (r *Runner) deadLetter(ctx context.Context, m kafka.Message, reason string) error {
-	headers := append(make([]kafka.Header, 0, len(m.Headers)+4), m.Headers...)
-	headers = append(headers,
-		kafka.Header{Key: HeaderDLQReason, Value: []byte(reason)},
-		kafka.Header{Key: HeaderDLQTopic, Value: []byte(m.Topic)},
-		kafka.Header{Key: HeaderDLQPartition, Value: []byte(strconv.Itoa(m.Partition))},
-		kafka.Header{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
-	)
-	msg := kafka.Message{Topic: r.dlq, Key: m.Key, Value: m.Value, Headers: headers}
-	r.cfg.Kafka.RecordKeys.Sign(&msg)
+	msg := r.cfg.Kafka.DeadLetter(r.dlq, m, reason)
 	backoff := 100 * time.Millisecond
 	for {
 		err := r.writer.WriteMessages(ctx, msg)
