@@ -211,7 +211,10 @@ func ConsumeBroadcast(ctx context.Context, cfg kafkax.Config, ready func(), fn H
 // Reader without GroupID reads exactly one partition, hence one reader per partition.
 func consumeBroadcast(ctx context.Context, cfg kafkax.Config, ready func(), fn Handler) error {
 	topic := cfg.Topic(TopicName)
-	ends, err := endOffsets(ctx, cfg, topic)
+	ends, err := endOffsetsRetrying(ctx, cfg, topic)
+	if ctx.Err() != nil {
+		return nil // stopped while starting
+	}
 	if err != nil {
 		return err
 	}
@@ -274,6 +277,29 @@ func consumeBroadcast(ctx context.Context, cfg kafkax.Config, ready func(), fn H
 
 // endOffsets resolves the current end of every partition now rather than lazily in each
 // reader, so an event published after Consume started is not skipped.
+// endOffsetsRetrying retries what a broker answers while a partition's leadership settles
+// (right after the topic was created, or during a leader change) for up to ten seconds.
+func endOffsetsRetrying(ctx context.Context, cfg kafkax.Config, topic string) (map[int]int64, error) {
+	backoff := 100 * time.Millisecond
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ends, err := endOffsets(ctx, cfg, topic)
+		transient := errors.Is(err, kafka.NotLeaderForPartition) || errors.Is(err, kafka.LeaderNotAvailable) ||
+			errors.Is(err, kafka.UnknownTopicOrPartition)
+		if err == nil || !transient || time.Now().Add(backoff).After(deadline) {
+			return ends, err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
 func endOffsets(ctx context.Context, cfg kafkax.Config, topic string) (map[int]int64, error) {
 	tr := cfg.Transport()
 	tr.MetadataTopics = []string{topic}
