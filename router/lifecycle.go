@@ -20,17 +20,18 @@ import (
 // reconcile brings this instance in line with one flow as stored: while it is starting or
 // active, its pools' topics exist and its partner topic is consumed; otherwise it is not.
 // Acting on the stored state rather than on the event makes replays and reorderings harmless.
-func (r *Router) reconcile(ctx context.Context, flowID string) error {
+// It returns the revision it saw (0 when the flow is gone), so a failure can be pinned to it.
+func (r *Router) reconcile(ctx context.Context, flowID string) (int, error) {
 	f, err := r.cfg.Store.Flow(ctx, flowID)
 	if errors.Is(err, store.ErrNotFound) {
 		r.partners.drop(flowID)
 		r.graphs.dropFlow(flowID)
-		return nil
+		return 0, nil
 	}
 	if err != nil {
-		return fmt.Errorf("load flow %s: %w", flowID, err)
+		return 0, fmt.Errorf("load flow %s: %w", flowID, err)
 	}
-	return r.reconcileFlow(ctx, f)
+	return f.Revision, r.reconcileFlow(ctx, f)
 }
 
 func (r *Router) reconcileFlow(ctx context.Context, f *flowdoc.Flow) error {
@@ -125,7 +126,7 @@ func (r *Router) onEvent(ctx context.Context, ev events.Event) error {
 	if ev.Type == events.FlowDeleted {
 		r.graphs.dropFlow(ev.FlowID)
 	}
-	err := r.reconcile(ctx, ev.FlowID)
+	_, err := r.reconcile(ctx, ev.FlowID)
 	var ff *flowFault
 	switch {
 	case err == nil || ctx.Err() != nil:
@@ -206,17 +207,9 @@ func (r *Router) confirm(ctx context.Context, ev events.Event) error {
 // times. It stores the revision it last saw in *rev, so a failure is pinned to it.
 func (r *Router) reconcileRetrying(ctx context.Context, flowID string, rev *int) error {
 	for attempt := 0; ; attempt++ {
-		f, err := r.cfg.Store.Flow(ctx, flowID)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			r.partners.drop(flowID)
-			r.graphs.dropFlow(flowID)
-			return nil
-		case err != nil:
-			err = fmt.Errorf("load flow %s: %w", flowID, err)
-		default:
-			*rev = f.Revision
-			err = r.reconcileFlow(ctx, f)
+		seen, err := r.reconcile(ctx, flowID)
+		if seen != 0 {
+			*rev = seen
 		}
 		var ff *flowFault
 		if err == nil || ctx.Err() != nil || errors.As(err, &ff) || attempt == len(lifecycleRetry) {

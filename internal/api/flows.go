@@ -420,7 +420,7 @@ func (s *Server) startFlow(c *fiber.Ctx) error {
 	// A flow stored before its topic became reserved (or under another topic prefix) must not
 	// start: checked again here, and by the router when it subscribes.
 	if f, err := s.visibleFlow(c); err == nil {
-		if ps := reservedTopics(f, s.cfg.Validation); len(ps) > 0 {
+		if ps := flowdoc.ReservedTopicProblems(f, s.cfg.ReservedTopic); len(ps) > 0 {
 			return fail(fiber.StatusBadRequest, ps...)
 		}
 		if err := s.checkTopics(c.UserContext(), f); err != nil {
@@ -444,17 +444,6 @@ func (s *Server) checkTopics(ctx context.Context, f *flowdoc.Flow) error {
 		return fail(fiber.StatusBadRequest, ps...)
 	}
 	return nil
-}
-
-// reservedTopics lists the topic_reserved problems of a stored flow.
-func reservedTopics(f *flowdoc.Flow, opts flowdoc.Options) []problem.Problem {
-	var out []problem.Problem
-	for _, p := range flowdoc.Validate(f, flowdoc.Options{ReservedTopic: opts.ReservedTopic}) {
-		if p.Code == flowdoc.CodeTopicReserved {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // transient reports whether a flow waits for a router's confirmation.

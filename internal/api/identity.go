@@ -83,6 +83,10 @@ func (s *Server) checkTopicPatterns(list *[]string) problem.List {
 	if list == nil {
 		return nil
 	}
+	const maxPatterns = 256
+	if len(*list) > maxPatterns {
+		return problem.List{problem.New("size", "/partnerTopics", "at most %d partner topics or prefixes", maxPatterns)}
+	}
 	var ps problem.List
 	for i, p := range *list {
 		path := "/partnerTopics/" + itoa(i)

@@ -110,22 +110,24 @@ func (k *Keyring) SignAll(ms []kafka.Message) {
 // ErrUnsigned, ErrUnknownKey or ErrBadSignature when m was not written by a role holding one
 // of the keyring's keys.
 func (k *Keyring) Verify(m kafka.Message) error {
-	var sig []byte
-	found := 0
-	others := make([]kafka.Header, 0, len(m.Headers))
-	for _, h := range m.Headers {
+	at, found := -1, 0
+	for i, h := range m.Headers {
 		if h.Key == HeaderName {
-			sig = h.Value
+			at = i
 			found++
-			continue
 		}
-		others = append(others, h)
 	}
 	switch {
 	case found == 0:
 		return ErrUnsigned
 	case found > 1:
 		return fmt.Errorf("%w: %d signature headers", ErrBadSignature, found)
+	}
+	sig := m.Headers[at].Value
+	// Sign puts the signature last, so the other headers are usually a prefix: no copy.
+	others := m.Headers[:at]
+	if at != len(m.Headers)-1 {
+		others = append(append(make([]kafka.Header, 0, len(m.Headers)-1), m.Headers[:at]...), m.Headers[at+1:]...)
 	}
 	ver, rest, ok1 := strings.Cut(string(sig), ":")
 	id, enc, ok2 := strings.Cut(rest, ":")

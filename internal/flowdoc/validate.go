@@ -140,23 +140,24 @@ func (v *validator) nodes() {
 			}
 		}
 		v.connectorConfig(n, p)
-		v.topic(n, p)
 	}
+	v.probs = append(v.probs, ReservedTopicProblems(v.f, v.opts.ReservedTopic)...)
 }
 
-// topic refuses a partner trigger or kafka connector node naming a reserved topic: reading one
-// would hand a tenant every other tenant's records, writing one would forge flowd's own.
-func (v *validator) topic(n *Node, p string) {
-	if v.opts.ReservedTopic == nil {
-		return
+// ReservedTopicProblems refuses partner trigger and kafka connector nodes naming a reserved
+// topic: reading one would hand a tenant every other tenant's records, writing one would forge
+// flowd's own. A templated topic is known only at run time, where the connector checks it.
+func ReservedTopicProblems(f *Flow, reserved func(topic string) bool) problem.List {
+	if reserved == nil {
+		return nil
 	}
-	t, ok := NodeTopic(n)
-	if !ok || t.Templated {
-		return // missing or of the wrong type is reported elsewhere; a template is checked at run time
+	var ps problem.List
+	for _, t := range Topics(f) {
+		if !t.Templated && reserved(t.Topic) {
+			ps = append(ps, problem.New(CodeTopicReserved, t.Path, "topic %q is reserved for flowd and Kafka themselves; use a topic of your own", t.Topic))
+		}
 	}
-	if v.opts.ReservedTopic(t.Topic) {
-		v.add(CodeTopicReserved, p+"/config/topic", "topic %q is reserved for flowd and Kafka themselves; use a topic of your own", t.Topic)
-	}
+	return ps
 }
 
 // TopicUse is a Kafka topic a node reads (trigger.kafka) or writes (the kafka connector).

@@ -48,7 +48,7 @@ const (
 	// EnvReservedTopicPrefix is flowd's own topic prefix, which the connector never writes.
 	EnvReservedTopicPrefix = egress.EnvReservedTopicPrefix
 	// DefaultReservedTopicPrefix is flowd's default topic prefix.
-	DefaultReservedTopicPrefix = "flowd."
+	DefaultReservedTopicPrefix = kafkax.DefaultTopicPrefix
 )
 
 // Options are the operator's rules for the connector.
@@ -327,11 +327,8 @@ func (p *Producer) checkConfig(cfg ProduceConfig) ([]string, error) {
 // checkTopic refuses flowd's own topics and Kafka's internal ones: a flow must not forge what
 // flowd's roles read, even on a cluster the operator allowed for partners.
 func (p *Producer) checkTopic(topic string) error {
-	switch {
-	case strings.HasPrefix(topic, p.reserved):
-		return sdk.Errorf("topic_reserved", "topic %s is reserved: names starting with %q belong to flowd", topic, p.reserved)
-	case strings.HasPrefix(topic, "__"):
-		return sdk.Errorf("topic_reserved", "topic %s is reserved: names starting with \"__\" are Kafka's internal topics", topic)
+	if (kafkax.Config{TopicPrefix: p.reserved}).Reserved(topic) {
+		return sdk.Errorf("topic_reserved", "topic %s is reserved: names starting with %q belong to flowd, those starting with \"__\" to Kafka", topic, p.reserved)
 	}
 	return nil
 }
