@@ -31,7 +31,6 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/envelope"
@@ -67,9 +66,9 @@ type Config struct {
 	// flows with bearer or hmac auth refuse every request.
 	Secrets *secrets.Keyring
 	Log     *slog.Logger
-	// Writer is the process's one Kafka writer (kafkax.NewWriter), when it is shared with
+	// Writer is the process's one Kafka producer (kafkax.NewProducer), when it is shared with
 	// other roles; nil makes one, which Close closes.
-	Writer *kafka.Writer
+	Writer *kafkax.Producer
 	// Replies delivers the replies of synchronous webhooks; nil uses Store (WaitReply).
 	Replies ReplyWaiter
 
@@ -125,7 +124,7 @@ type Server struct {
 	cfg       Config
 	log       *slog.Logger
 	app       *fiber.App
-	w         *kafka.Writer
+	w         *kafkax.Producer
 	ownWriter bool
 	topic     string
 	maxRecord int
@@ -155,12 +154,9 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Log, w: cfg.Writer, topic: cfg.Kafka.Topic(envelope.TopicIngest),
 		brk: &breaker{cooldown: cfg.BreakerCooldown}, replies: cfg.Replies, ready: make(chan struct{})}
 	if s.w == nil {
-		s.w, s.ownWriter = kafkax.NewWriter(cfg.Kafka), true
+		s.w, s.ownWriter = kafkax.NewProducer(cfg.Kafka), true
 	}
-	s.maxRecord = int(s.w.BatchBytes)
-	if s.maxRecord <= 0 {
-		s.maxRecord = 1 << 20 // kafka-go's default batch (and so record) size limit
-	}
+	s.maxRecord = kafkax.MaxRecordBytes
 	if s.replies == nil {
 		s.replies = cfg.Store // the router pushes replies onto a per-execution list there
 	}

@@ -781,7 +781,7 @@ func TestFlowChangesArriveThroughEvents(t *testing.T) {
 	// The control plane's flow.stopped event makes every ingest process reload it. The event
 	// is published again while waiting: the broadcast consumer reads from its start-up offset
 	// on and might not have resolved it yet.
-	w := kafkax.NewWriter(e.kcfg)
+	w := kafkax.NewProducer(e.kcfg)
 	defer func() { _ = w.Close() }()
 	pub := events.NewKafkaPublisher(w, e.kcfg)
 	deadline := time.Now().Add(30 * time.Second)

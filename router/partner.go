@@ -145,11 +145,11 @@ func (p *partners) ensure(ctx context.Context, f *flowdoc.Flow) error {
 	}))
 	subCtx, cancel := context.WithCancel(p.base)
 	sub := &subscription{flowID: f.ID, revision: f.Revision, spec: spec, g: g, cancel: cancel, done: make(chan struct{})}
-	c := &consumer{
-		name: "partner " + spec.topic + " for flow " + f.ID, reader: reader, log: p.r.log, drain: p.r.cfg.DrainTimeout,
-		handle: func(ctx context.Context, m kafka.Message) error { return p.r.handlePartner(ctx, sub, m) },
-	}
-	go func() { defer close(sub.done); c.run(subCtx) }()
+	name := "partner " + spec.topic + " for flow " + f.ID
+	go func() {
+		defer close(sub.done)
+		p.r.consumeWith(subCtx, name, reader, func(ctx context.Context, m kafka.Message) error { return p.r.handlePartner(ctx, sub, m) })
+	}()
 	p.subs[f.ID] = sub
 	p.r.log.Info("subscribed to partner topic", "flow", f.ID, "revision", f.Revision, "topic", spec.topic, "group", group)
 	return nil

@@ -37,10 +37,6 @@ const (
 	DefaultMaxRecordBytes = 1000000
 )
 
-// mainCommitInterval is how often the offsets of processed ingest and result records are
-// committed.
-const mainCommitInterval = 50 * time.Millisecond
-
 // Kicker is the outbox relay, asked to publish at once after a lifecycle confirmation.
 type Kicker interface{ Kick() }
 
@@ -58,6 +54,9 @@ type Config struct {
 	StepTimeout time.Duration
 	// CacheSize bounds the compiled flow revisions kept in memory (default 1024).
 	CacheSize int
+	// Concurrency bounds the records each consumer processes at once (default 64); records of
+	// one execution are processed in order.
+	Concurrency int
 	// DrainTimeout bounds how long in-flight records may take on shutdown (default 10 s).
 	DrainTimeout time.Duration
 	// ReconcileInterval is how often every flow's subscription is checked (default 30 s).
@@ -78,7 +77,7 @@ type Config struct {
 type Router struct {
 	cfg          Config
 	log          *slog.Logger
-	w            *kafka.Writer
+	w            *kafkax.Producer
 	graphs       *graphs
 	partners     *partners
 	topicIngest  string
@@ -112,6 +111,9 @@ func New(cfg Config) (*Router, error) {
 	}
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = DefaultCacheSize
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
@@ -155,7 +157,7 @@ func (r *Router) Run(ctx context.Context) error {
 		return fmt.Errorf("router: create topics: %w", err)
 	}
 	r.pools[envelope.PoolTopic("")] = true
-	r.w = kafkax.NewWriter(r.cfg.Kafka)
+	r.w = kafkax.NewProducer(r.cfg.Kafka)
 	defer func() {
 		if err := r.w.Close(); err != nil {
 			r.log.Warn("closing kafka writer", "err", err)
@@ -175,26 +177,16 @@ func (r *Router) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); fn() }()
 	}
-	main := &consumer{
-		name: "ingest+results", handle: r.handleMain, log: r.log, drain: r.cfg.DrainTimeout,
-		reader: kafka.NewReader(r.cfg.Kafka.GroupReader(kafka.ReaderConfig{
-			GroupID:     r.cfg.GroupID,
-			GroupTopics: []string{r.topicIngest, r.topicResults},
-			StartOffset: kafka.FirstOffset,
-			MaxWait:     500 * time.Millisecond,
-			// Offsets handed to CommitMessages (only ever after their record was processed)
-			// are committed together every interval, and on close and rebalance. Synchronous
-			// commits went one at a time through kafka-go's single commit loop: under load a
-			// partition waited ~23 ms per record for its commit, five times the processing
-			// itself (docs/performance.md). A crash redelivers at most this interval's records,
-			// which the execution markers turn into replays.
-			CommitInterval: mainCommitInterval,
-			ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-				r.log.Warn("kafka consumer: " + fmt.Sprintf(msg, args...))
-			}),
-		})),
-	}
-	spawn(func() { main.run(ctx) })
+	mainReader := kafka.NewReader(r.cfg.Kafka.GroupReader(kafka.ReaderConfig{
+		GroupID:     r.cfg.GroupID,
+		GroupTopics: []string{r.topicIngest, r.topicResults},
+		StartOffset: kafka.FirstOffset,
+		MaxWait:     500 * time.Millisecond,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			r.log.Warn("kafka consumer: " + fmt.Sprintf(msg, args...))
+		}),
+	}))
+	spawn(func() { r.consumeWith(ctx, "ingest+results", mainReader, r.handleMain) })
 	spawn(func() {
 		r.forever(ctx, "flow events (broadcast)", func(ctx context.Context) error {
 			return events.Consume(ctx, r.cfg.Kafka, "", r.onEvent)

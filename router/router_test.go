@@ -36,7 +36,7 @@ type harness struct {
 	// partners names the partner topics, outside kcfg's prefix.
 	partners kafkax.Config
 	st       *store.Store
-	w        *kafka.Writer
+	w        *kafkax.Producer
 	group    string
 	works    *collector
 	events   *collector
@@ -63,7 +63,7 @@ func newHarness(t *testing.T, before func(h *harness)) *harness {
 	if err := kafkax.EnsureTopics(ctx, h.partners, "partner"); err != nil {
 		t.Fatal(err)
 	}
-	h.w = kafkax.NewWriter(h.kcfg)
+	h.w = kafkax.NewProducer(h.kcfg)
 	t.Cleanup(func() { _ = h.w.Close() })
 	h.works = h.collect(envelope.PoolTopic(""))
 	h.events = h.collect(events.TopicName)
@@ -699,7 +699,7 @@ func TestTwoRoutersShareOneFlow(t *testing.T) {
 		events.TopicName, envelope.PoolTopic("")); err != nil {
 		t.Fatal(err)
 	}
-	h.w = kafkax.NewWriter(h.kcfg)
+	h.w = kafkax.NewProducer(h.kcfg)
 	t.Cleanup(func() { _ = h.w.Close() })
 	f := webhookFlow("busy", []flowdoc.Node{act("A")}, edge("t", "A"))
 	h.createFlow(f)

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/connections"
+	"github.com/flowd/flowd/internal/consume"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/store"
@@ -98,7 +98,7 @@ type Runner struct {
 	configs  *configCache
 	started  atomic.Bool
 	ready    chan struct{} // closed once Run consumes
-	writer   *kafka.Writer
+	writer   *kafkax.Producer
 	revs     *revisions // stored flow revisions, the source of every node a step runs
 	batchers *batchers
 }
@@ -185,10 +185,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	// In-flight steps outlive ctx by up to DrainTimeout: workCtx is what finally stops them.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	r.writer = kafkax.NewWriter(kcfg)
+	r.writer = kafkax.NewProducer(kcfg)
 	defer func() {
 		if err := r.writer.Close(); err != nil {
-			r.log.Warn("closing the Kafka writer", "err", err)
+			r.log.Warn("closing the Kafka producer", "err", err)
 		}
 	}()
 	r.batchers = &batchers{exec: r.exec, max: r.cfg.BatchMax, wait: r.cfg.BatchWait, ctx: workCtx, m: map[string]*batcher{}}
@@ -201,7 +201,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		MaxBytes:    10 << 20,
 		// MaxWait only matters on an idle topic; a short one keeps shutdown and tests brisk.
 		MaxWait:               500 * time.Millisecond,
-		CommitInterval:        0, // synchronous: CommitMessages returns once the broker has the offset
+		CommitInterval:        0, // consume.Run commits, and only what is finished
 		WatchPartitionChanges: true,
 		JoinGroupBackoff:      time.Second,
 		ReadLagInterval:       -1,
@@ -215,154 +215,14 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}()
 
-	tracker := newOffsetTracker()
-	com := newCommitter(reader, r.log)
-	commitCtx, stopCommits := context.WithCancel(context.WithoutCancel(ctx))
-	commitDone := make(chan struct{})
-	go func() { defer close(commitDone); com.run(commitCtx) }()
-
 	r.log.Info("runner started", "topic", r.topic, "group", r.cfg.GroupID, "concurrency", r.cfg.Concurrency)
 	close(r.ready)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, r.cfg.Concurrency)
-	fetchBackoff := 100 * time.Millisecond
-fetch:
-	for {
-		if !tracker.waitBelow(ctx, r.cfg.MaxUncommitted) {
-			break fetch
-		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			break fetch
-		}
-		m, err := reader.FetchMessage(ctx)
-		if err != nil {
-			<-sem
-			if ctx.Err() != nil {
-				break fetch
-			}
-			r.log.Warn("fetching work failed; retrying", "err", err, "in", fetchBackoff)
-			if !sleep(ctx, fetchBackoff) {
-				break fetch
-			}
-			fetchBackoff = min(fetchBackoff*2, 5*time.Second)
-			continue
-		}
-		fetchBackoff = 100 * time.Millisecond
-		if !tracker.start(m.Topic, m.Partition, m.Offset) {
-			// Fetched again after a rebalance while this process still runs or ran it.
-			r.log.Debug("work item fetched again; already handled here", "partition", m.Partition, "offset", m.Offset)
-			<-sem
-			continue
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if !r.process(ctx, workCtx, m) {
-				return // given up at shutdown: left uncommitted, so it is redelivered
-			}
-			if off, ok := tracker.done(m.Topic, m.Partition, m.Offset); ok {
-				com.add(m.Topic, m.Partition, off)
-			}
-		})
-	}
-
-	r.log.Info("runner stopping: draining in-flight work", "uncommitted", tracker.inFlight(), "bound", r.cfg.DrainTimeout)
-	drained := make(chan struct{})
-	go func() { wg.Wait(); close(drained) }()
-	t := time.NewTimer(r.cfg.DrainTimeout)
-	select {
-	case <-drained:
-		t.Stop()
-	case <-t.C:
-		r.log.Warn("drain bound reached: abandoning unfinished work for redelivery", "uncommitted", tracker.inFlight())
-		cancelWork()
-		<-drained
-	}
-	stopCommits()
-	<-commitDone
-	finalCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := com.flush(finalCtx); err != nil {
-		r.log.Warn("final offset commit failed; finished work will be redelivered and answered from its run record", "err", err)
-	}
-	r.log.Info("runner stopped", "uncommitted", tracker.inFlight())
-	return nil
-}
-
-// committer commits the offsets the tracker releases, one partition's latest at a time, off
-// the steps' goroutines: a slow or failing commit never holds up work.
-type committer struct {
-	reader *kafka.Reader
-	log    *slog.Logger
-	kick   chan struct{}
-
-	mu    sync.Mutex
-	ready map[partitionKey]int64 // highest committable offset per partition, not yet committed
-}
-
-func newCommitter(reader *kafka.Reader, log *slog.Logger) *committer {
-	return &committer{reader: reader, log: log, kick: make(chan struct{}, 1), ready: map[partitionKey]int64{}}
-}
-
-func (c *committer) add(topic string, partition int, offset int64) {
-	c.mu.Lock()
-	k := partitionKey{topic, partition}
-	if cur, ok := c.ready[k]; !ok || offset > cur {
-		c.ready[k] = offset
-	}
-	c.mu.Unlock()
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (c *committer) run(ctx context.Context) {
-	backoff := 100 * time.Millisecond
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.kick:
-		}
-		for {
-			err := c.flush(ctx)
-			if err == nil || ctx.Err() != nil {
-				break
-			}
-			c.log.Warn("committing offsets failed; retrying", "err", err, "in", backoff)
-			if !sleep(ctx, backoff) {
-				return
-			}
-			backoff = min(backoff*2, 5*time.Second)
-		}
-		backoff = 100 * time.Millisecond
-	}
-}
-
-// flush commits everything ready. Offsets stay ready until a commit of them succeeds.
-func (c *committer) flush(ctx context.Context) error {
-	c.mu.Lock()
-	msgs := make([]kafka.Message, 0, len(c.ready))
-	for k, off := range c.ready {
-		msgs = append(msgs, kafka.Message{Topic: k.topic, Partition: k.partition, Offset: off})
-	}
-	c.mu.Unlock()
-	if len(msgs) == 0 {
-		return nil
-	}
-	if err := c.reader.CommitMessages(ctx, msgs...); err != nil {
-		return fmt.Errorf("commit offsets: %w", err)
-	}
-	c.mu.Lock()
-	for _, m := range msgs {
-		k := partitionKey{m.Topic, m.Partition}
-		if c.ready[k] == m.Offset {
-			delete(c.ready, k)
-		}
-	}
-	c.mu.Unlock()
+	consume.Run(ctx, consume.Config{
+		Name: "work", Reader: reader, Handle: r.process, Log: r.log,
+		Concurrency: r.cfg.Concurrency, MaxUncommitted: r.cfg.MaxUncommitted, DrainTimeout: r.cfg.DrainTimeout,
+	})
+	cancelWork()
+	r.log.Info("runner stopped")
 	return nil
 }
 

@@ -58,7 +58,7 @@ func (r *Runner) process(stop, work context.Context, m kafka.Message) bool {
 	}
 	log := r.log.With("execution", w.ExecutionID, "flow", w.FlowID, "node", w.Node.ID, "token", w.Token,
 		"partition", m.Partition, "offset", m.Offset)
-	reason, err := r.trust(stop, w, log)
+	start, reason, err := r.begin(stop, w, log)
 	if err != nil {
 		log.Info("work item left for redelivery", "reason", err)
 		return false
@@ -70,10 +70,13 @@ func (r *Runner) process(stop, work context.Context, m kafka.Message) bool {
 	key := store.RunKey{ExecutionID: w.ExecutionID, Token: w.Token, Attempt: w.Attempt}
 	log = log.With("connector", w.Node.Connector, "action", w.Node.Action)
 
-	claim, prior, err := r.acquire(stop, work, key, log)
-	if err != nil {
-		log.Info("work item left for redelivery", "reason", err)
-		return false
+	claim, prior := start.Claim, start.Prior
+	if claim == nil && prior == nil {
+		// Another runner holds the claim: wait for its result or for the claim to lapse.
+		if claim, prior, err = r.acquire(stop, work, key, log); err != nil {
+			log.Info("work item left for redelivery", "reason", err)
+			return false
+		}
 	}
 	if prior != nil {
 		log.Info("redelivered work item answered from its run record", "attempt", prior.Attempt)

@@ -56,31 +56,32 @@ func (c *revisions) get(ctx context.Context, flowID string, rev int) (*flowdoc.F
 	return f, nil
 }
 
-// trust checks w against the store and replaces its node and owners with the stored ones. A
+// begin checks w against the store and replaces its node and owners with the stored ones, and
+// in the same round trip finds an earlier run's result or claims the item (store.BeginRun). A
 // non-empty reason means the item must never run; store errors are retried until stop ends
 // (then it returns errAbandoned).
-func (r *Runner) trust(stop context.Context, w *envelope.Work, log *slog.Logger) (string, error) {
+func (r *Runner) begin(stop context.Context, w *envelope.Work, log *slog.Logger) (*store.RunStart, string, error) {
 	backoff := 100 * time.Millisecond
 	for {
-		reason, err := r.check(stop, w)
+		st, reason, err := r.check(stop, w)
 		if err == nil {
-			return reason, nil
+			return st, reason, nil
 		}
 		log.Warn("cannot check the work item against the store; retrying", "err", err, "in", backoff)
 		if !sleep(stop, backoff) {
-			return "", errAbandoned
+			return nil, "", errAbandoned
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 
-func (r *Runner) check(ctx context.Context, w *envelope.Work) (string, error) {
+func (r *Runner) check(ctx context.Context, w *envelope.Work) (*store.RunStart, string, error) {
 	f, err := r.revs.get(ctx, w.FlowID, w.Revision)
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Sprintf("flow %s has no revision %d", w.FlowID, w.Revision), nil
+		return nil, fmt.Sprintf("flow %s has no revision %d", w.FlowID, w.Revision), nil
 	}
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
 	var node *flowdoc.Node
 	for i := range f.Graph.Nodes {
@@ -91,37 +92,39 @@ func (r *Runner) check(ctx context.Context, w *envelope.Work) (string, error) {
 	}
 	switch {
 	case node == nil:
-		return fmt.Sprintf("flow %s revision %d has no node %q", w.FlowID, w.Revision, w.Node.ID), nil
+		return nil, fmt.Sprintf("flow %s revision %d has no node %q", w.FlowID, w.Revision, w.Node.ID), nil
 	case node.Type != flowdoc.TypeAction:
-		return fmt.Sprintf("node %q of flow %s is a %s, not an action", node.ID, w.FlowID, node.Type), nil
+		return nil, fmt.Sprintf("node %q of flow %s is a %s, not an action", node.ID, w.FlowID, node.Type), nil
 	case r.cfg.Kafka.Topic(envelope.PoolTopic(node.Pool)) != r.topic:
-		return fmt.Sprintf("node %q of flow %s runs in pool %q, not on %s", node.ID, w.FlowID, poolName(node.Pool), r.topic), nil
+		return nil, fmt.Sprintf("node %q of flow %s runs in pool %q, not on %s", node.ID, w.FlowID, poolName(node.Pool), r.topic), nil
 	}
 
-	exec, act, err := r.cfg.Store.PendingActivation(ctx, w.ExecutionID, w.Token)
-	if errors.Is(err, store.ErrNotFound) {
+	st, err := r.cfg.Store.BeginRun(ctx, store.RunKey{ExecutionID: w.ExecutionID, Token: w.Token, Attempt: w.Attempt}, r.cfg.ClaimTTL)
+	if err != nil {
+		return nil, "", err
+	}
+	reason := ""
+	exec, act := st.Execution, st.Activation
+	switch {
+	case act == nil && st.Prior != nil:
 		// A redelivery of an item whose result the router already applied is not pending any
 		// more: its run record answers it.
-		_, rerr := r.cfg.Store.RunResult(ctx, store.RunKey{ExecutionID: w.ExecutionID, Token: w.Token, Attempt: w.Attempt})
-		if rerr == nil {
-			return adopt(w, f, node), nil
-		}
-		if !errors.Is(rerr, store.ErrNotFound) {
-			return "", rerr
-		}
-		return fmt.Sprintf("activation %s of execution %s is not pending", w.Token, w.ExecutionID), nil
-	}
-	if err != nil {
-		return "", err
-	}
-	switch {
+	case act == nil:
+		reason = fmt.Sprintf("activation %s of execution %s is not pending", w.Token, w.ExecutionID)
 	case exec.FlowID != w.FlowID || exec.Revision != w.Revision:
-		return fmt.Sprintf("execution %s runs flow %s revision %d, not flow %s revision %d",
-			w.ExecutionID, exec.FlowID, exec.Revision, w.FlowID, w.Revision), nil
+		reason = fmt.Sprintf("execution %s runs flow %s revision %d, not flow %s revision %d",
+			w.ExecutionID, exec.FlowID, exec.Revision, w.FlowID, w.Revision)
 	case act.NodeID != node.ID:
-		return fmt.Sprintf("activation %s of execution %s is of node %q, not %q", w.Token, w.ExecutionID, act.NodeID, node.ID), nil
+		reason = fmt.Sprintf("activation %s of execution %s is of node %q, not %q", w.Token, w.ExecutionID, act.NodeID, node.ID)
 	}
-	return adopt(w, f, node), nil
+	if reason != "" {
+		if st.Claim != nil {
+			_ = st.Claim.Release(ctx)
+		}
+		return nil, reason, nil
+	}
+	adopt(w, f, node)
+	return st, "", nil
 }
 
 // adopt makes the stored node and owners the ones the step runs with.

@@ -81,7 +81,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if err := kafkax.EnsureTopics(ctx, kcfg, events.TopicName); err != nil {
 		t.Fatalf("ensure topics: %v", err)
 	}
-	w := kafkax.NewWriter(kcfg)
+	w := kafkax.NewProducer(kcfg)
 	t.Cleanup(func() { _ = w.Close() })
 	log := o.log
 	relay := outbox.New(st, events.NewKafkaPublisher(w, kcfg), log)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/events"
@@ -26,7 +25,7 @@ type conn struct {
 	rdb   *redis.Client
 	st    *store.Store
 	kcfg  kafkax.Config
-	w     *kafka.Writer
+	w     *kafkax.Producer
 	relay *outbox.Relay
 
 	stopRelay func()
@@ -70,7 +69,7 @@ func connect(ctx context.Context, in *infra) (*conn, error) {
 		_ = c.rdb.Close()
 		return nil, err
 	}
-	c.w = kafkax.NewWriter(c.kcfg)
+	c.w = kafkax.NewProducer(c.kcfg)
 	c.relay = outbox.New(c.st, events.NewKafkaPublisher(c.w, c.kcfg), log)
 	relayCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	c.stopRelay, c.relayDone = stop, make(chan struct{})

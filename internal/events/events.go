@@ -56,9 +56,9 @@ type Publisher interface {
 	Publish(ctx context.Context, evs ...Event) error
 }
 
-// KafkaPublisher publishes to a Kafka topic through a writer from kafkax.NewWriter.
+// KafkaPublisher publishes to a Kafka topic through a kafkax.Producer.
 type KafkaPublisher struct {
-	w     *kafka.Writer
+	w     *kafkax.Producer
 	topic string
 	keys  *busauth.Keyring
 }
@@ -66,9 +66,8 @@ type KafkaPublisher struct {
 var _ Publisher = (*KafkaPublisher)(nil)
 
 // NewKafkaPublisher publishes to cfg.Topic(TopicName) through w, signing every event with
-// cfg.RecordKeys. w must be synchronous with acks=all (kafkax.NewWriter) for Publish to mean
-// "durable".
-func NewKafkaPublisher(w *kafka.Writer, cfg kafkax.Config) *KafkaPublisher {
+// cfg.RecordKeys. w writes with acks=all, so a published event is durable.
+func NewKafkaPublisher(w *kafkax.Producer, cfg kafkax.Config) *KafkaPublisher {
 	return &KafkaPublisher{w: w, topic: cfg.Topic(TopicName), keys: cfg.RecordKeys}
 }
 

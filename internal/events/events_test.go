@@ -24,8 +24,8 @@ func setup(t *testing.T) (context.Context, kafkax.Config, *events.KafkaPublisher
 	if err := kafkax.EnsureTopics(ctx, cfg, events.TopicName); err != nil {
 		t.Fatal(err)
 	}
-	w := kafkax.NewWriter(cfg)
-	t.Cleanup(func() { w.Close() })
+	w := kafkax.NewProducer(cfg)
+	t.Cleanup(func() { _ = w.Close() })
 	return ctx, cfg, events.NewKafkaPublisher(w, cfg)
 }
 

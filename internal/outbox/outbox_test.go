@@ -45,7 +45,7 @@ func TestEventsSurviveAnUnreachableBroker(t *testing.T) {
 
 	// A broker nobody listens on: a real connection failure, not a stub.
 	down := kafkax.Config{Brokers: []string{"127.0.0.1:1"}, TopicPrefix: good.TopicPrefix, RecordKeys: good.RecordKeys}
-	dw := kafkax.NewWriter(down)
+	dw := kafkax.NewProducer(down)
 	defer func() { _ = dw.Close() }()
 	fctx, fcancel := context.WithTimeout(ctx, 3*time.Second)
 	err = outbox.New(st, events.NewKafkaPublisher(dw, down), log).Flush(fctx)
@@ -57,7 +57,7 @@ func TestEventsSurviveAnUnreachableBroker(t *testing.T) {
 		t.Fatalf("outbox holds %d events after a failed publish, want 1", n)
 	}
 
-	w := kafkax.NewWriter(good)
+	w := kafkax.NewProducer(good)
 	defer func() { _ = w.Close() }()
 	if err := outbox.New(st, events.NewKafkaPublisher(w, good), log).Flush(ctx); err != nil {
 		t.Fatalf("flush: %v", err)

@@ -507,45 +507,6 @@ func (s *Store) FlowExecutions(ctx context.Context, flowID, status string, offse
 	return recs, int(total), nil
 }
 
-// PendingActivation returns an execution and the activation its token names while the router
-// awaits that activation's result. It returns ErrNotFound when the execution does not exist or
-// the token is not pending (never dispatched, or already completed).
-func (s *Store) PendingActivation(ctx context.Context, executionID, token string) (*envelope.Execution, *envelope.Activation, error) {
-	k := s.execKeysOf(executionID)
-	var execCmd *redis.StringCmd
-	var actCmd *redis.StringCmd
-	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		execCmd = p.Get(ctx, k.exec)
-		actCmd = p.HGet(ctx, k.pending, token)
-		return nil
-	}); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, nil, fmt.Errorf("load pending activation %s of %s: %w", token, executionID, err)
-	}
-	rawExec, err := execCmd.Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil, fmt.Errorf("execution %s: %w", executionID, ErrNotFound)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("load execution %s: %w", executionID, err)
-	}
-	rawAct, err := actCmd.Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil, fmt.Errorf("activation %s of %s: %w", token, executionID, ErrNotFound)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("load activation %s of %s: %w", token, executionID, err)
-	}
-	var exec envelope.Execution
-	if err := json.Unmarshal(rawExec, &exec); err != nil {
-		return nil, nil, fmt.Errorf("decode execution %s: %w", executionID, err)
-	}
-	var act envelope.Activation
-	if err := json.Unmarshal(rawAct, &act); err != nil {
-		return nil, nil, fmt.Errorf("decode activation %s of %s: %w", token, executionID, err)
-	}
-	return &exec, &act, nil
-}
-
 // StatsBucket is one minute of a flow's completed executions.
 type StatsBucket struct {
 	Minute  time.Time `json:"minute"`

@@ -20,6 +20,9 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -127,4 +130,82 @@ func (c *RunClaim) Release(ctx context.Context) error {
 		return nil // expired already: nothing to hand over
 	}
 	return err
+}
+
+// RunStart is what a runner learns about a work item before running it, in one round trip.
+type RunStart struct {
+	// Execution and Activation are the execution and the activation the item's token names
+	// while the router awaits its result; nil when there is no such execution or the token is
+	// not pending (never dispatched, or completed already).
+	Execution  *envelope.Execution
+	Activation *envelope.Activation
+	// Prior is the recorded result of the item when it finished before (a redelivery).
+	Prior *envelope.Result
+	// Claim is this caller's claim on running the item. It is nil when Prior is set or when
+	// another holder has the claim.
+	Claim *RunClaim
+}
+
+// beginRunScript answers from the run record when there is one, else takes the claim.
+var beginRunScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v then return {1, v} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+return {0}`)
+
+// BeginRun loads, in one round trip, what a runner checks and needs before running a work
+// item: the pending activation, the run record of an earlier delivery, and otherwise the claim
+// on running it (for ttl). A caller that gets a claim it then does not use releases it.
+func (s *Store) BeginRun(ctx context.Context, k RunKey, ttl time.Duration) (*RunStart, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, fmt.Errorf("claim token: %w", err)
+	}
+	token := hex.EncodeToString(b[:])
+	ek := s.execKeysOf(k.ExecutionID)
+	var execCmd, actCmd *redis.StringCmd
+	var runCmd *redis.Cmd
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		execCmd = p.Get(ctx, ek.exec)
+		actCmd = p.HGet(ctx, ek.pending, k.Token)
+		runCmd = beginRunScript.Eval(ctx, p, []string{s.runKey(k), s.runClaimKey(k)}, token, ttl.Milliseconds())
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("begin run %s/%s/%d: %w", k.ExecutionID, k.Token, k.Attempt, err)
+	}
+	st := &RunStart{}
+	vals, err := runCmd.Slice()
+	if err != nil || len(vals) == 0 {
+		return nil, fmt.Errorf("begin run %s/%s/%d: %v %w", k.ExecutionID, k.Token, k.Attempt, vals, err)
+	}
+	switch n, _ := vals[0].(int64); n {
+	case 1:
+		raw, _ := vals[1].(string)
+		var res envelope.Result
+		if err := json.Unmarshal([]byte(raw), &res); err != nil {
+			return nil, fmt.Errorf("decode run %s/%s/%d: %w", k.ExecutionID, k.Token, k.Attempt, err)
+		}
+		st.Prior = &res
+	case 2:
+		st.Claim = &RunClaim{l: &Lock{rdb: s.rdb, key: s.runClaimKey(k), token: token}}
+	}
+	if raw, err := execCmd.Bytes(); err == nil {
+		var e envelope.Execution
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return nil, fmt.Errorf("decode execution %s: %w", k.ExecutionID, err)
+		}
+		st.Execution = &e
+	} else if !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("load execution %s: %w", k.ExecutionID, err)
+	}
+	if raw, err := actCmd.Bytes(); err == nil && st.Execution != nil {
+		var a envelope.Activation
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return nil, fmt.Errorf("decode activation %s of %s: %w", k.Token, k.ExecutionID, err)
+		}
+		st.Activation = &a
+	} else if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("load activation %s of %s: %w", k.Token, k.ExecutionID, err)
+	}
+	return st, nil
 }

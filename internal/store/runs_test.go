@@ -135,3 +135,55 @@ func TestRunClaimReleaseAndExpiry(t *testing.T) {
 		t.Fatal("the old holder released the new holder's claim")
 	}
 }
+
+// BeginRun tells a runner in one round trip whether the activation is pending, and either
+// claims the item, reports it claimed elsewhere, or answers it from its run record.
+func TestBeginRun(t *testing.T) {
+	st, _, _ := newRunStore(t)
+	ctx := execTestCtx(t)
+	k := store.RunKey{ExecutionID: "ex-b", Token: "A:0", Attempt: 1}
+
+	got, err := st.BeginRun(ctx, k, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Execution != nil || got.Activation != nil || got.Prior != nil || got.Claim == nil {
+		t.Fatalf("unknown execution: %+v, want only a claim", got)
+	}
+	if err := got.Claim.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	createExec(ctx, t, st, runningExec(k.ExecutionID, "f1", time.Now()))
+	act := json.RawMessage(`{"nodeId":"A","input":{"n":1}}`)
+	if _, err := st.AdvanceExecution(ctx, store.Transition{ExecutionID: k.ExecutionID, MessageID: "m2"}, func(*store.ExecState) (*store.ExecChange, error) {
+		return &store.ExecChange{AddPending: map[string]json.RawMessage{k.Token: act}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := st.BeginRun(ctx, k, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Execution == nil || first.Execution.FlowID != "f1" || first.Activation == nil || first.Activation.NodeID != "A" || first.Claim == nil {
+		t.Fatalf("pending activation: %+v, want execution f1, activation of A and a claim", first)
+	}
+	second, err := st.BeginRun(ctx, k, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Claim != nil || second.Prior != nil || second.Activation == nil {
+		t.Fatalf("while claimed: %+v, want no claim and no prior result", second)
+	}
+	res := &envelope.Result{ExecutionID: k.ExecutionID, NodeID: "A", Token: k.Token, Attempt: 1}
+	if err := st.SaveRunResult(ctx, k, res, time.Hour, first.Claim); err != nil {
+		t.Fatal(err)
+	}
+	third, err := st.BeginRun(ctx, k, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if third.Claim != nil || third.Prior == nil || third.Prior.NodeID != "A" {
+		t.Fatalf("after the result was saved: %+v, want the prior result", third)
+	}
+}

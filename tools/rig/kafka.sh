@@ -179,7 +179,8 @@ EOF
 	[ ${#security[@]} -eq 0 ] || printf '%s\n' "${security[@]}" >>"$dir/server.properties"
 
 	# Quiet by default; the INFO lines kept say which version started, when it was up and when
-	# its client listener opened. FLOWD_RIG_KAFKA_LOG_LEVEL=INFO shows everything.
+	# its client listener opened. FLOWD_RIG_KAFKA_LOG_LEVEL=INFO shows everything;
+	# FLOWD_RIG_KAFKA_REQUEST_LOG=DEBUG logs every request the broker completes (to count them by API).
 	cat >"$dir/log4j2.xml" <<EOF
 <?xml version="1.0" encoding="UTF-8"?>
 <Configuration status="WARN">
@@ -192,6 +193,7 @@ EOF
     <Logger name="kafka.server.KafkaRaftServer" level="INFO"/>
     <Logger name="org.apache.kafka.common.utils.AppInfoParser" level="INFO"/>
     <Logger name="kafka.network.DataPlaneAcceptor" level="INFO"/>
+    <Logger name="kafka.request.logger" level="${FLOWD_RIG_KAFKA_REQUEST_LOG:-WARN}"/>
     <Root level="${FLOWD_RIG_KAFKA_LOG_LEVEL:-WARN}">
       <AppenderRef ref="stderr"/>
     </Root>
