@@ -163,27 +163,30 @@ func (s *Store) AdvanceExecution(ctx context.Context, t Transition, decide func(
 	pol := t.Policy.withDefaults()
 	k := s.execKeysOf(t.ExecutionID)
 	var res Advanced
-	err := s.watch(ctx, func(tx *redis.Tx) error {
+	keys := []string{k.exec, k.state, k.msgs}
+	err := s.watchFast(ctx, func(tx *redis.Tx, watchInPipeline bool) error {
 		res = Advanced{}
-		stored, err := tx.HGet(ctx, k.msgs, t.MessageID).Result()
-		switch {
-		case err == nil:
+		cur, stored, err := s.loadExec(ctx, tx, k, t, watchInPipeline, keys)
+		if err != nil {
+			return err
+		}
+		if stored != nil {
 			res.Replayed = true
-			if stored != "" {
-				if err := json.Unmarshal([]byte(stored), &res.Records); err != nil {
+			if watchInPipeline {
+				_ = tx.Unwatch(ctx).Err() // no EXEC follows to end the WATCH
+			}
+			if *stored != "" {
+				if err := json.Unmarshal([]byte(*stored), &res.Records); err != nil {
 					return fmt.Errorf("decode records of %s/%s: %w", t.ExecutionID, t.MessageID, err)
 				}
 			}
 			return nil
-		case !errors.Is(err, redis.Nil):
-			return fmt.Errorf("read marker: %w", err)
-		}
-		cur, err := s.loadExec(ctx, tx, k, t.Token)
-		if err != nil {
-			return err
 		}
 		ch, err := decide(cur)
 		if err != nil {
+			if watchInPipeline {
+				_ = tx.Unwatch(ctx).Err()
+			}
 			return err
 		}
 		if ch == nil {
@@ -197,52 +200,78 @@ func (s *Store) AdvanceExecution(ctx context.Context, t Transition, decide func(
 			return nil
 		})
 		return err
-	}, k.exec, k.state, k.msgs)
+	}, keys...)
 	if err != nil {
 		return Advanced{}, fmt.Errorf("advance execution %s (%s): %w", t.ExecutionID, t.MessageID, err)
 	}
 	return res, nil
 }
 
-func (s *Store) loadExec(ctx context.Context, tx *redis.Tx, k execKeys, token string) (*ExecState, error) {
-	var pend *redis.StringCmd
-	cmds, err := tx.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.Get(ctx, k.exec)
-		p.Get(ctx, k.state)
-		p.HGetAll(ctx, k.outputs)
-		if token != "" {
-			pend = p.HGet(ctx, k.pending, token)
+// loadExec reads, in one round trip, the message's marker (stored is non-nil when the message
+// was applied before) and the execution as the transition sees it. With watch set, the WATCH
+// of keys goes in the same round trip.
+func (s *Store) loadExec(ctx context.Context, tx *redis.Tx, k execKeys, t Transition, watch bool, keys []string) (cur *ExecState, stored *string, err error) {
+	var marker, execCmd, stateCmd, pend *redis.StringCmd
+	var outputs *redis.MapStringStringCmd
+	var watchCmd *redis.Cmd
+	_, err = tx.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if watch {
+			args := make([]any, 0, len(keys)+1)
+			args = append(args, "WATCH")
+			for _, key := range keys {
+				args = append(args, key)
+			}
+			watchCmd = p.Do(ctx, args...)
+		}
+		marker = p.HGet(ctx, k.msgs, t.MessageID)
+		execCmd = p.Get(ctx, k.exec)
+		stateCmd = p.Get(ctx, k.state)
+		outputs = p.HGetAll(ctx, k.outputs)
+		if t.Token != "" {
+			pend = p.HGet(ctx, k.pending, t.Token)
 		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("load execution: %w", err)
+		return nil, nil, fmt.Errorf("load execution: %w", err)
 	}
-	for _, c := range cmds {
-		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("load execution: %w", err)
-		}
+	if watchCmd != nil && watchCmd.Err() != nil {
+		return nil, nil, fmt.Errorf("watch execution: %w", watchCmd.Err())
 	}
-	cur := &ExecState{Outputs: map[string]json.RawMessage{}}
-	if raw, err := cmds[0].(*redis.StringCmd).Bytes(); err == nil {
+	if v, err := marker.Result(); err == nil {
+		return nil, &v, nil
+	} else if !errors.Is(err, redis.Nil) {
+		return nil, nil, fmt.Errorf("read marker: %w", err)
+	}
+	cur = &ExecState{Outputs: map[string]json.RawMessage{}}
+	if raw, err := execCmd.Bytes(); err == nil {
 		var e envelope.Execution
 		if err := json.Unmarshal(raw, &e); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", k.exec, err)
+			return nil, nil, fmt.Errorf("decode %s: %w", k.exec, err)
 		}
 		cur.Execution = &e
+	} else if !errors.Is(err, redis.Nil) {
+		return nil, nil, fmt.Errorf("load execution: %w", err)
 	}
-	if raw, err := cmds[1].(*redis.StringCmd).Bytes(); err == nil {
+	if raw, err := stateCmd.Bytes(); err == nil {
 		cur.State = raw
+	} else if !errors.Is(err, redis.Nil) {
+		return nil, nil, fmt.Errorf("load execution: %w", err)
 	}
-	for id, v := range cmds[2].(*redis.MapStringStringCmd).Val() {
+	if err := outputs.Err(); err != nil {
+		return nil, nil, fmt.Errorf("load execution: %w", err)
+	}
+	for id, v := range outputs.Val() {
 		cur.Outputs[id] = json.RawMessage(v)
 	}
 	if pend != nil {
 		if raw, err := pend.Bytes(); err == nil {
 			cur.Pending = raw
+		} else if !errors.Is(err, redis.Nil) {
+			return nil, nil, fmt.Errorf("load execution: %w", err)
 		}
 	}
-	return cur, nil
+	return cur, nil, nil
 }
 
 func (s *Store) writeChange(ctx context.Context, p redis.Pipeliner, k execKeys, t Transition, pol ExecPolicy, cur *ExecState, ch *ExecChange) {
@@ -391,7 +420,14 @@ func truncate(raw json.RawMessage, limit int) (json.RawMessage, bool) {
 // message replays nothing. Without it a redelivery produces them again, which is safe.
 func (s *Store) MarkProduced(ctx context.Context, executionID, messageID string) error {
 	k := s.execKeysOf(executionID)
-	if err := markProducedScript.Run(ctx, s.rdb, []string{k.msgs}, messageID).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	var cmd *redis.Cmd
+	err := s.pipe.do(ctx, func(p redis.Pipeliner) {
+		cmd = markProducedScript.Eval(ctx, p, []string{k.msgs}, messageID)
+	})
+	if err == nil {
+		err = cmd.Err()
+	}
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("mark %s/%s produced: %w", executionID, messageID, err)
 	}
 	return nil

@@ -73,8 +73,13 @@ func (s *Store) SaveRunResult(ctx context.Context, k RunKey, res *envelope.Resul
 	if claim != nil {
 		token = claim.l.token
 	}
-	err := saveRunScript.Run(ctx, s.rdb, []string{s.runKey(k), s.runClaimKey(k)},
-		mustJSON(res), ttl.Milliseconds(), token).Err()
+	var cmd *redis.Cmd
+	err := s.pipe.do(ctx, func(p redis.Pipeliner) {
+		cmd = saveRunScript.Eval(ctx, p, []string{s.runKey(k), s.runClaimKey(k)}, mustJSON(res), ttl.Milliseconds(), token)
+	})
+	if err == nil {
+		err = cmd.Err()
+	}
 	if err != nil {
 		return fmt.Errorf("save run %s/%s/%d: %w", k.ExecutionID, k.Token, k.Attempt, err)
 	}
@@ -165,12 +170,11 @@ func (s *Store) BeginRun(ctx context.Context, k RunKey, ttl time.Duration) (*Run
 	ek := s.execKeysOf(k.ExecutionID)
 	var execCmd, actCmd *redis.StringCmd
 	var runCmd *redis.Cmd
-	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	if err := s.pipe.do(ctx, func(p redis.Pipeliner) {
 		execCmd = p.Get(ctx, ek.exec)
 		actCmd = p.HGet(ctx, ek.pending, k.Token)
 		runCmd = beginRunScript.Eval(ctx, p, []string{s.runKey(k), s.runClaimKey(k)}, token, ttl.Milliseconds())
-		return nil
-	}); err != nil && !errors.Is(err, redis.Nil) {
+	}); err != nil {
 		return nil, fmt.Errorf("begin run %s/%s/%d: %w", k.ExecutionID, k.Token, k.Attempt, err)
 	}
 	st := &RunStart{}

@@ -69,8 +69,9 @@ const DefaultPrefix = "flowd:"
 
 // Store is flowd's state in Redis.
 type Store struct {
-	rdb redis.UniversalClient
-	p   string
+	rdb  redis.UniversalClient
+	p    string
+	pipe *autoPipe
 }
 
 // New wraps a Redis client. prefix namespaces every key (tests use a unique one each).
@@ -78,7 +79,7 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	return &Store{rdb: rdb, p: prefix}
+	return &Store{rdb: rdb, p: prefix, pipe: &autoPipe{rdb: rdb}}
 }
 
 // Redis exposes the client for health checks.
@@ -115,6 +116,26 @@ const maxTxRetries = 50
 func (s *Store) watch(ctx context.Context, fn func(tx *redis.Tx) error, keys ...string) error {
 	for range maxTxRetries {
 		err := s.rdb.Watch(ctx, fn, keys...)
+		if errors.Is(err, redis.TxFailedErr) {
+			continue
+		}
+		return err
+	}
+	return fmt.Errorf("too much contention on %v: %w", keys, redis.TxFailedErr)
+}
+
+// watchFast is watch with one round trip less where the client allows it: on a single-node
+// client the WATCH travels in fn's first pipeline (fn gets watchInPipeline set and must send
+// it there); a cluster client needs the keys up front to find their node.
+func (s *Store) watchFast(ctx context.Context, fn func(tx *redis.Tx, watchInPipeline bool) error, keys ...string) error {
+	c, single := s.rdb.(*redis.Client)
+	for range maxTxRetries {
+		var err error
+		if single {
+			err = c.Watch(ctx, func(tx *redis.Tx) error { return fn(tx, true) })
+		} else {
+			err = s.rdb.Watch(ctx, func(tx *redis.Tx) error { return fn(tx, false) }, keys...)
+		}
 		if errors.Is(err, redis.TxFailedErr) {
 			continue
 		}
