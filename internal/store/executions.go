@@ -162,6 +162,16 @@ func (s *Store) AdvanceExecution(ctx context.Context, t Transition, decide func(
 	}
 	pol := t.Policy.withDefaults()
 	k := s.execKeysOf(t.ExecutionID)
+	if _, single := s.rdb.(*redis.Client); single {
+		res, done, err := s.advanceShared(ctx, t, k, pol, decide)
+		if err != nil {
+			return Advanced{}, fmt.Errorf("advance execution %s (%s): %w", t.ExecutionID, t.MessageID, err)
+		}
+		if done {
+			return res, nil
+		}
+		// Another writer changed the execution in between: take the transactional path.
+	}
 	var res Advanced
 	keys := []string{k.exec, k.state, k.msgs}
 	err := s.watchFast(ctx, func(tx *redis.Tx, watchInPipeline bool) error {
@@ -195,8 +205,12 @@ func (s *Store) AdvanceExecution(ctx context.Context, t Transition, decide func(
 		res.Records = ch.Records
 		res.Ended = ch.Execution != nil && isTerminal(ch.Execution.Status) &&
 			(cur.Execution == nil || !isTerminal(cur.Execution.Status))
+		var c cmdList
+		s.writeChange(&c, k, t, pol, cur, ch)
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			s.writeChange(ctx, p, k, t, pol, cur, ch)
+			for _, args := range c {
+				p.Do(ctx, args...)
+			}
 			return nil
 		})
 		return err
@@ -206,6 +220,129 @@ func (s *Store) AdvanceExecution(ctx context.Context, t Transition, decide func(
 	}
 	return res, nil
 }
+
+// decodeExec builds the ExecState from a transition's reads.
+func decodeExec(k execKeys, execCmd, stateCmd *redis.StringCmd, outputs *redis.MapStringStringCmd, pend *redis.StringCmd) (*ExecState, error) {
+	cur := &ExecState{Outputs: map[string]json.RawMessage{}}
+	if raw, err := execCmd.Bytes(); err == nil {
+		var e envelope.Execution
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", k.exec, err)
+		}
+		cur.Execution = &e
+	} else if !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("load execution: %w", err)
+	}
+	if raw, err := stateCmd.Bytes(); err == nil {
+		cur.State = raw
+	} else if !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("load execution: %w", err)
+	}
+	if err := outputs.Err(); err != nil {
+		return nil, fmt.Errorf("load execution: %w", err)
+	}
+	for id, v := range outputs.Val() {
+		cur.Outputs[id] = json.RawMessage(v)
+	}
+	if pend != nil {
+		if raw, err := pend.Bytes(); err == nil {
+			cur.Pending = raw
+		} else if !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("load execution: %w", err)
+		}
+	}
+	return cur, nil
+}
+
+// advanceShared is AdvanceExecution in two round trips that concurrent transitions share
+// (autoPipe): one reads, one applies the change with a script that first checks nothing
+// changed since. The check is the message's marker (absent) and the count of markers of the
+// execution, which every transition raises by one (markers are emptied, never removed, while
+// the execution lives), so it changes whenever the execution does. done is false when the
+// check failed: the caller then takes the transactional path.
+func (s *Store) advanceShared(ctx context.Context, t Transition, k execKeys, pol ExecPolicy, decide func(*ExecState) (*ExecChange, error)) (res Advanced, done bool, err error) {
+	var marker, execCmd, stateCmd, pend *redis.StringCmd
+	var outputs *redis.MapStringStringCmd
+	var count *redis.IntCmd
+	if err := s.pipe.do(ctx, func(p redis.Pipeliner) {
+		marker = p.HGet(ctx, k.msgs, t.MessageID)
+		count = p.HLen(ctx, k.msgs)
+		execCmd = p.Get(ctx, k.exec)
+		stateCmd = p.Get(ctx, k.state)
+		outputs = p.HGetAll(ctx, k.outputs)
+		if t.Token != "" {
+			pend = p.HGet(ctx, k.pending, t.Token)
+		}
+	}); err != nil {
+		return res, false, err
+	}
+	stored, err := marker.Result()
+	switch {
+	case err == nil:
+		res.Replayed = true
+		if stored != "" {
+			if err := json.Unmarshal([]byte(stored), &res.Records); err != nil {
+				return res, false, fmt.Errorf("decode records: %w", err)
+			}
+		}
+		return res, true, nil
+	case !errors.Is(err, redis.Nil):
+		return res, false, fmt.Errorf("read marker: %w", err)
+	}
+	n, err := count.Result()
+	if err != nil {
+		return res, false, fmt.Errorf("count markers: %w", err)
+	}
+	cur, err := decodeExec(k, execCmd, stateCmd, outputs, pend)
+	if err != nil {
+		return res, false, err
+	}
+	ch, err := decide(cur)
+	if err != nil {
+		return res, false, err
+	}
+	if ch == nil {
+		ch = &ExecChange{}
+	}
+	var c cmdList
+	s.writeChange(&c, k, t, pol, cur, ch)
+	args := []any{t.MessageID, n}
+	for _, cmd := range c {
+		args = append(args, len(cmd))
+		args = append(args, cmd...)
+	}
+	var applied *redis.Cmd
+	if err := s.pipe.do(ctx, func(p redis.Pipeliner) {
+		applied = applyIfUnchangedScript.Eval(ctx, p, []string{k.msgs}, args...)
+	}); err != nil {
+		return res, false, err
+	}
+	ok, err := applied.Int()
+	if err != nil {
+		return res, false, fmt.Errorf("apply change: %w", err)
+	}
+	if ok == 0 {
+		return res, false, nil
+	}
+	res.Records = ch.Records
+	res.Ended = ch.Execution != nil && isTerminal(ch.Execution.Status) &&
+		(cur.Execution == nil || !isTerminal(cur.Execution.Status))
+	return res, true, nil
+}
+
+// applyIfUnchangedScript runs a change's commands (ARGV from the third on: a count, then that
+// many arguments, repeated) only if the message has no marker yet (ARGV[1]) and the execution
+// still has the number of markers its change was computed from (ARGV[2]).
+var applyIfUnchangedScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+if redis.call('HLEN', KEYS[1]) ~= tonumber(ARGV[2]) then return 0 end
+local i = 3
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 1`)
 
 // loadExec reads, in one round trip, the message's marker (stored is non-nil when the message
 // was applied before) and the execution as the transition sees it. With watch set, the WATCH
@@ -243,87 +380,76 @@ func (s *Store) loadExec(ctx context.Context, tx *redis.Tx, k execKeys, t Transi
 	} else if !errors.Is(err, redis.Nil) {
 		return nil, nil, fmt.Errorf("read marker: %w", err)
 	}
-	cur = &ExecState{Outputs: map[string]json.RawMessage{}}
-	if raw, err := execCmd.Bytes(); err == nil {
-		var e envelope.Execution
-		if err := json.Unmarshal(raw, &e); err != nil {
-			return nil, nil, fmt.Errorf("decode %s: %w", k.exec, err)
-		}
-		cur.Execution = &e
-	} else if !errors.Is(err, redis.Nil) {
-		return nil, nil, fmt.Errorf("load execution: %w", err)
-	}
-	if raw, err := stateCmd.Bytes(); err == nil {
-		cur.State = raw
-	} else if !errors.Is(err, redis.Nil) {
-		return nil, nil, fmt.Errorf("load execution: %w", err)
-	}
-	if err := outputs.Err(); err != nil {
-		return nil, nil, fmt.Errorf("load execution: %w", err)
-	}
-	for id, v := range outputs.Val() {
-		cur.Outputs[id] = json.RawMessage(v)
-	}
-	if pend != nil {
-		if raw, err := pend.Bytes(); err == nil {
-			cur.Pending = raw
-		} else if !errors.Is(err, redis.Nil) {
-			return nil, nil, fmt.Errorf("load execution: %w", err)
-		}
+	cur, err = decodeExec(k, execCmd, stateCmd, outputs, pend)
+	if err != nil {
+		return nil, nil, err
 	}
 	return cur, nil, nil
 }
 
-func (s *Store) writeChange(ctx context.Context, p redis.Pipeliner, k execKeys, t Transition, pol ExecPolicy, cur *ExecState, ch *ExecChange) {
+func (s *Store) writeChange(c *cmdList, k execKeys, t Transition, pol ExecPolicy, cur *ExecState, ch *ExecChange) {
 	ttl := pol.Retention
 	recs := ch.Records
 	if recs == nil {
 		recs = []Record{}
 	}
-	p.HSet(ctx, k.msgs, t.MessageID, mustJSON(recs))
+	c.add("HSET", k.msgs, t.MessageID, mustJSON(recs))
 	if e := ch.Execution; e != nil {
-		p.Set(ctx, k.exec, mustJSON(e), ttl)
-		s.index(ctx, p, pol, cur.Execution, e)
+		c.add("SET", k.exec, mustJSON(e), "PX", ttl.Milliseconds())
+		s.index(c, pol, cur.Execution, e)
 	}
 	if ch.State != nil {
-		p.Set(ctx, k.state, []byte(ch.State), ttl)
+		c.add("SET", k.state, []byte(ch.State), "PX", ttl.Milliseconds())
 	}
 	if len(ch.Outputs) > 0 {
-		vals := make([]any, 0, 2*len(ch.Outputs))
+		vals := make([]any, 0, 2+2*len(ch.Outputs))
+		vals = append(vals, "HSET", k.outputs)
 		for id, out := range ch.Outputs {
 			vals = append(vals, id, []byte(out))
 		}
-		p.HSet(ctx, k.outputs, vals...)
+		c.add(vals...)
 	}
 	if len(ch.DonePending) > 0 {
-		p.HDel(ctx, k.pending, ch.DonePending...)
+		vals := make([]any, 0, 2+len(ch.DonePending))
+		vals = append(vals, "HDEL", k.pending)
+		for _, tok := range ch.DonePending {
+			vals = append(vals, tok)
+		}
+		c.add(vals...)
 	}
 	if len(ch.AddPending) > 0 {
-		vals := make([]any, 0, 2*len(ch.AddPending))
+		vals := make([]any, 0, 2+2*len(ch.AddPending))
+		vals = append(vals, "HSET", k.pending)
 		for tok, a := range ch.AddPending {
 			vals = append(vals, tok, []byte(a))
 		}
-		p.HSet(ctx, k.pending, vals...)
+		c.add(vals...)
 	}
 	if len(ch.Steps) > 0 {
-		vals := make([]any, 0, 2*len(ch.Steps))
+		vals := make([]any, 0, 2+2*len(ch.Steps))
+		vals = append(vals, "HSET", k.steps)
 		for _, st := range ch.Steps {
 			vals = append(vals, st.Token, mustJSON(snapshot(st, pol.SnapshotLimit)))
 		}
-		p.HSet(ctx, k.steps, vals...)
+		c.add(vals...)
 	}
 	if ch.Reply != nil {
-		p.RPush(ctx, k.reply, mustJSON(ch.Reply))
-		p.PExpire(ctx, k.reply, pol.ReplyTTL)
+		c.add("RPUSH", k.reply, mustJSON(ch.Reply))
+		c.add("PEXPIRE", k.reply, pol.ReplyTTL.Milliseconds())
 	}
 	for _, key := range []string{k.exec, k.state, k.steps, k.outputs, k.pending, k.msgs} {
-		p.PExpire(ctx, key, ttl)
+		c.add("PEXPIRE", key, ttl.Milliseconds())
 	}
 }
 
+// cmdList collects the commands of a change, to run in a MULTI or in a script.
+type cmdList [][]any
+
+func (c *cmdList) add(args ...any) { *c = append(*c, args) }
+
 // index keeps the per-flow indexes and counters in step with an execution's status. It runs
 // inside the transaction that changes the status, so each change is counted once.
-func (s *Store) index(ctx context.Context, p redis.Pipeliner, pol ExecPolicy, old, e *envelope.Execution) {
+func (s *Store) index(c *cmdList, pol ExecPolicy, old, e *envelope.Execution) {
 	score := float64(e.ReceivedAt.UnixMilli())
 	all := s.flowExecsKey(e.FlowID, "")
 	oldStatus := ""
@@ -331,29 +457,29 @@ func (s *Store) index(ctx context.Context, p redis.Pipeliner, pol ExecPolicy, ol
 		oldStatus = old.Status
 	}
 	if old == nil {
-		p.ZAdd(ctx, all, redis.Z{Score: score, Member: e.ID})
+		c.add("ZADD", all, score, e.ID)
 		// Trim on write: whatever fell out of the retention goes from every index of the flow.
 		cutoff := "(" + strconv.FormatInt(time.Now().Add(-pol.Retention).UnixMilli(), 10)
 		for _, st := range append([]string{"", envelope.StatusRunning}, terminal...) {
-			p.ZRemRangeByScore(ctx, s.flowExecsKey(e.FlowID, st), "-inf", cutoff)
+			c.add("ZREMRANGEBYSCORE", s.flowExecsKey(e.FlowID, st), "-inf", cutoff)
 		}
 	}
 	if oldStatus != e.Status {
 		if oldStatus != "" {
-			p.ZRem(ctx, s.flowExecsKey(e.FlowID, oldStatus), e.ID)
+			c.add("ZREM", s.flowExecsKey(e.FlowID, oldStatus), e.ID)
 		}
 		byStatus := s.flowExecsKey(e.FlowID, e.Status)
-		p.ZAdd(ctx, byStatus, redis.Z{Score: score, Member: e.ID})
-		p.PExpire(ctx, byStatus, pol.Retention)
+		c.add("ZADD", byStatus, score, e.ID)
+		c.add("PEXPIRE", byStatus, pol.Retention.Milliseconds())
 		if isTerminal(e.Status) && !isTerminal(oldStatus) {
 			at := time.Now()
 			if e.FinishedAt != nil {
 				at = *e.FinishedAt
 			}
-			s.count(ctx, p, pol, e.FlowID, counterOf(e.Status), at)
+			s.count(c, pol, e.FlowID, counterOf(e.Status), at)
 		}
 	}
-	p.PExpire(ctx, all, pol.Retention)
+	c.add("PEXPIRE", all, pol.Retention.Milliseconds())
 }
 
 func isTerminal(status string) bool {
@@ -387,11 +513,11 @@ func (s *Store) statsKey(flowID string, day time.Time) string {
 	return s.k("flow", keyID(flowID), "stats", day.UTC().Format("20060102"))
 }
 
-func (s *Store) count(ctx context.Context, p redis.Pipeliner, pol ExecPolicy, flowID, counter string, at time.Time) {
+func (s *Store) count(c *cmdList, pol ExecPolicy, flowID, counter string, at time.Time) {
 	minute := at.UTC().Truncate(time.Minute)
 	key := s.statsKey(flowID, minute)
-	p.HIncrBy(ctx, key, strconv.FormatInt(minute.Unix()/60, 10)+":"+counter, 1)
-	p.PExpire(ctx, key, pol.Retention+24*time.Hour)
+	c.add("HINCRBY", key, strconv.FormatInt(minute.Unix()/60, 10)+":"+counter, 1)
+	c.add("PEXPIRE", key, (pol.Retention + 24*time.Hour).Milliseconds())
 }
 
 // snapshot truncates a step's payloads for storage. A truncated payload becomes a JSON string
