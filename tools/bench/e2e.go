@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -26,6 +27,7 @@ type sink struct {
 	srv      *http.Server
 	url      string
 	requests atomic.Int64
+	delay    atomic.Int64 // ns each answer waits
 }
 
 func startSink() (*sink, error) {
@@ -41,6 +43,9 @@ func startSink() (*sink, error) {
 		raw, _ := io.ReadAll(r.Body)
 		_ = json.Unmarshal(raw, &in)
 		s.requests.Add(1)
+		if d := time.Duration(s.delay.Load()); d > 0 {
+			time.Sleep(d) // a slow partner API
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"ok":true,"id":"`+in.ID+`"}`)
 	})}
@@ -204,24 +209,27 @@ func (p *progress) waitDone(ctx context.Context, n int64, bound time.Duration) b
 
 // e2eRun is one end-to-end measurement.
 type e2eRun struct {
-	Name         string             `json:"name"`
-	Runners      int                `json:"runners"`
-	Mode         string             `json:"mode"` // closed-loop (max) or open-loop (fixed rate)
-	Window       int                `json:"window,omitempty"`
-	TargetRate   float64            `json:"targetPerSec,omitempty"`
-	Seconds      float64            `json:"seconds"`
-	Sent         int64              `json:"accepted"`
-	Completed    int64              `json:"completed"`
-	Failed       int64              `json:"failed"`
-	CompletedPS  float64            `json:"completedPerSec"`
-	P50ms        float64            `json:"p50ms"`
-	P99ms        float64            `json:"p99ms"`
-	P999ms       float64            `json:"p999ms"`
-	MaxMs        float64            `json:"maxMs"`
-	IngestP99ms  float64            `json:"ingestP99ms"`
-	Unfinished   int64              `json:"unfinishedAfterDrain"`
-	MachineCPU   float64            `json:"machineCpuPct"`
-	ProcessCPU   map[string]float64 `json:"processCpuPct"`
+	Name        string             `json:"name"`
+	Runners     int                `json:"runners"`
+	Mode        string             `json:"mode"` // closed-loop (max) or open-loop (fixed rate)
+	Window      int                `json:"window,omitempty"`
+	TargetRate  float64            `json:"targetPerSec,omitempty"`
+	Seconds     float64            `json:"seconds"`
+	Sent        int64              `json:"accepted"`
+	Completed   int64              `json:"completed"`
+	Failed      int64              `json:"failed"`
+	CompletedPS float64            `json:"completedPerSec"`
+	P50ms       float64            `json:"p50ms"`
+	P99ms       float64            `json:"p99ms"`
+	P999ms      float64            `json:"p999ms"`
+	MaxMs       float64            `json:"maxMs"`
+	IngestP99ms float64            `json:"ingestP99ms"`
+	Unfinished  int64              `json:"unfinishedAfterDrain"`
+	MachineCPU  float64            `json:"machineCpuPct"`
+	ProcessCPU  map[string]float64 `json:"processCpuPct"`
+	// CPUPerExecUs is each process's CPU per completed execution (µs), "total" their sum
+	// without the load generator.
+	CPUPerExecUs map[string]float64 `json:"cpuPerExecutionUs,omitempty"`
 	SinkRequests int64              `json:"sinkRequests"`
 }
 
@@ -381,4 +389,23 @@ func waitGroupMembers(ctx context.Context, brokers []string, group string, n int
 		time.Sleep(200 * time.Millisecond)
 	}
 	return fmt.Errorf("group %s did not reach %d members within %s (%s)", group, n, bound, last)
+}
+
+// cpuPerExecution turns CPU shares over d (percent of one core) into µs per completed
+// execution, per process and in total without the load generator ("bench").
+func cpuPerExecution(pct map[string]float64, d time.Duration, completed int64) map[string]float64 {
+	if completed <= 0 {
+		return nil
+	}
+	out := make(map[string]float64, len(pct)+1)
+	total := 0.0
+	for name, p := range pct {
+		us := p / 100 * d.Seconds() * 1e6 / float64(completed)
+		out[name] = math.Round(us)
+		if name != "bench" {
+			total += us
+		}
+	}
+	out["total"] = math.Round(total)
+	return out
 }

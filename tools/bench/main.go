@@ -53,6 +53,7 @@ type options struct {
 	window        int
 	runnerConc    int
 	boundConc     int
+	ioDelay       time.Duration
 	partitions    int
 	profileDir    string
 	phases        map[string]bool
@@ -72,7 +73,8 @@ func main() {
 	flag.DurationVar(&o.e2eDur, "e2e-duration", 20*time.Second, "measurement of each end-to-end run")
 	flag.IntVar(&o.window, "e2e-window", 512, "closed loop: most executions unfinished at once")
 	flag.IntVar(&o.runnerConc, "runner-concurrency", 32, "--concurrency of each runner process")
-	flag.IntVar(&o.boundConc, "runner-bound-concurrency", 1, "--concurrency of the throttled runners that make the runners the bottleneck (0: skip)")
+	flag.IntVar(&o.boundConc, "runner-bound-concurrency", 0, "--concurrency of the runners in the scale-out runs (0: the default)")
+	flag.DurationVar(&o.ioDelay, "io-sink-delay", 20*time.Millisecond, "how long the sink takes to answer in the scale-out runs (0 and no -runner-bound-concurrency: skip them)")
 	flag.IntVar(&o.partitions, "partitions", 6, "--partitions of the roles (and of the limit's topic)")
 	flag.StringVar(&o.profileDir, "profile", "", "directory: also capture 10 s CPU profiles of the roles under load")
 	flag.StringVar(&phases, "phases", "limit,ingest,e2e,connector", "phases to run")
@@ -119,8 +121,8 @@ type results struct {
 	Ingest      []ingestLevel  `json:"ingest,omitempty"`
 	E2E         []e2eRun       `json:"endToEnd,omitempty"`
 	RunnerScale float64        `json:"twoRunnersOverOne,omitempty"`
-	// RunnerScaleBound is the same ratio with runners throttled (--concurrency
-	// -runner-bound-concurrency) so that they, not the router or the CPU, are the bottleneck.
+	// RunnerScaleBound is the same ratio in the scale-out runs: the http step I/O-bound
+	// (-io-sink-delay), the runners optionally throttled (-runner-bound-concurrency).
 	RunnerScaleBound float64            `json:"twoRunnersOverOneRunnerBound,omitempty"`
 	Connector        []connectorCall    `json:"connectorCall,omitempty"`
 	PeakRSSMiB       map[string]float64 `json:"peakRssMiB,omitempty"`
@@ -175,7 +177,7 @@ func run(ctx context.Context, o options) error {
 	res.Settings = map[string]any{
 		"limitSecondsPerConfig": o.limitDur.Seconds(), "ingestSecondsPerLevel": o.ingestDur.Seconds(),
 		"warmupSeconds": o.warm.Seconds(), "e2eWarmupSeconds": o.e2eWarm.Seconds(), "e2eSeconds": o.e2eDur.Seconds(), "e2eWindow": o.window,
-		"runnerConcurrency": o.runnerConc, "runnerBoundConcurrency": o.boundConc, "partitions": o.partitions, "payloadBytes": 1024,
+		"runnerConcurrency": o.runnerConc, "runnerBoundConcurrency": o.boundConc, "ioSinkDelayMs": o.ioDelay.Milliseconds(), "partitions": o.partitions, "payloadBytes": 1024,
 	}
 	logf("machine: %d cores (%s), %s, kafka %s, redis %s", res.Machine.Cores, res.Machine.CPUModel,
 		res.Machine.GoVersion, res.Machine.KafkaVersion, res.Machine.RedisVersion)
@@ -494,8 +496,10 @@ func (b *bench) endToEnd(ctx context.Context) error {
 			prof = b.profile(ctx, "e2e-"+name, profRoles...)
 		}
 		sinkBefore := sk.requests.Load()
+		began := time.Now()
 		r, err := fn()
 		r.ProcessCPU, r.MachineCPU = m.stop()
+		r.CPUPerExecUs = cpuPerExecution(r.ProcessCPU, time.Since(began), r.Completed)
 		if prof != nil {
 			if err := <-prof; err != nil {
 				logf("profile: %v", err)
@@ -547,17 +551,26 @@ func (b *bench) endToEnd(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if b.o.boundConc <= 0 {
+	// Scale-out: the same max with the http step made I/O-bound (the sink answers after
+	// -io-sink-delay), so that the runners' waiting, not the two cores, bounds one runner.
+	// -runner-bound-concurrency throttles the runners further.
+	if b.o.ioDelay <= 0 && b.o.boundConc <= 0 {
 		return nil
 	}
-
-	// The same with throttled runners, which makes them the bottleneck: does a second runner
-	// process add what the first one does?
 	r1.stop(30 * time.Second)
 	r2.stop(30 * time.Second)
 	boundArgs := slices.Clone(runnerArgs)
-	boundArgs[slices.Index(boundArgs, "--concurrency")+1] = strconv.Itoa(b.o.boundConc)
-	label := fmt.Sprintf("concurrency %d", b.o.boundConc)
+	var labels []string
+	if b.o.ioDelay > 0 {
+		sk.delay.Store(int64(b.o.ioDelay))
+		defer sk.delay.Store(0)
+		labels = append(labels, fmt.Sprintf("sink %s", b.o.ioDelay))
+	}
+	if b.o.boundConc > 0 {
+		boundArgs[slices.Index(boundArgs, "--concurrency")+1] = strconv.Itoa(b.o.boundConc)
+		labels = append(labels, fmt.Sprintf("concurrency %d", b.o.boundConc))
+	}
+	label := strings.Join(labels, ", ")
 	b1, err := start("runner-1 ("+label+")", boundArgs...)
 	if err != nil {
 		return err
