@@ -1,6 +1,6 @@
 package e2e_test
 
-// TestCrashRecovery is issue 4's crash test: the production roles run as separate flowd
+// TestCrashRecovery is the crash test: the production roles run as separate flowd
 // processes against the rig's real broker and redis-server; while a few thousand webhooks come
 // in, the runner and then the router are killed with SIGKILL and restarted. Afterwards every
 // webhook that got a 2xx has exactly one succeeded execution, and the HTTP sink saw each
@@ -47,6 +47,48 @@ const (
 )
 
 func TestCrashRecovery(t *testing.T) {
+	ctx, rig := startCrashRig(t, "runner")
+	// The load, with the crashes in the middle of it.
+	rig.lap("roles ready, flow active")
+	loadStart := time.Now()
+	load := crashLoad(ctx, t, rig.hc, rig.ingestURL+"/hooks/"+rig.flowID, rig.procs, rig.sink)
+	t.Logf("load (%s): %d accepted, %d answered 503, %d other answers, %d transport errors; runner killed after %d accepted (%d sink calls), router after %d (%d sink calls)",
+		time.Since(loadStart).Round(time.Millisecond), len(load.accepted), load.unavailable, load.other, load.transport,
+		load.runnerKilledAt, load.sinkAtRunnerKill, load.routerKilledAt, load.sinkAtRouterKill)
+	if load.runnerKilledAt == 0 || load.routerKilledAt == 0 || load.routerKilledAt >= len(load.accepted) ||
+		load.sinkAtRunnerKill == 0 || load.sinkAtRouterKill <= load.sinkAtRunnerKill {
+		t.Fatalf("the crashes did not happen while the pipeline worked: runner killed after %d accepted (%d sink calls), router after %d (%d sink calls), %d accepted in all",
+			load.runnerKilledAt, load.sinkAtRunnerKill, load.routerKilledAt, load.sinkAtRouterKill, len(load.accepted))
+	}
+	if load.other > 0 {
+		t.Errorf("%d webhooks got an answer other than 2xx or 503", load.other)
+	}
+	if len(load.accepted) < crashKillRouterAt {
+		t.Fatalf("only %d of %d webhooks were accepted", len(load.accepted), crashWebhooks)
+	}
+
+	rig.verify(ctx, t, load.accepted, load.unavailable+load.transport)
+	rig.shutdown(ctx, t)
+}
+
+// crashRig is the production roles as separate processes, with the flow
+// webhook (async) → http POST to the sink → transform started on them.
+type crashRig struct {
+	procs     map[string]*crashProc
+	hc        *http.Client
+	ingestURL string
+	flowID    string
+	sink      *crashSink
+	connDir   string
+	brokers   []string
+	unique    string
+	redisURL  string
+	lap       func(string)
+}
+
+// startCrashRig builds flowd and the connectors, starts api, ingest, router and the named
+// runners, and starts the flow.
+func startCrashRig(t *testing.T, runners ...string) (context.Context, *crashRig) {
 	brokers := testrig.Kafka(t)
 	redisURL := testrig.Redis(t)
 	phase := time.Now()
@@ -75,16 +117,15 @@ func TestCrashRecovery(t *testing.T) {
 		t.Fatal(buildErr)
 	}
 
-	// Bounds for a stuck run only; a passing run takes about two minutes, most of it the
-	// consumer-group session timeouts (30 s each) after the two crashes.
+	// Bounds for a stuck run only; a passing run takes about a minute.
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 
 	// 3. The sink the flow's http step calls: counts each Idempotency-Key and remembers which
 	// webhook (n) each key was sent for.
 	sink := newCrashSink()
 	srv := httptest.NewServer(sink)
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 
 	lap("build")
 
@@ -108,13 +149,16 @@ func TestCrashRecovery(t *testing.T) {
 	apiAddr, ingestAddr := crashFreeAddr(t), crashFreeAddr(t)
 	common := []string{"--partitions", "3"}
 	procs := map[string]*crashProc{}
-	for _, p := range []*crashProc{
+	roles := []*crashProc{
 		{name: "api", args: append([]string{"api", "--addr", apiAddr, "--connectors-dir", connDir}, common...)},
 		{name: "ingest", args: append([]string{"ingest", "--addr", ingestAddr}, common...)},
 		{name: "router", args: append([]string{"router"}, common...)},
+	}
+	for _, name := range runners {
 		// The sink listens on loopback, which the runner's connectors reach only when allowed.
-		{name: "runner", args: append([]string{"runner", "--pool", "default", "--concurrency", "16", "--connectors-dir", connDir, "--egress-allow", srv.Listener.Addr().String()}, common...)},
-	} {
+		roles = append(roles, &crashProc{name: name, args: append([]string{"runner", "--pool", "default", "--concurrency", "16", "--connectors-dir", connDir, "--egress-allow", srv.Listener.Addr().String()}, common...)})
+	}
+	for _, p := range roles {
 		p.bin, p.env, p.log = flowdBin, env, filepath.Join(logDir, p.name+".log")
 		procs[p.name] = p
 		p.start(t)
@@ -124,8 +168,8 @@ func TestCrashRecovery(t *testing.T) {
 			p.kill() // whatever a failed test left running
 		}
 		if t.Failed() {
-			for _, name := range []string{"api", "ingest", "router", "runner"} {
-				t.Logf("--- %s log (tail) ---\n%s", name, crashTail(procs[name].log, 100))
+			for _, p := range roles {
+				t.Logf("--- %s log (tail) ---\n%s", p.name, crashTail(p.log, 100))
 			}
 		}
 	})
@@ -182,27 +226,17 @@ func TestCrashRecovery(t *testing.T) {
 		return resp.StatusCode == http.StatusOK, resp.Status
 	}, procs["ingest"])
 
-	// 5. The load, with the crashes in the middle of it.
-	lap("roles ready, flow active")
-	loadStart := time.Now()
-	load := crashLoad(ctx, t, hc, ingestURL+"/hooks/"+flowID, procs, sink)
-	t.Logf("load (%s): %d accepted, %d answered 503, %d other answers, %d transport errors; runner killed after %d accepted (%d sink calls), router after %d (%d sink calls)",
-		time.Since(loadStart).Round(time.Millisecond), len(load.accepted), load.unavailable, load.other, load.transport,
-		load.runnerKilledAt, load.sinkAtRunnerKill, load.routerKilledAt, load.sinkAtRouterKill)
-	if load.runnerKilledAt == 0 || load.routerKilledAt == 0 || load.routerKilledAt >= len(load.accepted) ||
-		load.sinkAtRunnerKill == 0 || load.sinkAtRouterKill <= load.sinkAtRunnerKill {
-		t.Fatalf("the crashes did not happen while the pipeline worked: runner killed after %d accepted (%d sink calls), router after %d (%d sink calls), %d accepted in all",
-			load.runnerKilledAt, load.sinkAtRunnerKill, load.routerKilledAt, load.sinkAtRouterKill, len(load.accepted))
-	}
-	if load.other > 0 {
-		t.Errorf("%d webhooks got an answer other than 2xx or 503", load.other)
-	}
-	if len(load.accepted) < crashKillRouterAt {
-		t.Fatalf("only %d of %d webhooks were accepted", len(load.accepted), crashWebhooks)
-	}
+	return ctx, &crashRig{procs: procs, hc: hc, ingestURL: ingestURL, flowID: flowID, sink: sink, connDir: connDir,
+		brokers: brokers, unique: unique, redisURL: redisURL, lap: lap}
+}
 
-	phase = time.Now()
-	// 6. Every accepted webhook ends as one succeeded execution.
+// verify checks that every accepted webhook ended as one succeeded execution whose steps each
+// ran once, that the flow has no other executions than those (and at most maxExtra from
+// webhooks whose answer was lost), and that the sink saw one idempotency key per execution.
+func (r *crashRig) verify(ctx context.Context, t *testing.T, accepted map[string]int, maxExtra int) {
+	t.Helper()
+	redisURL, flowID, sink, unique := r.redisURL, r.flowID, r.sink, r.unique
+	// Every accepted webhook ends as one succeeded execution.
 	ropt, err := redis.ParseURL(redisURL)
 	if err != nil {
 		t.Fatal(err)
@@ -210,8 +244,8 @@ func TestCrashRecovery(t *testing.T) {
 	rdb := redis.NewClient(ropt)
 	defer func() { _ = rdb.Close() }()
 	st := store.New(rdb, unique+":")
-	unfinished := make(map[string]int, len(load.accepted)) // execution id -> n
-	for id, n := range load.accepted {
+	unfinished := make(map[string]int, len(accepted)) // execution id -> n
+	for id, n := range accepted {
 		unfinished[id] = n
 	}
 	finished := map[string]*envelope.Execution{}
@@ -225,8 +259,8 @@ func TestCrashRecovery(t *testing.T) {
 			}
 			ended += n
 		}
-		if ended < len(load.accepted) {
-			return false, fmt.Sprintf("%d of %d ended", ended, len(load.accepted))
+		if ended < len(accepted) {
+			return false, fmt.Sprintf("%d of %d ended", ended, len(accepted))
 		}
 		for id := range unfinished {
 			e, err := st.Execution(ctx, id)
@@ -241,13 +275,13 @@ func TestCrashRecovery(t *testing.T) {
 				delete(unfinished, id)
 			}
 		}
-		return len(unfinished) == 0, fmt.Sprintf("%d of %d unfinished", len(unfinished), len(load.accepted))
+		return len(unfinished) == 0, fmt.Sprintf("%d of %d unfinished", len(unfinished), len(accepted))
 	}, nil)
 	notSucceeded := 0
 	for id, e := range finished {
 		if e.Status != envelope.StatusSucceeded || e.FlowID != flowID {
 			if notSucceeded++; notSucceeded <= 5 {
-				t.Errorf("execution %s (webhook %d): flow %s status %s error %+v, want flow %s succeeded", id, load.accepted[id], e.FlowID, e.Status, e.Error, flowID)
+				t.Errorf("execution %s (webhook %d): flow %s status %s error %+v, want flow %s succeeded", id, accepted[id], e.FlowID, e.Status, e.Error, flowID)
 			}
 		}
 	}
@@ -257,7 +291,7 @@ func TestCrashRecovery(t *testing.T) {
 
 	// Each execution ran each step once, and the transform saw the sink's answer.
 	badSteps := 0
-	for id, n := range load.accepted {
+	for id, n := range accepted {
 		steps, err := st.ExecutionSteps(ctx, id)
 		if err != nil {
 			t.Fatalf("steps of %s: %v", id, err)
@@ -269,7 +303,7 @@ func TestCrashRecovery(t *testing.T) {
 		}
 	}
 	if badSteps > 0 {
-		t.Errorf("%d of %d executions have unexpected step records", badSteps, len(load.accepted))
+		t.Errorf("%d of %d executions have unexpected step records", badSteps, len(accepted))
 	}
 
 	// No execution beyond the accepted ones: a 503 may still land (the writer retries a batch
@@ -295,26 +329,25 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	notAccepted := 0
 	for id := range listed {
-		if _, ok := load.accepted[id]; !ok {
+		if _, ok := accepted[id]; !ok {
 			notAccepted++
 		}
 	}
-	for id := range load.accepted {
+	for id := range accepted {
 		if _, ok := listed[id]; !ok {
 			t.Errorf("accepted execution %s is not listed for the flow", id)
 		}
 	}
-	maxExtra := load.unavailable + load.transport
 	if total != len(listed) || notAccepted > maxExtra {
 		t.Errorf("the flow has %d executions (%d listed, %d not accepted), want %d accepted plus at most %d from failed requests",
-			total, len(listed), notAccepted, len(load.accepted), maxExtra)
+			total, len(listed), notAccepted, len(accepted), maxExtra)
 	}
 	_, succeededTotal, err := st.FlowExecutions(ctx, flowID, envelope.StatusSucceeded, 0, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if succeededTotal < len(load.accepted) {
-		t.Errorf("%d succeeded executions indexed, want at least the %d accepted", succeededTotal, len(load.accepted))
+	if succeededTotal < len(accepted) {
+		t.Errorf("%d succeeded executions indexed, want at least the %d accepted", succeededTotal, len(accepted))
 	}
 
 	// The sink saw every execution's key at least once, and exactly one key per execution.
@@ -330,7 +363,7 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	t.Logf("sink: %d distinct idempotency keys, %d seen more than once (redeliveries after the crashes, deduplicable by the key)", len(keys), redelivered)
 	twoKeys := 0
-	for id, n := range load.accepted {
+	for id, n := range accepted {
 		switch ks := byN[n]; {
 		case len(ks) == 0:
 			t.Errorf("the sink never saw execution %s (webhook %d)", id, n)
@@ -341,20 +374,29 @@ func TestCrashRecovery(t *testing.T) {
 		}
 	}
 	if len(keys) != len(listed) {
-		t.Errorf("the sink saw %d distinct keys for %d executions (%d accepted); want one key per execution", len(keys), len(listed), len(load.accepted))
+		t.Errorf("the sink saw %d distinct keys for %d executions (%d accepted); want one key per execution", len(keys), len(listed), len(accepted))
 	}
 
-	lap("executions finished and checked")
+}
+
+// shutdown stops the roles gracefully and checks that no connector process is left.
+func (r *crashRig) shutdown(ctx context.Context, t *testing.T) {
+	t.Helper()
+	procs, connDir := r.procs, r.connDir
+	r.lap("executions finished and checked")
 	// 7. Graceful shutdown of every role, and no connector process left behind.
-	for _, name := range []string{"ingest", "api", "runner", "router"} {
-		procs[name].terminate(t, 45*time.Second)
+	for _, name := range []string{"ingest", "api", "runner", "runner-a", "router"} {
+		if p := procs[name]; p != nil {
+			p.terminate(t, 45*time.Second)
+		}
 	}
 	crashPoll(ctx, t, 20*time.Second, "the connector processes to exit", func() (bool, string) {
 		left := crashProcsUnder(connDir)
 		return len(left) == 0, fmt.Sprintf("still running: %v", left)
 	}, nil)
-	lap("shutdown")
+	r.lap("shutdown")
 }
+
 
 // crashLoadResult is what the load saw.
 type crashLoadResult struct {
