@@ -397,7 +397,6 @@ func (r *crashRig) shutdown(ctx context.Context, t *testing.T) {
 	r.lap("shutdown")
 }
 
-
 // crashLoadResult is what the load saw.
 type crashLoadResult struct {
 	accepted                       map[string]int // execution id -> n of the webhook
