@@ -101,10 +101,10 @@ func Run(ctx context.Context, cfg Config) {
 	// worker processes m, then whatever queued behind its key, on one slot.
 	worker := func(m kafka.Message) {
 		defer func() { <-sem }()
-		for {
-			if ctx.Err() != nil && cfg.Ordered {
+		for first := true; ; first = false {
+			if !first && ctx.Err() != nil {
 				lanes.abandon(laneOf(m))
-				return // not started: delivered again
+				return // queued behind its lane and not started: delivered again
 			}
 			if !cfg.Handle(ctx, work, m) {
 				if cfg.Ordered {
@@ -126,8 +126,18 @@ func Run(ctx context.Context, cfg Config) {
 
 	backoff := 100 * time.Millisecond
 	for tracker.waitBelow(ctx, cfg.MaxUncommitted) {
+		// A slot first, then the record: nothing fetched waits unstarted for a slot at
+		// shutdown, holding back the commits of its partition's finished records.
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
 		m, err := cfg.Reader.FetchMessage(ctx)
 		if err != nil {
+			<-sem
 			if ctx.Err() != nil {
 				break
 			}
@@ -140,18 +150,12 @@ func Run(ctx context.Context, cfg Config) {
 		}
 		backoff = 100 * time.Millisecond
 		if !tracker.start(m.Topic, m.Partition, m.Offset) {
-			// Fetched again after a rebalance while this process still runs or ran it.
+			<-sem // fetched again after a rebalance while this process still runs or ran it
 			continue
 		}
 		if cfg.Ordered && !lanes.enter(m) {
-			continue // queued behind its key's running record
-		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
+			<-sem // queued behind its lane's running record, which runs it on its own slot
+			continue
 		}
 		wg.Go(func() { worker(m) })
 	}
