@@ -25,8 +25,9 @@ func evaluate(r *results) []goal {
 	}
 	var maxRun *e2eRun
 	for i, e := range r.E2E {
-		if e.Mode == "closed-loop" && e.Runners == 1 && !strings.Contains(e.Name, ",") {
-			maxRun = &r.E2E[i]
+		if e.Mode == "closed-loop" && e.Runners == 1 {
+			maxRun = &r.E2E[i] // the first: the default flow, default runners
+			break
 		}
 	}
 	if maxRun != nil {
