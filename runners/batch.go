@@ -14,9 +14,11 @@ type executor interface {
 	Execute(ctx context.Context, name string, items []sdk.Invocation) ([]sdk.Result, error)
 }
 
-// batcher gathers the invocations of concurrent steps for one connector into one Execute call
-// (up to max items, waiting at most wait for company), so a burst of small steps costs one
-// gRPC round trip instead of one each.
+// batcher gathers the invocations of concurrent steps for one connector into one Execute call,
+// so a burst of small steps costs one gRPC round trip instead of one each. A call goes out at
+// once when none of the connector's is in flight; otherwise invocations gather while one is
+// (up to max, or for at most wait), and go together: idle steps pay no wait, and the busier the
+// connector, the fuller its calls.
 type batcher struct {
 	exec executor
 	name string
@@ -24,10 +26,11 @@ type batcher struct {
 	wait time.Duration
 	ctx  context.Context // bounds every call: the runner's work context
 
-	mu      sync.Mutex
-	pending []*call
-	timer   *time.Timer
-	seq     uint64
+	mu       sync.Mutex
+	pending  []*call
+	inFlight int
+	timer    *time.Timer
+	seq      uint64
 }
 
 type call struct {
@@ -50,9 +53,9 @@ func (b *batcher) do(ctx context.Context, inv sdk.Invocation) (sdk.Result, error
 	b.pending = append(b.pending, c)
 	var batch []*call
 	switch {
-	case len(b.pending) >= b.max:
+	case b.inFlight == 0 || len(b.pending) >= b.max:
 		batch = b.take()
-	case len(b.pending) == 1:
+	case b.timer == nil:
 		b.timer = time.AfterFunc(b.wait, b.flush)
 	}
 	b.mu.Unlock()
@@ -67,42 +70,62 @@ func (b *batcher) do(ctx context.Context, inv sdk.Invocation) (sdk.Result, error
 	}
 }
 
-// take empties the pending batch; b.mu is held.
+// take empties the pending batch (up to max) and counts it in flight; b.mu is held.
 func (b *batcher) take() []*call {
-	batch := b.pending
-	b.pending = nil
-	if b.timer != nil {
-		b.timer.Stop()
-		b.timer = nil
+	n := min(len(b.pending), b.max)
+	batch := b.pending[:n:n]
+	b.pending = b.pending[n:]
+	if len(b.pending) == 0 {
+		b.pending = nil
+		if b.timer != nil {
+			b.timer.Stop()
+			b.timer = nil
+		}
 	}
+	b.inFlight++
 	return batch
 }
 
+// flush sends what waited its full wait, whatever is in flight.
 func (b *batcher) flush() {
 	b.mu.Lock()
-	batch := b.take()
+	b.timer = nil
+	var batch []*call
+	if len(b.pending) > 0 {
+		batch = b.take()
+	}
 	b.mu.Unlock()
-	if len(batch) > 0 {
+	if batch != nil {
 		b.run(batch)
 	}
 }
 
+// run makes the call, hands out its results, and then sends what gathered meanwhile.
 func (b *batcher) run(batch []*call) {
-	items := make([]sdk.Invocation, len(batch))
-	for i, c := range batch {
-		items[i] = c.inv
-	}
-	results, err := b.exec.Execute(b.ctx, b.name, items)
-	for i, c := range batch {
-		o := outcome{err: err}
-		if err == nil {
-			if i < len(results) {
-				o.res = results[i]
-			} else {
-				o.res = sdk.Result{ID: c.inv.ID, Error: &sdk.Error{Code: "missing_result", Message: "connector host returned no result for this item"}}
-			}
+	for batch != nil {
+		items := make([]sdk.Invocation, len(batch))
+		for i, c := range batch {
+			items[i] = c.inv
 		}
-		c.done <- o
+		results, err := b.exec.Execute(b.ctx, b.name, items)
+		for i, c := range batch {
+			o := outcome{err: err}
+			if err == nil {
+				if i < len(results) {
+					o.res = results[i]
+				} else {
+					o.res = sdk.Result{ID: c.inv.ID, Error: &sdk.Error{Code: "missing_result", Message: "connector host returned no result for this item"}}
+				}
+			}
+			c.done <- o
+		}
+		b.mu.Lock()
+		b.inFlight--
+		batch = nil
+		if len(b.pending) > 0 && b.inFlight == 0 {
+			batch = b.take()
+		}
+		b.mu.Unlock()
 	}
 }
 

@@ -66,7 +66,7 @@ type Config struct {
 	Log      *slog.Logger // [slog.Default()]
 
 	BatchMax  int           // invocations per connector call [16]
-	BatchWait time.Duration // how long an invocation waits for others to share its call [2ms]
+	BatchWait time.Duration // the longest an invocation waits, while a call of its connector is in flight, to share the next call [2ms]
 
 	// DrainTimeout bounds how long Run lets in-flight steps finish after its ctx ends; what is
 	// unfinished then is not committed and will be redelivered [20s].

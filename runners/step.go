@@ -58,7 +58,7 @@ func (r *Runner) process(stop, work context.Context, m kafka.Message) bool {
 	}
 	log := r.log.With("execution", w.ExecutionID, "flow", w.FlowID, "node", w.Node.ID, "token", w.Token,
 		"partition", m.Partition, "offset", m.Offset)
-	start, reason, err := r.begin(stop, w, log)
+	start, reason, err := r.begin(stop, work, w, log)
 	if err != nil {
 		log.Info("work item left for redelivery", "reason", err)
 		return false

@@ -59,11 +59,12 @@ func (c *revisions) get(ctx context.Context, flowID string, rev int) (*flowdoc.F
 // begin checks w against the store and replaces its node and owners with the stored ones, and
 // in the same round trip finds an earlier run's result or claims the item (store.BeginRun). A
 // non-empty reason means the item must never run; store errors are retried until stop ends
-// (then it returns errAbandoned).
-func (r *Runner) begin(stop context.Context, w *envelope.Work, log *slog.Logger) (*store.RunStart, string, error) {
+// (then it returns errAbandoned). The reads themselves run under work: an item that started
+// before the stop finishes its check rather than being abandoned half-way.
+func (r *Runner) begin(stop, work context.Context, w *envelope.Work, log *slog.Logger) (*store.RunStart, string, error) {
 	backoff := 100 * time.Millisecond
 	for {
-		st, reason, err := r.check(stop, w)
+		st, reason, err := r.check(work, w)
 		if err == nil {
 			return st, reason, nil
 		}
