@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -157,7 +158,7 @@ func (s *Server) finishKey(flowID, key, executionID, state string) {
 func (s *Server) produce(ctx context.Context, rec *envelope.Ingest) *httpError {
 	// Encoding copies the input out of fiber's request buffer: the writer may hold the
 	// value after this handler returned (a timed-out batch is still retried).
-	val, err := json.Marshal(rec)
+	val, err := encodeRecord(rec)
 	if err != nil {
 		return fail(fiber.StatusBadRequest, problem.New(codeMalformed, "", "the input cannot be encoded: %s", err))
 	}
@@ -244,4 +245,31 @@ func (s *Server) sendReply(c *fiber.Ctx, m *flowMeta, r *envelope.Reply) error {
 		return c.Send(r.Body)
 	}
 	return c.Send(shapeBody(m.output, r.Body))
+}
+
+// encodeRecord is json.Marshal of rec without re-checking its input: encoding/json validates
+// and compacts a json.RawMessage again, which cost a tenth of ingest's CPU, and ingest checked
+// the input already (hookInput). The input is spliced in where Marshal writes it as null, as
+// the client sent it (not compacted).
+func encodeRecord(rec *envelope.Ingest) ([]byte, error) {
+	if len(rec.Input) == 0 {
+		return json.Marshal(rec)
+	}
+	bare := *rec
+	bare.Input = nil
+	head, err := json.Marshal(&bare)
+	if err != nil {
+		return nil, err
+	}
+	// Every string before the input is escaped, so this is the input field itself.
+	const null = `"input":null`
+	i := bytes.Index(head, []byte(null))
+	if i < 0 {
+		return json.Marshal(rec)
+	}
+	i += len(null) - len("null")
+	out := make([]byte, 0, len(head)+len(rec.Input))
+	out = append(out, head[:i]...)
+	out = append(out, rec.Input...)
+	return append(out, head[i+len("null"):]...), nil
 }
