@@ -225,15 +225,3 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.log.Info("runner stopped")
 	return nil
 }
-
-// sleep waits d or until ctx ends; it reports whether the full wait elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}

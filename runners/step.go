@@ -19,6 +19,7 @@ import (
 	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/internal/connections"
+	"github.com/flowd/flowd/internal/consume"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/expression"
 	"github.com/flowd/flowd/internal/flowdoc"
@@ -139,7 +140,7 @@ func (r *Runner) acquire(stop, work context.Context, key store.RunKey, log *slog
 			waiting = true
 			log.Info("work item is being run elsewhere; waiting for its result")
 		}
-		if !sleep(stop, delay) {
+		if !consume.Sleep(stop, delay) {
 			return nil, nil, errAbandoned
 		}
 	}
@@ -218,7 +219,7 @@ func (r *Runner) record(ctx context.Context, key store.RunKey, res *envelope.Res
 		if err == nil {
 			return
 		}
-		if !sleep(ctx, backoff) {
+		if !consume.Sleep(ctx, backoff) {
 			log.Error("recording the finished work item failed; a redelivery would run it again", "err", err)
 			return
 		}
@@ -282,7 +283,7 @@ func (r *Runner) execute(stop, work context.Context, w *envelope.Work, log *slog
 			return finish(out), nil
 		}
 		log.Info("step failed with a retryable error; retrying", "code", out.Error.Code, "attempt", attempt, "in", delay)
-		if !sleep(stop, delay) {
+		if !consume.Sleep(stop, delay) {
 			return nil, errAbandoned
 		}
 		attempt++
@@ -446,7 +447,7 @@ func (r *Runner) publish(ctx context.Context, res *envelope.Result, log *slog.Lo
 			continue
 		}
 		log.Warn("producing the result failed; retrying", "err", err, "in", backoff)
-		if !sleep(ctx, backoff) {
+		if !consume.Sleep(ctx, backoff) {
 			return fmt.Errorf("produce result: %w", ctx.Err())
 		}
 		backoff = min(backoff*2, 5*time.Second)
@@ -466,7 +467,7 @@ func (r *Runner) deadLetter(ctx context.Context, m kafka.Message, reason string)
 			return fmt.Errorf("produce dead letter: %w", ctx.Err())
 		}
 		r.log.Warn("producing to the dead-letter topic failed; retrying", "partition", m.Partition, "offset", m.Offset, "err", err, "in", backoff)
-		if !sleep(ctx, backoff) {
+		if !consume.Sleep(ctx, backoff) {
 			return fmt.Errorf("produce dead letter: %w", ctx.Err())
 		}
 		backoff = min(backoff*2, 5*time.Second)

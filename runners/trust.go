@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flowd/flowd/internal/consume"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/store"
@@ -69,7 +70,7 @@ func (r *Runner) begin(stop, work context.Context, w *envelope.Work, log *slog.L
 			return st, reason, nil
 		}
 		log.Warn("cannot check the work item against the store; retrying", "err", err, "in", backoff)
-		if !sleep(stop, backoff) {
+		if !consume.Sleep(stop, backoff) {
 			return nil, "", errAbandoned
 		}
 		backoff = min(backoff*2, 5*time.Second)

@@ -142,7 +142,7 @@ func Run(ctx context.Context, cfg Config) {
 				break
 			}
 			log.Warn("kafka fetch failed; retrying", "err", err, "in", backoff)
-			if !sleep(ctx, backoff) {
+			if !Sleep(ctx, backoff) {
 				break
 			}
 			backoff = min(backoff*2, 5*time.Second)
@@ -268,7 +268,7 @@ func (c *committer) run(ctx context.Context) {
 		case <-c.kick:
 		}
 		// Gather an interval's progress into one request.
-		if !sleep(ctx, c.interval) {
+		if !Sleep(ctx, c.interval) {
 			return
 		}
 		for {
@@ -277,7 +277,7 @@ func (c *committer) run(ctx context.Context) {
 				break
 			}
 			c.log.Warn("committing offsets failed; retrying", "err", err, "in", backoff)
-			if !sleep(ctx, backoff) {
+			if !Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(backoff*2, 5*time.Second)
@@ -311,8 +311,8 @@ func (c *committer) flush(ctx context.Context) error {
 	return nil
 }
 
-// sleep waits d or until ctx ends; it reports whether the full wait elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
+// Sleep waits d or until ctx ends; it reports whether the full wait elapsed.
+func Sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
