@@ -190,7 +190,8 @@ func (p *Producer) run() {
 			p.mu.Lock()
 			p.queue = append(retry, p.queue...)
 			p.mu.Unlock()
-			// A short pause lets the metadata or the leader settle before the next attempt.
+			// A short pause lets the metadata or the leader settle before the next attempt;
+			// it holds up every caller, which is what a leader change does to them anyway.
 			time.Sleep(min(100*time.Millisecond*time.Duration(retry[0].attempts), time.Second))
 		}
 	}
@@ -227,7 +228,8 @@ func (p *Producer) round(batch []*outRecord) []*outRecord {
 		k := partKey{r.msg.Topic, r.partition}
 		// A record that does not fit behind others goes in a later request (alone if it must:
 		// the broker then judges its size on its own).
-		if partBytes[k] > 0 && (partBytes[k]+r.size > maxPartitionBytes || reqBytes[leader]+r.size > maxRequestBytes) {
+		if (partBytes[k] > 0 && partBytes[k]+r.size > maxPartitionBytes) ||
+			(reqBytes[leader] > 0 && reqBytes[leader]+r.size > maxRequestBytes) {
 			later = append(later, r)
 			continue
 		}
