@@ -15,9 +15,6 @@ import (
 // succeed are dealt with inside (the DLQ), so one bad record does not stall its partition.
 type handler func(ctx context.Context, m kafka.Message) error
 
-// DefaultConcurrency bounds the records a router consumer processes at once.
-const DefaultConcurrency = 64
-
 // consumeWith runs the shared consume loop on reader: records of one execution (one key on one
 // partition) in order, everything else at once, each retried until it succeeds or the router
 // stops; offsets committed only once their record is processed.

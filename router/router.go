@@ -54,8 +54,8 @@ type Config struct {
 	StepTimeout time.Duration
 	// CacheSize bounds the compiled flow revisions kept in memory (default 1024).
 	CacheSize int
-	// Concurrency bounds the records each consumer processes at once (default 64); records of
-	// one execution are processed in order.
+	// Concurrency bounds the records each consumer processes at once (default
+	// consume.DefaultConcurrency); records of one execution are processed in order.
 	Concurrency int
 	// DrainTimeout bounds how long in-flight records may take on shutdown (default 10 s).
 	DrainTimeout time.Duration
@@ -111,9 +111,6 @@ func New(cfg Config) (*Router, error) {
 	}
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = DefaultCacheSize
-	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = DefaultConcurrency
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout

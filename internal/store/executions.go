@@ -175,36 +175,34 @@ func (s *Store) AdvanceExecution(ctx context.Context, t Transition, decide func(
 	var res Advanced
 	keys := []string{k.exec, k.state, k.msgs}
 	err := s.watchFast(ctx, func(tx *redis.Tx, watchInPipeline bool) error {
-		res = Advanced{}
-		cur, stored, err := s.loadExec(ctx, tx, k, t, watchInPipeline, keys)
-		if err != nil {
-			return err
+		var rd transitionReads
+		var watchCmd *redis.Cmd
+		if _, err := tx.Pipelined(ctx, func(p redis.Pipeliner) error {
+			if watchInPipeline {
+				args := []any{"WATCH"}
+				for _, key := range keys {
+					args = append(args, key)
+				}
+				watchCmd = p.Do(ctx, args...)
+			}
+			rd.queue(ctx, p, k, t)
+			return nil
+		}); err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("load execution: %w", err)
 		}
-		if stored != nil {
-			res.Replayed = true
+		if watchCmd != nil && watchCmd.Err() != nil {
+			return fmt.Errorf("watch execution: %w", watchCmd.Err())
+		}
+		var cur *ExecState
+		var ch *ExecChange
+		var err error
+		res, cur, ch, err = rd.decide(k, decide)
+		if err != nil || ch == nil {
 			if watchInPipeline {
 				_ = tx.Unwatch(ctx).Err() // no EXEC follows to end the WATCH
 			}
-			if *stored != "" {
-				if err := json.Unmarshal([]byte(*stored), &res.Records); err != nil {
-					return fmt.Errorf("decode records of %s/%s: %w", t.ExecutionID, t.MessageID, err)
-				}
-			}
-			return nil
-		}
-		ch, err := decide(cur)
-		if err != nil {
-			if watchInPipeline {
-				_ = tx.Unwatch(ctx).Err()
-			}
 			return err
 		}
-		if ch == nil {
-			ch = &ExecChange{}
-		}
-		res.Records = ch.Records
-		res.Ended = ch.Execution != nil && isTerminal(ch.Execution.Status) &&
-			(cur.Execution == nil || !isTerminal(cur.Execution.Status))
 		var c cmdList
 		s.writeChange(&c, k, t, pol, cur, ch)
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -221,10 +219,63 @@ func (s *Store) AdvanceExecution(ctx context.Context, t Transition, decide func(
 	return res, nil
 }
 
-// decodeExec builds the ExecState from a transition's reads.
-func decodeExec(k execKeys, execCmd, stateCmd *redis.StringCmd, outputs *redis.MapStringStringCmd, pend *redis.StringCmd) (*ExecState, error) {
+// transitionReads are the reads of one transition: the message's marker, the count of the
+// execution's markers, and the execution as decide sees it.
+type transitionReads struct {
+	marker, exec, state, pending *redis.StringCmd
+	count                        *redis.IntCmd
+	outputs                      *redis.MapStringStringCmd
+}
+
+func (r *transitionReads) queue(ctx context.Context, p redis.Pipeliner, k execKeys, t Transition) {
+	r.marker = p.HGet(ctx, k.msgs, t.MessageID)
+	r.count = p.HLen(ctx, k.msgs)
+	r.exec = p.Get(ctx, k.exec)
+	r.state = p.Get(ctx, k.state)
+	r.outputs = p.HGetAll(ctx, k.outputs)
+	if t.Token != "" {
+		r.pending = p.HGet(ctx, k.pending, t.Token)
+	}
+}
+
+// decide returns the stored result of a message applied before (ch nil), or runs decide on
+// the execution and returns the change with what the caller reports once it is applied.
+func (r *transitionReads) decide(k execKeys, decide func(*ExecState) (*ExecChange, error)) (Advanced, *ExecState, *ExecChange, error) {
+	var res Advanced
+	stored, err := r.marker.Result()
+	switch {
+	case err == nil:
+		res.Replayed = true
+		if stored != "" {
+			if err := json.Unmarshal([]byte(stored), &res.Records); err != nil {
+				return res, nil, nil, fmt.Errorf("decode records: %w", err)
+			}
+		}
+		return res, nil, nil, nil
+	case !errors.Is(err, redis.Nil):
+		return res, nil, nil, fmt.Errorf("read marker: %w", err)
+	}
+	cur, err := r.execState(k)
+	if err != nil {
+		return res, nil, nil, err
+	}
+	ch, err := decide(cur)
+	if err != nil {
+		return res, nil, nil, err
+	}
+	if ch == nil {
+		ch = &ExecChange{}
+	}
+	res.Records = ch.Records
+	res.Ended = ch.Execution != nil && isTerminal(ch.Execution.Status) &&
+		(cur.Execution == nil || !isTerminal(cur.Execution.Status))
+	return res, cur, ch, nil
+}
+
+// execState builds the ExecState from the reads.
+func (r *transitionReads) execState(k execKeys) (*ExecState, error) {
 	cur := &ExecState{Outputs: map[string]json.RawMessage{}}
-	if raw, err := execCmd.Bytes(); err == nil {
+	if raw, err := r.exec.Bytes(); err == nil {
 		var e envelope.Execution
 		if err := json.Unmarshal(raw, &e); err != nil {
 			return nil, fmt.Errorf("decode %s: %w", k.exec, err)
@@ -233,19 +284,19 @@ func decodeExec(k execKeys, execCmd, stateCmd *redis.StringCmd, outputs *redis.M
 	} else if !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("load execution: %w", err)
 	}
-	if raw, err := stateCmd.Bytes(); err == nil {
+	if raw, err := r.state.Bytes(); err == nil {
 		cur.State = raw
 	} else if !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("load execution: %w", err)
 	}
-	if err := outputs.Err(); err != nil {
+	if err := r.outputs.Err(); err != nil {
 		return nil, fmt.Errorf("load execution: %w", err)
 	}
-	for id, v := range outputs.Val() {
+	for id, v := range r.outputs.Val() {
 		cur.Outputs[id] = json.RawMessage(v)
 	}
-	if pend != nil {
-		if raw, err := pend.Bytes(); err == nil {
+	if r.pending != nil {
+		if raw, err := r.pending.Bytes(); err == nil {
 			cur.Pending = raw
 		} else if !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("load execution: %w", err)
@@ -261,48 +312,17 @@ func decodeExec(k execKeys, execCmd, stateCmd *redis.StringCmd, outputs *redis.M
 // the execution lives), so it changes whenever the execution does. done is false when the
 // check failed: the caller then takes the transactional path.
 func (s *Store) advanceShared(ctx context.Context, t Transition, k execKeys, pol ExecPolicy, decide func(*ExecState) (*ExecChange, error)) (res Advanced, done bool, err error) {
-	var marker, execCmd, stateCmd, pend *redis.StringCmd
-	var outputs *redis.MapStringStringCmd
-	var count *redis.IntCmd
-	if err := s.pipe.do(ctx, func(p redis.Pipeliner) {
-		marker = p.HGet(ctx, k.msgs, t.MessageID)
-		count = p.HLen(ctx, k.msgs)
-		execCmd = p.Get(ctx, k.exec)
-		stateCmd = p.Get(ctx, k.state)
-		outputs = p.HGetAll(ctx, k.outputs)
-		if t.Token != "" {
-			pend = p.HGet(ctx, k.pending, t.Token)
-		}
-	}); err != nil {
+	var rd transitionReads
+	if err := s.pipe.do(ctx, func(p redis.Pipeliner) { rd.queue(ctx, p, k, t) }); err != nil {
 		return res, false, err
 	}
-	stored, err := marker.Result()
-	switch {
-	case err == nil:
-		res.Replayed = true
-		if stored != "" {
-			if err := json.Unmarshal([]byte(stored), &res.Records); err != nil {
-				return res, false, fmt.Errorf("decode records: %w", err)
-			}
-		}
-		return res, true, nil
-	case !errors.Is(err, redis.Nil):
-		return res, false, fmt.Errorf("read marker: %w", err)
+	res, cur, ch, err := rd.decide(k, decide)
+	if err != nil || ch == nil {
+		return res, err == nil, err
 	}
-	n, err := count.Result()
+	n, err := rd.count.Result()
 	if err != nil {
 		return res, false, fmt.Errorf("count markers: %w", err)
-	}
-	cur, err := decodeExec(k, execCmd, stateCmd, outputs, pend)
-	if err != nil {
-		return res, false, err
-	}
-	ch, err := decide(cur)
-	if err != nil {
-		return res, false, err
-	}
-	if ch == nil {
-		ch = &ExecChange{}
 	}
 	var c cmdList
 	s.writeChange(&c, k, t, pol, cur, ch)
@@ -321,13 +341,7 @@ func (s *Store) advanceShared(ctx context.Context, t Transition, k execKeys, pol
 	if err != nil {
 		return res, false, fmt.Errorf("apply change: %w", err)
 	}
-	if ok == 0 {
-		return res, false, nil
-	}
-	res.Records = ch.Records
-	res.Ended = ch.Execution != nil && isTerminal(ch.Execution.Status) &&
-		(cur.Execution == nil || !isTerminal(cur.Execution.Status))
-	return res, true, nil
+	return res, ok == 1, nil
 }
 
 // applyIfUnchangedScript runs a change's commands (ARGV from the third on: a count, then that
@@ -343,49 +357,6 @@ while i <= #ARGV do
   i = i + n + 1
 end
 return 1`)
-
-// loadExec reads, in one round trip, the message's marker (stored is non-nil when the message
-// was applied before) and the execution as the transition sees it. With watch set, the WATCH
-// of keys goes in the same round trip.
-func (s *Store) loadExec(ctx context.Context, tx *redis.Tx, k execKeys, t Transition, watch bool, keys []string) (cur *ExecState, stored *string, err error) {
-	var marker, execCmd, stateCmd, pend *redis.StringCmd
-	var outputs *redis.MapStringStringCmd
-	var watchCmd *redis.Cmd
-	_, err = tx.Pipelined(ctx, func(p redis.Pipeliner) error {
-		if watch {
-			args := make([]any, 0, len(keys)+1)
-			args = append(args, "WATCH")
-			for _, key := range keys {
-				args = append(args, key)
-			}
-			watchCmd = p.Do(ctx, args...)
-		}
-		marker = p.HGet(ctx, k.msgs, t.MessageID)
-		execCmd = p.Get(ctx, k.exec)
-		stateCmd = p.Get(ctx, k.state)
-		outputs = p.HGetAll(ctx, k.outputs)
-		if t.Token != "" {
-			pend = p.HGet(ctx, k.pending, t.Token)
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, nil, fmt.Errorf("load execution: %w", err)
-	}
-	if watchCmd != nil && watchCmd.Err() != nil {
-		return nil, nil, fmt.Errorf("watch execution: %w", watchCmd.Err())
-	}
-	if v, err := marker.Result(); err == nil {
-		return nil, &v, nil
-	} else if !errors.Is(err, redis.Nil) {
-		return nil, nil, fmt.Errorf("read marker: %w", err)
-	}
-	cur, err = decodeExec(k, execCmd, stateCmd, outputs, pend)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cur, nil, nil
-}
 
 func (s *Store) writeChange(c *cmdList, k execKeys, t Transition, pol ExecPolicy, cur *ExecState, ch *ExecChange) {
 	ttl := pol.Retention
