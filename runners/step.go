@@ -147,28 +147,11 @@ func (r *Runner) acquire(stop, work context.Context, key store.RunKey, log *slog
 }
 
 func (r *Runner) tryAcquire(ctx context.Context, key store.RunKey) (*store.RunClaim, *envelope.Result, error) {
-	st := r.cfg.Store
-	prior, err := st.RunResult(ctx, key)
-	if err == nil {
-		return nil, prior, nil
-	}
-	if !errors.Is(err, store.ErrNotFound) {
-		return nil, nil, err
-	}
-	claim, ok, err := st.ClaimRun(ctx, key, r.cfg.ClaimTTL)
-	if err != nil || !ok {
-		return nil, nil, err
-	}
-	// The previous holder may have recorded its result and dropped the claim in between.
-	prior, err = st.RunResult(ctx, key)
-	if errors.Is(err, store.ErrNotFound) {
-		return claim, nil, nil
-	}
-	_ = claim.Release(ctx)
+	st, err := r.cfg.Store.BeginRun(ctx, key, r.cfg.ClaimTTL)
 	if err != nil {
 		return nil, nil, err
 	}
-	return nil, prior, nil
+	return st.Claim, st.Prior, nil
 }
 
 // keepClaim extends the claim while the step runs; call the returned func when it is done.
