@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/flowd/flowd/connectors/host/hosttest"
@@ -63,13 +63,16 @@ func startPipelineWith(t *testing.T, partitions int, pol connectorPolicy, opts .
 	for _, o := range opts {
 		o(in)
 	}
-	ropt, err := in.redisOptions()
+	rdb, _, err := in.redisClient()
 	if err != nil {
 		t.Fatal(err)
 	}
-	rdb := redis.NewClient(ropt)
 	t.Cleanup(func() { _ = rdb.Close() })
-	p := &pipeline{t: t, token: "fld_e2e_" + testrig.Unique(""), st: store.New(rdb, in.keyPrefix), kcfg: in.kafka(), in: in, dir: dir, pol: pol, redisAddr: ropt.Addr}
+	u, err := url.Parse(in.redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pipeline{t: t, token: "fld_e2e_" + testrig.Unique(""), st: store.New(rdb, in.keyPrefix), kcfg: in.kafka(), in: in, dir: dir, pol: pol, redisAddr: u.Host}
 	p.start()
 	return p
 }
@@ -163,6 +166,47 @@ func stepsByNode(steps []envelope.Step) map[string][]envelope.Step {
 		out[s.NodeID] = append(out[s.NodeID], s)
 	}
 	return out
+}
+
+// Every role runs on a three-master Redis Cluster as on a single node: the README example
+// answers, and its executions are listed and counted.
+func TestPipelineOnRedisCluster(t *testing.T) {
+	clusterURL := testrig.RedisClusterURL(t)
+	p := startPipeline(t, func(in *infra) { in.redisCluster, in.redisURL = true, clusterURL })
+	id, err := loadExample(context.Background(), p.base, p.token, "../../deployments/examples/hello-flow.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		st, body := p.post("/hooks/"+id, fmt.Sprintf(`{"firstName":"Ada%d","lastName":"Lovelace"}`, i))
+		if st != 200 || body["greeting"] != fmt.Sprintf("Hello, Ada%d Lovelace", i) {
+			t.Fatalf("webhook %d: %d %v", i, st, body)
+		}
+	}
+	execs, total, err := p.st.FlowExecutions(context.Background(), id, "", 0, 10)
+	if err != nil || total != 5 || len(execs) != 5 {
+		t.Fatalf("executions: %d listed of %d, %v", len(execs), total, err)
+	}
+	for _, e := range execs {
+		if ex, _ := p.finished(e.ID); ex.Status != envelope.StatusSucceeded {
+			t.Fatalf("execution %s: %s %v", ex.ID, ex.Status, ex.Error)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		stats, err := p.st.FlowStats(context.Background(), id, time.Now().Add(-time.Hour), time.Now().Add(time.Minute))
+		var n int64
+		for _, b := range stats {
+			n += b.Success
+		}
+		if err == nil && n == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats: %+v %v, want 5 successes", stats, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling Redis with a deadline
+	}
 }
 
 func TestPipelineEndToEnd(t *testing.T) {

@@ -22,7 +22,7 @@ import (
 // event outbox relay.
 type conn struct {
 	log   *slog.Logger
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	st    *store.Store
 	kcfg  kafkax.Config
 	w     *kafkax.Producer
@@ -39,9 +39,8 @@ func connect(ctx context.Context, in *infra) (*conn, error) {
 	if err := startPprof(ctx, in.pprofAddr); err != nil {
 		return nil, err
 	}
-	ropt, err := in.redisOptions()
-	if err != nil {
-		return nil, err
+	if err := store.CheckPrefix(in.keyPrefix); err != nil {
+		return nil, fmt.Errorf("--redis-prefix: %w", err)
 	}
 	kcfg := in.kafka()
 	if err := kcfg.Validate(); err != nil {
@@ -56,12 +55,17 @@ func connect(ctx context.Context, in *infra) (*conn, error) {
 	if kcfg.TLS.InsecureSkipVerify {
 		log.Warn("kafka broker certificates are not verified (--kafka-tls-insecure-skip-verify): test clusters only")
 	}
+	var err error
 	if kcfg.RecordKeys, err = busKeys(in.busKeyFile); err != nil {
 		return nil, err
 	}
-	c := &conn{log: log, rdb: redis.NewClient(ropt), kcfg: kcfg}
+	rdb, where, err := in.redisClient()
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{log: log, rdb: rdb, kcfg: kcfg}
 	c.st = store.New(c.rdb, in.keyPrefix)
-	if err := waitFor(ctx, "redis at "+ropt.Addr, c.st.Ping); err != nil {
+	if err := waitFor(ctx, where, c.st.Ping); err != nil {
 		_ = c.rdb.Close()
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -26,13 +27,15 @@ import (
 
 // infra are the flags every production role shares.
 type infra struct {
-	brokers     string
-	redisURL    string
-	topicPrefix string
-	partitions  int
-	keyPrefix   string
-	pprofAddr   string
-	busKeyFile  string
+	brokers  string
+	redisURL string
+	// redisCluster: redisURL names the seed nodes of a Redis Cluster.
+	redisCluster bool
+	topicPrefix  string
+	partitions   int
+	keyPrefix    string
+	pprofAddr    string
+	busKeyFile   string
 	// Consumer group membership: how fast a dead member's partitions move to the others.
 	kafkaSessionTimeout, kafkaHeartbeat, kafkaRebalanceTimeout time.Duration
 	// partnerTopicsRestricted: tenants without a partner-topic list use no partner topic.
@@ -59,7 +62,8 @@ const (
 func (in *infra) register(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&in.brokers, "kafka-brokers", envOr("FLOWD_KAFKA_BROKERS", "127.0.0.1:9092"), "comma-separated Kafka brokers (env FLOWD_KAFKA_BROKERS)")
-	f.StringVar(&in.redisURL, "redis-url", envOr("FLOWD_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL (env FLOWD_REDIS_URL)")
+	f.StringVar(&in.redisURL, "redis-url", envOr("FLOWD_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL; with --redis-cluster, redis://host1:6379?addr=host2:6379&addr=host3:6379 (env FLOWD_REDIS_URL)")
+	f.BoolVar(&in.redisCluster, "redis-cluster", envOr("FLOWD_REDIS_CLUSTER", "") == "true", "Redis is a Redis Cluster; --redis-url names its seed nodes (env FLOWD_REDIS_CLUSTER=true)")
 	f.StringVar(&in.topicPrefix, "topic-prefix", envOr("FLOWD_TOPIC_PREFIX", kafkax.DefaultTopicPrefix), "prefix of flowd's Kafka topics (env FLOWD_TOPIC_PREFIX)")
 	f.IntVar(&in.partitions, "partitions", kafkax.DefaultPartitions, "partitions of the topics flowd creates")
 	f.StringVar(&in.keyPrefix, "redis-prefix", envOr("FLOWD_REDIS_PREFIX", store.DefaultPrefix), "prefix of flowd's Redis keys (env FLOWD_REDIS_PREFIX)")
@@ -103,49 +107,83 @@ func (in *infra) kafka() kafkax.Config {
 func (in *infra) redisOptions() (*redis.Options, error) {
 	opt, err := redis.ParseURL(in.redisURL)
 	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err // url.Error quotes the whole URL
-		}
-		return nil, fmt.Errorf("--redis-url: %w", err)
+		return nil, redisURLError(err)
 	}
-	if opt.Protocol == 0 {
+	if err := in.redisAuth(&opt.Protocol, &opt.Username, &opt.Password, opt.TLSConfig); err != nil {
+		return nil, err
+	}
+	return opt, nil
+}
+
+// redisClient connects to a single Redis or, with --redis-cluster, to a Redis Cluster whose
+// seed nodes the URL names (redis://host1:6379?addr=host2:6379&addr=host3:6379). where says
+// where, for logs.
+func (in *infra) redisClient() (rdb redis.UniversalClient, where string, err error) {
+	if !in.redisCluster {
+		opt, err := in.redisOptions()
+		if err != nil {
+			return nil, "", err
+		}
+		return redis.NewClient(opt), "redis at " + opt.Addr, nil
+	}
+	opt, err := redis.ParseClusterURL(in.redisURL)
+	if err != nil {
+		return nil, "", redisURLError(err)
+	}
+	if err := in.redisAuth(&opt.Protocol, &opt.Username, &opt.Password, opt.TLSConfig); err != nil {
+		return nil, "", err
+	}
+	return redis.NewClusterClient(opt), "redis cluster at " + strings.Join(opt.Addrs, ","), nil
+}
+
+func redisURLError(err error) error {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		err = uerr.Err // url.Error quotes the whole URL
+	}
+	return fmt.Errorf("--redis-url: %w", err)
+}
+
+// redisAuth applies the protocol default, the credentials and the CA given beside the URL to
+// a client's options (a single node's or a cluster's, which have the same fields).
+func (in *infra) redisAuth(protocol *int, username, password *string, tlsConfig *tls.Config) error {
+	if *protocol == 0 {
 		// RESP2 unless the URL asks otherwise (?protocol=3): flowd uses no RESP3 feature, and
 		// go-redis checks every RESP3 connection for push notifications before each command,
 		// which under load cost the router about a tenth of its CPU.
-		opt.Protocol = 2
+		*protocol = 2
 	}
 	if in.redisUsername != "" {
-		opt.Username = in.redisUsername
+		*username = in.redisUsername
 	}
 	switch {
 	case in.redisPasswordFile != "" && in.redisPassword != "":
-		return nil, fmt.Errorf("both --redis-password-file and %s are set: use one", envRedisPassword)
+		return fmt.Errorf("both --redis-password-file and %s are set: use one", envRedisPassword)
 	case in.redisPasswordFile != "":
 		b, err := os.ReadFile(in.redisPasswordFile)
 		if err != nil {
-			return nil, fmt.Errorf("--redis-password-file: %w", err)
+			return fmt.Errorf("--redis-password-file: %w", err)
 		}
 		// Secret files usually end in a newline that is not part of the password.
-		opt.Password = strings.TrimRight(string(b), "\r\n")
+		*password = strings.TrimRight(string(b), "\r\n")
 	case in.redisPassword != "":
-		opt.Password = in.redisPassword
+		*password = in.redisPassword
 	}
 	if in.redisTLSCAFile != "" {
-		if opt.TLSConfig == nil {
-			return nil, errors.New("--redis-tls-ca-file needs a rediss:// URL")
+		if tlsConfig == nil {
+			return errors.New("--redis-tls-ca-file needs a rediss:// URL")
 		}
 		pem, err := os.ReadFile(in.redisTLSCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("--redis-tls-ca-file: %w", err)
+			return fmt.Errorf("--redis-tls-ca-file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--redis-tls-ca-file %s holds no PEM certificate", in.redisTLSCAFile)
+			return fmt.Errorf("--redis-tls-ca-file %s holds no PEM certificate", in.redisTLSCAFile)
 		}
-		opt.TLSConfig.RootCAs = pool
+		tlsConfig.RootCAs = pool
 	}
-	return opt, nil
+	return nil
 }
 
 // apiOptions configure the control-plane role.

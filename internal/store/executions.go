@@ -2,31 +2,34 @@ package store
 
 // Executions: the router's bookkeeping and what the API shows of it.
 //
-// Key layout (P is the prefix; summarised in store.go). Ids are escaped (':' as
-// %3A) so that no id can forge another record's key:
+// Key layout (P is the prefix; summarised in store.go; braces are the Redis Cluster hash
+// tag). Ids are escaped (':' as %3A) so that no id can forge another record's key:
 //
-//	P exec:{id}                     string  execution record (envelope.Execution JSON)
-//	P exec:{id}:state               string  router bookkeeping, opaque here: per-scope node counters,
-//	                                        merge arrival sets, in-flight count, sync flag (JSON)
-//	P exec:{id}:steps               hash    token -> step record (envelope.Step JSON, snapshots truncated)
-//	P exec:{id}:outputs             hash    node id -> latest output, for expressions (steps.<id>)
-//	P exec:{id}:pending             hash    token -> activation sent to a runner, not yet completed
-//	P exec:{id}:msgs                hash    consumed message id -> records it produces ("" once produced)
-//	P exec:{id}:reply               list    replies for the synchronous caller (short TTL)
-//	P flow:{fid}:execs              zset    execution ids by receivedAt (ms), trimmed to the retention on write
-//	P flow:{fid}:execs:{status}     zset    the same, one per status (running, succeeded, failed, filtered)
-//	P flow:{fid}:stats:{yyyymmdd}   hash    "{unix minute}:{success|error|ignored}" -> count (UTC day)
-//	P flow:{fid}:ignored:{rid}      string  marker of a partner record counted as ignored
+//	P exec:{<id>}                     string  execution record (envelope.Execution JSON)
+//	P exec:{<id>}:state               string  router bookkeeping, opaque here: per-scope node counters,
+//	                                          merge arrival sets, in-flight count, sync flag (JSON)
+//	P exec:{<id>}:steps               hash    token -> step record (envelope.Step JSON, snapshots truncated)
+//	P exec:{<id>}:outputs             hash    node id -> latest output, for expressions (steps.<id>)
+//	P exec:{<id>}:pending             hash    token -> activation sent to a runner, not yet completed
+//	P exec:{<id>}:msgs                hash    consumed message id -> records it produces ("" once produced)
+//	P exec:{<id>}:reply               list    replies for the synchronous caller (short TTL)
+//	P flow:{<fid>}:execs              zset    execution ids by receivedAt (ms), trimmed to the retention on write
+//	P flow:{<fid>}:execs:<status>     zset    the same, one per status (running, succeeded, failed, filtered)
+//	P flow:{<fid>}:stats:<yyyymmdd>   hash    "<unix minute>:<success|error|ignored>" -> count (UTC day)
+//	P flow:{<fid>}:ignored:<rid>      string  marker of a partner record counted as ignored
 //
 // Every exec:{id} key expires after the retention (refreshed on each write); the per-flow
 // zsets are trimmed on write and expire a retention after the flow's last execution; stats
 // keys expire a day after the retention.
 //
-// A consumed message changes an execution in one MULTI/EXEC under WATCH (AdvanceExecution),
-// together with a marker keyed by the message's identity that stores the records the change
-// produces. A redelivered message finds its marker and gets the stored records back instead
-// of being applied again, and the change that ends an execution (status, finishedAt, counters,
-// index) commits exactly once because it is part of that same transaction.
+// A consumed message changes an execution atomically (AdvanceExecution), together with a
+// marker keyed by the message's identity that stores the records the change produces. A
+// redelivered message finds its marker and gets the stored records back instead of being
+// applied again, so the change that ends an execution commits exactly once. The flow's
+// indexes and counters live in the flow's hash slot: a status change reaches them in a second
+// script that is idempotent (an id counts when it first enters a terminal index) and runs
+// again whenever the message is redelivered, so a crash between the two steps is repaired by
+// the redelivery that follows it.
 
 import (
 	"context"
@@ -128,10 +131,15 @@ type Advanced struct {
 	Ended bool
 }
 
-func (s *Store) execKey(id string) string { return s.k("exec", keyID(id)) }
+func (s *Store) execKey(id string) string { return s.tagged("exec", keyID(id)) }
 
 type execKeys struct {
 	exec, state, steps, outputs, pending, msgs, reply string
+}
+
+// all lists the keys, the markers' hash first.
+func (k execKeys) all() []string {
+	return []string{k.msgs, k.exec, k.state, k.steps, k.outputs, k.pending, k.reply}
 }
 
 func (s *Store) execKeysOf(id string) execKeys {
@@ -144,9 +152,9 @@ func (s *Store) execKeysOf(id string) execKeys {
 
 func (s *Store) flowExecsKey(flowID, status string) string {
 	if status == "" {
-		return s.k("flow", keyID(flowID), "execs")
+		return s.tagged("flow", keyID(flowID), "execs")
 	}
-	return s.k("flow", keyID(flowID), "execs", keyID(status))
+	return s.tagged("flow", keyID(flowID), "execs", keyID(status))
 }
 
 var terminal = []string{envelope.StatusSucceeded, envelope.StatusFailed, envelope.StatusFiltered}
@@ -162,19 +170,29 @@ func (s *Store) AdvanceExecution(ctx context.Context, t Transition, decide func(
 	}
 	pol := t.Policy.withDefaults()
 	k := s.execKeysOf(t.ExecutionID)
-	if _, single := s.rdb.(*redis.Client); single {
-		res, done, err := s.advanceShared(ctx, t, k, pol, decide)
-		if err != nil {
-			return Advanced{}, fmt.Errorf("advance execution %s (%s): %w", t.ExecutionID, t.MessageID, err)
-		}
-		if done {
-			return res, nil
+	res, indexed, err := s.advance(ctx, t, k, pol, decide)
+	if err == nil && indexed != nil {
+		err = s.syncIndex(ctx, pol, indexed)
+	}
+	if err != nil {
+		return Advanced{}, fmt.Errorf("advance execution %s (%s): %w", t.ExecutionID, t.MessageID, err)
+	}
+	return res, nil
+}
+
+// advance applies the transition; indexed is the execution whose flow indexes must be brought
+// in line with its status once it has: the new record when its status changed, the stored one
+// when the message is a redelivery (the first delivery may have stopped in between).
+func (s *Store) advance(ctx context.Context, t Transition, k execKeys, pol ExecPolicy, decide func(*ExecState) (*ExecChange, error)) (res Advanced, indexed *envelope.Execution, err error) {
+	if shareable(s.rdb) {
+		res, indexed, done, err := s.advanceShared(ctx, t, k, pol, decide)
+		if err != nil || done {
+			return res, indexed, err
 		}
 		// Another writer changed the execution in between: take the transactional path.
 	}
-	var res Advanced
 	keys := []string{k.exec, k.state, k.msgs}
-	err := s.watchFast(ctx, func(tx *redis.Tx, watchInPipeline bool) error {
+	err = s.watchFast(ctx, func(tx *redis.Tx, watchInPipeline bool) error {
 		var rd transitionReads
 		var watchCmd *redis.Cmd
 		if _, err := tx.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -193,18 +211,16 @@ func (s *Store) AdvanceExecution(ctx context.Context, t Transition, decide func(
 		if watchCmd != nil && watchCmd.Err() != nil {
 			return fmt.Errorf("watch execution: %w", watchCmd.Err())
 		}
-		var cur *ExecState
 		var ch *ExecChange
 		var err error
-		res, cur, ch, err = rd.decide(k, decide)
+		res, indexed, ch, err = rd.decide(k, decide)
 		if err != nil || ch == nil {
 			if watchInPipeline {
 				_ = tx.Unwatch(ctx).Err() // no EXEC follows to end the WATCH
 			}
 			return err
 		}
-		var c cmdList
-		s.writeChange(&c, k, t, pol, cur, ch)
+		c := s.writeChange(k, t, pol, ch)
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			for _, args := range c {
 				p.Do(ctx, args...)
@@ -213,10 +229,17 @@ func (s *Store) AdvanceExecution(ctx context.Context, t Transition, decide func(
 		})
 		return err
 	}, keys...)
-	if err != nil {
-		return Advanced{}, fmt.Errorf("advance execution %s (%s): %w", t.ExecutionID, t.MessageID, err)
+	return res, indexed, err
+}
+
+// shareable tells whether a client carries advanceShared's scripts in shared pipelines: a
+// single node or a cluster (which splits a pipeline by node), not a ring or a failover client.
+func shareable(rdb redis.UniversalClient) bool {
+	switch rdb.(type) {
+	case *redis.Client, *redis.ClusterClient:
+		return true
 	}
-	return res, nil
+	return false
 }
 
 // transitionReads are the reads of one transition: the message's marker, the count of the
@@ -240,8 +263,8 @@ func (r *transitionReads) queue(ctx context.Context, p redis.Pipeliner, k execKe
 
 // decide returns the stored result of a message applied before (ch nil), or runs decide on
 // the execution and returns the change with what the caller reports once it is applied.
-func (r *transitionReads) decide(k execKeys, decide func(*ExecState) (*ExecChange, error)) (Advanced, *ExecState, *ExecChange, error) {
-	var res Advanced
+// indexed is the execution whose flow indexes must follow its status afterwards (see advance).
+func (r *transitionReads) decide(k execKeys, decide func(*ExecState) (*ExecChange, error)) (res Advanced, indexed *envelope.Execution, ch *ExecChange, err error) {
 	stored, err := r.marker.Result()
 	switch {
 	case err == nil:
@@ -251,7 +274,11 @@ func (r *transitionReads) decide(k execKeys, decide func(*ExecState) (*ExecChang
 				return res, nil, nil, fmt.Errorf("decode records: %w", err)
 			}
 		}
-		return res, nil, nil, nil
+		cur, err := r.execState(k)
+		if err != nil {
+			return res, nil, nil, err
+		}
+		return res, cur.Execution, nil, nil
 	case !errors.Is(err, redis.Nil):
 		return res, nil, nil, fmt.Errorf("read marker: %w", err)
 	}
@@ -259,7 +286,7 @@ func (r *transitionReads) decide(k execKeys, decide func(*ExecState) (*ExecChang
 	if err != nil {
 		return res, nil, nil, err
 	}
-	ch, err := decide(cur)
+	ch, err = decide(cur)
 	if err != nil {
 		return res, nil, nil, err
 	}
@@ -267,9 +294,13 @@ func (r *transitionReads) decide(k execKeys, decide func(*ExecState) (*ExecChang
 		ch = &ExecChange{}
 	}
 	res.Records = ch.Records
-	res.Ended = ch.Execution != nil && isTerminal(ch.Execution.Status) &&
-		(cur.Execution == nil || !isTerminal(cur.Execution.Status))
-	return res, cur, ch, nil
+	if e := ch.Execution; e != nil {
+		res.Ended = isTerminal(e.Status) && (cur.Execution == nil || !isTerminal(cur.Execution.Status))
+		if cur.Execution == nil || cur.Execution.Status != e.Status {
+			indexed = e
+		}
+	}
+	return res, indexed, ch, nil
 }
 
 // execState builds the ExecState from the reads.
@@ -311,21 +342,20 @@ func (r *transitionReads) execState(k execKeys) (*ExecState, error) {
 // execution, which every transition raises by one (markers are emptied, never removed, while
 // the execution lives), so it changes whenever the execution does. done is false when the
 // check failed: the caller then takes the transactional path.
-func (s *Store) advanceShared(ctx context.Context, t Transition, k execKeys, pol ExecPolicy, decide func(*ExecState) (*ExecChange, error)) (res Advanced, done bool, err error) {
+func (s *Store) advanceShared(ctx context.Context, t Transition, k execKeys, pol ExecPolicy, decide func(*ExecState) (*ExecChange, error)) (res Advanced, indexed *envelope.Execution, done bool, err error) {
 	var rd transitionReads
 	if err := s.pipe.do(ctx, func(p redis.Pipeliner) { rd.queue(ctx, p, k, t) }); err != nil {
-		return res, false, err
+		return res, nil, false, err
 	}
-	res, cur, ch, err := rd.decide(k, decide)
+	res, indexed, ch, err := rd.decide(k, decide)
 	if err != nil || ch == nil {
-		return res, err == nil, err
+		return res, indexed, err == nil, err
 	}
 	n, err := rd.count.Result()
 	if err != nil {
-		return res, false, fmt.Errorf("count markers: %w", err)
+		return res, nil, false, fmt.Errorf("count markers: %w", err)
 	}
-	var c cmdList
-	s.writeChange(&c, k, t, pol, cur, ch)
+	c := s.writeChange(k, t, pol, ch)
 	args := []any{t.MessageID, n}
 	for _, cmd := range c {
 		args = append(args, len(cmd))
@@ -333,20 +363,21 @@ func (s *Store) advanceShared(ctx context.Context, t Transition, k execKeys, pol
 	}
 	var applied *redis.Cmd
 	if err := s.pipe.do(ctx, func(p redis.Pipeliner) {
-		applied = applyIfUnchangedScript.Eval(ctx, p, []string{k.msgs}, args...)
+		applied = applyIfUnchangedScript.Eval(ctx, p, k.all(), args...)
 	}); err != nil {
-		return res, false, err
+		return res, nil, false, err
 	}
 	ok, err := applied.Int()
 	if err != nil {
-		return res, false, fmt.Errorf("apply change: %w", err)
+		return res, nil, false, fmt.Errorf("apply change: %w", err)
 	}
-	return res, ok == 1, nil
+	return res, indexed, ok == 1, nil
 }
 
 // applyIfUnchangedScript runs a change's commands (ARGV from the third on: a count, then that
 // many arguments, repeated) only if the message has no marker yet (ARGV[1]) and the execution
-// still has the number of markers its change was computed from (ARGV[2]).
+// still has the number of markers its change was computed from (ARGV[2]). KEYS[1] is the
+// markers' hash; the other KEYS are the execution's other keys, which the commands write.
 var applyIfUnchangedScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 if redis.call('HLEN', KEYS[1]) ~= tonumber(ARGV[2]) then return 0 end
@@ -358,7 +389,8 @@ while i <= #ARGV do
 end
 return 1`)
 
-func (s *Store) writeChange(c *cmdList, k execKeys, t Transition, pol ExecPolicy, cur *ExecState, ch *ExecChange) {
+func (s *Store) writeChange(k execKeys, t Transition, pol ExecPolicy, ch *ExecChange) cmdList {
+	var c cmdList
 	ttl := pol.Retention
 	recs := ch.Records
 	if recs == nil {
@@ -367,7 +399,6 @@ func (s *Store) writeChange(c *cmdList, k execKeys, t Transition, pol ExecPolicy
 	c.add("HSET", k.msgs, t.MessageID, mustJSON(recs))
 	if e := ch.Execution; e != nil {
 		c.add("SET", k.exec, mustJSON(e), "PX", ttl.Milliseconds())
-		s.index(c, pol, cur.Execution, e)
 	}
 	if ch.State != nil {
 		c.add("SET", k.state, []byte(ch.State), "PX", ttl.Milliseconds())
@@ -411,6 +442,7 @@ func (s *Store) writeChange(c *cmdList, k execKeys, t Transition, pol ExecPolicy
 	for _, key := range []string{k.exec, k.state, k.steps, k.outputs, k.pending, k.msgs} {
 		c.add("PEXPIRE", key, ttl.Milliseconds())
 	}
+	return c
 }
 
 // cmdList collects the commands of a change, to run in a MULTI or in a script.
@@ -418,40 +450,78 @@ type cmdList [][]any
 
 func (c *cmdList) add(args ...any) { *c = append(*c, args) }
 
-// index keeps the per-flow indexes and counters in step with an execution's status. It runs
-// inside the transaction that changes the status, so each change is counted once.
-func (s *Store) index(c *cmdList, pol ExecPolicy, old, e *envelope.Execution) {
-	score := float64(e.ReceivedAt.UnixMilli())
-	all := s.flowExecsKey(e.FlowID, "")
-	oldStatus := ""
-	if old != nil {
-		oldStatus = old.Status
-	}
-	if old == nil {
-		c.add("ZADD", all, score, e.ID)
-		// Trim on write: whatever fell out of the retention goes from every index of the flow.
-		cutoff := "(" + strconv.FormatInt(time.Now().Add(-pol.Retention).UnixMilli(), 10)
-		for _, st := range append([]string{"", envelope.StatusRunning}, terminal...) {
-			c.add("ZREMRANGEBYSCORE", s.flowExecsKey(e.FlowID, st), "-inf", cutoff)
+// indexStatuses are the statuses with an index of their own, in the order syncIndexScript
+// gets their keys (after the index of all executions).
+var indexStatuses = append([]string{envelope.StatusRunning}, terminal...)
+
+// syncIndex brings the flow's indexes and counters in line with an execution's status. It is
+// idempotent, so it runs after every status change and again on every redelivery of a
+// message: an execution is counted when it first enters a terminal index, and never moves
+// from a terminal index back to running.
+func (s *Store) syncIndex(ctx context.Context, pol ExecPolicy, e *envelope.Execution) error {
+	target := 0
+	for i, st := range indexStatuses {
+		if st == e.Status {
+			target = i + 2 // KEYS[1] is the index of all executions
 		}
 	}
-	if oldStatus != e.Status {
-		if oldStatus != "" {
-			c.add("ZREM", s.flowExecsKey(e.FlowID, oldStatus), e.ID)
-		}
-		byStatus := s.flowExecsKey(e.FlowID, e.Status)
-		c.add("ZADD", byStatus, score, e.ID)
-		c.add("PEXPIRE", byStatus, pol.Retention.Milliseconds())
-		if isTerminal(e.Status) && !isTerminal(oldStatus) {
-			at := time.Now()
-			if e.FinishedAt != nil {
-				at = *e.FinishedAt
-			}
-			s.count(c, pol, e.FlowID, counterOf(e.Status), at)
-		}
+	if target == 0 {
+		return fmt.Errorf("index execution %s: unknown status %q", e.ID, e.Status)
 	}
-	c.add("PEXPIRE", all, pol.Retention.Milliseconds())
+	keys := make([]string, 0, 2+len(indexStatuses))
+	keys = append(keys, s.flowExecsKey(e.FlowID, ""))
+	for _, st := range indexStatuses {
+		keys = append(keys, s.flowExecsKey(e.FlowID, st))
+	}
+	at := time.Now()
+	if e.FinishedAt != nil {
+		at = *e.FinishedAt
+	}
+	minute := at.UTC().Truncate(time.Minute)
+	keys = append(keys, s.statsKey(e.FlowID, minute))
+	cutoff := "(" + strconv.FormatInt(time.Now().Add(-pol.Retention).UnixMilli(), 10)
+	var cmd *redis.Cmd
+	err := s.pipe.do(ctx, func(p redis.Pipeliner) {
+		cmd = syncIndexScript.Eval(ctx, p, keys, e.ID, e.ReceivedAt.UnixMilli(), target, cutoff,
+			pol.Retention.Milliseconds(), strconv.FormatInt(minute.Unix()/60, 10)+":"+counterOf(e.Status),
+			(pol.Retention + 24*time.Hour).Milliseconds())
+	})
+	if err == nil {
+		err = cmd.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("index execution %s: %w", e.ID, err)
+	}
+	return nil
 }
+
+// syncIndexScript: KEYS are the flow's index of all executions, its per-status indexes
+// (running first, then the terminal ones) and the stats hash of the minute the execution
+// ended; ARGV are the id, its score, the index of the status's key in KEYS, the trim cutoff,
+// the retention and the stats field and TTL. A new execution trims whatever fell out of the
+// retention from every index.
+var syncIndexScript = redis.NewScript(`
+local id, target = ARGV[1], tonumber(ARGV[3])
+local last = #KEYS - 1
+if target == 2 then
+  for i = 3, last do
+    if redis.call('ZSCORE', KEYS[i], id) then return 0 end
+  end
+end
+if redis.call('ZADD', KEYS[1], ARGV[2], id) == 1 then
+  for i = 1, last do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[4]) end
+end
+for i = 2, last do
+  if i ~= target then redis.call('ZREM', KEYS[i], id) end
+end
+local added = redis.call('ZADD', KEYS[target], ARGV[2], id)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[target], ARGV[5])
+if added == 1 and target > 2 then
+  redis.call('HINCRBY', KEYS[#KEYS], ARGV[6], 1)
+  redis.call('PEXPIRE', KEYS[#KEYS], ARGV[7])
+end
+return 1`)
 
 func isTerminal(status string) bool {
 	for _, t := range terminal {
@@ -481,14 +551,7 @@ func counterOf(status string) string {
 }
 
 func (s *Store) statsKey(flowID string, day time.Time) string {
-	return s.k("flow", keyID(flowID), "stats", day.UTC().Format("20060102"))
-}
-
-func (s *Store) count(c *cmdList, pol ExecPolicy, flowID, counter string, at time.Time) {
-	minute := at.UTC().Truncate(time.Minute)
-	key := s.statsKey(flowID, minute)
-	c.add("HINCRBY", key, strconv.FormatInt(minute.Unix()/60, 10)+":"+counter, 1)
-	c.add("PEXPIRE", key, (pol.Retention + 24*time.Hour).Milliseconds())
+	return s.tagged("flow", keyID(flowID), "stats", day.UTC().Format("20060102"))
 }
 
 // snapshot truncates a step's payloads for storage. A truncated payload becomes a JSON string
@@ -543,7 +606,7 @@ func (s *Store) CountIgnored(ctx context.Context, flowID, recordID string, at ti
 	p = p.withDefaults()
 	minute := at.UTC().Truncate(time.Minute)
 	n, err := countIgnoredScript.Run(ctx, s.rdb,
-		[]string{s.k("flow", keyID(flowID), "ignored", keyID(recordID)), s.statsKey(flowID, minute)},
+		[]string{s.tagged("flow", keyID(flowID), "ignored", keyID(recordID)), s.statsKey(flowID, minute)},
 		p.Retention.Milliseconds(), strconv.FormatInt(minute.Unix()/60, 10)+":"+counterIgnored,
 		(p.Retention + 24*time.Hour).Milliseconds()).Int()
 	if err != nil {

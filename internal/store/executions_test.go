@@ -17,11 +17,18 @@ import (
 	"github.com/flowd/flowd/internal/testrig"
 )
 
-func newExecStore(t *testing.T) (*store.Store, *redis.Client, string) {
+func newExecStore(t *testing.T, b testrig.RedisBackend) (*store.Store, redis.UniversalClient, string) {
 	t.Helper()
-	rdb := testrig.RedisClient(t)
+	rdb := b.Client(t)
 	prefix := testrig.Unique("t") + ":"
 	return store.New(rdb, prefix), rdb, prefix
+}
+
+// onEachRedis runs a store test on the single redis-server and on the Redis Cluster.
+func onEachRedis(t *testing.T, test func(*testing.T, testrig.RedisBackend)) {
+	for _, b := range testrig.RedisBackends {
+		t.Run(b.Name, func(t *testing.T) { test(t, b) })
+	}
 }
 
 func execTestCtx(t *testing.T) context.Context {
@@ -52,8 +59,12 @@ func createExec(ctx context.Context, t *testing.T, st *store.Store, e *envelope.
 }
 
 func TestAdvanceExecutionAppliesAMessageOnce(t *testing.T) {
+	onEachRedis(t, testAdvanceExecutionAppliesAMessageOnce)
+}
+
+func testAdvanceExecutionAppliesAMessageOnce(t *testing.T, b testrig.RedisBackend) {
 	ctx := execTestCtx(t)
-	st, _, _ := newExecStore(t)
+	st, _, _ := newExecStore(t, b)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	e := runningExec("x1", "f1", now)
 	work := store.Record{Topic: "flowd.steps.default", Key: []byte("x1"), Value: []byte(`{"token":"r/1"}`)}
@@ -140,11 +151,65 @@ func TestAdvanceExecutionAppliesAMessageOnce(t *testing.T) {
 	}
 }
 
+// The flow's indexes and counters live in another hash slot than the execution, so they are
+// brought in line in a second step. A crash between the two loses that step; the redelivery
+// that follows (the message was never committed) repeats it, and counts the end only once.
+func TestRedeliveryRepairsTheFlowIndex(t *testing.T) { onEachRedis(t, testRedeliveryRepairsTheFlowIndex) }
+
+func testRedeliveryRepairsTheFlowIndex(t *testing.T, b testrig.RedisBackend) {
+	ctx := execTestCtx(t)
+	st, rdb, prefix := newExecStore(t, b)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	e := runningExec("x1", "f1", now)
+	createExec(ctx, t, st, e)
+	end := finishedExec(e, envelope.StatusFailed, now.Add(time.Second))
+	endMsg := store.Transition{ExecutionID: "x1", MessageID: "result:r/1"}
+	decide := func(*store.ExecState) (*store.ExecChange, error) { return &store.ExecChange{Execution: end}, nil }
+	if res, err := st.AdvanceExecution(ctx, endMsg, decide); err != nil || !res.Ended {
+		t.Fatalf("end: %+v %v", res, err)
+	}
+	// As if the process died after the execution's change and before its flow's.
+	for _, key := range []string{"flow:{f1}:execs", "flow:{f1}:execs:failed", "flow:{f1}:execs:running", "flow:{f1}:stats:" + end.FinishedAt.Format("20060102")} {
+		if err := rdb.Del(ctx, prefix+key).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rdb.ZAdd(ctx, prefix+"flow:{f1}:execs:running", redis.Z{Score: 1, Member: "x1"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if res, err := st.AdvanceExecution(ctx, endMsg, decide); err != nil || !res.Replayed {
+			t.Fatalf("redelivery: %+v %v", res, err)
+		}
+	}
+	for status, want := range map[string]int{"": 1, envelope.StatusFailed: 1, envelope.StatusRunning: 0} {
+		if _, total, err := st.FlowExecutions(ctx, "f1", status, 0, 10); err != nil || total != want {
+			t.Fatalf("index %q after redelivery: %d %v, want %d", status, total, err, want)
+		}
+	}
+	stats, err := st.FlowStats(ctx, "f1", now.Add(-time.Hour), now.Add(time.Hour))
+	if err != nil || len(stats) != 1 || stats[0].Error != 1 {
+		t.Fatalf("stats after two redeliveries: %+v %v, want one error", stats, err)
+	}
+	// A redelivered ingest syncs the index with the record as it is now: the ended execution
+	// does not go back to the running index.
+	if _, err := st.AdvanceExecution(ctx, store.Transition{ExecutionID: "x1", MessageID: "ingest"}, decide); err != nil {
+		t.Fatal(err)
+	}
+	if _, total, _ := st.FlowExecutions(ctx, "f1", envelope.StatusRunning, 0, 10); total != 0 {
+		t.Fatalf("running index after a redelivered ingest: %d", total)
+	}
+}
+
 // Concurrent messages for one execution are serialised: no update is lost and each is
 // applied once.
 func TestAdvanceExecutionSerialisesConcurrentMessages(t *testing.T) {
+	onEachRedis(t, testAdvanceExecutionSerialisesConcurrentMessages)
+}
+
+func testAdvanceExecutionSerialisesConcurrentMessages(t *testing.T, b testrig.RedisBackend) {
 	ctx := execTestCtx(t)
-	st, _, _ := newExecStore(t)
+	st, _, _ := newExecStore(t, b)
 	createExec(ctx, t, st, runningExec("x2", "f1", time.Now()))
 	const n = 20
 	var wg sync.WaitGroup
@@ -182,9 +247,11 @@ func TestAdvanceExecutionSerialisesConcurrentMessages(t *testing.T) {
 	}
 }
 
-func TestStepSnapshotsAreTruncated(t *testing.T) {
+func TestStepSnapshotsAreTruncated(t *testing.T) { onEachRedis(t, testStepSnapshotsAreTruncated) }
+
+func testStepSnapshotsAreTruncated(t *testing.T, b testrig.RedisBackend) {
 	ctx := execTestCtx(t)
-	st, _, _ := newExecStore(t)
+	st, _, _ := newExecStore(t, b)
 	big := `{"s":"` + strings.Repeat("é", 100) + `"}`
 	_, err := st.AdvanceExecution(ctx, store.Transition{ExecutionID: "x3", MessageID: "ingest", Policy: store.ExecPolicy{SnapshotLimit: 51}},
 		func(*store.ExecState) (*store.ExecChange, error) {
@@ -210,8 +277,12 @@ func TestStepSnapshotsAreTruncated(t *testing.T) {
 }
 
 func TestFlowExecutionsPagingStatusAndRetention(t *testing.T) {
+	onEachRedis(t, testFlowExecutionsPagingStatusAndRetention)
+}
+
+func testFlowExecutionsPagingStatusAndRetention(t *testing.T, b testrig.RedisBackend) {
 	ctx := execTestCtx(t)
-	st, rdb, prefix := newExecStore(t)
+	st, rdb, prefix := newExecStore(t, b)
 	base := time.Now().UTC().Add(-time.Hour).Truncate(time.Millisecond)
 	// An execution older than the retention is trimmed by the next write.
 	createExec(ctx, t, st, runningExec("old", "f1", base.Add(-8*24*time.Hour)))
@@ -257,7 +328,7 @@ func TestFlowExecutionsPagingStatusAndRetention(t *testing.T) {
 	}
 
 	// A record that expired leaves the index when it is next listed.
-	if err := rdb.Del(ctx, prefix+"exec:e2").Err(); err != nil {
+	if err := rdb.Del(ctx, prefix+"exec:{e2}").Err(); err != nil {
 		t.Fatal(err)
 	}
 	list, total, err = st.FlowExecutions(ctx, "f1", "", 0, 10)
@@ -277,9 +348,11 @@ func TestFlowExecutionsPagingStatusAndRetention(t *testing.T) {
 	}
 }
 
-func TestCountIgnoredOncePerRecord(t *testing.T) {
+func TestCountIgnoredOncePerRecord(t *testing.T) { onEachRedis(t, testCountIgnoredOncePerRecord) }
+
+func testCountIgnoredOncePerRecord(t *testing.T, b testrig.RedisBackend) {
 	ctx := execTestCtx(t)
-	st, _, _ := newExecStore(t)
+	st, _, _ := newExecStore(t, b)
 	now := time.Now()
 	for i := range 3 {
 		counted, err := st.CountIgnored(ctx, "f1", "topic/0/7", now, store.ExecPolicy{})
@@ -296,9 +369,11 @@ func TestCountIgnoredOncePerRecord(t *testing.T) {
 	}
 }
 
-func TestReplies(t *testing.T) {
+func TestReplies(t *testing.T) { onEachRedis(t, testReplies) }
+
+func testReplies(t *testing.T, b testrig.RedisBackend) {
 	ctx := execTestCtx(t)
-	st, _, _ := newExecStore(t)
+	st, _, _ := newExecStore(t, b)
 	if err := st.PushReply(ctx, "x9", envelope.Reply{Status: 201, Body: json.RawMessage(`{"ok":true}`)}, time.Minute); err != nil {
 		t.Fatal(err)
 	}

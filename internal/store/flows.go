@@ -206,27 +206,32 @@ func hasOwner(list []flowdoc.Owner, o flowdoc.Owner) bool {
 }
 
 // mgetJSON loads records by id in one round trip, skipping ids whose record vanished in between.
+// It pipelines GETs rather than sending one MGET: the keys may lie in different hash slots.
 func mgetJSON[T any](ctx context.Context, s *Store, ids []string, key func(string) string) ([]T, error) {
 	if len(ids) == 0 {
 		return []T{}, nil
 	}
-	keys := make([]string, len(ids))
-	for i, id := range ids {
-		keys[i] = key(id)
-	}
-	vals, err := s.rdb.MGet(ctx, keys...).Result()
-	if err != nil {
+	cmds := make([]*redis.StringCmd, len(ids))
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.Get(ctx, key(id))
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("load records: %w", err)
 	}
-	out := make([]T, 0, len(vals))
-	for i, v := range vals {
-		str, ok := v.(string)
-		if !ok {
+	out := make([]T, 0, len(cmds))
+	for _, c := range cmds {
+		raw, err := c.Bytes()
+		if errors.Is(err, redis.Nil) {
 			continue
 		}
+		if err != nil {
+			return nil, fmt.Errorf("load %s: %w", c.Args()[1], err)
+		}
 		var rec T
-		if err := json.Unmarshal([]byte(str), &rec); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", keys[i], err)
+		if err := json.Unmarshal(raw, &rec); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", c.Args()[1], err)
 		}
 		out = append(out, rec)
 	}

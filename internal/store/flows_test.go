@@ -8,13 +8,18 @@ import (
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/internal/testrig"
 )
 
 // A deleted flow is gone at once, but its revisions stay readable for the grace period, so
 // records acknowledged before the delete still run on the revision they name.
 func TestDeleteFlowKeepsItsRevisionsForTheGracePeriod(t *testing.T) {
+	onEachRedis(t, testDeleteFlowKeepsItsRevisionsForTheGracePeriod)
+}
+
+func testDeleteFlowKeepsItsRevisionsForTheGracePeriod(t *testing.T, b testrig.RedisBackend) {
 	ctx := execTestCtx(t)
-	st, rdb, prefix := newExecStore(t)
+	st, rdb, prefix := newExecStore(t, b)
 	now := time.Now().UTC()
 	f := &flowdoc.Flow{ID: "f1", Name: "doomed", Revision: 1, Status: flowdoc.StatusInactive, CreatedAt: &now,
 		Owners: []flowdoc.Owner{{ID: "u1", Type: "user"}}}
@@ -30,7 +35,7 @@ func TestDeleteFlowKeepsItsRevisionsForTheGracePeriod(t *testing.T) {
 	if rev, err := st.Revision(ctx, "f1", 1); err != nil || rev.Name != "doomed" {
 		t.Fatalf("revision 1 after the delete: %+v %v", rev, err)
 	}
-	ttl, err := rdb.TTL(ctx, prefix+"flow:f1:revs").Result()
+	ttl, err := rdb.TTL(ctx, prefix+"{meta}:flow:f1:revs").Result()
 	if err != nil || ttl <= 0 || ttl > store.RevisionGrace {
 		t.Fatalf("revision history expires in %v (%v), want within %v", ttl, err, store.RevisionGrace)
 	}

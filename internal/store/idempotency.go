@@ -6,12 +6,12 @@ package store
 //
 // Key layout (P is the store prefix):
 //
-//	P idem:{flowId}:{sha256(key)}   string  "pending:{executionId}"  the record is being produced
-//	                                          (expires after the claim lease, so a crashed
-//	                                          producer blocks retries only briefly)
-//	                                        "done:{executionId}"     the broker acknowledged it
-//	                                        "failed:{executionId}"   producing failed; the next
-//	                                          request with the key retries with the same id
+//	P idem:{<flowId>}:<sha256(key)>  string  "pending:<executionId>"  the record is being produced
+//	                                           (expires after the claim lease, so a crashed
+//	                                           producer blocks retries only briefly)
+//	                                         "done:<executionId>"     the broker acknowledged it
+//	                                         "failed:<executionId>"   producing failed; the next
+//	                                           request with the key retries with the same id
 //
 // Reusing the execution id after a failure matters: a produce that timed out may still land,
 // and the router recognises two records with one execution id as one execution.
@@ -35,7 +35,7 @@ const (
 
 func (s *Store) idemKey(flowID, key string) string {
 	sum := sha256.Sum256([]byte(key))
-	return s.k("idem", keyID(flowID), hex.EncodeToString(sum[:]))
+	return s.tagged("idem", keyID(flowID), hex.EncodeToString(sum[:]))
 }
 
 // claimIdemScript claims a free (or failed) key for an execution; otherwise it reports the

@@ -7,10 +7,10 @@ package store
 //
 // Key layout (P is the store prefix; ids are escaped so ':' inside one cannot forge another key):
 //
-//	P run:{executionId}:{token}:{attempt}         string  the finished envelope.Result (JSON), written
+//	P run:{<executionId>}:<token>:<attempt>       string  the finished envelope.Result (JSON), written
 //	                                                      only after the Result was acknowledged by
 //	                                                      Kafka; expires after the run TTL (default 7 days)
-//	P run:{executionId}:{token}:{attempt}:claim   string  which runner is executing the item right now;
+//	P run:{<executionId>}:<token>:<attempt>:claim string  which runner is executing the item right now;
 //	                                                      expires unless its holder extends it, so a
 //	                                                      crashed runner blocks a redelivery only briefly
 //
@@ -44,7 +44,7 @@ type RunKey struct {
 }
 
 func (s *Store) runKey(k RunKey) string {
-	return s.k("run", keyID(k.ExecutionID), keyID(k.Token), strconv.Itoa(k.Attempt))
+	return s.tagged("run", keyID(k.ExecutionID), keyID(k.Token), strconv.Itoa(k.Attempt))
 }
 
 func (s *Store) runClaimKey(k RunKey) string { return s.runKey(k) + ":claim" }

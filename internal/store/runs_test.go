@@ -7,23 +7,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/store"
 	"github.com/flowd/flowd/internal/testrig"
 )
 
-func newRunStore(t *testing.T) (*store.Store, *redis.Client, string) {
-	t.Helper()
-	rdb := testrig.RedisClient(t)
-	prefix := testrig.Unique("t") + ":"
-	return store.New(rdb, prefix), rdb, prefix
-}
+func TestRunRecords(t *testing.T) { onEachRedis(t, testRunRecords) }
 
-func TestRunRecords(t *testing.T) {
-	st, rdb, prefix := newRunStore(t)
+func testRunRecords(t *testing.T, b testrig.RedisBackend) {
+	st, rdb, prefix := newExecStore(t, b)
 	ctx := context.Background()
 	k := store.RunKey{ExecutionID: "ex:1", Token: "node-a:0", Attempt: 1}
 
@@ -69,7 +62,7 @@ func TestRunRecords(t *testing.T) {
 		t.Fatalf("Extend after save: %v, want ErrLockLost", err)
 	}
 
-	ttl := rdb.PTTL(ctx, prefix+"run:ex%3A1:node-a%3A0:1").Val()
+	ttl := rdb.PTTL(ctx, prefix+"run:{ex%3A1}:node-a%3A0:1").Val()
 	if ttl <= 59*time.Minute || ttl > time.Hour {
 		t.Fatalf("result TTL = %s, want about 1h (key layout as documented)", ttl)
 	}
@@ -79,7 +72,7 @@ func TestRunRecords(t *testing.T) {
 	if err := st.SaveRunResult(ctx, k2, &envelope.Result{ExecutionID: "ex2", Error: &sdk.Error{Code: "x", Message: "m"}}, 0, nil); err != nil {
 		t.Fatal(err)
 	}
-	if ttl := rdb.PTTL(ctx, prefix+"run:ex2:t:2").Val(); ttl < store.DefaultRunTTL-time.Minute {
+	if ttl := rdb.PTTL(ctx, prefix+"run:{ex2}:t:2").Val(); ttl < store.DefaultRunTTL-time.Minute {
 		t.Fatalf("default TTL = %s", ttl)
 	}
 	if got, err := st.RunResult(ctx, k2); err != nil || got.Error == nil || got.Error.Code != "x" {
@@ -87,8 +80,10 @@ func TestRunRecords(t *testing.T) {
 	}
 }
 
-func TestRunClaimReleaseAndExpiry(t *testing.T) {
-	st, _, _ := newRunStore(t)
+func TestRunClaimReleaseAndExpiry(t *testing.T) { onEachRedis(t, testRunClaimReleaseAndExpiry) }
+
+func testRunClaimReleaseAndExpiry(t *testing.T, b testrig.RedisBackend) {
+	st, _, _ := newExecStore(t, b)
 	ctx := context.Background()
 	k := store.RunKey{ExecutionID: "e", Token: "t", Attempt: 1}
 
@@ -138,8 +133,10 @@ func TestRunClaimReleaseAndExpiry(t *testing.T) {
 
 // BeginRun tells a runner in one round trip whether the activation is pending, and either
 // claims the item, reports it claimed elsewhere, or answers it from its run record.
-func TestBeginRun(t *testing.T) {
-	st, _, _ := newRunStore(t)
+func TestBeginRun(t *testing.T) { onEachRedis(t, testBeginRun) }
+
+func testBeginRun(t *testing.T, b testrig.RedisBackend) {
+	st, _, _ := newExecStore(t, b)
 	ctx := execTestCtx(t)
 	k := store.RunKey{ExecutionID: "ex-b", Token: "A:0", Attempt: 1}
 

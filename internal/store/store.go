@@ -2,43 +2,53 @@
 // Redis key. Every multi-key write runs in one MULTI/EXEC, guarded by WATCH where it reads first,
 // so a crash or a concurrent writer never leaves half a change behind.
 //
-// Key layout (P is the configured prefix, default "flowd:"):
+// Key layout (P is the configured prefix, default "flowd:"). The part in braces is the key's
+// Redis Cluster hash tag: keys that change together in one transaction or script share it, so
+// they live in one hash slot and the store runs on a cluster as on a single node.
 //
-//	P flow:{id}                  string  current flow document (JSON, with status and revision)
-//	P flow:{id}:revs             hash    revision number -> flow document as of that revision
-//	P flows                      zset    every flow id, scored by creation time (ms)
-//	P owner:user:{uid}:flows     set     flow ids a user owns
-//	P owner:tenant:{tid}:flows   set     flow ids a tenant owns
-//	P tenant:{id}                string  tenant (JSON)
-//	P tenants                    zset    tenant ids by creation time
-//	P tenantname:{name}          string  tenant id (names are unique)
-//	P user:{id}                  string  user (JSON)
-//	P users                      zset    user ids by creation time
-//	P username:{username}        string  user id (usernames are unique)
-//	P user:{id}:tokens           set     token ids of a user
-//	P token:{sha256}             string  token record (JSON) by hash of the secret
-//	P tokenid:{id}               string  sha256 of a token, to revoke by id
-//	P admin                      string  id of the bootstrap administrator
-//	P outbox                     list    events committed with a change, not yet on Kafka
-//	P outbox:lock                string  which process is draining the outbox
-//	P connection:{id}            string  connection (JSON; secret fields AES-256-GCM sealed, never clear)
-//	P connection:{id}:lock       string  which process is refreshing the connection's OAuth2 token
-//	P connections:user:{uid}     zset    connection ids a user owns, by creation time
-//	P connections:tenant:{tid}   zset    connection ids shared with a tenant, by creation time
-//	P connname:{uid}:{name}      string  connection id (names are unique per owner, ignoring case)
-//	P idem:{flowId}:{sha256}     string  webhook Idempotency-Key claim: pending|done|failed:{executionId}
-//	P exec:{id}                  string  execution record (JSON)
-//	P exec:{id}:state            string  router bookkeeping: per-scope counters, merge arrivals
-//	P exec:{id}:steps            hash    token -> step record
-//	P exec:{id}:outputs          hash    node id -> latest output (steps.<id> in expressions)
-//	P exec:{id}:pending          hash    token -> activation sent to a runner, not yet completed
-//	P exec:{id}:msgs             hash    consumed message id -> records it produces (redelivery marker)
-//	P exec:{id}:reply            list    replies for a synchronous webhook caller
-//	P flow:{fid}:execs[:status]  zset    execution ids by receive time, trimmed to the retention
-//	P flow:{fid}:stats:{day}     hash    "{minute}:{success|error|ignored}" -> count
-//	P flow:{fid}:ignored:{rid}   string  partner record already counted as ignored
-//	P run:{exec}:{token}:{att}   string  a runner's finished Result, to answer redeliveries
-//	P run:{exec}:{token}:{att}:claim  string  the runner executing that work item now
+//	P {meta}:flow:<id>                  string  current flow document (JSON, with status and revision)
+//	P {meta}:flow:<id>:revs             hash    revision number -> flow document as of that revision
+//	P {meta}:flows                      zset    every flow id, scored by creation time (ms)
+//	P {meta}:owner:user:<uid>:flows     set     flow ids a user owns
+//	P {meta}:owner:tenant:<tid>:flows   set     flow ids a tenant owns
+//	P {meta}:tenant:<id>                string  tenant (JSON)
+//	P {meta}:tenants                    zset    tenant ids by creation time
+//	P {meta}:tenantname:<name>          string  tenant id (names are unique)
+//	P {meta}:user:<id>                  string  user (JSON)
+//	P {meta}:users                      zset    user ids by creation time
+//	P {meta}:username:<username>        string  user id (usernames are unique)
+//	P {meta}:user:<id>:tokens           set     token ids of a user
+//	P {meta}:token:<sha256>             string  token record (JSON) by hash of the secret
+//	P {meta}:tokenid:<id>               string  sha256 of a token, to revoke by id
+//	P {meta}:admin                      string  id of the bootstrap administrator
+//	P {meta}:outbox                     list    events committed with a change, not yet on Kafka
+//	P {meta}:outbox:lock                string  which process is draining the outbox
+//	P {meta}:connection:<id>            string  connection (JSON; secret fields AES-256-GCM sealed, never clear)
+//	P {meta}:connection:<id>:lock       string  which process is refreshing the connection's OAuth2 token
+//	P {meta}:connections:user:<uid>     zset    connection ids a user owns, by creation time
+//	P {meta}:connections:tenant:<tid>   zset    connection ids shared with a tenant, by creation time
+//	P {meta}:connname:<uid>:<name>      string  connection id (names are unique per owner, ignoring case)
+//	P {meta}:layout                     string  the key layout's version (see upgrade.go)
+//	P idem:{<flowId>}:<sha256>          string  webhook Idempotency-Key claim: pending|done|failed:<executionId>
+//	P exec:{<id>}                       string  execution record (JSON)
+//	P exec:{<id>}:state                 string  router bookkeeping: per-scope counters, merge arrivals
+//	P exec:{<id>}:steps                 hash    token -> step record
+//	P exec:{<id>}:outputs               hash    node id -> latest output (steps.<id> in expressions)
+//	P exec:{<id>}:pending               hash    token -> activation sent to a runner, not yet completed
+//	P exec:{<id>}:msgs                  hash    consumed message id -> records it produces (redelivery marker)
+//	P exec:{<id>}:reply                 list    replies for a synchronous webhook caller
+//	P run:{<exec>}:<token>:<att>        string  a runner's finished Result, to answer redeliveries
+//	P run:{<exec>}:<token>:<att>:claim  string  the runner executing that work item now
+//	P flow:{<fid>}:execs[:<status>]     zset    execution ids by receive time, trimmed to the retention
+//	P flow:{<fid>}:stats:<day>          hash    "<minute>:<success|error|ignored>" -> count
+//	P flow:{<fid>}:ignored:<rid>        string  partner record already counted as ignored
+//
+// The control plane (flows, identity, connections, the outbox) is small, changes rarely and
+// is read through caches, so it shares one slot and keeps its multi-record transactions. An
+// execution's keys and its runs share the execution's slot; a flow's history indexes and
+// counters share the flow's. The one change that spans two slots, an execution's status and
+// its flow's indexes, is made in two steps that are each atomic, the second idempotent and
+// repeated on redelivery (see AdvanceExecution).
 //
 // Each file documents its keys in detail (executions.go, runs.go, idempotency.go,
 // connections.go); ids inside keys are escaped so that no id can forge another record's key.
@@ -74,10 +84,23 @@ type Store struct {
 	pipe *autoPipe
 }
 
-// New wraps a Redis client. prefix namespaces every key (tests use a unique one each).
+// CheckPrefix tells whether prefix can namespace flowd's keys: braces would change the hash
+// tags the key layout relies on.
+func CheckPrefix(prefix string) error {
+	if strings.ContainsAny(prefix, "{}") {
+		return fmt.Errorf("key prefix %q: braces are not allowed (they would change Redis Cluster hash slots)", prefix)
+	}
+	return nil
+}
+
+// New wraps a Redis client, a single node or a cluster. prefix namespaces every key (tests use
+// a unique one each); it must pass CheckPrefix, or its braces are escaped.
 func New(rdb redis.UniversalClient, prefix string) *Store {
 	if prefix == "" {
 		prefix = DefaultPrefix
+	}
+	if CheckPrefix(prefix) != nil {
+		prefix = keyID(prefix)
 	}
 	return &Store{rdb: rdb, p: prefix, pipe: &autoPipe{rdb: rdb}}
 }
@@ -95,15 +118,22 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // keyID escapes ':' (and '%') in an id, so an id taken from a request can never address
 // another record's key (an id "x:revs" must not reach flow x's revisions).
-var keyID = strings.NewReplacer("%", "%25", ":", "%3A").Replace
+// Braces are escaped too: an id must never choose a key's hash slot.
+var keyID = strings.NewReplacer("%", "%25", ":", "%3A", "{", "%7B", "}", "%7D").Replace
 
+// metaTag is the hash tag of the control plane's keys.
+const metaTag = "{meta}"
+
+// k builds a control-plane key (in the {meta} slot) from its parts.
 func (s *Store) k(parts ...string) string {
-	out := s.p
-	for i, part := range parts {
-		if i > 0 {
-			out += ":"
-		}
-		out += part
+	return s.p + metaTag + ":" + strings.Join(parts, ":")
+}
+
+// tagged builds a key in the hash slot of id (already escaped): P kind:{id}[:rest...].
+func (s *Store) tagged(kind, id string, rest ...string) string {
+	out := s.p + kind + ":{" + id + "}"
+	if len(rest) > 0 {
+		out += ":" + strings.Join(rest, ":")
 	}
 	return out
 }

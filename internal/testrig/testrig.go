@@ -23,6 +23,8 @@ const (
 	EnvKafka = "FLOWD_TEST_KAFKA_BROKERS"
 	// EnvRedis holds a redis:// URL.
 	EnvRedis = "FLOWD_TEST_REDIS_URL"
+	// EnvRedisCluster holds the comma-separated addresses of a Redis Cluster's masters.
+	EnvRedisCluster = "FLOWD_TEST_REDIS_CLUSTER"
 	// EnvRequire makes a missing rig a failure instead of a skip.
 	EnvRequire = "FLOWD_REQUIRE_RIG"
 	// EnvKafkaVersion holds the version the rig's broker reports (e.g. "4.1.1").
@@ -82,6 +84,36 @@ func RedisClient(t testing.TB) *redis.Client {
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
+}
+
+// RedisClusterClient connects to the rig's three-master Redis Cluster (or skips the test) and
+// closes the client when the test ends.
+func RedisClusterClient(t testing.TB) *redis.ClusterClient {
+	t.Helper()
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(need(t, EnvRedisCluster), ",")})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// RedisClusterURL returns the rig's cluster as flowd's --redis-url takes it with
+// --redis-cluster (redis://node1?addr=node2&addr=node3), or skips the test.
+func RedisClusterURL(t testing.TB) string {
+	t.Helper()
+	addrs := strings.Split(need(t, EnvRedisCluster), ",")
+	return "redis://" + addrs[0] + "?addr=" + strings.Join(addrs[1:], "&addr=")
+}
+
+// RedisBackend is one kind of Redis deployment a test runs against.
+type RedisBackend struct {
+	Name   string
+	Client func(t testing.TB) redis.UniversalClient
+}
+
+// RedisBackends are the deployments code that must work on both runs its tests against: the
+// single redis-server and the three-master cluster.
+var RedisBackends = []RedisBackend{
+	{Name: "single", Client: func(t testing.TB) redis.UniversalClient { return RedisClient(t) }},
+	{Name: "cluster", Client: func(t testing.TB) redis.UniversalClient { return RedisClusterClient(t) }},
 }
 
 // LogBuffer collects log output written from many goroutines, for tests that search logs.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# with-rig.sh CMD...: run CMD with a real Kafka broker and a real redis-server beside it.
+# with-rig.sh CMD...: run CMD with a real Kafka broker, a real redis-server and a real
+# three-master Redis Cluster beside it.
 #
 # Starts both (in parallel: the Kafka JVM is the slow part), exports their addresses in the
 # variables internal/testrig reads, runs CMD, and always stops both and removes their files,
@@ -45,6 +46,7 @@ cleanup() {
 	[ -z "$cmd_pid" ] || kill "$cmd_pid" 2>/dev/null || true
 	"$RIG_BIN/kafka.sh" stop "$RIG_DIR/kafka" || true
 	"$RIG_BIN/redis.sh" stop "$RIG_DIR/redis" || true
+	"$RIG_BIN/redis.sh" cluster-stop "$RIG_DIR/redis-cluster" || true
 	rm -rf "$RIG_DIR"
 	exit "$rc"
 }
@@ -56,6 +58,8 @@ SECONDS=0
 "$RIG_BIN/kafka.sh" start "$RIG_DIR/kafka" &
 starters+=($!)
 "$RIG_BIN/redis.sh" start "$RIG_DIR/redis" &
+starters+=($!)
+"$RIG_BIN/redis.sh" cluster-start "$RIG_DIR/redis-cluster" &
 starters+=($!)
 failed=0
 for pid in "${starters[@]}"; do wait "$pid" || failed=1; done
@@ -73,6 +77,8 @@ redis_port=$(cat "$RIG_DIR/redis/port")
 export FLOWD_TEST_KAFKA_BROKERS="127.0.0.1:$kafka_port"
 export FLOWD_TEST_KAFKA_VERSION="$kafka_version"
 export FLOWD_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0"
+FLOWD_TEST_REDIS_CLUSTER=$(cat "$RIG_DIR/redis-cluster/nodes")
+export FLOWD_TEST_REDIS_CLUSTER
 export FLOWD_REQUIRE_RIG=1
 
 # CMD runs in the background (stdin kept) so a signal to this script is handled at once rather
