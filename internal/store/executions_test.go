@@ -154,7 +154,9 @@ func testAdvanceExecutionAppliesAMessageOnce(t *testing.T, b testrig.RedisBacken
 // The flow's indexes and counters live in another hash slot than the execution, so they are
 // brought in line in a second step. A crash between the two loses that step; the redelivery
 // that follows (the message was never committed) repeats it, and counts the end only once.
-func TestRedeliveryRepairsTheFlowIndex(t *testing.T) { onEachRedis(t, testRedeliveryRepairsTheFlowIndex) }
+func TestRedeliveryRepairsTheFlowIndex(t *testing.T) {
+	onEachRedis(t, testRedeliveryRepairsTheFlowIndex)
+}
 
 func testRedeliveryRepairsTheFlowIndex(t *testing.T, b testrig.RedisBackend) {
 	ctx := execTestCtx(t)
