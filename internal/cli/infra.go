@@ -69,6 +69,14 @@ func connect(ctx context.Context, in *infra) (*conn, error) {
 		_ = c.rdb.Close()
 		return nil, err
 	}
+	renamed, err := c.st.UpgradeLayout(ctx)
+	if err != nil {
+		_ = c.rdb.Close()
+		return nil, fmt.Errorf("upgrade the redis key layout: %w", err)
+	}
+	if renamed > 0 {
+		log.Info("redis keys renamed to the current key layout", "keys", renamed)
+	}
 	if err := waitFor(ctx, "kafka at "+in.brokers, func(ctx context.Context) error { return kafkax.Ping(ctx, c.kcfg) }); err != nil {
 		_ = c.rdb.Close()
 		return nil, err
