@@ -387,12 +387,7 @@ func (r *Router) produce(ctx context.Context, execID, msgID string, recs []store
 // deadLetter copies a record that can never be processed to flowd.dlq with the reason; the
 // caller then commits it.
 func (r *Router) deadLetter(ctx context.Context, m kafka.Message, reason string) error {
-	r.log.Warn("record sent to the dead letter topic", "topic", m.Topic, "partition", m.Partition,
-		"offset", m.Offset, "reason", reason)
-	if err := r.w.WriteMessages(ctx, r.cfg.Kafka.DeadLetter(r.cfg.Kafka.Topic(envelope.TopicDLQ), m, reason)); err != nil {
-		return fmt.Errorf("produce dead letter: %w", err)
-	}
-	return nil
+	return r.dlq.Send(ctx, m, reason)
 }
 
 func mustJSON(v any) json.RawMessage {

@@ -78,6 +78,7 @@ type Router struct {
 	cfg          Config
 	log          *slog.Logger
 	w            *kafkax.Producer
+	dlq          *kafkax.DeadLetters
 	graphs       *graphs
 	partners     *partners
 	topicIngest  string
@@ -155,6 +156,7 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 	r.pools[envelope.PoolTopic("")] = true
 	r.w = kafkax.NewProducer(r.cfg.Kafka)
+	r.dlq = r.cfg.Kafka.NewDeadLetters(r.w, r.cfg.Kafka.Topic(envelope.TopicDLQ), r.log)
 	defer func() {
 		if err := r.w.Close(); err != nil {
 			r.log.Warn("closing kafka writer", "err", err)

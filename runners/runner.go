@@ -93,7 +93,7 @@ type Runner struct {
 	log      *slog.Logger
 	topic    string // flowd.steps.<pool>
 	results  string // flowd.results
-	dlq      string // flowd.dlq
+	dlq      *kafkax.DeadLetters
 	exec     executor
 	configs  *configCache
 	started  atomic.Bool
@@ -157,7 +157,6 @@ func New(cfg Config) (*Runner, error) {
 		topic:   cfg.Kafka.Topic(envelope.PoolTopic(cfg.Pool)),
 		revs:    newRevisions(cfg.Store),
 		results: cfg.Kafka.Topic(envelope.TopicResults),
-		dlq:     cfg.Kafka.Topic(envelope.TopicDLQ),
 		exec:    cfg.Host,
 		configs: newConfigCache(4096),
 		ready:   make(chan struct{}),
@@ -186,6 +185,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	r.writer = kafkax.NewProducer(kcfg)
+	r.dlq = kcfg.NewDeadLetters(r.writer, kcfg.Topic(envelope.TopicDLQ), r.log)
 	defer func() {
 		if err := r.writer.Close(); err != nil {
 			r.log.Warn("closing the Kafka producer", "err", err)

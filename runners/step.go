@@ -439,22 +439,7 @@ func (r *Runner) publish(ctx context.Context, res *envelope.Result, log *slog.Lo
 
 // deadLetter copies a record the runner cannot run to flowd.dlq, with why and where from.
 func (r *Runner) deadLetter(ctx context.Context, m kafka.Message, reason string) error {
-	msg := r.cfg.Kafka.DeadLetter(r.dlq, m, reason)
-	backoff := 100 * time.Millisecond
-	for {
-		err := r.writer.WriteMessages(ctx, msg)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("produce dead letter: %w", ctx.Err())
-		}
-		r.log.Warn("producing to the dead-letter topic failed; retrying", "partition", m.Partition, "offset", m.Offset, "err", err, "in", backoff)
-		if !consume.Sleep(ctx, backoff) {
-			return fmt.Errorf("produce dead letter: %w", ctx.Err())
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
+	return r.dlq.Send(ctx, m, reason)
 }
 
 func tooLarge(err error) bool {

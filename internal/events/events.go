@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/flowd/flowd/internal/busauth"
+	"github.com/flowd/flowd/internal/consume"
 	"github.com/flowd/flowd/internal/kafkax"
 )
 
@@ -152,24 +153,24 @@ func Consume(ctx context.Context, cfg kafkax.Config, groupID string, fn Handler)
 		MaxWait:     time.Second,
 	}))
 	defer r.Close()
-	for {
-		m, err := r.FetchMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+	// One event at a time, in order; a failed handler stops the loop with its event
+	// uncommitted.
+	runCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	consume.Run(runCtx, consume.Config{
+		Name: "events " + groupID, Reader: r, Concurrency: 1, Ordered: true,
+		Handle: func(_, work context.Context, m kafka.Message) bool {
+			if err := handle(work, cfg.RecordKeys, m, fn); err != nil {
+				stop(err)
+				return false
 			}
-			return fmt.Errorf("events: fetch: %w", err)
-		}
-		if err := handle(ctx, cfg.RecordKeys, m, fn); err != nil {
-			return err
-		}
-		if err := r.CommitMessages(ctx, m); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("events: commit %s/%d@%d: %w", m.Topic, m.Partition, m.Offset, err)
-		}
+			return true
+		},
+	})
+	if err := context.Cause(runCtx); err != nil && ctx.Err() == nil {
+		return err
 	}
+	return nil
 }
 
 func handle(ctx context.Context, keys *busauth.Keyring, m kafka.Message, fn Handler) error {

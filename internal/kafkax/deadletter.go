@@ -1,9 +1,15 @@
 package kafkax
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/flowd/flowd/internal/consume"
 )
 
 // Headers a dead letter carries besides the original record's own.
@@ -28,4 +34,43 @@ func (c Config) DeadLetter(topic string, m kafka.Message, reason string) kafka.M
 	msg := kafka.Message{Topic: topic, Key: m.Key, Value: m.Value, Headers: headers}
 	c.RecordKeys.Sign(&msg)
 	return msg
+}
+
+// DeadLetters sends records that can never be processed to the dead-letter topic: what every
+// consumer of flowd's topics does with such a record, in one place.
+type DeadLetters struct {
+	cfg   Config
+	w     *Producer
+	topic string
+	log   *slog.Logger
+}
+
+// NewDeadLetters sends through w to topic (its full name).
+func (c Config) NewDeadLetters(w *Producer, topic string, log *slog.Logger) *DeadLetters {
+	return &DeadLetters{cfg: c, w: w, topic: topic, log: log}
+}
+
+// Send logs why m cannot be processed and produces its copy (DeadLetter), retrying with
+// backoff until the broker acknowledges it or ctx ends: the caller commits m only after Send
+// returned nil, so no record is dropped without a trace.
+func (d *DeadLetters) Send(ctx context.Context, m kafka.Message, reason string) error {
+	d.log.Warn("record sent to the dead-letter topic", "topic", m.Topic, "partition", m.Partition,
+		"offset", m.Offset, "reason", reason)
+	msg := d.cfg.DeadLetter(d.topic, m, reason)
+	backoff := 100 * time.Millisecond
+	for {
+		err := d.w.WriteMessages(ctx, msg)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("produce dead letter: %w", ctx.Err())
+		}
+		d.log.Warn("producing to the dead-letter topic failed; retrying", "partition", m.Partition,
+			"offset", m.Offset, "err", err, "in", backoff)
+		if !consume.Sleep(ctx, backoff) {
+			return fmt.Errorf("produce dead letter: %w", ctx.Err())
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
 }
