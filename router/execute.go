@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"time"
 
@@ -93,7 +94,8 @@ func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest)
 	if len(in.Input) == 0 {
 		in.Input = json.RawMessage("null")
 	}
-	t := store.Transition{ExecutionID: in.ExecutionID, MessageID: msgIngest, Policy: r.cfg.Policy}
+	pol := r.policy(g.Flow())
+	t := store.Transition{ExecutionID: in.ExecutionID, MessageID: msgIngest, Policy: pol}
 	created := false // by this call (decide may run again when the transaction is retried)
 	adv, err := r.cfg.Store.AdvanceExecution(ctx, t, func(cur *store.ExecState) (*store.ExecChange, error) {
 		created = false
@@ -112,7 +114,11 @@ func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errUnusable, err)
 		}
-		return r.change(g, exec, st, gc, cur.Outputs, out, now)
+		ch, err := r.change(g, exec, st, gc, cur.Outputs, out, now)
+		if err != nil {
+			return nil, err
+		}
+		return ch, r.addHistory(pol, cur, ch)
 	})
 	if err != nil {
 		return err
@@ -142,9 +148,14 @@ func (r *Router) handleResult(ctx context.Context, m kafka.Message) error {
 		return err
 	}
 	msgID := msgResult(res.Token, res.Attempt)
-	t := store.Transition{ExecutionID: res.ExecutionID, MessageID: msgID, Token: res.Token, Policy: r.cfg.Policy}
+	pol := r.policy(g.Flow())
+	t := store.Transition{ExecutionID: res.ExecutionID, MessageID: msgID, Token: res.Token, Policy: pol}
 	adv, err := r.cfg.Store.AdvanceExecution(ctx, t, func(cur *store.ExecState) (*store.ExecChange, error) {
-		return r.applyResult(g, &res, cur)
+		ch, err := r.applyResult(g, &res, cur)
+		if err != nil || ch == nil {
+			return ch, err
+		}
+		return ch, r.addHistory(pol, cur, ch)
 	})
 	if errors.Is(err, errUnusable) {
 		return r.deadLetter(ctx, m, err.Error())
@@ -296,6 +307,66 @@ func (r *Router) change(g *graph.Graph, exec *envelope.Execution, st *execState,
 	}
 	ch.State = mustJSON(st)
 	return ch, nil
+}
+
+// addHistory adds the flowd.history record to the change that ends an execution: the record
+// and the steps the save policy keeps, so it is produced exactly when the change's other
+// records are.
+func (r *Router) addHistory(pol store.ExecPolicy, cur *store.ExecState, ch *store.ExecChange) error {
+	e := ch.Execution
+	if e == nil || !terminal(e.Status) || (cur.Execution != nil && terminal(cur.Execution.Status)) {
+		return nil
+	}
+	h := envelope.History{Execution: *e, Save: store.SaveAll}
+	if e.Status != envelope.StatusFailed {
+		h.Save = pol.Succeeded
+	}
+	if h.Save != store.SaveNone {
+		stored, err := cur.LoadSteps()
+		if err != nil {
+			return fmt.Errorf("load steps of %s: %w", e.ID, err)
+		}
+		h.Steps = mergeSteps(stored, ch.Steps)
+		for i := range h.Steps {
+			if h.Save == store.SaveSummary {
+				h.Steps[i].Input, h.Steps[i].Output = nil, nil
+			}
+		}
+	}
+	raw := mustJSON(h)
+	if r.cfg.MaxRecordBytes > 0 && len(raw) > r.cfg.MaxRecordBytes {
+		// Too large for Kafka with its payloads: the stream gets the summary instead.
+		for i := range h.Steps {
+			h.Steps[i].Input, h.Steps[i].Output, h.Steps[i].Truncated = nil, nil, true
+		}
+		h.Save = store.SaveSummary
+		raw = mustJSON(h)
+	}
+	ch.Records = append(ch.Records, store.Record{Topic: r.cfg.Kafka.Topic(envelope.TopicHistory), Key: []byte(e.ID), Value: raw})
+	return nil
+}
+
+func terminal(status string) bool {
+	return status == envelope.StatusSucceeded || status == envelope.StatusFailed || status == envelope.StatusFiltered
+}
+
+// mergeSteps lays a transition's steps over the stored ones (same token: the newer record),
+// in the order they started.
+func mergeSteps(stored, changed []envelope.Step) []envelope.Step {
+	out := make([]envelope.Step, 0, len(stored)+len(changed))
+	seen := make(map[string]int, len(stored)+len(changed))
+	for _, list := range [][]envelope.Step{stored, changed} {
+		for _, st := range list {
+			if i, ok := seen[st.Token]; ok {
+				out[i] = st
+				continue
+			}
+			seen[st.Token] = len(out)
+			out = append(out, st)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].StartedAt.Before(out[j].StartedAt) })
+	return out
 }
 
 // CodeRecordTooLarge fails an execution whose next work item Kafka would not accept.

@@ -23,6 +23,7 @@ import (
 	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
+	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/store"
 )
@@ -48,7 +49,8 @@ type Config struct {
 	// GroupID is the consumer group of flowd.ingest and flowd.results (default "flowd-router").
 	// Partner topics are consumed in GroupID-<flowId>, lifecycle events in GroupID-lifecycle.
 	GroupID string
-	// Policy: retention of execution records, step snapshot size, reply TTL.
+	// Policy is what is kept of executions, for how long and how much of a payload; a flow's
+	// history settings override its Retention, MaxCount and Succeeded.
 	Policy store.ExecPolicy
 	// StepTimeout sets each work item's deadline (default 5 minutes).
 	StepTimeout time.Duration
@@ -151,7 +153,7 @@ func (r *Router) Run(ctx context.Context) error {
 		return errors.New("router: Run called twice")
 	}
 	if err := kafkax.EnsureTopics(ctx, r.cfg.Kafka, envelope.TopicIngest, envelope.TopicResults,
-		envelope.TopicDLQ, events.TopicName, envelope.PoolTopic("")); err != nil {
+		envelope.TopicDLQ, envelope.TopicHistory, events.TopicName, envelope.PoolTopic("")); err != nil {
 		return fmt.Errorf("router: create topics: %w", err)
 	}
 	r.pools[envelope.PoolTopic("")] = true
@@ -233,4 +235,27 @@ func (r *Router) reconcileEvery(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// policy is the execution policy of a flow: the router's, with the flow's history settings
+// over it (validated when the flow was saved; an unparsable age keeps the router's).
+func (r *Router) policy(f *flowdoc.Flow) store.ExecPolicy {
+	return policyOf(r.cfg.Policy, f).WithDefaults()
+}
+
+func policyOf(base store.ExecPolicy, f *flowdoc.Flow) store.ExecPolicy {
+	h := f.History
+	if h == nil {
+		return base
+	}
+	if h.Succeeded != "" {
+		base.Succeeded = h.Succeeded
+	}
+	if h.MaxCount > 0 {
+		base.MaxCount = h.MaxCount
+	}
+	if d, err := time.ParseDuration(h.MaxAge); err == nil && d > 0 {
+		base.Retention = d
+	}
+	return base
 }

@@ -71,8 +71,9 @@ type Config struct {
 	// DrainTimeout bounds how long Run lets in-flight steps finish after its ctx ends; what is
 	// unfinished then is not committed and will be redelivered [20s].
 	DrainTimeout time.Duration
-	// RunTTL is how long finished items are remembered for redeliveries [store.DefaultRunTTL].
-	RunTTL time.Duration
+	// RedeliveryWindow is how long finished items are remembered for redeliveries
+	// [store.DefaultRedeliveryWindow].
+	RedeliveryWindow time.Duration
 	// ClaimTTL bounds how long a crashed runner's claim on an item delays its redelivery; the
 	// holder renews it every third of that [30s].
 	ClaimTTL time.Duration
@@ -138,8 +139,8 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
 	}
-	if cfg.RunTTL <= 0 {
-		cfg.RunTTL = store.DefaultRunTTL
+	if cfg.RedeliveryWindow <= 0 {
+		cfg.RedeliveryWindow = store.DefaultRedeliveryWindow
 	}
 	if cfg.ClaimTTL <= 0 {
 		cfg.ClaimTTL = DefaultClaimTTL

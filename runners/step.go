@@ -71,17 +71,17 @@ func (r *Runner) process(stop, work context.Context, m kafka.Message) bool {
 	key := store.RunKey{ExecutionID: w.ExecutionID, Token: w.Token, Attempt: w.Attempt}
 	log = log.With("connector", w.Node.Connector, "action", w.Node.Action)
 
-	claim, prior := start.Claim, start.Prior
-	if claim == nil && prior == nil {
+	claim, done := start.Claim, start.Done
+	if claim == nil && !done {
 		// Another runner holds the claim: wait for its result or for the claim to lapse.
-		if claim, prior, err = r.acquire(stop, work, key, log); err != nil {
+		if claim, done, err = r.acquire(stop, work, key, log); err != nil {
 			log.Info("work item left for redelivery", "reason", err)
 			return false
 		}
 	}
-	if prior != nil {
-		log.Info("redelivered work item answered from its run record", "attempt", prior.Attempt)
-		return r.publish(work, prior, log) == nil
+	if done {
+		log.Info("redelivered work item finished before: its result is on the results topic already")
+		return true
 	}
 
 	stopRenewing := r.keepClaim(work, claim, log)
@@ -95,7 +95,7 @@ func (r *Runner) process(stop, work context.Context, m kafka.Message) bool {
 		r.release(work, claim, log)
 		return false
 	}
-	r.record(work, key, res, claim, log)
+	r.record(work, key, claim, log)
 	return true
 }
 
@@ -120,16 +120,16 @@ func decodeWork(raw []byte) (*envelope.Work, string) {
 	return &w, ""
 }
 
-// acquire returns the recorded result of an item finished before (a redelivery), or a claim
-// on running it. While another runner holds the claim, it waits for that runner's result, or
+// acquire reports whether the item finished before (a redelivery), or returns a claim on
+// running it. While another runner holds the claim, it waits for that runner to finish, or
 // for the claim to lapse (the holder died or gave up), rather than run the step twice.
-func (r *Runner) acquire(stop, work context.Context, key store.RunKey, log *slog.Logger) (*store.RunClaim, *envelope.Result, error) {
+func (r *Runner) acquire(stop, work context.Context, key store.RunKey, log *slog.Logger) (*store.RunClaim, bool, error) {
 	backoff := 100 * time.Millisecond
 	waiting := false
 	for {
-		claim, prior, err := r.tryAcquire(work, key)
-		if err == nil && (claim != nil || prior != nil) {
-			return claim, prior, nil
+		claim, done, err := r.tryAcquire(work, key)
+		if err == nil && (claim != nil || done) {
+			return claim, done, nil
 		}
 		delay := claimPoll
 		switch {
@@ -141,17 +141,17 @@ func (r *Runner) acquire(stop, work context.Context, key store.RunKey, log *slog
 			log.Info("work item is being run elsewhere; waiting for its result")
 		}
 		if !consume.Sleep(stop, delay) {
-			return nil, nil, errAbandoned
+			return nil, false, errAbandoned
 		}
 	}
 }
 
-func (r *Runner) tryAcquire(ctx context.Context, key store.RunKey) (*store.RunClaim, *envelope.Result, error) {
+func (r *Runner) tryAcquire(ctx context.Context, key store.RunKey) (*store.RunClaim, bool, error) {
 	st, err := r.cfg.Store.BeginRun(ctx, key, r.cfg.ClaimTTL)
 	if err != nil {
-		return nil, nil, err
+		return nil, false, err
 	}
-	return st.Claim, st.Prior, nil
+	return st.Claim, st.Done, nil
 }
 
 // keepClaim extends the claim while the step runs; call the returned func when it is done.
@@ -190,15 +190,16 @@ func (r *Runner) release(ctx context.Context, claim *store.RunClaim, log *slog.L
 	}
 }
 
-// record stores the result for redeliveries. It runs after the Result is on Kafka, so a
-// failure here only means a redelivery would run the step again (with the same idempotency
-// key); holding the offset back would cause exactly that, so the offset is committed anyway.
-func (r *Runner) record(ctx context.Context, key store.RunKey, res *envelope.Result, claim *store.RunClaim, log *slog.Logger) {
+// record notes the item as finished, for redeliveries. It runs after the Result is on Kafka,
+// so a failure here only means a redelivery would run the step again (with the same
+// idempotency key); holding the offset back would cause exactly that, so the offset is
+// committed anyway.
+func (r *Runner) record(ctx context.Context, key store.RunKey, claim *store.RunClaim, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	backoff := 100 * time.Millisecond
 	for {
-		err := r.cfg.Store.SaveRunResult(ctx, key, res, r.cfg.RunTTL, claim)
+		err := r.cfg.Store.FinishRun(ctx, key, r.cfg.RedeliveryWindow, claim)
 		if err == nil {
 			return
 		}

@@ -108,7 +108,7 @@ func (r *Runner) check(ctx context.Context, w *envelope.Work) (*store.RunStart, 
 	reason := ""
 	exec, act := st.Execution, st.Activation
 	switch {
-	case act == nil && st.Prior != nil:
+	case act == nil && st.Done:
 		// A redelivery of an item whose result the router already applied is not pending any
 		// more: its run record answers it.
 	case act == nil:

@@ -155,7 +155,7 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, connectors connect
 			c.close()
 		}
 	}()
-	topics := []string{events.TopicName, envelope.TopicIngest, envelope.TopicResults, envelope.TopicDLQ, envelope.PoolTopic(envelope.DefaultPool)}
+	topics := []string{events.TopicName, envelope.TopicIngest, envelope.TopicResults, envelope.TopicDLQ, envelope.TopicHistory, envelope.PoolTopic(envelope.DefaultPool)}
 	if err := kafkax.EnsureTopics(ctx, c.kcfg, topics...); err != nil {
 		return nil, fmt.Errorf("create topics: %w", err)
 	}
@@ -191,7 +191,7 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, connectors connect
 	if err != nil {
 		return nil, err
 	}
-	rn, err := newRunner(c, e.host, keys, runnerOptions{})
+	rn, err := newRunner(c, in, e.host, keys, runnerOptions{})
 	if err != nil {
 		return nil, err
 	}

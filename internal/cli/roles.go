@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/flowd/flowd/connectors/host"
@@ -42,19 +45,66 @@ func newIngest(c *conn, keys *secrets.Keyring, opt ingestOptions) (*ingest.Serve
 
 // newRouter builds the router role; its lifecycle confirmations kick c's outbox relay.
 func newRouter(c *conn, in *infra, opt routerOptions) (*router.Router, error) {
+	pol, err := opt.policy(in)
+	if err != nil {
+		return nil, err
+	}
 	return router.New(router.Config{
 		Kafka: c.kcfg, Store: c.st, Log: c.log, GroupID: opt.group, Relay: c.relay, PartnerTopicsRestricted: in.partnerTopicsRestricted,
-		Policy:      store.ExecPolicy{Retention: opt.retention, SnapshotLimit: opt.snapshotLimit},
-		StepTimeout: opt.stepTimeout, DrainTimeout: opt.drain,
+		Policy: pol, StepTimeout: opt.stepTimeout, DrainTimeout: opt.drain,
 	})
 }
 
+// policy checks the router's history flags.
+func (opt routerOptions) policy(in *infra) (store.ExecPolicy, error) {
+	pol := store.ExecPolicy{
+		Retention: opt.retention, SnapshotLimit: opt.snapshotLimit, MaxCount: opt.maxCount,
+		Succeeded: opt.historySave, RedeliveryWindow: in.redeliveryWindow,
+	}
+	if pol.Succeeded != "" {
+		if err := store.CheckSavePolicy(pol.Succeeded); err != nil {
+			return pol, fmt.Errorf("--history-save: %w", err)
+		}
+	}
+	if opt.budget != "" {
+		n, err := parseBytes(opt.budget)
+		if err != nil {
+			return pol, fmt.Errorf("--history-budget: %w", err)
+		}
+		pol.Budget = n
+	}
+	if err := checkEnvDurations("FLOWD_EXECUTION_RETENTION", "FLOWD_REDELIVERY_WINDOW"); err != nil {
+		return pol, err
+	}
+	return pol, nil
+}
+
+// parseBytes reads a size such as 512MiB, 2GiB, 1GB or 1048576.
+func parseBytes(v string) (int64, error) {
+	units := []struct {
+		suffix string
+		n      int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	num, mult := strings.TrimSpace(v), int64(1)
+	for _, u := range units {
+		if rest, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(rest), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is not a size such as 512MiB, 2GiB or 1048576", v)
+	}
+	return n * mult, nil
+}
+
 // newRunner builds a runner pool on connector host h.
-func newRunner(c *conn, h *host.Host, keys *secrets.Keyring, opt runnerOptions) (*runners.Runner, error) {
+func newRunner(c *conn, in *infra, h *host.Host, keys *secrets.Keyring, opt runnerOptions) (*runners.Runner, error) {
 	return runners.New(runners.Config{
 		Kafka: c.kcfg, Pool: opt.pool, GroupID: opt.groupID, Concurrency: opt.concurrency,
 		Host: h, Resolver: connections.NewResolver(c.st, keys, nil, c.log), Store: c.st, Log: c.log,
-		DrainTimeout: opt.drainTimeout,
+		DrainTimeout: opt.drainTimeout, RedeliveryWindow: in.redeliveryWindow,
 	})
 }
 

@@ -15,6 +15,9 @@ type routerOptions struct {
 	group         string
 	retention     time.Duration
 	snapshotLimit int
+	historySave   string
+	maxCount      int
+	budget        string
 	stepTimeout   time.Duration
 	drain         time.Duration
 }
@@ -38,7 +41,10 @@ work through Kafka consumer groups. It also confirms flow starts and stops (run 
 	in.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&opt.group, "group", envOr("FLOWD_ROUTER_GROUP", ""), "Kafka consumer group of the routers (default <topic-prefix>-router, e.g. flowd-router; env FLOWD_ROUTER_GROUP)")
-	f.DurationVar(&opt.retention, "retention", store.DefaultExecutionRetention, "how long execution records are kept")
+	f.DurationVar(&opt.retention, "retention", envDuration("FLOWD_EXECUTION_RETENTION", store.DefaultExecutionRetention), "how long ended executions are kept, unless their flow's history.maxAge says otherwise (env FLOWD_EXECUTION_RETENTION)")
+	f.StringVar(&opt.historySave, "history-save", envOr("FLOWD_HISTORY_SAVE", store.SaveAll), "what a succeeded or filtered execution keeps, unless its flow's history.succeeded says otherwise: all, summary (no payloads) or none (env FLOWD_HISTORY_SAVE)")
+	f.IntVar(&opt.maxCount, "history-max-count", store.DefaultMaxCount, "succeeded and filtered executions kept per flow, unless its history.maxCount says otherwise; the oldest go first (-1: no bound)")
+	f.StringVar(&opt.budget, "history-budget", envOr("FLOWD_HISTORY_BUDGET", "0"), "Redis memory for the executions of every flow together, e.g. 2GiB; beyond it the oldest succeeded executions are deleted first, failed ones last (0: no budget; env FLOWD_HISTORY_BUDGET)")
 	f.IntVar(&opt.snapshotLimit, "snapshot-limit", store.DefaultSnapshotLimit, "bytes of a step's input and output kept in its record")
 	f.DurationVar(&opt.stepTimeout, "step-timeout", router.DefaultStepTimeout, "deadline of each work item")
 	f.DurationVar(&opt.drain, "drain-timeout", router.DefaultDrainTimeout, "how long in-flight records may take to finish on shutdown")

@@ -134,7 +134,7 @@ func serveRunner(ctx context.Context, in *infra, opt runnerOptions) error {
 	// The host goes last: steps still draining need their connector processes.
 	defer func() { _ = h.Close() }()
 	c.log.Info("connectors found", "dir", opt.connectorsDir, "connectors", h.List())
-	r, err := newRunner(c, h, keys, opt)
+	r, err := newRunner(c, in, h, keys, opt)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,8 @@ type infra struct {
 	busKeyFile   string
 	// Consumer group membership: how fast a dead member's partitions move to the others.
 	kafkaSessionTimeout, kafkaHeartbeat, kafkaRebalanceTimeout time.Duration
+	// redeliveryWindow: how long ended executions' bookkeeping outlives them (store.ExecPolicy).
+	redeliveryWindow time.Duration
 	// partnerTopicsRestricted: tenants without a partner-topic list use no partner topic.
 	partnerTopicsRestricted bool
 
@@ -73,6 +75,8 @@ func (in *infra) register(cmd *cobra.Command) {
 		"how often consumers tell the group they are alive; at most a third of the session timeout (env FLOWD_KAFKA_HEARTBEAT_INTERVAL)")
 	f.DurationVar(&in.kafkaRebalanceTimeout, "kafka-rebalance-timeout", envDuration("FLOWD_KAFKA_REBALANCE_TIMEOUT", kafkax.DefaultRebalanceTimeout),
 		"how long live consumers may take to rejoin a rebalance (env FLOWD_KAFKA_REBALANCE_TIMEOUT)")
+	f.DurationVar(&in.redeliveryWindow, "redelivery-window", envDuration("FLOWD_REDELIVERY_WINDOW", store.DefaultRedeliveryWindow),
+		"how long the router's message markers and the runners' run records outlive an execution; a record redelivered later than that after its execution ended runs again (env FLOWD_REDELIVERY_WINDOW; the same on every role)")
 	f.StringVar(&in.busKeyFile, "bus-key-file", envOr("FLOWD_BUS_KEY_FILE", ""), "file holding the key(s) that sign and verify records on flowd's topics; every role needs the same (or set "+busauth.EnvKey+")")
 	f.BoolVar(&in.partnerTopicsRestricted, "partner-topics-restricted", envOr("FLOWD_PARTNER_TOPICS_RESTRICTED", "") == "true", "tenants may use only the partner topics an administrator listed for them (PATCH /api/v1/tenants/{id}); without it, a tenant with no list may use any topic outside flowd's own (env FLOWD_PARTNER_TOPICS_RESTRICTED=true)")
 	f.StringVar(&in.pprofAddr, "pprof-addr", envOr("FLOWD_PPROF_ADDR", ""), "serve net/http/pprof on this separate address, e.g. 127.0.0.1:6060; off when empty (env FLOWD_PPROF_ADDR)")

@@ -16,6 +16,7 @@ const (
 	TopicIngest  = "ingest"
 	TopicResults = "results"
 	TopicDLQ     = "dlq"
+	TopicHistory = "history"
 	// TopicStepsPrefix + pool is a runner pool's work topic, e.g. "steps.default".
 	TopicStepsPrefix = "steps."
 	// DefaultPool runs nodes that name no pool.
@@ -157,6 +158,16 @@ type Step struct {
 	StartedAt   time.Time       `json:"startedAt"`
 	FinishedAt  *time.Time      `json:"finishedAt,omitempty"`
 	DurationMs  int64           `json:"durationMs,omitempty"`
+}
+
+// History is what flowd.history carries for each ended execution (key: its id): the record
+// and the steps its flow's save policy keeps (all: with payloads; summary: without; none: no
+// steps). It is produced with the change that ends the execution; a consumer that may see a
+// record twice (after a router crash) keeps the last one per execution id.
+type History struct {
+	Execution Execution `json:"execution"`
+	Save      string    `json:"save"`
+	Steps     []Step    `json:"steps,omitempty"`
 }
 
 // Reply is the answer a synchronous webhook returns, written by the router when the flow

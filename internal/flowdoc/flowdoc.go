@@ -76,6 +76,7 @@ type Flow struct {
 	FromTemplate string         `json:"fromTemplate,omitempty"`
 	Payload      *Payload       `json:"payload,omitempty"`
 	Settings     map[string]any `json:"settings,omitempty"`
+	History      *History       `json:"history,omitempty"`
 	CreatedAt    *time.Time     `json:"createdAt,omitempty"`
 	UpdatedAt    *time.Time     `json:"updatedAt,omitempty"`
 }
@@ -124,6 +125,24 @@ type Payload struct {
 	InputParameters  map[string]any `json:"inputParameters,omitempty"`
 	OutputParameters map[string]any `json:"outputParameters,omitempty"`
 }
+
+// History says what is kept of the flow's executions once they end; zero fields take the
+// router's defaults.
+type History struct {
+	// Succeeded is what a succeeded or filtered execution keeps: all, summary or none. A
+	// failed one keeps everything.
+	Succeeded string `json:"succeeded,omitempty"`
+	// MaxAge bounds how long an ended execution is kept (a Go duration).
+	MaxAge string `json:"maxAge,omitempty"`
+	// MaxCount bounds how many succeeded and filtered executions are kept; the oldest go first.
+	MaxCount int `json:"maxCount,omitempty"`
+}
+
+// History bounds.
+const (
+	MinHistoryAge = time.Minute
+	MaxHistoryAge = 90 * 24 * time.Hour
+)
 
 // Retry is a node's retry policy; zero fields mean the runner's defaults.
 type Retry struct {

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
@@ -69,6 +70,7 @@ func edgePath(i int) string { return "/graph/edges/" + strconv.Itoa(i) }
 
 func (v *validator) run() {
 	v.owners()
+	v.history()
 	v.nodes()
 	triggers := v.triggers()
 	inbound := v.edges()
@@ -90,6 +92,20 @@ func (v *validator) owners() {
 		if o.Type != OwnerUser && o.Type != OwnerTenant {
 			v.add(CodeEnum, p+"/type", "owner type %q must be %q or %q", o.Type, OwnerUser, OwnerTenant)
 		}
+	}
+}
+
+func (v *validator) history() {
+	h := v.f.History
+	if h == nil || h.MaxAge == "" {
+		return
+	}
+	d, err := time.ParseDuration(h.MaxAge)
+	switch {
+	case err != nil:
+		v.add(CodePattern, "/history/maxAge", "maxAge %q is not a duration such as 168h", h.MaxAge)
+	case d < MinHistoryAge || d > MaxHistoryAge:
+		v.add(CodeRange, "/history/maxAge", "maxAge %s must be between %s and %s", h.MaxAge, MinHistoryAge, MaxHistoryAge)
 	}
 }
 

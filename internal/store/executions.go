@@ -8,19 +8,25 @@ package store
 //	P exec:{<id>}                     string  execution record (envelope.Execution JSON)
 //	P exec:{<id>}:state               string  router bookkeeping, opaque here: per-scope node counters,
 //	                                          merge arrival sets, in-flight count, sync flag (JSON)
-//	P exec:{<id>}:steps               hash    token -> step record (envelope.Step JSON, snapshots truncated)
+//	P exec:{<id>}:steps               hash    token -> step record (envelope.Step JSON without payloads)
+//	P exec:{<id>}:payloads            hash    token -> the step's input and output (snapshots truncated)
 //	P exec:{<id>}:outputs             hash    node id -> latest output, for expressions (steps.<id>)
 //	P exec:{<id>}:pending             hash    token -> activation sent to a runner, not yet completed
 //	P exec:{<id>}:msgs                hash    consumed message id -> records it produces ("" once produced)
 //	P exec:{<id>}:reply               list    replies for the synchronous caller (short TTL)
+//	P exec:{<id>}:runs                hash    "<attempt>/<token>" -> "" for each finished work item
+//	                                          (runs.go)
 //	P flow:{<fid>}:execs              zset    execution ids by receivedAt (ms), trimmed to the retention on write
 //	P flow:{<fid>}:execs:<status>     zset    the same, one per status (running, succeeded, failed, filtered)
 //	P flow:{<fid>}:stats:<yyyymmdd>   hash    "<unix minute>:<success|error|ignored>" -> count (UTC day)
-//	P flow:{<fid>}:ignored:<rid>      string  marker of a partner record counted as ignored
+//	P flow:{<fid>}:ignored:<rid>      string  marker of a partner record counted as ignored (for the
+//	                                          redelivery window)
 //
-// Every exec:{id} key expires after the retention (refreshed on each write); the per-flow
-// zsets are trimmed on write and expire a retention after the flow's last execution; stats
-// keys expire a day after the retention.
+// While an execution runs, its keys expire after the retention (refreshed on each write). The
+// change that ends it drops the router's working state (state, outputs) and keeps what the
+// flow's save policy says (history.go); its markers then live for the redelivery window only.
+// The per-flow zsets are trimmed on write and expire a retention after the flow's last
+// execution; stats keys expire a day after the retention.
 //
 // A consumed message changes an execution atomically (AdvanceExecution), together with a
 // marker keyed by the message's identity that stores the records the change produces. A
@@ -52,21 +58,50 @@ const (
 	DefaultExecutionRetention = 7 * 24 * time.Hour
 	DefaultSnapshotLimit      = 64 << 10
 	DefaultReplyTTL           = 5 * time.Minute
+	DefaultMaxCount           = 10000
+	DefaultRedeliveryWindow   = 10 * time.Minute
+)
+
+// What is kept of a succeeded (or filtered) execution once it ends. A failed one keeps
+// everything (SaveAll) until its age runs out.
+const (
+	SaveAll     = "all"     // the record and every step with its input and output
+	SaveSummary = "summary" // the record and every step's status and timings, no payloads
+	SaveNone    = "none"    // nothing: it is counted in the flow's statistics and streamed
 )
 
 // ErrNoReply is returned by WaitReply when no reply arrived in time (it is also ErrNotFound).
 var ErrNoReply = fmt.Errorf("no reply: %w", ErrNotFound)
 
-// ExecPolicy says how long execution records live and how much of a payload a step keeps.
+// ExecPolicy says what is kept of executions, for how long, and how much of a payload.
 type ExecPolicy struct {
-	Retention     time.Duration // default 7 days
+	Retention time.Duration // how long an ended execution is kept, default 7 days
+	// MaxCount bounds the succeeded and filtered executions kept per flow (the oldest go
+	// first; failures are kept until their age runs out), default 10,000; < 0: no bound.
+	MaxCount      int
+	Succeeded     string        // SaveAll, SaveSummary or SaveNone, default SaveAll
 	SnapshotLimit int           // bytes per step input/output snapshot, default 64 KiB
 	ReplyTTL      time.Duration // how long an unread reply waits, default 5 minutes
+	// RedeliveryWindow is how long an ended execution's bookkeeping (message markers, run
+	// records) stays: a message redelivered within it is recognised as a repeat, default 10
+	// minutes. It must outlast the time from a record's end to its offset's commit, including a
+	// crashed consumer's restart; see docs/history.md.
+	RedeliveryWindow time.Duration
+	// Budget bounds the memory of every flow's kept executions together, in bytes (0: none).
+	// Beyond it the oldest succeeded executions are deleted first, failed ones last.
+	Budget int64
 }
 
-func (p ExecPolicy) withDefaults() ExecPolicy {
+// WithDefaults fills the zero fields with the defaults.
+func (p ExecPolicy) WithDefaults() ExecPolicy {
 	if p.Retention <= 0 {
 		p.Retention = DefaultExecutionRetention
+	}
+	if p.MaxCount == 0 {
+		p.MaxCount = DefaultMaxCount
+	}
+	if p.Succeeded == "" {
+		p.Succeeded = SaveAll
 	}
 	if p.SnapshotLimit <= 0 {
 		p.SnapshotLimit = DefaultSnapshotLimit
@@ -74,7 +109,27 @@ func (p ExecPolicy) withDefaults() ExecPolicy {
 	if p.ReplyTTL <= 0 {
 		p.ReplyTTL = DefaultReplyTTL
 	}
+	if p.RedeliveryWindow <= 0 {
+		p.RedeliveryWindow = DefaultRedeliveryWindow
+	}
 	return p
+}
+
+// keep is what is kept of an execution that ended with status.
+func (p ExecPolicy) keep(status string) string {
+	if status == envelope.StatusFailed {
+		return SaveAll
+	}
+	return p.Succeeded
+}
+
+// CheckSavePolicy tells whether v names a save policy.
+func CheckSavePolicy(v string) error {
+	switch v {
+	case SaveAll, SaveSummary, SaveNone:
+		return nil
+	}
+	return fmt.Errorf("save policy %q: want %s, %s or %s", v, SaveAll, SaveSummary, SaveNone)
 }
 
 // Record is a Kafka record a transition produces once it has committed.
@@ -103,6 +158,10 @@ type ExecState struct {
 	State     json.RawMessage     // the router's bookkeeping, nil before the first transition
 	Outputs   map[string]json.RawMessage
 	Pending   json.RawMessage // the activation named by Transition.Token, nil if not pending
+	// LoadSteps reads the execution's steps as stored so far (with their payloads), for a
+	// change that needs them (the history record of an ending execution); the transition's
+	// check that nothing changed meanwhile covers this read too.
+	LoadSteps func() ([]envelope.Step, error)
 }
 
 // ExecChange is what a transition commits, atomically with the message's marker.
@@ -134,19 +193,20 @@ type Advanced struct {
 func (s *Store) execKey(id string) string { return s.tagged("exec", keyID(id)) }
 
 type execKeys struct {
-	exec, state, steps, outputs, pending, msgs, reply string
+	exec, state, steps, payloads, outputs, pending, msgs, reply, runs string
 }
 
-// all lists the keys, the markers' hash first.
+// all lists the keys a transition writes, the markers' hash first.
 func (k execKeys) all() []string {
-	return []string{k.msgs, k.exec, k.state, k.steps, k.outputs, k.pending, k.reply}
+	return []string{k.msgs, k.exec, k.state, k.steps, k.payloads, k.outputs, k.pending, k.reply}
 }
 
 func (s *Store) execKeysOf(id string) execKeys {
 	base := s.execKey(id)
 	return execKeys{
-		exec: base, state: base + ":state", steps: base + ":steps", outputs: base + ":outputs",
-		pending: base + ":pending", msgs: base + ":msgs", reply: base + ":reply",
+		exec: base, state: base + ":state", steps: base + ":steps", payloads: base + ":payloads",
+		outputs: base + ":outputs", pending: base + ":pending", msgs: base + ":msgs",
+		reply: base + ":reply", runs: base + ":runs",
 	}
 }
 
@@ -168,11 +228,11 @@ func (s *Store) AdvanceExecution(ctx context.Context, t Transition, decide func(
 	if t.ExecutionID == "" || t.MessageID == "" {
 		return Advanced{}, errors.New("store: a transition needs an execution id and a message id")
 	}
-	pol := t.Policy.withDefaults()
+	pol := t.Policy.WithDefaults()
 	k := s.execKeysOf(t.ExecutionID)
 	res, indexed, err := s.advance(ctx, t, k, pol, decide)
 	if err == nil && indexed != nil {
-		err = s.syncIndex(ctx, pol, indexed)
+		err = s.syncHistory(ctx, pol, indexed)
 	}
 	if err != nil {
 		return Advanced{}, fmt.Errorf("advance execution %s (%s): %w", t.ExecutionID, t.MessageID, err)
@@ -211,16 +271,18 @@ func (s *Store) advance(ctx context.Context, t Transition, k execKeys, pol ExecP
 		if watchCmd != nil && watchCmd.Err() != nil {
 			return fmt.Errorf("watch execution: %w", watchCmd.Err())
 		}
-		var ch *ExecChange
+		rd.load = s.stepLoader(ctx, k)
+		var d decision
 		var err error
-		res, indexed, ch, err = rd.decide(k, decide)
-		if err != nil || ch == nil {
+		d, err = rd.decide(k, decide)
+		res, indexed = d.res, d.indexed
+		if err != nil || d.ch == nil {
 			if watchInPipeline {
 				_ = tx.Unwatch(ctx).Err() // no EXEC follows to end the WATCH
 			}
 			return err
 		}
-		c := s.writeChange(k, t, pol, ch)
+		c := s.writeChange(k, t, pol, d)
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			for _, args := range c {
 				p.Do(ctx, args...)
@@ -248,6 +310,7 @@ type transitionReads struct {
 	marker, exec, state, pending *redis.StringCmd
 	count                        *redis.IntCmd
 	outputs                      *redis.MapStringStringCmd
+	load                         func() ([]envelope.Step, error) // ExecState.LoadSteps
 }
 
 func (r *transitionReads) queue(ctx context.Context, p redis.Pipeliner, k execKeys, t Transition) {
@@ -261,46 +324,77 @@ func (r *transitionReads) queue(ctx context.Context, p redis.Pipeliner, k execKe
 	}
 }
 
+// phase is where an execution stands relative to a transition.
+type phase int
+
+const (
+	phaseRunning phase = iota // it runs before and after
+	phaseEnding               // this transition ends it
+	phaseEnded                // it had ended before (late results of a failed execution's branches)
+)
+
+// decision is what transitionReads.decide found.
+type decision struct {
+	res Advanced
+	// indexed is the execution whose flow indexes must follow its status afterwards (see
+	// advance).
+	indexed *envelope.Execution
+	ch      *ExecChange // nil: nothing to apply (a replay)
+	phase   phase
+	status  string // the execution's status after the change
+}
+
 // decide returns the stored result of a message applied before (ch nil), or runs decide on
 // the execution and returns the change with what the caller reports once it is applied.
-// indexed is the execution whose flow indexes must follow its status afterwards (see advance).
-func (r *transitionReads) decide(k execKeys, decide func(*ExecState) (*ExecChange, error)) (res Advanced, indexed *envelope.Execution, ch *ExecChange, err error) {
+func (r *transitionReads) decide(k execKeys, decide func(*ExecState) (*ExecChange, error)) (d decision, err error) {
 	stored, err := r.marker.Result()
 	switch {
 	case err == nil:
-		res.Replayed = true
+		d.res.Replayed = true
 		if stored != "" {
-			if err := json.Unmarshal([]byte(stored), &res.Records); err != nil {
-				return res, nil, nil, fmt.Errorf("decode records: %w", err)
+			if err := json.Unmarshal([]byte(stored), &d.res.Records); err != nil {
+				return d, fmt.Errorf("decode records: %w", err)
 			}
 		}
 		cur, err := r.execState(k)
 		if err != nil {
-			return res, nil, nil, err
+			return d, err
 		}
-		return res, cur.Execution, nil, nil
+		d.indexed = cur.Execution
+		return d, nil
 	case !errors.Is(err, redis.Nil):
-		return res, nil, nil, fmt.Errorf("read marker: %w", err)
+		return d, fmt.Errorf("read marker: %w", err)
 	}
 	cur, err := r.execState(k)
 	if err != nil {
-		return res, nil, nil, err
+		return d, err
 	}
-	ch, err = decide(cur)
+	cur.LoadSteps = r.load
+	ch, err := decide(cur)
 	if err != nil {
-		return res, nil, nil, err
+		return d, err
 	}
 	if ch == nil {
 		ch = &ExecChange{}
 	}
-	res.Records = ch.Records
-	if e := ch.Execution; e != nil {
-		res.Ended = isTerminal(e.Status) && (cur.Execution == nil || !isTerminal(cur.Execution.Status))
-		if cur.Execution == nil || cur.Execution.Status != e.Status {
-			indexed = e
-		}
+	d.ch = ch
+	d.res.Records = ch.Records
+	if cur.Execution != nil {
+		d.status = cur.Execution.Status
 	}
-	return res, indexed, ch, nil
+	if isTerminal(d.status) {
+		d.phase = phaseEnded
+	}
+	if e := ch.Execution; e != nil {
+		if isTerminal(e.Status) && !isTerminal(d.status) {
+			d.res.Ended, d.phase = true, phaseEnding
+		}
+		if e.Status != d.status {
+			d.indexed = e
+		}
+		d.status = e.Status
+	}
+	return d, nil
 }
 
 // execState builds the ExecState from the reads.
@@ -347,15 +441,17 @@ func (s *Store) advanceShared(ctx context.Context, t Transition, k execKeys, pol
 	if err := s.pipe.do(ctx, func(p redis.Pipeliner) { rd.queue(ctx, p, k, t) }); err != nil {
 		return res, nil, false, err
 	}
-	res, indexed, ch, err := rd.decide(k, decide)
-	if err != nil || ch == nil {
+	rd.load = s.stepLoader(ctx, k)
+	d, err := rd.decide(k, decide)
+	res, indexed = d.res, d.indexed
+	if err != nil || d.ch == nil {
 		return res, indexed, err == nil, err
 	}
 	n, err := rd.count.Result()
 	if err != nil {
 		return res, nil, false, fmt.Errorf("count markers: %w", err)
 	}
-	c := s.writeChange(k, t, pol, ch)
+	c := s.writeChange(k, t, pol, d)
 	args := []any{t.MessageID, n}
 	for _, cmd := range c {
 		args = append(args, len(cmd))
@@ -389,27 +485,39 @@ while i <= #ARGV do
 end
 return 1`)
 
-func (s *Store) writeChange(k execKeys, t Transition, pol ExecPolicy, ch *ExecChange) cmdList {
+// writeChange lists the commands of a change. While an execution runs, every key lives for
+// the retention; the change that ends it drops the router's working state and keeps what the
+// policy says, and from then on the markers live only for the redelivery window.
+func (s *Store) writeChange(k execKeys, t Transition, pol ExecPolicy, d decision) cmdList {
 	var c cmdList
-	ttl := pol.Retention
+	ch := d.ch
+	ttl := pol.Retention.Milliseconds()
+	keep := SaveAll
+	if d.phase != phaseRunning {
+		keep = pol.keep(d.status)
+	}
 	recs := ch.Records
 	if recs == nil {
 		recs = []Record{}
 	}
 	c.add("HSET", k.msgs, t.MessageID, mustJSON(recs))
 	if e := ch.Execution; e != nil {
-		c.add("SET", k.exec, mustJSON(e), "PX", ttl.Milliseconds())
+		// Kept even under SaveNone until its flow's indexes and counters have seen it
+		// (syncHistory deletes it then): a redelivery repeats that step from the record.
+		c.add("SET", k.exec, mustJSON(e), "PX", ttl)
 	}
-	if ch.State != nil {
-		c.add("SET", k.state, []byte(ch.State), "PX", ttl.Milliseconds())
-	}
-	if len(ch.Outputs) > 0 {
-		vals := make([]any, 0, 2+2*len(ch.Outputs))
-		vals = append(vals, "HSET", k.outputs)
-		for id, out := range ch.Outputs {
-			vals = append(vals, id, []byte(out))
+	if d.phase == phaseRunning {
+		if ch.State != nil {
+			c.add("SET", k.state, []byte(ch.State), "PX", ttl)
 		}
-		c.add(vals...)
+		if len(ch.Outputs) > 0 {
+			vals := make([]any, 0, 2+2*len(ch.Outputs))
+			vals = append(vals, "HSET", k.outputs)
+			for id, out := range ch.Outputs {
+				vals = append(vals, id, []byte(out))
+			}
+			c.add(vals...)
+		}
 	}
 	if len(ch.DonePending) > 0 {
 		vals := make([]any, 0, 2+len(ch.DonePending))
@@ -427,101 +535,110 @@ func (s *Store) writeChange(k execKeys, t Transition, pol ExecPolicy, ch *ExecCh
 		}
 		c.add(vals...)
 	}
-	if len(ch.Steps) > 0 {
-		vals := make([]any, 0, 2+2*len(ch.Steps))
-		vals = append(vals, "HSET", k.steps)
+	if len(ch.Steps) > 0 && keep != SaveNone {
+		steps := make([]any, 0, 2+2*len(ch.Steps))
+		steps = append(steps, "HSET", k.steps)
+		payloads := []any{"HSET", k.payloads}
 		for _, st := range ch.Steps {
-			vals = append(vals, st.Token, mustJSON(snapshot(st, pol.SnapshotLimit)))
+			rec, pl := splitStep(snapshot(st, pol.SnapshotLimit))
+			steps = append(steps, st.Token, mustJSON(rec))
+			if pl != nil && keep == SaveAll {
+				payloads = append(payloads, st.Token, mustJSON(pl))
+			}
 		}
-		c.add(vals...)
+		c.add(steps...)
+		if len(payloads) > 2 {
+			c.add(payloads...)
+		}
 	}
 	if ch.Reply != nil {
 		c.add("RPUSH", k.reply, mustJSON(ch.Reply))
 		c.add("PEXPIRE", k.reply, pol.ReplyTTL.Milliseconds())
 	}
-	for _, key := range []string{k.exec, k.state, k.steps, k.outputs, k.pending, k.msgs} {
-		c.add("PEXPIRE", key, ttl.Milliseconds())
+	switch d.phase {
+	case phaseRunning:
+		for _, key := range []string{k.exec, k.state, k.steps, k.payloads, k.outputs, k.pending, k.msgs} {
+			c.add("PEXPIRE", key, ttl)
+		}
+		return c
+	case phaseEnding:
+		c.add("DEL", k.state, k.outputs)
+		switch keep {
+		case SaveSummary:
+			c.add("DEL", k.payloads)
+		case SaveNone:
+			c.add("DEL", k.steps, k.payloads)
+		}
 	}
+	for _, key := range []string{k.exec, k.steps, k.payloads, k.pending} {
+		c.add("PEXPIRE", key, ttl)
+	}
+	c.add("PEXPIRE", k.msgs, pol.RedeliveryWindow.Milliseconds())
 	return c
+}
+
+// stepPayload is what a step record keeps apart, under SaveAll only.
+type stepPayload struct {
+	Input  json.RawMessage `json:"input,omitempty"`
+	Output json.RawMessage `json:"output,omitempty"`
+}
+
+// splitStep separates a step's payloads from its record; pl is nil when it has none.
+func splitStep(st envelope.Step) (rec envelope.Step, pl *stepPayload) {
+	if len(st.Input) > 0 || len(st.Output) > 0 {
+		pl = &stepPayload{Input: st.Input, Output: st.Output}
+	}
+	st.Input, st.Output = nil, nil
+	return st, pl
+}
+
+// stepLoader reads an execution's steps with their payloads (ExecState.LoadSteps).
+func (s *Store) stepLoader(ctx context.Context, k execKeys) func() ([]envelope.Step, error) {
+	return func() ([]envelope.Step, error) { return s.loadSteps(ctx, k) }
+}
+
+func (s *Store) loadSteps(ctx context.Context, k execKeys) ([]envelope.Step, error) {
+	var steps, payloads *redis.MapStringStringCmd
+	if err := s.pipe.do(ctx, func(p redis.Pipeliner) {
+		steps = p.HGetAll(ctx, k.steps)
+		payloads = p.HGetAll(ctx, k.payloads)
+	}); err != nil {
+		return nil, err
+	}
+	if err := steps.Err(); err != nil {
+		return nil, fmt.Errorf("load steps: %w", err)
+	}
+	if err := payloads.Err(); err != nil {
+		return nil, fmt.Errorf("load step payloads: %w", err)
+	}
+	out := make([]envelope.Step, 0, len(steps.Val()))
+	for tok, raw := range steps.Val() {
+		var st envelope.Step
+		if err := json.Unmarshal([]byte(raw), &st); err != nil {
+			return nil, fmt.Errorf("decode step %s: %w", tok, err)
+		}
+		if raw, ok := payloads.Val()[tok]; ok {
+			var pl stepPayload
+			if err := json.Unmarshal([]byte(raw), &pl); err != nil {
+				return nil, fmt.Errorf("decode payload of step %s: %w", tok, err)
+			}
+			st.Input, st.Output = pl.Input, pl.Output
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].StartedAt.Equal(out[j].StartedAt) {
+			return out[i].StartedAt.Before(out[j].StartedAt)
+		}
+		return out[i].Token < out[j].Token
+	})
+	return out, nil
 }
 
 // cmdList collects the commands of a change, to run in a MULTI or in a script.
 type cmdList [][]any
 
 func (c *cmdList) add(args ...any) { *c = append(*c, args) }
-
-// indexStatuses are the statuses with an index of their own, in the order syncIndexScript
-// gets their keys (after the index of all executions).
-var indexStatuses = append([]string{envelope.StatusRunning}, terminal...)
-
-// syncIndex brings the flow's indexes and counters in line with an execution's status. It is
-// idempotent, so it runs after every status change and again on every redelivery of a
-// message: an execution is counted when it first enters a terminal index, and never moves
-// from a terminal index back to running.
-func (s *Store) syncIndex(ctx context.Context, pol ExecPolicy, e *envelope.Execution) error {
-	target := 0
-	for i, st := range indexStatuses {
-		if st == e.Status {
-			target = i + 2 // KEYS[1] is the index of all executions
-		}
-	}
-	if target == 0 {
-		return fmt.Errorf("index execution %s: unknown status %q", e.ID, e.Status)
-	}
-	keys := make([]string, 0, 2+len(indexStatuses))
-	keys = append(keys, s.flowExecsKey(e.FlowID, ""))
-	for _, st := range indexStatuses {
-		keys = append(keys, s.flowExecsKey(e.FlowID, st))
-	}
-	at := time.Now()
-	if e.FinishedAt != nil {
-		at = *e.FinishedAt
-	}
-	minute := at.UTC().Truncate(time.Minute)
-	keys = append(keys, s.statsKey(e.FlowID, minute))
-	cutoff := "(" + strconv.FormatInt(time.Now().Add(-pol.Retention).UnixMilli(), 10)
-	var cmd *redis.Cmd
-	err := s.pipe.do(ctx, func(p redis.Pipeliner) {
-		cmd = syncIndexScript.Eval(ctx, p, keys, e.ID, e.ReceivedAt.UnixMilli(), target, cutoff,
-			pol.Retention.Milliseconds(), strconv.FormatInt(minute.Unix()/60, 10)+":"+counterOf(e.Status),
-			(pol.Retention + 24*time.Hour).Milliseconds())
-	})
-	if err == nil {
-		err = cmd.Err()
-	}
-	if err != nil {
-		return fmt.Errorf("index execution %s: %w", e.ID, err)
-	}
-	return nil
-}
-
-// syncIndexScript: KEYS are the flow's index of all executions, its per-status indexes
-// (running first, then the terminal ones) and the stats hash of the minute the execution
-// ended; ARGV are the id, its score, the index of the status's key in KEYS, the trim cutoff,
-// the retention and the stats field and TTL. A new execution trims whatever fell out of the
-// retention from every index.
-var syncIndexScript = redis.NewScript(`
-local id, target = ARGV[1], tonumber(ARGV[3])
-local last = #KEYS - 1
-if target == 2 then
-  for i = 3, last do
-    if redis.call('ZSCORE', KEYS[i], id) then return 0 end
-  end
-end
-if redis.call('ZADD', KEYS[1], ARGV[2], id) == 1 then
-  for i = 1, last do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[4]) end
-end
-for i = 2, last do
-  if i ~= target then redis.call('ZREM', KEYS[i], id) end
-end
-local added = redis.call('ZADD', KEYS[target], ARGV[2], id)
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[target], ARGV[5])
-if added == 1 and target > 2 then
-  redis.call('HINCRBY', KEYS[#KEYS], ARGV[6], 1)
-  redis.call('PEXPIRE', KEYS[#KEYS], ARGV[7])
-end
-return 1`)
 
 func isTerminal(status string) bool {
 	for _, t := range terminal {
@@ -603,12 +720,12 @@ return 0`)
 // CountIgnored counts a record a flow ignored (a partner record its filters rejected) once per
 // record id, however often the record is delivered. It reports whether this call counted it.
 func (s *Store) CountIgnored(ctx context.Context, flowID, recordID string, at time.Time, p ExecPolicy) (bool, error) {
-	p = p.withDefaults()
+	p = p.WithDefaults()
 	minute := at.UTC().Truncate(time.Minute)
 	n, err := countIgnoredScript.Run(ctx, s.rdb,
-		[]string{s.tagged("flow", keyID(flowID), "ignored", keyID(recordID)), s.statsKey(flowID, minute)},
-		p.Retention.Milliseconds(), strconv.FormatInt(minute.Unix()/60, 10)+":"+counterIgnored,
-		(p.Retention + 24*time.Hour).Milliseconds()).Int()
+		[]string{s.tagged("flow", keyID(flowID), "ignored", keyID(recordID)), s.statsKey(flowID, minute), s.flowCountsKey(flowID)},
+		p.RedeliveryWindow.Milliseconds(), strconv.FormatInt(minute.Unix()/60, 10)+":"+counterIgnored,
+		(p.Retention + 24*time.Hour).Milliseconds(), counterIgnored).Int()
 	if err != nil {
 		return false, fmt.Errorf("count ignored record of %s: %w", flowID, err)
 	}
@@ -619,6 +736,7 @@ var countIgnoredScript = redis.NewScript(`
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
   redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
   return 1
 end
 return 0`)
@@ -631,33 +749,18 @@ func (s *Store) Execution(ctx context.Context, id string) (*envelope.Execution, 
 // ExecutionSteps lists an execution's steps in the order they started.
 func (s *Store) ExecutionSteps(ctx context.Context, id string) ([]envelope.Step, error) {
 	k := s.execKeysOf(id)
-	var exists *redis.IntCmd
-	var all *redis.MapStringStringCmd
-	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		exists = p.Exists(ctx, k.exec)
-		all = p.HGetAll(ctx, k.steps)
-		return nil
-	}); err != nil {
+	n, err := s.rdb.Exists(ctx, k.exec).Result()
+	if err != nil {
 		return nil, fmt.Errorf("load steps of %s: %w", id, err)
 	}
-	if exists.Val() == 0 {
+	if n == 0 {
 		return nil, ErrNotFound
 	}
-	out := make([]envelope.Step, 0, len(all.Val()))
-	for tok, raw := range all.Val() {
-		var st envelope.Step
-		if err := json.Unmarshal([]byte(raw), &st); err != nil {
-			return nil, fmt.Errorf("decode step %s of %s: %w", tok, id, err)
-		}
-		out = append(out, st)
+	steps, err := s.loadSteps(ctx, k)
+	if err != nil {
+		return nil, fmt.Errorf("load steps of %s: %w", id, err)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].StartedAt.Equal(out[j].StartedAt) {
-			return out[i].StartedAt.Before(out[j].StartedAt)
-		}
-		return out[i].Token < out[j].Token
-	})
-	return out, nil
+	return steps, nil
 }
 
 // FlowExecutions lists a flow's executions newest first, optionally of one status, with the

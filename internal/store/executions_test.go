@@ -171,7 +171,7 @@ func testRedeliveryRepairsTheFlowIndex(t *testing.T, b testrig.RedisBackend) {
 		t.Fatalf("end: %+v %v", res, err)
 	}
 	// As if the process died after the execution's change and before its flow's.
-	for _, key := range []string{"flow:{f1}:execs", "flow:{f1}:execs:failed", "flow:{f1}:execs:running", "flow:{f1}:stats:" + end.FinishedAt.Format("20060102")} {
+	for _, key := range []string{"flow:{f1}:execs", "flow:{f1}:execs:failed", "flow:{f1}:execs:running", "flow:{f1}:counted", "flow:{f1}:counts", "flow:{f1}:stats:" + end.FinishedAt.Format("20060102")} {
 		if err := rdb.Del(ctx, prefix+key).Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -192,6 +192,9 @@ func testRedeliveryRepairsTheFlowIndex(t *testing.T, b testrig.RedisBackend) {
 	stats, err := st.FlowStats(ctx, "f1", now.Add(-time.Hour), now.Add(time.Hour))
 	if err != nil || len(stats) != 1 || stats[0].Error != 1 {
 		t.Fatalf("stats after two redeliveries: %+v %v, want one error", stats, err)
+	}
+	if c, err := st.Counts(ctx, "f1"); err != nil || c.Error != 1 || c.Success != 0 {
+		t.Fatalf("counts after two redeliveries: %+v %v, want one error", c, err)
 	}
 	// A redelivered ingest syncs the index with the record as it is now: the ended execution
 	// does not go back to the running index.

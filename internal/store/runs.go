@@ -1,22 +1,25 @@
 package store
 
-// Run records let runners recognise a redelivered work item and answer it without running the
+// Run records let runners recognise a redelivered work item and drop it without running the
 // step again. Kafka redelivers whatever was fetched but not committed (a crash, a rebalance, a
 // commit that failed), so every work item may arrive more than once; its identity is the
 // execution id, the token (one activation of a node) and the attempt the router asked for.
 //
 // Key layout (P is the store prefix; ids are escaped so ':' inside one cannot forge another key):
 //
-//	P run:{<executionId>}:<token>:<attempt>       string  the finished envelope.Result (JSON), written
-//	                                                      only after the Result was acknowledged by
-//	                                                      Kafka; expires after the run TTL (default 7 days)
-//	P run:{<executionId>}:<token>:<attempt>:claim string  which runner is executing the item right now;
-//	                                                      expires unless its holder extends it, so a
-//	                                                      crashed runner blocks a redelivery only briefly
+//	P exec:{<executionId>}:runs                    hash    "<attempt>/<token>" -> "" once the item's
+//	                                                       Result was acknowledged by Kafka; the
+//	                                                       hash expires a redelivery window after
+//	                                                       the execution's last finished item
+//	P run:{<executionId>}:<token>:<attempt>:claim  string  which runner is executing the item right now;
+//	                                                       expires unless its holder extends it, so a
+//	                                                       crashed runner blocks a redelivery only briefly
 //
-// A runner takes the claim before executing, extends it while the step runs, and drops it in the
-// same script that stores the result. A runner that finds the claim taken waits for the result
-// (or for the claim to go away) instead of running the step a second time.
+// A finished item's Result is on the results topic already (the record is written only after
+// the broker acknowledged it), so a redelivery needs to know only that it finished. A runner
+// takes the claim before executing, extends it while the step runs, and drops it in the same
+// script that records the item as finished. A runner that finds the claim taken waits for the
+// record (or for the claim to go away) instead of running the step a second time.
 
 import (
 	"context"
@@ -33,9 +36,6 @@ import (
 	"github.com/flowd/flowd/internal/envelope"
 )
 
-// DefaultRunTTL is how long a finished run is remembered: longer than any redelivery can lag.
-const DefaultRunTTL = 7 * 24 * time.Hour
-
 // RunKey identifies one work item.
 type RunKey struct {
 	ExecutionID string
@@ -43,31 +43,37 @@ type RunKey struct {
 	Attempt     int
 }
 
-func (s *Store) runKey(k RunKey) string {
-	return s.tagged("run", keyID(k.ExecutionID), keyID(k.Token), strconv.Itoa(k.Attempt))
+func (k RunKey) field() string { return strconv.Itoa(k.Attempt) + "/" + k.Token }
+
+func (s *Store) runClaimKey(k RunKey) string {
+	return s.tagged("run", keyID(k.ExecutionID), keyID(k.Token), strconv.Itoa(k.Attempt), "claim")
 }
 
-func (s *Store) runClaimKey(k RunKey) string { return s.runKey(k) + ":claim" }
-
-// RunResult returns the stored result of a finished work item, or ErrNotFound.
-func (s *Store) RunResult(ctx context.Context, k RunKey) (*envelope.Result, error) {
-	return getJSON[envelope.Result](ctx, s.rdb, s.runKey(k))
+// RunDone reports whether the work item finished before.
+func (s *Store) RunDone(ctx context.Context, k RunKey) (bool, error) {
+	ok, err := s.rdb.HExists(ctx, s.execKeysOf(k.ExecutionID).runs, k.field()).Result()
+	if err != nil {
+		return false, fmt.Errorf("load run %s/%s/%d: %w", k.ExecutionID, k.Token, k.Attempt, err)
+	}
+	return ok, nil
 }
 
-// saveRunScript stores the result and drops the claim if it is still the caller's, in one step,
-// so a waiter never sees the claim gone before the result is there.
-var saveRunScript = redis.NewScript(`
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+// finishRunScript records the item as finished, keeps the record for the window and drops the
+// claim if it is still the caller's, in one step, so a waiter never sees the claim gone before
+// the record is there.
+var finishRunScript = redis.NewScript(`
+redis.call('HSET', KEYS[1], ARGV[1], '')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then
   redis.call('DEL', KEYS[2])
 end
 return 1`)
 
-// SaveRunResult records the finished result of a work item for ttl (<= 0: DefaultRunTTL) and
-// releases claim when it is given and still held.
-func (s *Store) SaveRunResult(ctx context.Context, k RunKey, res *envelope.Result, ttl time.Duration, claim *RunClaim) error {
-	if ttl <= 0 {
-		ttl = DefaultRunTTL
+// FinishRun records that the work item's Result was acknowledged by Kafka, for window (<= 0:
+// DefaultRedeliveryWindow), and releases claim when it is given and still held.
+func (s *Store) FinishRun(ctx context.Context, k RunKey, window time.Duration, claim *RunClaim) error {
+	if window <= 0 {
+		window = DefaultRedeliveryWindow
 	}
 	token := ""
 	if claim != nil {
@@ -75,13 +81,13 @@ func (s *Store) SaveRunResult(ctx context.Context, k RunKey, res *envelope.Resul
 	}
 	var cmd *redis.Cmd
 	err := s.pipe.do(ctx, func(p redis.Pipeliner) {
-		cmd = saveRunScript.Eval(ctx, p, []string{s.runKey(k), s.runClaimKey(k)}, mustJSON(res), ttl.Milliseconds(), token)
+		cmd = finishRunScript.Eval(ctx, p, []string{s.execKeysOf(k.ExecutionID).runs, s.runClaimKey(k)}, k.field(), window.Milliseconds(), token)
 	})
 	if err == nil {
 		err = cmd.Err()
 	}
 	if err != nil {
-		return fmt.Errorf("save run %s/%s/%d: %w", k.ExecutionID, k.Token, k.Attempt, err)
+		return fmt.Errorf("finish run %s/%s/%d: %w", k.ExecutionID, k.Token, k.Attempt, err)
 	}
 	return nil
 }
@@ -144,19 +150,18 @@ type RunStart struct {
 	// not pending (never dispatched, or completed already).
 	Execution  *envelope.Execution
 	Activation *envelope.Activation
-	// Prior is the recorded result of the item when it finished before (a redelivery).
-	Prior *envelope.Result
-	// Claim is this caller's claim on running the item. It is nil when Prior is set or when
+	// Done says the item finished before (a redelivery): its Result is on the results topic.
+	Done bool
+	// Claim is this caller's claim on running the item. It is nil when Done is set or when
 	// another holder has the claim.
 	Claim *RunClaim
 }
 
 // beginRunScript answers from the run record when there is one, else takes the claim.
 var beginRunScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if v then return {1, v} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
-return {0}`)
+if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return 1 end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 2 end
+return 0`)
 
 // BeginRun loads, in one round trip, what a runner checks and needs before running a work
 // item: the pending activation, the run record of an earlier delivery, and otherwise the claim
@@ -173,23 +178,18 @@ func (s *Store) BeginRun(ctx context.Context, k RunKey, ttl time.Duration) (*Run
 	if err := s.pipe.do(ctx, func(p redis.Pipeliner) {
 		execCmd = p.Get(ctx, ek.exec)
 		actCmd = p.HGet(ctx, ek.pending, k.Token)
-		runCmd = beginRunScript.Eval(ctx, p, []string{s.runKey(k), s.runClaimKey(k)}, token, ttl.Milliseconds())
+		runCmd = beginRunScript.Eval(ctx, p, []string{ek.runs, s.runClaimKey(k)}, token, ttl.Milliseconds(), k.field())
 	}); err != nil {
 		return nil, fmt.Errorf("begin run %s/%s/%d: %w", k.ExecutionID, k.Token, k.Attempt, err)
 	}
 	st := &RunStart{}
-	vals, err := runCmd.Slice()
-	if err != nil || len(vals) == 0 {
-		return nil, fmt.Errorf("begin run %s/%s/%d: %v %w", k.ExecutionID, k.Token, k.Attempt, vals, err)
+	n, err := runCmd.Int()
+	if err != nil {
+		return nil, fmt.Errorf("begin run %s/%s/%d: %w", k.ExecutionID, k.Token, k.Attempt, err)
 	}
-	switch n, _ := vals[0].(int64); n {
+	switch n {
 	case 1:
-		raw, _ := vals[1].(string)
-		var res envelope.Result
-		if err := json.Unmarshal([]byte(raw), &res); err != nil {
-			return nil, fmt.Errorf("decode run %s/%s/%d: %w", k.ExecutionID, k.Token, k.Attempt, err)
-		}
-		st.Prior = &res
+		st.Done = true
 	case 2:
 		st.Claim = &RunClaim{l: &Lock{rdb: s.rdb, key: s.runClaimKey(k), token: token}}
 	}

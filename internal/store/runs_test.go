@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flowd/flowd/connectors/sdk"
-	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/store"
 	"github.com/flowd/flowd/internal/testrig"
 )
@@ -20,8 +18,8 @@ func testRunRecords(t *testing.T, b testrig.RedisBackend) {
 	ctx := context.Background()
 	k := store.RunKey{ExecutionID: "ex:1", Token: "node-a:0", Attempt: 1}
 
-	if _, err := st.RunResult(ctx, k); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("RunResult before save: %v, want ErrNotFound", err)
+	if done, err := st.RunDone(ctx, k); err != nil || done {
+		t.Fatalf("RunDone before finishing: %v %v, want false", done, err)
 	}
 
 	claim, ok, err := st.ClaimRun(ctx, k, time.Minute)
@@ -40,43 +38,33 @@ func testRunRecords(t *testing.T, b testrig.RedisBackend) {
 		t.Fatalf("Extend: %v", err)
 	}
 
-	res := &envelope.Result{
-		ExecutionID: k.ExecutionID, NodeID: "node-a", Token: k.Token, Attempt: 3,
-		Outputs: []envelope.Output{{Port: "success", Data: json.RawMessage(`{"n":1}`)}},
-		Error:   nil,
-	}
-	if err := st.SaveRunResult(ctx, k, res, time.Hour, claim); err != nil {
+	if err := st.FinishRun(ctx, k, time.Hour, claim); err != nil {
 		t.Fatal(err)
 	}
-	got, err := st.RunResult(ctx, k)
-	if err != nil {
-		t.Fatal(err)
+	if done, err := st.RunDone(ctx, k); err != nil || !done {
+		t.Fatalf("RunDone after finishing: %v %v", done, err)
 	}
-	if got.Attempt != 3 || len(got.Outputs) != 1 || string(got.Outputs[0].Data) != `{"n":1}` {
-		t.Fatalf("RunResult = %+v", got)
+	if done, err := st.RunDone(ctx, store.RunKey{ExecutionID: k.ExecutionID, Token: k.Token, Attempt: 2}); err != nil || done {
+		t.Fatalf("another attempt: done=%v %v", done, err)
 	}
 	if held, err := st.RunClaimed(ctx, k); err != nil || held {
-		t.Fatalf("claim after save: held=%v err=%v, want released", held, err)
+		t.Fatalf("claim after finishing: held=%v err=%v, want released", held, err)
 	}
 	if err := claim.Extend(ctx, time.Minute); !errors.Is(err, store.ErrLockLost) {
-		t.Fatalf("Extend after save: %v, want ErrLockLost", err)
+		t.Fatalf("Extend after finishing: %v, want ErrLockLost", err)
 	}
 
-	ttl := rdb.PTTL(ctx, prefix+"run:{ex%3A1}:node-a%3A0:1").Val()
+	// One small hash per execution, kept for the redelivery window.
+	ttl := rdb.PTTL(ctx, prefix+"exec:{ex%3A1}:runs").Val()
 	if ttl <= 59*time.Minute || ttl > time.Hour {
-		t.Fatalf("result TTL = %s, want about 1h (key layout as documented)", ttl)
+		t.Fatalf("run record TTL = %s, want about 1h (key layout as documented)", ttl)
 	}
-
-	// The default TTL applies when none is given, and an error result round-trips.
 	k2 := store.RunKey{ExecutionID: "ex2", Token: "t", Attempt: 2}
-	if err := st.SaveRunResult(ctx, k2, &envelope.Result{ExecutionID: "ex2", Error: &sdk.Error{Code: "x", Message: "m"}}, 0, nil); err != nil {
+	if err := st.FinishRun(ctx, k2, 0, nil); err != nil {
 		t.Fatal(err)
 	}
-	if ttl := rdb.PTTL(ctx, prefix+"run:{ex2}:t:2").Val(); ttl < store.DefaultRunTTL-time.Minute {
+	if ttl := rdb.PTTL(ctx, prefix+"exec:{ex2}:runs").Val(); ttl < store.DefaultRedeliveryWindow-time.Minute || ttl > store.DefaultRedeliveryWindow {
 		t.Fatalf("default TTL = %s", ttl)
-	}
-	if got, err := st.RunResult(ctx, k2); err != nil || got.Error == nil || got.Error.Code != "x" {
-		t.Fatalf("error result = %+v, %v", got, err)
 	}
 }
 
@@ -132,7 +120,7 @@ func testRunClaimReleaseAndExpiry(t *testing.T, b testrig.RedisBackend) {
 }
 
 // BeginRun tells a runner in one round trip whether the activation is pending, and either
-// claims the item, reports it claimed elsewhere, or answers it from its run record.
+// claims the item, reports it claimed elsewhere, or knows it finished from its run record.
 func TestBeginRun(t *testing.T) { onEachRedis(t, testBeginRun) }
 
 func testBeginRun(t *testing.T, b testrig.RedisBackend) {
@@ -144,7 +132,7 @@ func testBeginRun(t *testing.T, b testrig.RedisBackend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Execution != nil || got.Activation != nil || got.Prior != nil || got.Claim == nil {
+	if got.Execution != nil || got.Activation != nil || got.Done || got.Claim == nil {
 		t.Fatalf("unknown execution: %+v, want only a claim", got)
 	}
 	if err := got.Claim.Release(ctx); err != nil {
@@ -169,18 +157,17 @@ func testBeginRun(t *testing.T, b testrig.RedisBackend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if second.Claim != nil || second.Prior != nil || second.Activation == nil {
-		t.Fatalf("while claimed: %+v, want no claim and no prior result", second)
+	if second.Claim != nil || second.Done || second.Activation == nil {
+		t.Fatalf("while claimed: %+v, want no claim and not done", second)
 	}
-	res := &envelope.Result{ExecutionID: k.ExecutionID, NodeID: "A", Token: k.Token, Attempt: 1}
-	if err := st.SaveRunResult(ctx, k, res, time.Hour, first.Claim); err != nil {
+	if err := st.FinishRun(ctx, k, time.Hour, first.Claim); err != nil {
 		t.Fatal(err)
 	}
 	third, err := st.BeginRun(ctx, k, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if third.Claim != nil || third.Prior == nil || third.Prior.NodeID != "A" {
-		t.Fatalf("after the result was saved: %+v, want the prior result", third)
+	if third.Claim != nil || !third.Done {
+		t.Fatalf("after the item finished: %+v, want done", third)
 	}
 }

@@ -76,9 +76,6 @@ func TestUpgradeLayout(t *testing.T) {
 	if _, total, err := st.FlowExecutions(ctx, "f1", envelope.StatusRunning, 0, 10); err != nil || total != 1 {
 		t.Fatalf("running index after upgrade: %d %v", total, err)
 	}
-	if res, err := st.RunResult(ctx, store.RunKey{ExecutionID: "x{1}", Token: "n:0", Attempt: 1}); err != nil || res.Token != "n:0" {
-		t.Fatalf("run after upgrade: %+v %v", res, err)
-	}
 	// The ingest's marker came along: a redelivery is a replay.
 	res, err := st.AdvanceExecution(ctx, store.Transition{ExecutionID: "x{1}", MessageID: "ingest"}, func(*store.ExecState) (*store.ExecChange, error) {
 		return &store.ExecChange{State: json.RawMessage(`{}`)}, nil

@@ -1,0 +1,463 @@
+package store
+
+// History: what is kept of ended executions, and what bounds it.
+//
+// Key layout (P is the prefix; braces are the Redis Cluster hash tag):
+//
+//	P flow:{<fid>}:execs[:<status>]   zset    listed executions by receive time (ms)
+//	P flow:{<fid>}:counted            zset    executions counted at their end, by end time; trimmed
+//	                                          to the redelivery window (it guards the counters)
+//	P flow:{<fid>}:counts             hash    success|error|ignored -> executions ever ended so
+//	P flow:{<fid>}:stats:<yyyymmdd>   hash    "<unix minute>:<success|error|ignored>" -> count
+//	P {meta}:history:kept             zset    "<fid>:<id>" of every kept succeeded or filtered
+//	                                          execution, by the time its age runs out (ms)
+//	P {meta}:history:failed           zset    the same for failed executions
+//	P {meta}:history:size             hash    "<fid>:<id>" -> bytes its keys take in Redis
+//	P {meta}:history:bytes            string  the sum of history:size
+//	P {meta}:history:pruned           hash    count|budget|age -> executions deleted for that reason
+//
+// An execution's status reaches its flow's indexes and counters after the change that set it
+// (syncHistory), idempotently, and again whenever that message is redelivered. An ended
+// execution that is kept is measured (MEMORY USAGE of its keys) and entered in the global
+// history, whose byte total the budget bounds. Counters and statistics are never pruned.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flowd/flowd/internal/envelope"
+)
+
+// indexStatuses are the statuses with an index of their own, in the order syncIndexScript
+// gets their keys (after the index of all executions).
+var indexStatuses = append([]string{envelope.StatusRunning}, terminal...)
+
+// Why executions were deleted before their age ran out, or by it (fields of history:pruned).
+const (
+	PrunedByCount  = "count"
+	PrunedByBudget = "budget"
+	PrunedByAge    = "age"
+)
+
+// syncHistory brings the flow's indexes, counters and the global history in line with an
+// execution's status, deletes what the count and the budget no longer allow, and, under
+// SaveNone, the record itself once it has been counted.
+func (s *Store) syncHistory(ctx context.Context, pol ExecPolicy, e *envelope.Execution) error {
+	keep := SaveAll
+	if isTerminal(e.Status) {
+		keep = pol.keep(e.Status)
+	}
+	pruned, err := s.syncIndex(ctx, pol, e, keep != SaveNone)
+	if err != nil {
+		return err
+	}
+	if len(pruned) > 0 {
+		if err := s.deleteExecutions(ctx, e.FlowID, pruned, PrunedByCount); err != nil {
+			return err
+		}
+	}
+	switch {
+	case !isTerminal(e.Status):
+		return nil
+	case keep == SaveNone:
+		k := s.execKeysOf(e.ID)
+		if err := s.rdb.Del(ctx, k.exec, k.steps, k.payloads).Err(); err != nil {
+			return fmt.Errorf("drop execution %s: %w", e.ID, err)
+		}
+		return nil
+	}
+	total, err := s.addToHistory(ctx, pol, e)
+	if err != nil {
+		return err
+	}
+	if pol.Budget > 0 && total > pol.Budget {
+		return s.pruneToBudget(ctx, pol.Budget, total)
+	}
+	return nil
+}
+
+// syncIndex updates the flow's indexes and counters and returns the executions the count
+// retention removed from the indexes (their keys are the caller's to delete).
+func (s *Store) syncIndex(ctx context.Context, pol ExecPolicy, e *envelope.Execution, listed bool) ([]string, error) {
+	target := 0
+	for i, st := range indexStatuses {
+		if st == e.Status {
+			target = i + 2 // KEYS[1] is the index of all executions
+		}
+	}
+	if target == 0 {
+		return nil, fmt.Errorf("index execution %s: unknown status %q", e.ID, e.Status)
+	}
+	keys := make([]string, 0, 4+len(indexStatuses))
+	keys = append(keys, s.flowExecsKey(e.FlowID, ""))
+	for _, st := range indexStatuses {
+		keys = append(keys, s.flowExecsKey(e.FlowID, st))
+	}
+	now := time.Now()
+	at := now
+	if e.FinishedAt != nil {
+		at = *e.FinishedAt
+	}
+	minute := at.UTC().Truncate(time.Minute)
+	keys = append(keys, s.statsKey(e.FlowID, minute), s.flowCountedKey(e.FlowID), s.flowCountsKey(e.FlowID))
+	maxCount := pol.MaxCount
+	if maxCount < 0 {
+		maxCount = 0
+	}
+	var cmd *redis.Cmd
+	err := s.pipe.do(ctx, func(p redis.Pipeliner) {
+		cmd = syncIndexScript.Eval(ctx, p, keys, e.ID, e.ReceivedAt.UnixMilli(), target,
+			"("+strconv.FormatInt(now.Add(-pol.Retention).UnixMilli(), 10),
+			pol.Retention.Milliseconds(), strconv.FormatInt(minute.Unix()/60, 10)+":"+counterOf(e.Status),
+			(pol.Retention + 24*time.Hour).Milliseconds(), boolArg(listed), now.UnixMilli(),
+			"("+strconv.FormatInt(now.Add(-pol.RedeliveryWindow).UnixMilli(), 10),
+			pol.RedeliveryWindow.Milliseconds(), maxCount, counterOf(e.Status))
+	})
+	if err == nil {
+		err = cmd.Err()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("index execution %s: %w", e.ID, err)
+	}
+	pruned, err := cmd.StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("index execution %s: %w", e.ID, err)
+	}
+	return pruned, nil
+}
+
+func boolArg(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// syncIndexScript. KEYS: 1 the flow's index of all executions, 2 running, 3-5 the terminal
+// indexes, 6 the stats hash of the minute the execution ended, 7 counted, 8 counts. ARGV: 1 id,
+// 2 score (receive time), 3 the index of the status's key in KEYS, 4 the age cutoff,
+// 5 retention, 6 stats field, 7 stats TTL, 8 listed (1/0), 9 now, 10 the window's cutoff,
+// 11 the window, 12 max count (0: none), 13 counts field. An execution is counted when it first
+// enters counted, and never moves from a terminal index back to running. Returns the ids the
+// count retention removed (the oldest succeeded or filtered ones).
+var syncIndexScript = redis.NewScript(`
+local id, target, listed = ARGV[1], tonumber(ARGV[3]), ARGV[8] == '1'
+if target == 2 then
+  for i = 3, 5 do
+    if redis.call('ZSCORE', KEYS[i], id) then return {} end
+  end
+  if redis.call('ZSCORE', KEYS[7], id) then return {} end
+end
+if listed then
+  if redis.call('ZADD', KEYS[1], ARGV[2], id) == 1 then
+    for i = 1, 5 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[4]) end
+  end
+  for i = 2, 5 do
+    if i ~= target then redis.call('ZREM', KEYS[i], id) end
+  end
+  redis.call('ZADD', KEYS[target], ARGV[2], id)
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('PEXPIRE', KEYS[target], ARGV[5])
+else
+  for i = 1, 5 do redis.call('ZREM', KEYS[i], id) end
+end
+local pruned = {}
+if target == 2 then return pruned end
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', ARGV[10])
+if redis.call('ZADD', KEYS[7], ARGV[9], id) == 1 then
+  redis.call('HINCRBY', KEYS[6], ARGV[6], 1)
+  redis.call('PEXPIRE', KEYS[6], ARGV[7])
+  redis.call('HINCRBY', KEYS[8], ARGV[13], 1)
+end
+redis.call('PEXPIRE', KEYS[7], ARGV[11])
+local max = tonumber(ARGV[12])
+if not listed or max <= 0 then return pruned end
+local over = redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[5]) - max
+if over <= 0 then return pruned end
+local a = redis.call('ZRANGE', KEYS[3], 0, over - 1, 'WITHSCORES')
+local b = redis.call('ZRANGE', KEYS[5], 0, over - 1, 'WITHSCORES')
+local i, j = 1, 1
+while #pruned < over do
+  local key, m
+  if j > #b or (i <= #a and tonumber(a[i + 1]) <= tonumber(b[j + 1])) then
+    key, m, i = KEYS[3], a[i], i + 2
+  else
+    key, m, j = KEYS[5], b[j], j + 2
+  end
+  if not m then break end
+  redis.call('ZREM', key, m)
+  redis.call('ZREM', KEYS[1], m)
+  pruned[#pruned + 1] = m
+end
+return pruned`)
+
+func (s *Store) flowCountedKey(flowID string) string {
+	return s.tagged("flow", keyID(flowID), "counted")
+}
+
+func (s *Store) flowCountsKey(flowID string) string {
+	return s.tagged("flow", keyID(flowID), "counts")
+}
+
+// historyMember names an execution in the global history.
+func historyMember(flowID, id string) string { return keyID(flowID) + ":" + keyID(id) }
+
+// memoryScript sums MEMORY USAGE of the given keys (all of one execution, one slot).
+var memoryScript = redis.NewScript(`
+local n = 0
+for i = 1, #KEYS do
+  local m = redis.call('MEMORY', 'USAGE', KEYS[i], 'SAMPLES', '0')
+  if m then n = n + m end
+end
+return n`)
+
+// addToHistoryScript. KEYS: 1 the zset of e's class, 2 size, 3 bytes, 4 kept, 5 failed,
+// 6 pruned. ARGV: 1 member, 2 expiry (ms), 3 size, 4 now (ms). Enters the member once, then
+// forgets the members of both classes whose age has run out (their keys expired). Returns the
+// byte total.
+var addToHistoryScript = redis.NewScript(`
+if redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+  redis.call('INCRBY', KEYS[3], ARGV[3])
+end
+for _, z in ipairs({KEYS[4], KEYS[5]}) do
+  local gone = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[4], 'LIMIT', 0, 64)
+  for _, m in ipairs(gone) do
+    redis.call('ZREM', z, m)
+    local sz = redis.call('HGET', KEYS[2], m)
+    if sz then
+      redis.call('HDEL', KEYS[2], m)
+      redis.call('DECRBY', KEYS[3], sz)
+    end
+    redis.call('HINCRBY', KEYS[6], 'age', 1)
+  end
+end
+return tonumber(redis.call('GET', KEYS[3]) or '0')`)
+
+// removeFromHistoryScript. KEYS: 1 kept, 2 failed, 3 size, 4 bytes, 5 pruned. ARGV: the
+// reason, then members. Each member leaves once. Returns the byte total.
+var removeFromHistoryScript = redis.NewScript(`
+for i = 2, #ARGV do
+  local m = ARGV[i]
+  local n = redis.call('ZREM', KEYS[1], m) + redis.call('ZREM', KEYS[2], m)
+  local sz = redis.call('HGET', KEYS[3], m)
+  if sz then
+    redis.call('HDEL', KEYS[3], m)
+    redis.call('DECRBY', KEYS[4], sz)
+  end
+  if n > 0 then redis.call('HINCRBY', KEYS[5], ARGV[1], 1) end
+end
+return tonumber(redis.call('GET', KEYS[4]) or '0')`)
+
+func (s *Store) historyKeys() (kept, failed, size, bytes, pruned string) {
+	return s.k("history", "kept"), s.k("history", "failed"), s.k("history", "size"), s.k("history", "bytes"), s.k("history", "pruned")
+}
+
+// addToHistory measures a kept execution and enters it in the global history; it returns the
+// history's byte total.
+func (s *Store) addToHistory(ctx context.Context, pol ExecPolicy, e *envelope.Execution) (int64, error) {
+	k := s.execKeysOf(e.ID)
+	var size *redis.Cmd
+	if err := s.pipe.do(ctx, func(p redis.Pipeliner) {
+		size = memoryScript.Eval(ctx, p, []string{k.exec, k.steps, k.payloads, k.pending})
+	}); err != nil {
+		return 0, fmt.Errorf("measure execution %s: %w", e.ID, err)
+	}
+	n, err := size.Int64()
+	if err != nil {
+		return 0, fmt.Errorf("measure execution %s: %w", e.ID, err)
+	}
+	kept, failed, sizes, bytes, pruned := s.historyKeys()
+	class := kept
+	if e.Status == envelope.StatusFailed {
+		class = failed
+	}
+	at := time.Now()
+	if e.FinishedAt != nil {
+		at = *e.FinishedAt
+	}
+	var total *redis.Cmd
+	if err := s.pipe.do(ctx, func(p redis.Pipeliner) {
+		total = addToHistoryScript.Eval(ctx, p, []string{class, sizes, bytes, kept, failed, pruned},
+			historyMember(e.FlowID, e.ID), at.Add(pol.Retention).UnixMilli(), n, time.Now().UnixMilli())
+	}); err != nil {
+		return 0, fmt.Errorf("enter execution %s in the history: %w", e.ID, err)
+	}
+	t, err := total.Int64()
+	if err != nil {
+		return 0, fmt.Errorf("enter execution %s in the history: %w", e.ID, err)
+	}
+	return t, nil
+}
+
+// deleteExecutions deletes ended executions of one flow: their keys, their index entries and
+// their place in the global history, in that order, so that an interruption leaves at worst
+// an entry whose record is gone (the listing drops those as it meets them).
+func (s *Store) deleteExecutions(ctx context.Context, flowID string, ids []string, reason string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	members := make([]any, 0, 1+len(ids))
+	members = append(members, reason)
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, id := range ids {
+			k := s.execKeysOf(id)
+			p.Del(ctx, k.exec, k.steps, k.payloads, k.pending)
+		}
+		for _, st := range append([]string{""}, indexStatuses...) {
+			anyIDs := make([]any, len(ids))
+			for i, id := range ids {
+				anyIDs[i] = id
+			}
+			p.ZRem(ctx, s.flowExecsKey(flowID, st), anyIDs...)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("delete executions of %s: %w", flowID, err)
+	}
+	for _, id := range ids {
+		members = append(members, historyMember(flowID, id))
+	}
+	kept, failed, sizes, bytes, pruned := s.historyKeys()
+	if err := removeFromHistoryScript.Run(ctx, s.rdb, []string{kept, failed, sizes, bytes, pruned}, members...).Err(); err != nil {
+		return fmt.Errorf("remove executions of %s from the history: %w", flowID, err)
+	}
+	return nil
+}
+
+// pruneBatch bounds the executions one pruning step deletes.
+const pruneBatch = 64
+
+// pruneToBudget deletes the oldest kept executions, succeeded and filtered ones before failed
+// ones, until the history's bytes are within budget.
+func (s *Store) pruneToBudget(ctx context.Context, budget, total int64) error {
+	kept, failed, sizes, bytes, pruned := s.historyKeys()
+	deleted := 0
+	for total > budget {
+		var members []string
+		for _, class := range []string{kept, failed} {
+			m, err := s.rdb.ZRange(ctx, class, 0, pruneBatch-1).Result()
+			if err != nil {
+				return fmt.Errorf("prune the history: %w", err)
+			}
+			if len(m) > 0 {
+				members = m
+				break
+			}
+		}
+		if len(members) == 0 {
+			break // nothing left to delete: the budget is smaller than what is running
+		}
+		// Delete only as many as the excess needs, oldest first.
+		szs, err := s.rdb.HMGet(ctx, sizes, members...).Result()
+		if err != nil {
+			return fmt.Errorf("prune the history: %w", err)
+		}
+		excess, cut := total-budget, 0
+		for cut < len(members) && excess > 0 {
+			n, _ := strconv.ParseInt(fmt.Sprint(szs[cut]), 10, 64)
+			excess -= max(n, 1)
+			cut++
+		}
+		byFlow := map[string][]string{}
+		for _, m := range members[:cut] {
+			fid, id, ok := strings.Cut(m, ":")
+			if !ok {
+				continue
+			}
+			byFlow[unescapeID(fid)] = append(byFlow[unescapeID(fid)], unescapeID(id))
+		}
+		for fid, ids := range byFlow {
+			if err := s.deleteExecutions(ctx, fid, ids, PrunedByBudget); err != nil {
+				return err
+			}
+		}
+		deleted += cut
+		t, err := s.rdb.Get(ctx, bytes).Int64()
+		if err != nil {
+			return fmt.Errorf("prune the history: %w", err)
+		}
+		total = t
+	}
+	s.notePruned(ctx, deleted, total, budget, pruned)
+	return nil
+}
+
+// lastPruneLog rate-limits the log line about budget pruning (unix nanoseconds).
+var lastPruneLog atomic.Int64
+
+func (s *Store) notePruned(ctx context.Context, deleted int, total, budget int64, pruned string) {
+	if deleted == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := lastPruneLog.Load()
+	if now-last < int64(10*time.Second) || !lastPruneLog.CompareAndSwap(last, now) {
+		return
+	}
+	n, _ := s.rdb.HGet(ctx, pruned, PrunedByBudget).Int64()
+	slog.WarnContext(ctx, "execution history reached its memory budget: the oldest succeeded executions are being deleted first",
+		"budgetBytes", budget, "historyBytes", total, "deletedForBudgetTotal", n)
+}
+
+var unescapeID = strings.NewReplacer("%3A", ":", "%7B", "{", "%7D", "}", "%25", "%").Replace
+
+// HistoryUsage is the global history's size and what was deleted from it.
+type HistoryUsage struct {
+	Bytes     int64            `json:"bytes"`
+	Kept      int64            `json:"kept"`   // succeeded and filtered executions kept
+	Failed    int64            `json:"failed"` // failed executions kept
+	Pruned    map[string]int64 `json:"pruned"` // count|budget|age -> executions deleted
+	Timestamp time.Time        `json:"at"`
+}
+
+// History reports the global history's size.
+func (s *Store) History(ctx context.Context) (HistoryUsage, error) {
+	kept, failed, _, bytes, pruned := s.historyKeys()
+	var b *redis.StringCmd
+	var nk, nf *redis.IntCmd
+	var pr *redis.MapStringStringCmd
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		b = p.Get(ctx, bytes)
+		nk = p.ZCard(ctx, kept)
+		nf = p.ZCard(ctx, failed)
+		pr = p.HGetAll(ctx, pruned)
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return HistoryUsage{}, fmt.Errorf("load history usage: %w", err)
+	}
+	u := HistoryUsage{Kept: nk.Val(), Failed: nf.Val(), Pruned: map[string]int64{}, Timestamp: time.Now().UTC()}
+	u.Bytes, _ = b.Int64()
+	for _, r := range []string{PrunedByCount, PrunedByBudget, PrunedByAge} {
+		u.Pruned[r], _ = strconv.ParseInt(pr.Val()[r], 10, 64)
+	}
+	return u, nil
+}
+
+// FlowCounts are a flow's executions ever ended, by outcome; pruning never lowers them.
+type FlowCounts struct {
+	Success int64 `json:"success"`
+	Error   int64 `json:"error"`
+	Ignored int64 `json:"ignored"`
+}
+
+// Counts returns a flow's counters.
+func (s *Store) Counts(ctx context.Context, flowID string) (FlowCounts, error) {
+	m, err := s.rdb.HGetAll(ctx, s.flowCountsKey(flowID)).Result()
+	if err != nil {
+		return FlowCounts{}, fmt.Errorf("load counts of %s: %w", flowID, err)
+	}
+	var c FlowCounts
+	c.Success, _ = strconv.ParseInt(m[counterSuccess], 10, 64)
+	c.Error, _ = strconv.ParseInt(m[counterError], 10, 64)
+	c.Ignored, _ = strconv.ParseInt(m[counterIgnored], 10, 64)
+	return c, nil
+}
