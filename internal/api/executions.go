@@ -17,6 +17,7 @@ func (s *Server) mountExecutions(r fiber.Router) {
 	r.Get("/flows/:id/executions", s.listExecutions)
 	r.Get("/flows/:id/stats", s.flowStats)
 	r.Get("/executions/:id", s.getExecution)
+	r.Get("/history", s.history)
 }
 
 var executionStatuses = []string{envelope.StatusRunning, envelope.StatusSucceeded, envelope.StatusFailed, envelope.StatusFiltered}
@@ -133,5 +134,22 @@ func (s *Server) flowStats(c *fiber.Ctx) error {
 		total.Error += b.Error
 		total.Ignored += b.Ignored
 	}
-	return sendData(c, fiber.StatusOK, fiber.Map{"flowId": f.ID, "from": from, "to": to, "totals": total, "perMinute": buckets})
+	counts, err := s.st.Counts(c.UserContext(), f.ID)
+	if err != nil {
+		return err
+	}
+	return sendData(c, fiber.StatusOK, fiber.Map{"flowId": f.ID, "from": from, "to": to, "totals": total, "perMinute": buckets, "allTime": counts})
+}
+
+// history reports the memory the kept executions of every flow take in Redis and what was
+// deleted from them, for operators (it spans tenants, so administrators only).
+func (s *Server) history(c *fiber.Ctx) error {
+	if !principal(c).IsAdmin() {
+		return fail(fiber.StatusForbidden, problem.New("forbidden", "", "the execution history's usage spans every tenant: administrators only"))
+	}
+	u, err := s.st.History(c.UserContext())
+	if err != nil {
+		return err
+	}
+	return sendData(c, fiber.StatusOK, u)
 }

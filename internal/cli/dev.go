@@ -96,7 +96,7 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 			return err
 		}
 	}
-	all, err := startAll(ctx, in, opt, connectors)
+	all, err := startAll(ctx, in, opt, routerOptions{}, connectors)
 	if err != nil {
 		return err
 	}
@@ -139,7 +139,7 @@ type everything struct {
 	roles  *running
 }
 
-func startAll(ctx context.Context, in *infra, opt apiOptions, connectors connectorPolicy) (*everything, error) {
+func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions, connectors connectorPolicy) (*everything, error) {
 	env, err := connectors.env(in, slog.Default())
 	if err != nil {
 		return nil, err
@@ -187,7 +187,7 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, connectors connect
 	if err != nil {
 		return nil, err
 	}
-	rt, err := newRouter(c, in, routerOptions{})
+	rt, err := newRouter(c, in, ropt)
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,7 @@ type pipeline struct {
 	pol   connectorPolicy
 	// redisAddr is where flowd's Redis listens: a target a tenant must not reach.
 	redisAddr string
+	ropt      routerOptions
 }
 
 // startPipeline runs the roles; opts adjust their settings (e.g. SASL, a Redis password).
@@ -50,6 +51,14 @@ func startPipeline(t *testing.T, opts ...func(*infra)) *pipeline {
 // startPipelineWith runs every role on fresh topics of the given partition count, with the
 // given connector policy; opts adjust the roles' settings.
 func startPipelineWith(t *testing.T, partitions int, pol connectorPolicy, opts ...func(*infra)) *pipeline {
+	t.Helper()
+	p := newPipeline(t, partitions, pol, opts...)
+	p.start()
+	return p
+}
+
+// newPipeline prepares what startPipelineWith runs, without starting it.
+func newPipeline(t *testing.T, partitions int, pol connectorPolicy, opts ...func(*infra)) *pipeline {
 	t.Helper()
 	brokers, redisURL := testrig.Kafka(t), testrig.Redis(t)
 	dir := t.TempDir()
@@ -72,9 +81,7 @@ func startPipelineWith(t *testing.T, partitions int, pol connectorPolicy, opts .
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pipeline{t: t, token: "fld_e2e_" + testrig.Unique(""), st: store.New(rdb, in.keyPrefix), kcfg: in.kafka(), in: in, dir: dir, pol: pol, redisAddr: u.Host}
-	p.start()
-	return p
+	return &pipeline{t: t, token: "fld_e2e_" + testrig.Unique(""), st: store.New(rdb, in.keyPrefix), kcfg: in.kafka(), in: in, dir: dir, pol: pol, redisAddr: u.Host}
 }
 
 // start runs every role on p's infrastructure (again, after stop: a restart).
@@ -89,7 +96,7 @@ func (p *pipeline) start() {
 	_ = ln.Close()
 	opt := apiOptions{addr: addr, connectorsDir: filepath.Join(p.dir, "connectors"), bodyLimit: 1 << 20, adminToken: p.token}
 	ctx, cancel := context.WithCancel(context.Background())
-	all, err := startAll(ctx, p.in, opt, p.pol)
+	all, err := startAll(ctx, p.in, opt, p.ropt, p.pol)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -210,8 +210,10 @@ func (s *Store) flowCountsKey(flowID string) string {
 // historyMember names an execution in the global history.
 func historyMember(flowID, id string) string { return keyID(flowID) + ":" + keyID(id) }
 
-// memoryScript sums MEMORY USAGE of the given keys (all of one execution, one slot).
+// memoryScript sums MEMORY USAGE of the given keys (all of one execution, one slot); -1 when
+// the record (KEYS[1]) is gone: the count retention deleted it meanwhile.
 var memoryScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local n = 0
 for i = 1, #KEYS do
   local m = redis.call('MEMORY', 'USAGE', KEYS[i], 'SAMPLES', '0')
@@ -243,7 +245,7 @@ end
 return tonumber(redis.call('GET', KEYS[3]) or '0')`)
 
 // removeFromHistoryScript. KEYS: 1 kept, 2 failed, 3 size, 4 bytes, 5 pruned. ARGV: the
-// reason, then members. Each member leaves once. Returns the byte total.
+// reason to count ("" none), then members. Each member leaves once. Returns the byte total.
 var removeFromHistoryScript = redis.NewScript(`
 for i = 2, #ARGV do
   local m = ARGV[i]
@@ -253,7 +255,7 @@ for i = 2, #ARGV do
     redis.call('HDEL', KEYS[3], m)
     redis.call('DECRBY', KEYS[4], sz)
   end
-  if n > 0 then redis.call('HINCRBY', KEYS[5], ARGV[1], 1) end
+  if n > 0 and ARGV[1] ~= '' then redis.call('HINCRBY', KEYS[5], ARGV[1], 1) end
 end
 return tonumber(redis.call('GET', KEYS[4]) or '0')`)
 
@@ -275,6 +277,9 @@ func (s *Store) addToHistory(ctx context.Context, pol ExecPolicy, e *envelope.Ex
 	if err != nil {
 		return 0, fmt.Errorf("measure execution %s: %w", e.ID, err)
 	}
+	if n < 0 {
+		return 0, nil // deleted by the count retention before it was entered: nothing to keep
+	}
 	kept, failed, sizes, bytes, pruned := s.historyKeys()
 	class := kept
 	if e.Status == envelope.StatusFailed {
@@ -295,15 +300,31 @@ func (s *Store) addToHistory(ctx context.Context, pol ExecPolicy, e *envelope.Ex
 	if err != nil {
 		return 0, fmt.Errorf("enter execution %s in the history: %w", e.ID, err)
 	}
+	// The count retention may have deleted it between the measurement and the entry, and
+	// found nothing to remove from the history then: look again, and remove it if so.
+	var exists *redis.IntCmd
+	if err := s.pipe.do(ctx, func(p redis.Pipeliner) { exists = p.Exists(ctx, k.exec) }); err != nil {
+		return 0, fmt.Errorf("enter execution %s in the history: %w", e.ID, err)
+	}
+	if exists.Val() == 0 && exists.Err() == nil {
+		return t, s.deleteExecutions(ctx, e.FlowID, []string{e.ID}, "")
+	}
 	return t, nil
 }
 
 // deleteExecutions deletes ended executions of one flow: their keys, their index entries and
 // their place in the global history, in that order, so that an interruption leaves at worst
-// an entry whose record is gone (the listing drops those as it meets them).
+// an entry whose record is gone (the listing drops those as it meets them). reason is counted
+// in history:pruned: for the budget, once per execution that was in the history (concurrent
+// pruners may pick the same ones); for the count, once per id (the index gave each id to one
+// caller only); "" counts nothing.
 func (s *Store) deleteExecutions(ctx context.Context, flowID string, ids []string, reason string) error {
 	if len(ids) == 0 {
 		return nil
+	}
+	countAll := reason == PrunedByCount
+	if countAll {
+		reason = ""
 	}
 	members := make([]any, 0, 1+len(ids))
 	members = append(members, reason)
@@ -329,6 +350,11 @@ func (s *Store) deleteExecutions(ctx context.Context, flowID string, ids []strin
 	kept, failed, sizes, bytes, pruned := s.historyKeys()
 	if err := removeFromHistoryScript.Run(ctx, s.rdb, []string{kept, failed, sizes, bytes, pruned}, members...).Err(); err != nil {
 		return fmt.Errorf("remove executions of %s from the history: %w", flowID, err)
+	}
+	if countAll {
+		if err := s.rdb.HIncrBy(ctx, pruned, PrunedByCount, int64(len(ids))).Err(); err != nil {
+			return fmt.Errorf("count executions of %s deleted: %w", flowID, err)
+		}
 	}
 	return nil
 }

@@ -54,6 +54,7 @@ type options struct {
 	runnerConc    int
 	boundConc     int
 	ioDelay       time.Duration
+	historyN      int
 	partitions    int
 	profileDir    string
 	phases        map[string]bool
@@ -74,6 +75,7 @@ func main() {
 	flag.IntVar(&o.window, "e2e-window", 512, "closed loop: most executions unfinished at once")
 	flag.IntVar(&o.runnerConc, "runner-concurrency", 32, "--concurrency of each runner process")
 	flag.IntVar(&o.boundConc, "runner-bound-concurrency", 0, "--concurrency of the runners in the scale-out runs (0: the default)")
+	flag.IntVar(&o.historyN, "history-executions", 2000, "executions per save policy in the history phase (0: skip it)")
 	flag.DurationVar(&o.ioDelay, "io-sink-delay", 20*time.Millisecond, "how long the sink takes to answer in the scale-out runs (0 and no -runner-bound-concurrency: skip them)")
 	flag.IntVar(&o.partitions, "partitions", 6, "--partitions of the roles (and of the limit's topic)")
 	flag.StringVar(&o.profileDir, "profile", "", "directory: also capture 10 s CPU profiles of the roles under load")
@@ -127,6 +129,7 @@ type results struct {
 	Connector        []connectorCall    `json:"connectorCall,omitempty"`
 	PeakRSSMiB       map[string]float64 `json:"peakRssMiB,omitempty"`
 	RecordAuth       *recordAuth        `json:"recordAuthentication,omitempty"`
+	History          *historyResult     `json:"history,omitempty"`
 	Goals            []goal             `json:"goals,omitempty"`
 	Profiles         []string           `json:"profiles,omitempty"`
 }
@@ -274,6 +277,8 @@ func (b *bench) env(phase string) []string {
 		"FLOWD_SECRET_KEY":    secrets.GenerateKey(),
 		"FLOWD_BUS_KEY":       busauth.Generate(),
 		"FLOWD_LOG_LEVEL":     "warn",
+		// Short, so that the history phase can measure what stays once it has passed.
+		"FLOWD_REDELIVERY_WINDOW": benchWindow.String(),
 	})
 }
 
@@ -440,7 +445,8 @@ func (b *bench) endToEnd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rt, err := start("router", "router")
+	// Every execution stays listed: the latencies are read from the records.
+	rt, err := start("router", "router", "--history-max-count", "-1")
 	if err != nil {
 		return err
 	}
@@ -550,6 +556,13 @@ func (b *bench) endToEnd(ctx context.Context) error {
 		return e2eRate(ctx, hook("half"), st, flows["half"], maxRate/2, b.o.e2eDur, b.payload)
 	}); err != nil {
 		return err
+	}
+	if b.o.historyN > 0 {
+		h, err := b.historyBytes(ctx, st, ing, base, sk.url, b.o.historyN)
+		if err != nil {
+			return err
+		}
+		b.res.History = h
 	}
 	// Scale-out: the same max with the http step made I/O-bound (the sink answers after
 	// -io-sink-delay), so that the runners' waiting, not the two cores, bounds one runner.

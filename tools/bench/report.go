@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/flowd/flowd/internal/store"
 )
 
 // evaluate sets the goals against the figures; the benchmark reports, it never fails
@@ -59,6 +61,13 @@ func evaluate(r *results) []goal {
 	if a := r.RecordAuth; a != nil && a.ExecutionCPUms > 0 {
 		atMost("record authentication < 5% of end-to-end CPU", a.SharePct, 5, "%",
 			fmt.Sprintf("%.1f µs of %.2f ms CPU per execution (%d records)", a.NsPerExecution/1e3, a.ExecutionCPUms, a.RecordsPerExecution))
+	}
+	if h := r.History; h != nil && h.BytesPerExecution[store.SaveAll] > 0 {
+		all := h.BytesPerExecution[store.SaveAll]
+		atMost("history: summary needs at most 1/5 of the bytes per execution of all", h.BytesPerExecution[store.SaveSummary]/all, 0.2, "x",
+			fmt.Sprintf("%.0f of %.0f bytes", h.BytesPerExecution[store.SaveSummary], all))
+		atMost("history: none needs at most 1/20 of the bytes per execution of all", h.BytesPerExecution[store.SaveNone]/all, 0.05, "x",
+			fmt.Sprintf("%.0f of %.0f bytes", h.BytesPerExecution[store.SaveNone], all))
 	}
 	if len(r.PeakRSSMiB) > 0 {
 		worst, name := 0.0, ""
@@ -122,6 +131,14 @@ func printTable(w io.Writer, r *results) {
 	if a := r.RecordAuth; a != nil {
 		p("RECORD AUTHENTICATION (HMAC-SHA256, sign + verify)	µs CPU per execution	records	execution CPU ms	share %%")
 		p("  max, 1 runner	%.1f	%d	%.2f	%.2f", a.NsPerExecution/1e3, a.RecordsPerExecution, a.ExecutionCPUms, a.SharePct)
+		p("")
+	}
+	if h := r.History; h != nil {
+		p("HISTORY (Redis bytes per execution, %d executions per policy)\tonce the %.0f s redelivery window passed\twithin the window", h.Executions, h.WindowSeconds)
+		for _, save := range []string{store.SaveAll, store.SaveSummary, store.SaveNone} {
+			p("  %s\t%.0f\t%.0f", save, h.BytesPerExecution[save], h.BytesPerExecutionInWindow[save])
+		}
+		p("  history after the end-to-end runs\t%d bytes\t%d executions", h.HistoryBytesAfterE2E, h.HistoryKeptAfterE2E)
 		p("")
 	}
 	if len(r.Connector) > 0 {
