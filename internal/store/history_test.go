@@ -60,7 +60,7 @@ func testSavePolicies(t *testing.T, b testrig.RedisBackend) {
 	st, rdb, prefix := newExecStore(t, b)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	for _, tc := range []struct {
-		save, status string
+		save, status   string
 		kept, payloads bool
 	}{
 		{store.SaveAll, envelope.StatusSucceeded, true, true},
