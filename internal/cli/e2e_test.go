@@ -397,8 +397,13 @@ func TestExecutionsAPI(t *testing.T) {
 	}
 	from := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
 	st, stats := p.get("/api/v1/flows/"+id+"/stats?from="+from, p.token)
-	if st != 200 || stats["data"].(map[string]any)["totals"].(map[string]any)["success"] != float64(3) {
+	if st != 200 || stats["data"].(map[string]any)["totals"].(map[string]any)["success"] != float64(3) ||
+		stats["data"].(map[string]any)["allTime"].(map[string]any)["success"] != float64(3) {
 		t.Fatalf("stats: %d %v", st, stats)
+	}
+	st, hist := p.get("/api/v1/history", p.token)
+	if h, _ := hist["data"].(map[string]any); st != 200 || h["kept"] != float64(3) || h["bytes"].(float64) <= 0 {
+		t.Fatalf("history usage: %d %v, want 3 kept executions and their bytes", st, hist)
 	}
 	if st, _ := p.get("/api/v1/flows/"+id+"/stats?from=yesterday", p.token); st != 400 {
 		t.Fatalf("bad from: %d", st)
@@ -408,6 +413,9 @@ func TestExecutionsAPI(t *testing.T) {
 	_, u := p.post("/api/v1/users", `{"username":"`+testrig.Unique("eve")+`","tenant":"`+ten["data"].(map[string]any)["id"].(string)+`"}`)
 	_, tok := p.post("/api/v1/users/"+u["data"].(map[string]any)["id"].(string)+"/tokens", `{}`)
 	eve := tok["data"].(map[string]any)["token"].(string)
+	if st, body := p.get("/api/v1/history", eve); st != 403 {
+		t.Fatalf("history usage for a tenant's user: %d %v, want 403", st, body)
+	}
 	for _, path := range []string{"/api/v1/executions/" + last, "/api/v1/flows/" + id + "/executions", "/api/v1/flows/" + id + "/stats"} {
 		if st, _ := p.get(path, eve); st != 404 {
 			t.Fatalf("%s for another tenant: %d", path, st)

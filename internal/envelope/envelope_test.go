@@ -48,7 +48,14 @@ func TestRecordsMatchThePublishedSchema(t *testing.T) {
 			Owners: []flowdoc.Owner{{ID: "u", Type: "user"}}, Input: json.RawMessage(`null`), IdempotencyKey: "k", Deadline: now},
 		"result": envelope.Result{ExecutionID: "01J", FlowID: "f", Revision: 1, NodeID: "a", Token: "r/1", Attempt: 1,
 			Outputs: []envelope.Output{{Port: "success", Data: json.RawMessage(`{}`)}}, Error: &sdk.Error{Message: "x"}, StartedAt: now, FinishedAt: now},
+		"history": envelope.History{Save: "all",
+			Execution: envelope.Execution{ID: "01J", FlowID: "f", Revision: 1, Trigger: "webhook", Status: envelope.StatusFailed,
+				Error: &sdk.Error{Code: "c", Message: "x"}, ReceivedAt: now, StartedAt: now, FinishedAt: &now, DurationMs: 3},
+			Steps: []envelope.Step{{ExecutionID: "01J", NodeID: "a", Token: "r/1", Type: "action", Status: envelope.StepFailed, Attempt: 2,
+				Input: json.RawMessage(`{"a":1}`), Error: &sdk.Error{Message: "x"}, StartedAt: now, FinishedAt: &now}}},
 	}
+	// What each record cannot do without.
+	required := map[string]string{"ingest": "executionId", "work": "executionId", "result": "executionId", "history": "execution"}
 	for name, rec := range records {
 		raw, err := json.Marshal(rec)
 		if err != nil {
@@ -60,9 +67,9 @@ func TestRecordsMatchThePublishedSchema(t *testing.T) {
 		}
 		var m map[string]any
 		_ = json.Unmarshal(raw, &m)
-		delete(m, "executionId")
+		delete(m, required[name])
 		if err := def(name).Validate(m); err == nil {
-			t.Errorf("%s without executionId passed the schema", name)
+			t.Errorf("%s without %s passed the schema", name, required[name])
 		}
 	}
 }
