@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"time"
 
@@ -326,7 +325,7 @@ func (r *Router) addHistory(pol store.ExecPolicy, cur *store.ExecState, ch *stor
 		if err != nil {
 			return fmt.Errorf("load steps of %s: %w", e.ID, err)
 		}
-		h.Steps = mergeSteps(stored, ch.Steps)
+		h.Steps = store.MergeSteps(stored, ch.Steps)
 		for i := range h.Steps {
 			if h.Save == store.SaveSummary {
 				h.Steps[i].Input, h.Steps[i].Output = nil, nil
@@ -348,25 +347,6 @@ func (r *Router) addHistory(pol store.ExecPolicy, cur *store.ExecState, ch *stor
 
 func terminal(status string) bool {
 	return status == envelope.StatusSucceeded || status == envelope.StatusFailed || status == envelope.StatusFiltered
-}
-
-// mergeSteps lays a transition's steps over the stored ones (same token: the newer record),
-// in the order they started.
-func mergeSteps(stored, changed []envelope.Step) []envelope.Step {
-	out := make([]envelope.Step, 0, len(stored)+len(changed))
-	seen := make(map[string]int, len(stored)+len(changed))
-	for _, list := range [][]envelope.Step{stored, changed} {
-		for _, st := range list {
-			if i, ok := seen[st.Token]; ok {
-				out[i] = st
-				continue
-			}
-			seen[st.Token] = len(out)
-			out = append(out, st)
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].StartedAt.Before(out[j].StartedAt) })
-	return out
 }
 
 // CodeRecordTooLarge fails an execution whose next work item Kafka would not accept.

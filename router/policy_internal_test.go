@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/store"
 )
@@ -24,23 +23,5 @@ func TestPolicyOf(t *testing.T) {
 	}
 	if got := policyOf(base, &flowdoc.Flow{History: &flowdoc.History{MaxAge: "soon"}}); got.Retention != time.Hour {
 		t.Fatalf("unparsable maxAge: retention %s, want the router's", got.Retention)
-	}
-}
-
-// The history record of an ending execution: the stored steps with this transition's over
-// them, in the order they started.
-func TestMergeSteps(t *testing.T) {
-	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	stored := []envelope.Step{
-		{Token: "a", NodeID: "A", Status: envelope.StepSucceeded, StartedAt: t0},
-		{Token: "b", NodeID: "B", Status: envelope.StepRunning, StartedAt: t0.Add(time.Second)},
-	}
-	changed := []envelope.Step{
-		{Token: "b", NodeID: "B", Status: envelope.StepSucceeded, StartedAt: t0.Add(time.Second)},
-		{Token: "c", NodeID: "C", Status: envelope.StepSkipped, StartedAt: t0.Add(2 * time.Second)},
-	}
-	got := mergeSteps(stored, changed)
-	if len(got) != 3 || got[0].Token != "a" || got[1].Token != "b" || got[1].Status != envelope.StepSucceeded || got[2].Token != "c" {
-		t.Fatalf("merged %+v", got)
 	}
 }

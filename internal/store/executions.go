@@ -16,8 +16,8 @@ package store
 //	P exec:{<id>}:reply               list    replies for the synchronous caller (short TTL)
 //	P exec:{<id>}:runs                hash    "<attempt>/<token>" -> "" for each finished work item
 //	                                          (runs.go)
-//	P flow:{<fid>}:execs              zset    execution ids by receivedAt (ms), trimmed to the retention on write
-//	P flow:{<fid>}:execs:<status>     zset    the same, one per status (running, succeeded, failed, filtered)
+//	P flow:{<fid>}:execs:<status>     zset    execution ids by receivedAt (ms), one per status (running,
+//	                                          succeeded, failed, filtered), trimmed to the retention on write
 //	P flow:{<fid>}:stats:<yyyymmdd>   hash    "<unix minute>:<success|error|ignored>" -> count (UTC day)
 //	P flow:{<fid>}:ignored:<rid>      string  marker of a partner record counted as ignored (for the
 //	                                          redelivery window)
@@ -42,14 +42,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/internal/envelope"
 )
 
@@ -211,9 +214,6 @@ func (s *Store) execKeysOf(id string) execKeys {
 }
 
 func (s *Store) flowExecsKey(flowID, status string) string {
-	if status == "" {
-		return s.tagged("flow", keyID(flowID), "execs")
-	}
 	return s.tagged("flow", keyID(flowID), "execs", keyID(status))
 }
 
@@ -275,6 +275,9 @@ func (s *Store) advance(ctx context.Context, t Transition, k execKeys, pol ExecP
 		var d decision
 		var err error
 		d, err = rd.decide(k, decide)
+		if err == nil {
+			err = d.summarize(pol, rd.load)
+		}
 		res, indexed = d.res, d.indexed
 		if err != nil || d.ch == nil {
 			if watchInPipeline {
@@ -342,6 +345,21 @@ type decision struct {
 	ch      *ExecChange // nil: nothing to apply (a replay)
 	phase   phase
 	status  string // the execution's status after the change
+	// summary is every step of an execution that ends under SaveSummary, kept in its record.
+	summary []envelope.Step
+}
+
+// summarize loads what SaveSummary keeps when the change ends the execution under it.
+func (d *decision) summarize(pol ExecPolicy, load func() ([]envelope.Step, error)) error {
+	if d.ch == nil || d.phase != phaseEnding || pol.keep(d.status) != SaveSummary {
+		return nil
+	}
+	stored, err := load()
+	if err != nil {
+		return err
+	}
+	d.summary = MergeSteps(stored, d.ch.Steps)
+	return nil
 }
 
 // decide returns the stored result of a message applied before (ch nil), or runs decide on
@@ -443,6 +461,9 @@ func (s *Store) advanceShared(ctx context.Context, t Transition, k execKeys, pol
 	}
 	rd.load = s.stepLoader(ctx, k)
 	d, err := rd.decide(k, decide)
+	if err == nil {
+		err = d.summarize(pol, rd.load)
+	}
 	res, indexed = d.res, d.indexed
 	if err != nil || d.ch == nil {
 		return res, indexed, err == nil, err
@@ -504,7 +525,11 @@ func (s *Store) writeChange(k execKeys, t Transition, pol ExecPolicy, d decision
 	if e := ch.Execution; e != nil {
 		// Kept even under SaveNone until its flow's indexes and counters have seen it
 		// (syncHistory deletes it then): a redelivery repeats that step from the record.
-		c.add("SET", k.exec, mustJSON(e), "PX", ttl)
+		rec := mustJSON(e)
+		if d.phase == phaseEnding && keep == SaveSummary {
+			rec = mustJSON(summarized{Execution: *e, Steps: summarizeSteps(d.summary)})
+		}
+		c.add("SET", k.exec, rec, "PX", ttl)
 	}
 	if d.phase == phaseRunning {
 		if ch.State != nil {
@@ -535,7 +560,7 @@ func (s *Store) writeChange(k execKeys, t Transition, pol ExecPolicy, d decision
 		}
 		c.add(vals...)
 	}
-	if len(ch.Steps) > 0 && keep != SaveNone {
+	if len(ch.Steps) > 0 && (keep == SaveAll || d.phase == phaseRunning) {
 		steps := make([]any, 0, 2+2*len(ch.Steps))
 		steps = append(steps, "HSET", k.steps)
 		payloads := []any{"HSET", k.payloads}
@@ -563,10 +588,7 @@ func (s *Store) writeChange(k execKeys, t Transition, pol ExecPolicy, d decision
 		return c
 	case phaseEnding:
 		c.add("DEL", k.state, k.outputs)
-		switch keep {
-		case SaveSummary:
-			c.add("DEL", k.payloads)
-		case SaveNone:
+		if keep != SaveAll {
 			c.add("DEL", k.steps, k.payloads)
 		}
 	}
@@ -592,9 +614,80 @@ func splitStep(st envelope.Step) (rec envelope.Step, pl *stepPayload) {
 	return st, pl
 }
 
-// stepLoader reads an execution's steps with their payloads (ExecState.LoadSteps).
+// stepLoader reads an execution's steps with their payloads (ExecState.LoadSteps), once per
+// transition however often it is called.
 func (s *Store) stepLoader(ctx context.Context, k execKeys) func() ([]envelope.Step, error) {
-	return func() ([]envelope.Step, error) { return s.loadSteps(ctx, k) }
+	var once sync.Once
+	var steps []envelope.Step
+	var err error
+	return func() ([]envelope.Step, error) {
+		once.Do(func() { steps, err = s.loadSteps(ctx, k) })
+		return slices.Clone(steps), err
+	}
+}
+
+// MergeSteps lays newer step records over stored ones (same token: the newer record), in the
+// order they started.
+func MergeSteps(stored, newer []envelope.Step) []envelope.Step {
+	out := make([]envelope.Step, 0, len(stored)+len(newer))
+	seen := make(map[string]int, len(stored)+len(newer))
+	for _, list := range [][]envelope.Step{stored, newer} {
+		for _, st := range list {
+			if i, ok := seen[st.Token]; ok {
+				out[i] = st
+				continue
+			}
+			seen[st.Token] = len(out)
+			out = append(out, st)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].StartedAt.Before(out[j].StartedAt) })
+	return out
+}
+
+// summarized is the record of an execution kept under SaveSummary: its steps ride along in a
+// compact form instead of a hash of step records.
+type summarized struct {
+	envelope.Execution
+	Steps []stepSummary `json:"stepSummary,omitempty"`
+}
+
+// stepSummary is what SaveSummary keeps of a step: no payloads, short names.
+type stepSummary struct {
+	Node    string     `json:"n"`
+	Status  string     `json:"s"`
+	Port    string     `json:"p,omitempty"`
+	Attempt int        `json:"a,omitempty"`
+	Error   *sdk.Error `json:"e,omitempty"`
+	Start   int64      `json:"at"` // unix ms
+	Ms      int64      `json:"d,omitempty"`
+}
+
+func summarizeSteps(steps []envelope.Step) []stepSummary {
+	out := make([]stepSummary, len(steps))
+	for i, st := range steps {
+		out[i] = stepSummary{Node: st.NodeID, Status: st.Status, Port: st.Port, Attempt: st.Attempt,
+			Error: st.Error, Start: st.StartedAt.UnixMilli(), Ms: st.DurationMs}
+		if st.Attempt == 1 {
+			out[i].Attempt = 0
+		}
+	}
+	return out
+}
+
+// steps turns a summary back into step records (without tokens, types or payloads).
+func (sm summarized) steps() []envelope.Step {
+	out := make([]envelope.Step, len(sm.Steps))
+	for i, st := range sm.Steps {
+		start := time.UnixMilli(st.Start).UTC()
+		out[i] = envelope.Step{ExecutionID: sm.ID, NodeID: st.Node, Status: st.Status, Port: st.Port,
+			Attempt: max(st.Attempt, 1), Error: st.Error, StartedAt: start, DurationMs: st.Ms}
+		if st.Status != envelope.StepRunning && st.Status != envelope.StepSkipped {
+			fin := start.Add(time.Duration(st.Ms) * time.Millisecond)
+			out[i].FinishedAt = &fin
+		}
+	}
+	return out
 }
 
 func (s *Store) loadSteps(ctx context.Context, k execKeys) ([]envelope.Step, error) {
@@ -760,23 +853,62 @@ func (s *Store) ExecutionSteps(ctx context.Context, id string) ([]envelope.Step,
 	if err != nil {
 		return nil, fmt.Errorf("load steps of %s: %w", id, err)
 	}
-	return steps, nil
+	if len(steps) > 0 {
+		return steps, nil
+	}
+	// Kept under SaveSummary: the steps are in the record.
+	sm, err := getJSON[summarized](ctx, s.rdb, k.exec)
+	if errors.Is(err, ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load steps of %s: %w", id, err)
+	}
+	return sm.steps(), nil
 }
 
 // FlowExecutions lists a flow's executions newest first, optionally of one status, with the
 // total for paging. Index entries whose record has expired are removed as they are found.
 func (s *Store) FlowExecutions(ctx context.Context, flowID, status string, offset, limit int) ([]envelope.Execution, int, error) {
-	key := s.flowExecsKey(flowID, status)
-	total, err := s.rdb.ZCard(ctx, key).Result()
-	if err != nil {
-		return nil, 0, fmt.Errorf("count executions of %s: %w", flowID, err)
+	statuses := indexStatuses
+	if status != "" {
+		statuses = []string{status}
+	}
+	// Every status has an index of its own; all of them together are merged here, newest
+	// first, from the top offset+limit of each.
+	var cards []*redis.IntCmd
+	var tops []*redis.ZSliceCmd
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, st := range statuses {
+			key := s.flowExecsKey(flowID, st)
+			cards = append(cards, p.ZCard(ctx, key))
+			if limit > 0 && offset >= 0 {
+				tops = append(tops, p.ZRevRangeWithScores(ctx, key, 0, int64(offset+limit-1)))
+			}
+		}
+		return nil
+	}); err != nil {
+		return nil, 0, fmt.Errorf("list executions of %s: %w", flowID, err)
+	}
+	total := int64(0)
+	for _, c := range cards {
+		total += c.Val()
 	}
 	if limit <= 0 || offset < 0 || int64(offset) >= total {
 		return []envelope.Execution{}, int(total), nil
 	}
-	ids, err := s.rdb.ZRevRange(ctx, key, int64(offset), int64(offset+limit-1)).Result()
-	if err != nil {
-		return nil, 0, fmt.Errorf("list executions of %s: %w", flowID, err)
+	var merged []redis.Z
+	for _, t := range tops {
+		merged = append(merged, t.Val()...)
+	}
+	sort.SliceStable(merged, func(i, j int) bool { return merged[i].Score > merged[j].Score })
+	if offset >= len(merged) {
+		return []envelope.Execution{}, int(total), nil
+	}
+	merged = merged[offset:min(len(merged), offset+limit)]
+	ids := make([]string, len(merged))
+	for i, z := range merged {
+		ids[i] = fmt.Sprint(z.Member)
 	}
 	recs, err := mgetJSON[envelope.Execution](ctx, s, ids, s.execKey)
 	if err != nil {
@@ -794,7 +926,7 @@ func (s *Store) FlowExecutions(ctx context.Context, flowID, status string, offse
 			}
 		}
 		if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, st := range append([]string{"", envelope.StatusRunning}, terminal...) {
+			for _, st := range indexStatuses {
 				p.ZRem(ctx, s.flowExecsKey(flowID, st), gone...)
 			}
 			return nil

@@ -4,16 +4,17 @@ package store
 //
 // Key layout (P is the prefix; braces are the Redis Cluster hash tag):
 //
-//	P flow:{<fid>}:execs[:<status>]   zset    listed executions by receive time (ms)
+//	P flow:{<fid>}:execs:<status>     zset    listed executions by receive time (ms), one per status
 //	P flow:{<fid>}:counted            zset    executions counted at their end, by end time; trimmed
 //	                                          to the redelivery window (it guards the counters)
 //	P flow:{<fid>}:counts             hash    success|error|ignored -> executions ever ended so
 //	P flow:{<fid>}:stats:<yyyymmdd>   hash    "<unix minute>:<success|error|ignored>" -> count
 //	P {meta}:history:kept             zset    "<fid>:<id>" of every kept succeeded or filtered
-//	                                          execution, by the time its age runs out (ms)
+//	                                          execution; score: the second its age runs out times
+//	                                          2^20, plus the bytes its keys take in 16-byte units
+//	                                          (historyScore), so one entry says both
 //	P {meta}:history:failed           zset    the same for failed executions
-//	P {meta}:history:size             hash    "<fid>:<id>" -> bytes its keys take in Redis
-//	P {meta}:history:bytes            string  the sum of history:size
+//	P {meta}:history:bytes            string  the sum of the kept executions' bytes
 //	P {meta}:history:pruned           hash    count|budget|age -> executions deleted for that reason
 //
 // An execution's status reaches its flow's indexes and counters after the change that set it
@@ -37,7 +38,7 @@ import (
 )
 
 // indexStatuses are the statuses with an index of their own, in the order syncIndexScript
-// gets their keys (after the index of all executions).
+// gets their keys.
 var indexStatuses = append([]string{envelope.StatusRunning}, terminal...)
 
 // Why executions were deleted before their age ran out, or by it (fields of history:pruned).
@@ -90,14 +91,13 @@ func (s *Store) syncIndex(ctx context.Context, pol ExecPolicy, e *envelope.Execu
 	target := 0
 	for i, st := range indexStatuses {
 		if st == e.Status {
-			target = i + 2 // KEYS[1] is the index of all executions
+			target = i + 1
 		}
 	}
 	if target == 0 {
 		return nil, fmt.Errorf("index execution %s: unknown status %q", e.ID, e.Status)
 	}
-	keys := make([]string, 0, 4+len(indexStatuses))
-	keys = append(keys, s.flowExecsKey(e.FlowID, ""))
+	keys := make([]string, 0, 3+len(indexStatuses))
 	for _, st := range indexStatuses {
 		keys = append(keys, s.flowExecsKey(e.FlowID, st))
 	}
@@ -141,60 +141,58 @@ func boolArg(b bool) int {
 	return 0
 }
 
-// syncIndexScript. KEYS: 1 the flow's index of all executions, 2 running, 3-5 the terminal
-// indexes, 6 the stats hash of the minute the execution ended, 7 counted, 8 counts. ARGV: 1 id,
-// 2 score (receive time), 3 the index of the status's key in KEYS, 4 the age cutoff,
-// 5 retention, 6 stats field, 7 stats TTL, 8 listed (1/0), 9 now, 10 the window's cutoff,
-// 11 the window, 12 max count (0: none), 13 counts field. An execution is counted when it first
-// enters counted, and never moves from a terminal index back to running. Returns the ids the
+// syncIndexScript. KEYS: 1 the flow's running index, 2-4 its terminal indexes (succeeded,
+// failed, filtered), 5 the stats hash of the minute the execution ended, 6 counted, 7 counts.
+// ARGV: 1 id, 2 score (receive time), 3 the index of the status's key in KEYS, 4 the age
+// cutoff, 5 retention, 6 stats field, 7 stats TTL, 8 listed (1/0), 9 now, 10 the window's
+// cutoff, 11 the window, 12 max count (0: none), 13 counts field. An execution is counted when
+// it first enters counted, and never moves from a terminal index back to running. An id new to
+// its index trims whatever fell out of the retention from every index. Returns the ids the
 // count retention removed (the oldest succeeded or filtered ones).
 var syncIndexScript = redis.NewScript(`
 local id, target, listed = ARGV[1], tonumber(ARGV[3]), ARGV[8] == '1'
-if target == 2 then
-  for i = 3, 5 do
+if target == 1 then
+  for i = 2, 4 do
     if redis.call('ZSCORE', KEYS[i], id) then return {} end
   end
-  if redis.call('ZSCORE', KEYS[7], id) then return {} end
+  if redis.call('ZSCORE', KEYS[6], id) then return {} end
 end
 if listed then
-  if redis.call('ZADD', KEYS[1], ARGV[2], id) == 1 then
-    for i = 1, 5 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[4]) end
-  end
-  for i = 2, 5 do
+  for i = 1, 4 do
     if i ~= target then redis.call('ZREM', KEYS[i], id) end
   end
-  redis.call('ZADD', KEYS[target], ARGV[2], id)
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  if redis.call('ZADD', KEYS[target], ARGV[2], id) == 1 then
+    for i = 1, 4 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[4]) end
+  end
   redis.call('PEXPIRE', KEYS[target], ARGV[5])
 else
-  for i = 1, 5 do redis.call('ZREM', KEYS[i], id) end
+  for i = 1, 4 do redis.call('ZREM', KEYS[i], id) end
 end
 local pruned = {}
-if target == 2 then return pruned end
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', ARGV[10])
-if redis.call('ZADD', KEYS[7], ARGV[9], id) == 1 then
-  redis.call('HINCRBY', KEYS[6], ARGV[6], 1)
-  redis.call('PEXPIRE', KEYS[6], ARGV[7])
-  redis.call('HINCRBY', KEYS[8], ARGV[13], 1)
+if target == 1 then return pruned end
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', ARGV[10])
+if redis.call('ZADD', KEYS[6], ARGV[9], id) == 1 then
+  redis.call('HINCRBY', KEYS[5], ARGV[6], 1)
+  redis.call('PEXPIRE', KEYS[5], ARGV[7])
+  redis.call('HINCRBY', KEYS[7], ARGV[13], 1)
 end
-redis.call('PEXPIRE', KEYS[7], ARGV[11])
+redis.call('PEXPIRE', KEYS[6], ARGV[11])
 local max = tonumber(ARGV[12])
 if not listed or max <= 0 then return pruned end
-local over = redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[5]) - max
+local over = redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[4]) - max
 if over <= 0 then return pruned end
-local a = redis.call('ZRANGE', KEYS[3], 0, over - 1, 'WITHSCORES')
-local b = redis.call('ZRANGE', KEYS[5], 0, over - 1, 'WITHSCORES')
+local a = redis.call('ZRANGE', KEYS[2], 0, over - 1, 'WITHSCORES')
+local b = redis.call('ZRANGE', KEYS[4], 0, over - 1, 'WITHSCORES')
 local i, j = 1, 1
 while #pruned < over do
   local key, m
   if j > #b or (i <= #a and tonumber(a[i + 1]) <= tonumber(b[j + 1])) then
-    key, m, i = KEYS[3], a[i], i + 2
+    key, m, i = KEYS[2], a[i], i + 2
   else
-    key, m, j = KEYS[5], b[j], j + 2
+    key, m, j = KEYS[4], b[j], j + 2
   end
   if not m then break end
   redis.call('ZREM', key, m)
-  redis.call('ZREM', KEYS[1], m)
   pruned[#pruned + 1] = m
 end
 return pruned`)
@@ -221,46 +219,51 @@ for i = 1, #KEYS do
 end
 return n`)
 
-// addToHistoryScript. KEYS: 1 the zset of e's class, 2 size, 3 bytes, 4 kept, 5 failed,
-// 6 pruned. ARGV: 1 member, 2 expiry (ms), 3 size, 4 now (ms). Enters the member once, then
-// forgets the members of both classes whose age has run out (their keys expired). Returns the
-// byte total.
+// historyScore packs when an entry's age runs out (seconds) and its size (16-byte units, at
+// most 2^20-1) into one zset score, exact in a double: ordering by score orders by expiry.
+func historyScore(expiry time.Time, bytes int64) (score int64, units int64) {
+	units = min((bytes+15)/16, 1<<20-1)
+	return expiry.Unix()<<20 + units, units
+}
+
+// The scripts below decode a score's size as (score % 2^20) * 16.
+
+// addToHistoryScript. KEYS: 1 the zset of e's class, 2 bytes, 3 kept, 4 failed, 5 pruned.
+// ARGV: 1 member, 2 score, 3 bytes (units * 16), 4 the score below which entries have expired.
+// Enters the member once, then forgets entries of both classes whose age has run out (their
+// keys expired). Returns the byte total.
 var addToHistoryScript = redis.NewScript(`
-if redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-  redis.call('INCRBY', KEYS[3], ARGV[3])
+if redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 1 then
+  redis.call('INCRBY', KEYS[2], ARGV[3])
 end
-for _, z in ipairs({KEYS[4], KEYS[5]}) do
-  local gone = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[4], 'LIMIT', 0, 64)
-  for _, m in ipairs(gone) do
-    redis.call('ZREM', z, m)
-    local sz = redis.call('HGET', KEYS[2], m)
-    if sz then
-      redis.call('HDEL', KEYS[2], m)
-      redis.call('DECRBY', KEYS[3], sz)
+for _, z in ipairs({KEYS[3], KEYS[4]}) do
+  local gone = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. ARGV[4], 'WITHSCORES', 'LIMIT', 0, 64)
+  for i = 1, #gone, 2 do
+    redis.call('ZREM', z, gone[i])
+    redis.call('DECRBY', KEYS[2], math.fmod(tonumber(gone[i + 1]), 1048576) * 16)
+    redis.call('HINCRBY', KEYS[5], 'age', 1)
+  end
+end
+return tonumber(redis.call('GET', KEYS[2]) or '0')`)
+
+// removeFromHistoryScript. KEYS: 1 kept, 2 failed, 3 bytes, 4 pruned. ARGV: the reason to
+// count ("" none), then members. Each member leaves once. Returns the byte total.
+var removeFromHistoryScript = redis.NewScript(`
+for i = 2, #ARGV do
+  local m = ARGV[i]
+  for k = 1, 2 do
+    local sc = redis.call('ZSCORE', KEYS[k], m)
+    if sc then
+      redis.call('ZREM', KEYS[k], m)
+      redis.call('DECRBY', KEYS[3], math.fmod(tonumber(sc), 1048576) * 16)
+      if ARGV[1] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[1], 1) end
     end
-    redis.call('HINCRBY', KEYS[6], 'age', 1)
   end
 end
 return tonumber(redis.call('GET', KEYS[3]) or '0')`)
 
-// removeFromHistoryScript. KEYS: 1 kept, 2 failed, 3 size, 4 bytes, 5 pruned. ARGV: the
-// reason to count ("" none), then members. Each member leaves once. Returns the byte total.
-var removeFromHistoryScript = redis.NewScript(`
-for i = 2, #ARGV do
-  local m = ARGV[i]
-  local n = redis.call('ZREM', KEYS[1], m) + redis.call('ZREM', KEYS[2], m)
-  local sz = redis.call('HGET', KEYS[3], m)
-  if sz then
-    redis.call('HDEL', KEYS[3], m)
-    redis.call('DECRBY', KEYS[4], sz)
-  end
-  if n > 0 and ARGV[1] ~= '' then redis.call('HINCRBY', KEYS[5], ARGV[1], 1) end
-end
-return tonumber(redis.call('GET', KEYS[4]) or '0')`)
-
-func (s *Store) historyKeys() (kept, failed, size, bytes, pruned string) {
-	return s.k("history", "kept"), s.k("history", "failed"), s.k("history", "size"), s.k("history", "bytes"), s.k("history", "pruned")
+func (s *Store) historyKeys() (kept, failed, bytes, pruned string) {
+	return s.k("history", "kept"), s.k("history", "failed"), s.k("history", "bytes"), s.k("history", "pruned")
 }
 
 // addToHistory measures a kept execution and enters it in the global history; it returns the
@@ -280,7 +283,7 @@ func (s *Store) addToHistory(ctx context.Context, pol ExecPolicy, e *envelope.Ex
 	if n < 0 {
 		return 0, nil // deleted by the count retention before it was entered: nothing to keep
 	}
-	kept, failed, sizes, bytes, pruned := s.historyKeys()
+	kept, failed, bytes, pruned := s.historyKeys()
 	class := kept
 	if e.Status == envelope.StatusFailed {
 		class = failed
@@ -289,10 +292,12 @@ func (s *Store) addToHistory(ctx context.Context, pol ExecPolicy, e *envelope.Ex
 	if e.FinishedAt != nil {
 		at = *e.FinishedAt
 	}
+	score, units := historyScore(at.Add(pol.Retention), n)
+	now, _ := historyScore(time.Now(), 0)
 	var total *redis.Cmd
 	if err := s.pipe.do(ctx, func(p redis.Pipeliner) {
-		total = addToHistoryScript.Eval(ctx, p, []string{class, sizes, bytes, kept, failed, pruned},
-			historyMember(e.FlowID, e.ID), at.Add(pol.Retention).UnixMilli(), n, time.Now().UnixMilli())
+		total = addToHistoryScript.Eval(ctx, p, []string{class, bytes, kept, failed, pruned},
+			historyMember(e.FlowID, e.ID), score, units*16, now)
 	}); err != nil {
 		return 0, fmt.Errorf("enter execution %s in the history: %w", e.ID, err)
 	}
@@ -333,7 +338,7 @@ func (s *Store) deleteExecutions(ctx context.Context, flowID string, ids []strin
 			k := s.execKeysOf(id)
 			p.Del(ctx, k.exec, k.steps, k.payloads, k.pending)
 		}
-		for _, st := range append([]string{""}, indexStatuses...) {
+		for _, st := range indexStatuses {
 			anyIDs := make([]any, len(ids))
 			for i, id := range ids {
 				anyIDs[i] = id
@@ -347,8 +352,8 @@ func (s *Store) deleteExecutions(ctx context.Context, flowID string, ids []strin
 	for _, id := range ids {
 		members = append(members, historyMember(flowID, id))
 	}
-	kept, failed, sizes, bytes, pruned := s.historyKeys()
-	if err := removeFromHistoryScript.Run(ctx, s.rdb, []string{kept, failed, sizes, bytes, pruned}, members...).Err(); err != nil {
+	kept, failed, bytes, pruned := s.historyKeys()
+	if err := removeFromHistoryScript.Run(ctx, s.rdb, []string{kept, failed, bytes, pruned}, members...).Err(); err != nil {
 		return fmt.Errorf("remove executions of %s from the history: %w", flowID, err)
 	}
 	if countAll {
@@ -365,37 +370,32 @@ const pruneBatch = 64
 // pruneToBudget deletes the oldest kept executions, succeeded and filtered ones before failed
 // ones, until the history's bytes are within budget.
 func (s *Store) pruneToBudget(ctx context.Context, budget, total int64) error {
-	kept, failed, sizes, bytes, pruned := s.historyKeys()
+	kept, failed, bytes, pruned := s.historyKeys()
 	deleted := 0
 	for total > budget {
-		var members []string
+		var entries []redis.Z
 		for _, class := range []string{kept, failed} {
-			m, err := s.rdb.ZRange(ctx, class, 0, pruneBatch-1).Result()
+			z, err := s.rdb.ZRangeWithScores(ctx, class, 0, pruneBatch-1).Result()
 			if err != nil {
 				return fmt.Errorf("prune the history: %w", err)
 			}
-			if len(m) > 0 {
-				members = m
+			if len(z) > 0 {
+				entries = z
 				break
 			}
 		}
-		if len(members) == 0 {
+		if len(entries) == 0 {
 			break // nothing left to delete: the budget is smaller than what is running
 		}
 		// Delete only as many as the excess needs, oldest first.
-		szs, err := s.rdb.HMGet(ctx, sizes, members...).Result()
-		if err != nil {
-			return fmt.Errorf("prune the history: %w", err)
-		}
 		excess, cut := total-budget, 0
-		for cut < len(members) && excess > 0 {
-			n, _ := strconv.ParseInt(fmt.Sprint(szs[cut]), 10, 64)
-			excess -= max(n, 1)
+		for cut < len(entries) && excess > 0 {
+			excess -= max(int64(entries[cut].Score)%(1<<20)*16, 1)
 			cut++
 		}
 		byFlow := map[string][]string{}
-		for _, m := range members[:cut] {
-			fid, id, ok := strings.Cut(m, ":")
+		for _, z := range entries[:cut] {
+			fid, id, ok := strings.Cut(fmt.Sprint(z.Member), ":")
 			if !ok {
 				continue
 			}
@@ -447,7 +447,7 @@ type HistoryUsage struct {
 
 // History reports the global history's size.
 func (s *Store) History(ctx context.Context) (HistoryUsage, error) {
-	kept, failed, _, bytes, pruned := s.historyKeys()
+	kept, failed, bytes, pruned := s.historyKeys()
 	var b *redis.StringCmd
 	var nk, nf *redis.IntCmd
 	var pr *redis.MapStringStringCmd

@@ -195,3 +195,20 @@ func ids(execs []envelope.Execution) []string {
 	}
 	return out
 }
+
+// A transition's steps laid over the stored ones, in the order they started.
+func TestMergeSteps(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	stored := []envelope.Step{
+		{Token: "a", NodeID: "A", Status: envelope.StepSucceeded, StartedAt: t0},
+		{Token: "b", NodeID: "B", Status: envelope.StepRunning, StartedAt: t0.Add(time.Second)},
+	}
+	newer := []envelope.Step{
+		{Token: "b", NodeID: "B", Status: envelope.StepSucceeded, StartedAt: t0.Add(time.Second)},
+		{Token: "c", NodeID: "C", Status: envelope.StepSkipped, StartedAt: t0.Add(2 * time.Second)},
+	}
+	got := store.MergeSteps(stored, newer)
+	if len(got) != 3 || got[0].Token != "a" || got[1].Token != "b" || got[1].Status != envelope.StepSucceeded || got[2].Token != "c" {
+		t.Fatalf("merged %+v", got)
+	}
+}

@@ -39,7 +39,7 @@
 //	P exec:{<id>}:reply                 list    replies for a synchronous webhook caller
 //	P run:{<exec>}:<token>:<att>        string  a runner's finished Result, to answer redeliveries
 //	P run:{<exec>}:<token>:<att>:claim  string  the runner executing that work item now
-//	P flow:{<fid>}:execs[:<status>]     zset    execution ids by receive time, trimmed to the retention
+//	P flow:{<fid>}:execs:<status>       zset    execution ids by receive time, trimmed to the retention
 //	P flow:{<fid>}:stats:<day>          hash    "<minute>:<success|error|ignored>" -> count
 //	P flow:{<fid>}:ignored:<rid>        string  partner record already counted as ignored
 //
