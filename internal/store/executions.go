@@ -38,6 +38,7 @@ package store
 // the redelivery that follows it.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -419,11 +420,11 @@ func (r *transitionReads) decide(k execKeys, decide func(*ExecState) (*ExecChang
 func (r *transitionReads) execState(k execKeys) (*ExecState, error) {
 	cur := &ExecState{Outputs: map[string]json.RawMessage{}}
 	if raw, err := r.exec.Bytes(); err == nil {
-		var e envelope.Execution
-		if err := json.Unmarshal(raw, &e); err != nil {
+		var rec execRecord
+		if err := json.Unmarshal(raw, &rec); err != nil {
 			return nil, fmt.Errorf("decode %s: %w", k.exec, err)
 		}
-		cur.Execution = &e
+		cur.Execution = &rec.Execution
 	} else if !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("load execution: %w", err)
 	}
@@ -527,7 +528,7 @@ func (s *Store) writeChange(k execKeys, t Transition, pol ExecPolicy, d decision
 		// (syncHistory deletes it then): a redelivery repeats that step from the record.
 		rec := mustJSON(e)
 		if d.phase == phaseEnding && keep == SaveSummary {
-			rec = mustJSON(summarized{Execution: *e, Steps: summarizeSteps(d.summary)})
+			rec = mustJSON(compact(e, d.summary))
 		}
 		c.add("SET", k.exec, rec, "PX", ttl)
 	}
@@ -645,49 +646,104 @@ func MergeSteps(stored, newer []envelope.Step) []envelope.Step {
 	return out
 }
 
-// summarized is the record of an execution kept under SaveSummary: its steps ride along in a
-// compact form instead of a hash of step records.
-type summarized struct {
-	envelope.Execution
-	Steps []stepSummary `json:"stepSummary,omitempty"`
+// compactExec is the record of an execution kept under SaveSummary: short names, times in
+// milliseconds relative to its receipt, and its steps' summaries, about a third of the full
+// record and its step hash. execRecord reads both forms.
+type compactExec struct {
+	ID       string        `json:"i"`
+	FlowID   string        `json:"f"`
+	Revision int           `json:"r"`
+	Trigger  string        `json:"t,omitempty"`
+	Status   string        `json:"s"`
+	Error    *sdk.Error    `json:"e,omitempty"`
+	Received int64         `json:"rx"` // unix ms
+	Started  int64         `json:"st"` // ms after Received
+	Finished int64         `json:"fi"` // ms after Received
+	Steps    []stepSummary `json:"x,omitempty"`
 }
 
-// stepSummary is what SaveSummary keeps of a step: no payloads, short names.
+// compactPrefix is how every compactExec's JSON begins (its first field).
+var compactPrefix = []byte(`{"i":`)
+
+// stepSummary is what SaveSummary keeps of a step: no payloads, no token, short names.
 type stepSummary struct {
 	Node    string     `json:"n"`
-	Status  string     `json:"s"`
+	Status  string     `json:"s,omitempty"` // "" for succeeded
 	Port    string     `json:"p,omitempty"`
-	Attempt int        `json:"a,omitempty"`
+	Attempt int        `json:"a,omitempty"` // 0 for 1
 	Error   *sdk.Error `json:"e,omitempty"`
-	Start   int64      `json:"at"` // unix ms
+	Start   int64      `json:"o"` // ms after the execution's receipt
 	Ms      int64      `json:"d,omitempty"`
 }
 
-func summarizeSteps(steps []envelope.Step) []stepSummary {
-	out := make([]stepSummary, len(steps))
-	for i, st := range steps {
-		out[i] = stepSummary{Node: st.NodeID, Status: st.Status, Port: st.Port, Attempt: st.Attempt,
-			Error: st.Error, Start: st.StartedAt.UnixMilli(), Ms: st.DurationMs}
-		if st.Attempt == 1 {
-			out[i].Attempt = 0
-		}
+func compact(e *envelope.Execution, steps []envelope.Step) compactExec {
+	rx := e.ReceivedAt.UnixMilli()
+	c := compactExec{ID: e.ID, FlowID: e.FlowID, Revision: e.Revision, Trigger: e.Trigger, Status: e.Status,
+		Error: e.Error, Received: rx, Started: e.StartedAt.UnixMilli() - rx}
+	if e.FinishedAt != nil {
+		c.Finished = e.FinishedAt.UnixMilli() - rx
 	}
-	return out
+	c.Steps = make([]stepSummary, len(steps))
+	for i, st := range steps {
+		sm := stepSummary{Node: st.NodeID, Status: st.Status, Port: st.Port, Attempt: st.Attempt,
+			Error: st.Error, Start: st.StartedAt.UnixMilli() - rx, Ms: st.DurationMs}
+		if sm.Status == envelope.StepSucceeded {
+			sm.Status = ""
+		}
+		if sm.Attempt == 1 {
+			sm.Attempt = 0
+		}
+		c.Steps[i] = sm
+	}
+	return c
 }
 
-// steps turns a summary back into step records (without tokens, types or payloads).
-func (sm summarized) steps() []envelope.Step {
-	out := make([]envelope.Step, len(sm.Steps))
-	for i, st := range sm.Steps {
-		start := time.UnixMilli(st.Start).UTC()
-		out[i] = envelope.Step{ExecutionID: sm.ID, NodeID: st.Node, Status: st.Status, Port: st.Port,
+func (c compactExec) execution() envelope.Execution {
+	rx := time.UnixMilli(c.Received).UTC()
+	e := envelope.Execution{ID: c.ID, FlowID: c.FlowID, Revision: c.Revision, Trigger: c.Trigger, Status: c.Status,
+		Error: c.Error, ReceivedAt: rx, StartedAt: rx.Add(time.Duration(c.Started) * time.Millisecond)}
+	if isTerminal(c.Status) {
+		fin := rx.Add(time.Duration(c.Finished) * time.Millisecond)
+		e.FinishedAt, e.DurationMs = &fin, c.Finished
+	}
+	return e
+}
+
+// steps turns the summaries back into step records (without tokens, types or payloads).
+func (c compactExec) steps() []envelope.Step {
+	rx := time.UnixMilli(c.Received).UTC()
+	out := make([]envelope.Step, len(c.Steps))
+	for i, st := range c.Steps {
+		start := rx.Add(time.Duration(st.Start) * time.Millisecond)
+		out[i] = envelope.Step{ExecutionID: c.ID, NodeID: st.Node, Status: st.Status, Port: st.Port,
 			Attempt: max(st.Attempt, 1), Error: st.Error, StartedAt: start, DurationMs: st.Ms}
-		if st.Status != envelope.StepRunning && st.Status != envelope.StepSkipped {
+		if out[i].Status == "" {
+			out[i].Status = envelope.StepSucceeded
+		}
+		if out[i].Status != envelope.StepRunning && out[i].Status != envelope.StepSkipped {
 			fin := start.Add(time.Duration(st.Ms) * time.Millisecond)
 			out[i].FinishedAt = &fin
 		}
 	}
 	return out
+}
+
+// execRecord reads an execution record in either stored form.
+type execRecord struct {
+	envelope.Execution
+	compact *compactExec // set for a record kept under SaveSummary
+}
+
+func (r *execRecord) UnmarshalJSON(raw []byte) error {
+	if bytes.HasPrefix(raw, compactPrefix) {
+		var c compactExec
+		if err := json.Unmarshal(raw, &c); err != nil {
+			return err
+		}
+		r.Execution, r.compact = c.execution(), &c
+		return nil
+	}
+	return json.Unmarshal(raw, &r.Execution)
 }
 
 func (s *Store) loadSteps(ctx context.Context, k execKeys) ([]envelope.Step, error) {
@@ -836,7 +892,11 @@ return 0`)
 
 // Execution loads one execution record.
 func (s *Store) Execution(ctx context.Context, id string) (*envelope.Execution, error) {
-	return getJSON[envelope.Execution](ctx, s.rdb, s.execKey(id))
+	rec, err := getJSON[execRecord](ctx, s.rdb, s.execKey(id))
+	if err != nil {
+		return nil, err
+	}
+	return &rec.Execution, nil
 }
 
 // ExecutionSteps lists an execution's steps in the order they started.
@@ -857,14 +917,17 @@ func (s *Store) ExecutionSteps(ctx context.Context, id string) ([]envelope.Step,
 		return steps, nil
 	}
 	// Kept under SaveSummary: the steps are in the record.
-	sm, err := getJSON[summarized](ctx, s.rdb, k.exec)
+	rec, err := getJSON[execRecord](ctx, s.rdb, k.exec)
 	if errors.Is(err, ErrNotFound) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load steps of %s: %w", id, err)
 	}
-	return sm.steps(), nil
+	if rec.compact == nil {
+		return steps, nil
+	}
+	return rec.compact.steps(), nil
 }
 
 // FlowExecutions lists a flow's executions newest first, optionally of one status, with the
@@ -910,9 +973,13 @@ func (s *Store) FlowExecutions(ctx context.Context, flowID, status string, offse
 	for i, z := range merged {
 		ids[i] = fmt.Sprint(z.Member)
 	}
-	recs, err := mgetJSON[envelope.Execution](ctx, s, ids, s.execKey)
+	stored, err := mgetJSON[execRecord](ctx, s, ids, s.execKey)
 	if err != nil {
 		return nil, 0, err
+	}
+	recs := make([]envelope.Execution, len(stored))
+	for i, r := range stored {
+		recs[i] = r.Execution
 	}
 	if len(recs) < len(ids) {
 		found := make(map[string]bool, len(recs))

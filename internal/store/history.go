@@ -9,7 +9,7 @@ package store
 //	                                          to the redelivery window (it guards the counters)
 //	P flow:{<fid>}:counts             hash    success|error|ignored -> executions ever ended so
 //	P flow:{<fid>}:stats:<yyyymmdd>   hash    "<unix minute>:<success|error|ignored>" -> count
-//	P {meta}:history:kept             zset    "<fid>:<id>" of every kept succeeded or filtered
+//	P {meta}:history:kept             zset    the id of every kept succeeded or filtered
 //	                                          execution; score: the second its age runs out times
 //	                                          2^20, plus the bytes its keys take in 16-byte units
 //	                                          (historyScore), so one entry says both
@@ -24,11 +24,11 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -205,8 +205,9 @@ func (s *Store) flowCountsKey(flowID string) string {
 	return s.tagged("flow", keyID(flowID), "counts")
 }
 
-// historyMember names an execution in the global history.
-func historyMember(flowID, id string) string { return keyID(flowID) + ":" + keyID(id) }
+// historyMember names an execution in the global history: its id alone (the shortest entry;
+// the budget pruner reads the flow from the record).
+func historyMember(id string) string { return id }
 
 // memoryScript sums MEMORY USAGE of the given keys (all of one execution, one slot); -1 when
 // the record (KEYS[1]) is gone: the count retention deleted it meanwhile.
@@ -297,7 +298,7 @@ func (s *Store) addToHistory(ctx context.Context, pol ExecPolicy, e *envelope.Ex
 	var total *redis.Cmd
 	if err := s.pipe.do(ctx, func(p redis.Pipeliner) {
 		total = addToHistoryScript.Eval(ctx, p, []string{class, bytes, kept, failed, pruned},
-			historyMember(e.FlowID, e.ID), score, units*16, now)
+			historyMember(e.ID), score, units*16, now)
 	}); err != nil {
 		return 0, fmt.Errorf("enter execution %s in the history: %w", e.ID, err)
 	}
@@ -350,7 +351,7 @@ func (s *Store) deleteExecutions(ctx context.Context, flowID string, ids []strin
 		return fmt.Errorf("delete executions of %s: %w", flowID, err)
 	}
 	for _, id := range ids {
-		members = append(members, historyMember(flowID, id))
+		members = append(members, historyMember(id))
 	}
 	kept, failed, bytes, pruned := s.historyKeys()
 	if err := removeFromHistoryScript.Run(ctx, s.rdb, []string{kept, failed, bytes, pruned}, members...).Err(); err != nil {
@@ -393,13 +394,9 @@ func (s *Store) pruneToBudget(ctx context.Context, budget, total int64) error {
 			excess -= max(int64(entries[cut].Score)%(1<<20)*16, 1)
 			cut++
 		}
-		byFlow := map[string][]string{}
-		for _, z := range entries[:cut] {
-			fid, id, ok := strings.Cut(fmt.Sprint(z.Member), ":")
-			if !ok {
-				continue
-			}
-			byFlow[unescapeID(fid)] = append(byFlow[unescapeID(fid)], unescapeID(id))
+		byFlow, err := s.flowsOf(ctx, entries[:cut])
+		if err != nil {
+			return err
 		}
 		for fid, ids := range byFlow {
 			if err := s.deleteExecutions(ctx, fid, ids, PrunedByBudget); err != nil {
@@ -415,6 +412,32 @@ func (s *Store) pruneToBudget(ctx context.Context, budget, total int64) error {
 	}
 	s.notePruned(ctx, deleted, total, budget, pruned)
 	return nil
+}
+
+// flowsOf groups history entries by the flow of their execution; those whose record is gone
+// already (expired) come under "", to be removed from the history only.
+func (s *Store) flowsOf(ctx context.Context, entries []redis.Z) (map[string][]string, error) {
+	cmds := make([]*redis.StringCmd, len(entries))
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, z := range entries {
+			cmds[i] = p.Get(ctx, s.execKey(fmt.Sprint(z.Member)))
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("prune the history: %w", err)
+	}
+	byFlow := map[string][]string{}
+	for i, z := range entries {
+		id, fid := fmt.Sprint(z.Member), ""
+		if raw, err := cmds[i].Bytes(); err == nil {
+			var rec execRecord
+			if json.Unmarshal(raw, &rec) == nil {
+				fid = rec.FlowID
+			}
+		}
+		byFlow[fid] = append(byFlow[fid], id)
+	}
+	return byFlow, nil
 }
 
 // lastPruneLog rate-limits the log line about budget pruning (unix nanoseconds).
@@ -433,8 +456,6 @@ func (s *Store) notePruned(ctx context.Context, deleted int, total, budget int64
 	slog.WarnContext(ctx, "execution history reached its memory budget: the oldest succeeded executions are being deleted first",
 		"budgetBytes", budget, "historyBytes", total, "deletedForBudgetTotal", n)
 }
-
-var unescapeID = strings.NewReplacer("%3A", ":", "%7B", "{", "%7D", "}", "%25", "%").Replace
 
 // HistoryUsage is the global history's size and what was deleted from it.
 type HistoryUsage struct {

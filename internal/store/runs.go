@@ -194,11 +194,11 @@ func (s *Store) BeginRun(ctx context.Context, k RunKey, ttl time.Duration) (*Run
 		st.Claim = &RunClaim{l: &Lock{rdb: s.rdb, key: s.runClaimKey(k), token: token}}
 	}
 	if raw, err := execCmd.Bytes(); err == nil {
-		var e envelope.Execution
-		if err := json.Unmarshal(raw, &e); err != nil {
+		var rec execRecord
+		if err := json.Unmarshal(raw, &rec); err != nil {
 			return nil, fmt.Errorf("decode execution %s: %w", k.ExecutionID, err)
 		}
-		st.Execution = &e
+		st.Execution = &rec.Execution
 	} else if !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("load execution %s: %w", k.ExecutionID, err)
 	}

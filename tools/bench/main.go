@@ -75,7 +75,7 @@ func main() {
 	flag.IntVar(&o.window, "e2e-window", 512, "closed loop: most executions unfinished at once")
 	flag.IntVar(&o.runnerConc, "runner-concurrency", 32, "--concurrency of each runner process")
 	flag.IntVar(&o.boundConc, "runner-bound-concurrency", 0, "--concurrency of the runners in the scale-out runs (0: the default)")
-	flag.IntVar(&o.historyN, "history-executions", 2000, "executions per save policy in the history phase (0: skip it)")
+	flag.IntVar(&o.historyN, "history-executions", 3000, "executions per save policy in the history phase (0: skip it)")
 	flag.DurationVar(&o.ioDelay, "io-sink-delay", 20*time.Millisecond, "how long the sink takes to answer in the scale-out runs (0 and no -runner-bound-concurrency: skip them)")
 	flag.IntVar(&o.partitions, "partitions", 6, "--partitions of the roles (and of the limit's topic)")
 	flag.StringVar(&o.profileDir, "profile", "", "directory: also capture 10 s CPU profiles of the roles under load")
