@@ -140,6 +140,13 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 	p.kick()
 	select {
 	case <-c.done:
+		if c.err != nil {
+			// A record gives up at the caller's deadline, which may be a moment before its
+			// context says so: the deadline is the reason, the last error the detail.
+			if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+				return fmt.Errorf("kafkax: produce: %w (last error: %w)", context.DeadlineExceeded, c.err)
+			}
+		}
 		return c.err
 	case <-ctx.Done():
 		return fmt.Errorf("kafkax: produce: %w", ctx.Err())

@@ -16,6 +16,7 @@ package store
 //	P {meta}:history:failed           zset    the same for failed executions
 //	P {meta}:history:bytes            string  the sum of the kept executions' bytes
 //	P {meta}:history:pruned           hash    count|budget|age -> executions deleted for that reason
+//	P {meta}:history:prune            string  the process pruning to the budget now (a lock)
 //
 // An execution's status reaches its flow's indexes and counters after the change that set it
 // (syncHistory), idempotently, and again whenever that message is redelivered. An ended
@@ -80,7 +81,38 @@ func (s *Store) syncHistory(ctx context.Context, pol ExecPolicy, e *envelope.Exe
 		return err
 	}
 	if pol.Budget > 0 && total > pol.Budget {
-		return s.pruneToBudget(ctx, pol.Budget, total)
+		return s.enforceBudget(ctx, pol.Budget)
+	}
+	return nil
+}
+
+// pruneLockTTL bounds how long a crashed pruner keeps the others from pruning.
+const pruneLockTTL = 10 * time.Second
+
+// enforceBudget prunes to the budget unless another process is at it already: one pruner at a
+// time, or each would delete the whole excess. After releasing the lock it looks again, since
+// executions that ended meanwhile left the pruning to it.
+func (s *Store) enforceBudget(ctx context.Context, budget int64) error {
+	_, _, bytes, _ := s.historyKeys()
+	for range 8 {
+		l, ok, err := s.tryLock(ctx, s.k("history", "prune"), pruneLockTTL)
+		if err != nil || !ok {
+			return err // someone else prunes, and looks again when done
+		}
+		err = s.pruneToBudget(ctx, budget)
+		if rerr := l.Release(context.WithoutCancel(ctx)); err == nil && rerr != nil && !errors.Is(rerr, ErrLockLost) {
+			err = rerr
+		}
+		if err != nil {
+			return err
+		}
+		total, err := s.rdb.Get(ctx, bytes).Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("prune the history: %w", err)
+		}
+		if total <= budget {
+			return nil
+		}
 	}
 	return nil
 }
@@ -282,7 +314,13 @@ func (s *Store) addToHistory(ctx context.Context, pol ExecPolicy, e *envelope.Ex
 		return 0, fmt.Errorf("measure execution %s: %w", e.ID, err)
 	}
 	if n < 0 {
-		return 0, nil // deleted by the count retention before it was entered: nothing to keep
+		// Deleted by the count retention before it was entered (only the count deletes what
+		// is not in the history yet): nothing to keep, but it was deleted for the count.
+		_, _, _, pruned := s.historyKeys()
+		if err := s.rdb.HIncrBy(ctx, pruned, PrunedByCount, 1).Err(); err != nil {
+			return 0, fmt.Errorf("count execution %s deleted: %w", e.ID, err)
+		}
+		return 0, nil
 	}
 	kept, failed, bytes, pruned := s.historyKeys()
 	class := kept
@@ -313,7 +351,7 @@ func (s *Store) addToHistory(ctx context.Context, pol ExecPolicy, e *envelope.Ex
 		return 0, fmt.Errorf("enter execution %s in the history: %w", e.ID, err)
 	}
 	if exists.Val() == 0 && exists.Err() == nil {
-		return t, s.deleteExecutions(ctx, e.FlowID, []string{e.ID}, "")
+		return t, s.deleteExecutions(ctx, e.FlowID, []string{e.ID}, PrunedByCount)
 	}
 	return t, nil
 }
@@ -321,16 +359,11 @@ func (s *Store) addToHistory(ctx context.Context, pol ExecPolicy, e *envelope.Ex
 // deleteExecutions deletes ended executions of one flow: their keys, their index entries and
 // their place in the global history, in that order, so that an interruption leaves at worst
 // an entry whose record is gone (the listing drops those as it meets them). reason is counted
-// in history:pruned: for the budget, once per execution that was in the history (concurrent
-// pruners may pick the same ones); for the count, once per id (the index gave each id to one
-// caller only); "" counts nothing.
+// in history:pruned once per execution that this call removed from the history, so two
+// pruners meeting on one execution count it once; "" counts nothing.
 func (s *Store) deleteExecutions(ctx context.Context, flowID string, ids []string, reason string) error {
 	if len(ids) == 0 {
 		return nil
-	}
-	countAll := reason == PrunedByCount
-	if countAll {
-		reason = ""
 	}
 	members := make([]any, 0, 1+len(ids))
 	members = append(members, reason)
@@ -357,11 +390,6 @@ func (s *Store) deleteExecutions(ctx context.Context, flowID string, ids []strin
 	if err := removeFromHistoryScript.Run(ctx, s.rdb, []string{kept, failed, bytes, pruned}, members...).Err(); err != nil {
 		return fmt.Errorf("remove executions of %s from the history: %w", flowID, err)
 	}
-	if countAll {
-		if err := s.rdb.HIncrBy(ctx, pruned, PrunedByCount, int64(len(ids))).Err(); err != nil {
-			return fmt.Errorf("count executions of %s deleted: %w", flowID, err)
-		}
-	}
 	return nil
 }
 
@@ -370,8 +398,12 @@ const pruneBatch = 64
 
 // pruneToBudget deletes the oldest kept executions, succeeded and filtered ones before failed
 // ones, until the history's bytes are within budget.
-func (s *Store) pruneToBudget(ctx context.Context, budget, total int64) error {
+func (s *Store) pruneToBudget(ctx context.Context, budget int64) error {
 	kept, failed, bytes, pruned := s.historyKeys()
+	total, err := s.rdb.Get(ctx, bytes).Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("prune the history: %w", err)
+	}
 	deleted := 0
 	for total > budget {
 		var entries []redis.Z
