@@ -537,12 +537,7 @@ func (s *Store) writeChange(k execKeys, t Transition, pol ExecPolicy, d decision
 			c.add("SET", k.state, []byte(ch.State), "PX", ttl)
 		}
 		if len(ch.Outputs) > 0 {
-			vals := make([]any, 0, 2+2*len(ch.Outputs))
-			vals = append(vals, "HSET", k.outputs)
-			for id, out := range ch.Outputs {
-				vals = append(vals, id, []byte(out))
-			}
-			c.add(vals...)
+			c.add(hset(k.outputs, ch.Outputs)...)
 		}
 	}
 	if len(ch.DonePending) > 0 {
@@ -554,12 +549,7 @@ func (s *Store) writeChange(k execKeys, t Transition, pol ExecPolicy, d decision
 		c.add(vals...)
 	}
 	if len(ch.AddPending) > 0 {
-		vals := make([]any, 0, 2+2*len(ch.AddPending))
-		vals = append(vals, "HSET", k.pending)
-		for tok, a := range ch.AddPending {
-			vals = append(vals, tok, []byte(a))
-		}
-		c.add(vals...)
+		c.add(hset(k.pending, ch.AddPending)...)
 	}
 	if len(ch.Steps) > 0 && (keep == SaveAll || d.phase == phaseRunning) {
 		steps := make([]any, 0, 2+2*len(ch.Steps))
@@ -598,6 +588,16 @@ func (s *Store) writeChange(k execKeys, t Transition, pol ExecPolicy, d decision
 	}
 	c.add("PEXPIRE", k.msgs, pol.RedeliveryWindow.Milliseconds())
 	return c
+}
+
+// hset is the HSET of a map of JSON values.
+func hset(key string, m map[string]json.RawMessage) []any {
+	args := make([]any, 0, 2+2*len(m))
+	args = append(args, "HSET", key)
+	for field, v := range m {
+		args = append(args, field, []byte(v))
+	}
+	return args
 }
 
 // stepPayload is what a step record keeps apart, under SaveAll only.
