@@ -313,7 +313,7 @@ func (r *Router) change(g *graph.Graph, exec *envelope.Execution, st *execState,
 // records are.
 func (r *Router) addHistory(pol store.ExecPolicy, cur *store.ExecState, ch *store.ExecChange) error {
 	e := ch.Execution
-	if r.cfg.NoHistoryStream || e == nil || !terminal(e.Status) || (cur.Execution != nil && terminal(cur.Execution.Status)) {
+	if !r.cfg.HistoryStream || e == nil || !terminal(e.Status) || (cur.Execution != nil && terminal(cur.Execution.Status)) {
 		return nil
 	}
 	h := envelope.History{Execution: *e, Save: store.SaveAll}

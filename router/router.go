@@ -66,9 +66,9 @@ type Config struct {
 	// MaxRecordBytes is the largest work item produced; an execution whose next work item is
 	// larger fails with record_too_large (default 1,000,000).
 	MaxRecordBytes int
-	// NoHistoryStream leaves flowd.history empty: every ended execution is produced there
-	// unless it is set.
-	NoHistoryStream bool
+	// HistoryStream produces every ended execution to flowd.history. It is off unless set:
+	// the record costs about as much as the rest of a short execution (docs/performance.md).
+	HistoryStream bool
 	// PartnerTopicsRestricted holds tenants without a partner-topic list of their own to no
 	// partner topic at all (see topicpolicy).
 	PartnerTopicsRestricted bool

@@ -18,7 +18,7 @@ import (
 func TestHistoryBoundsUnderABurst(t *testing.T) {
 	const budget = 56 << 10
 	p := newPipeline(t, 2, connectorPolicy{egressAllow: "127.0.0.1/32"})
-	p.ropt = routerOptions{budget: fmt.Sprint(budget)}
+	p.ropt = routerOptions{budget: fmt.Sprint(budget), stream: true}
 	p.start()
 	t.Cleanup(hookClient.CloseIdleConnections) // before the pipeline stops
 	history := readTopic(t, p.kcfg, envelope.TopicHistory)

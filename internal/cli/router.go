@@ -18,7 +18,7 @@ type routerOptions struct {
 	historySave   string
 	maxCount      int
 	budget        string
-	noStream      bool
+	stream        bool
 	stepTimeout   time.Duration
 	drain         time.Duration
 }
@@ -45,7 +45,7 @@ work through Kafka consumer groups. It also confirms flow starts and stops (run 
 	f.DurationVar(&opt.retention, "retention", envDuration("FLOWD_EXECUTION_RETENTION", store.DefaultExecutionRetention), "how long ended executions are kept, unless their flow's history.maxAge says otherwise (env FLOWD_EXECUTION_RETENTION)")
 	f.StringVar(&opt.historySave, "history-save", envOr("FLOWD_HISTORY_SAVE", store.SaveAll), "what a succeeded or filtered execution keeps, unless its flow's history.succeeded says otherwise: all, summary (no payloads) or none (env FLOWD_HISTORY_SAVE)")
 	f.IntVar(&opt.maxCount, "history-max-count", store.DefaultMaxCount, "succeeded and filtered executions kept per flow, unless its history.maxCount says otherwise; the oldest go first (-1: no bound)")
-	f.BoolVar(&opt.noStream, "no-history-stream", envOr("FLOWD_NO_HISTORY_STREAM", "") == "true", "do not produce ended executions to flowd.history (it costs a record per execution with the steps its policy keeps; docs/history.md) (env FLOWD_NO_HISTORY_STREAM=true)")
+	f.BoolVar(&opt.stream, "history-stream", envOr("FLOWD_HISTORY_STREAM", "") == "true", "produce every ended execution, with the steps its policy keeps, to flowd.history for long-term storage elsewhere; it costs about as much CPU as the rest of a short execution (docs/history.md) (env FLOWD_HISTORY_STREAM=true)")
 	f.StringVar(&opt.budget, "history-budget", envOr("FLOWD_HISTORY_BUDGET", "0"), "Redis memory for the executions of every flow together, e.g. 2GiB; beyond it the oldest succeeded executions are deleted first, failed ones last (0: no budget; env FLOWD_HISTORY_BUDGET)")
 	f.IntVar(&opt.snapshotLimit, "snapshot-limit", store.DefaultSnapshotLimit, "bytes of a step's input and output kept in its record")
 	f.DurationVar(&opt.stepTimeout, "step-timeout", router.DefaultStepTimeout, "deadline of each work item")

@@ -157,7 +157,8 @@ func startCrashRig(t *testing.T, runners ...string) (context.Context, *crashRig)
 		{name: "api", args: append([]string{"api", "--addr", apiAddr, "--connectors-dir", connDir}, common...)},
 		{name: "ingest", args: append([]string{"ingest", "--addr", ingestAddr}, common...)},
 		// A small budget: pruning for the budget runs along with the flow's count retention.
-		{name: "router", args: append([]string{"router", "--history-budget", "192KiB"}, common...)},
+		// flowd.history is where verify finds every execution.
+		{name: "router", args: append([]string{"router", "--history-budget", "192KiB", "--history-stream"}, common...)},
 	}
 	for _, name := range runners {
 		// The sink listens on loopback, which the runner's connectors reach only when allowed.

@@ -55,6 +55,7 @@ type options struct {
 	boundConc     int
 	ioDelay       time.Duration
 	historyN      int
+	stream        bool
 	partitions    int
 	profileDir    string
 	phases        map[string]bool
@@ -75,6 +76,7 @@ func main() {
 	flag.IntVar(&o.window, "e2e-window", 512, "closed loop: most executions unfinished at once")
 	flag.IntVar(&o.runnerConc, "runner-concurrency", 32, "--concurrency of each runner process")
 	flag.IntVar(&o.boundConc, "runner-bound-concurrency", 0, "--concurrency of the runners in the scale-out runs (0: the default)")
+	flag.BoolVar(&o.stream, "history-stream", false, "run the router with --history-stream (to measure what flowd.history costs)")
 	flag.IntVar(&o.historyN, "history-executions", 3000, "executions per save policy in the history phase (0: skip it)")
 	flag.DurationVar(&o.ioDelay, "io-sink-delay", 20*time.Millisecond, "how long the sink takes to answer in the scale-out runs (0 and no -runner-bound-concurrency: skip them)")
 	flag.IntVar(&o.partitions, "partitions", 6, "--partitions of the roles (and of the limit's topic)")
@@ -446,7 +448,11 @@ func (b *bench) endToEnd(ctx context.Context) error {
 		return err
 	}
 	// Every execution stays listed: the latencies are read from the records.
-	rt, err := start("router", "router", "--history-max-count", "-1")
+	routerArgs := []string{"router", "--history-max-count", "-1"}
+	if b.o.stream {
+		routerArgs = append(routerArgs, "--history-stream")
+	}
+	rt, err := start("router", routerArgs...)
 	if err != nil {
 		return err
 	}
