@@ -313,7 +313,7 @@ func (r *Router) change(g *graph.Graph, exec *envelope.Execution, st *execState,
 // records are.
 func (r *Router) addHistory(pol store.ExecPolicy, cur *store.ExecState, ch *store.ExecChange) error {
 	e := ch.Execution
-	if !r.cfg.HistoryStream || e == nil || !terminal(e.Status) || (cur.Execution != nil && terminal(cur.Execution.Status)) {
+	if !r.cfg.HistoryStream || e == nil || !envelope.Terminal(e.Status) || (cur.Execution != nil && envelope.Terminal(cur.Execution.Status)) {
 		return nil
 	}
 	h := envelope.History{Execution: *e, Save: store.SaveAll}
@@ -343,10 +343,6 @@ func (r *Router) addHistory(pol store.ExecPolicy, cur *store.ExecState, ch *stor
 	}
 	ch.Records = append(ch.Records, store.Record{Topic: r.cfg.Kafka.Topic(envelope.TopicHistory), Key: []byte(e.ID), Value: raw})
 	return nil
-}
-
-func terminal(status string) bool {
-	return status == envelope.StatusSucceeded || status == envelope.StatusFailed || status == envelope.StatusFiltered
 }
 
 // CodeRecordTooLarge fails an execution whose next work item Kafka would not accept.

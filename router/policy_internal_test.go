@@ -21,7 +21,7 @@ func TestPolicyOf(t *testing.T) {
 	if got != want {
 		t.Fatalf("flow settings: %+v, want %+v", got, want)
 	}
-	if got := policyOf(base, &flowdoc.Flow{History: &flowdoc.History{MaxAge: "soon"}}); got.Retention != time.Hour {
-		t.Fatalf("unparsable maxAge: retention %s, want the router's", got.Retention)
+	if got := policyOf(base, &flowdoc.Flow{History: &flowdoc.History{MaxAge: "soon", Succeeded: "some"}}); got != base {
+		t.Fatalf("invalid settings: %+v, want the router's %+v", got, base)
 	}
 }

@@ -241,7 +241,8 @@ func (r *Router) reconcileEvery(ctx context.Context) {
 }
 
 // policy is the execution policy of a flow: the router's, with the flow's history settings
-// over it (validated when the flow was saved; an unparsable age keeps the router's).
+// over it. They were validated when the flow was saved; a value that is not valid all the
+// same keeps the router's.
 func (r *Router) policy(f *flowdoc.Flow) store.ExecPolicy {
 	return policyOf(r.cfg.Policy, f).WithDefaults()
 }
@@ -251,7 +252,7 @@ func policyOf(base store.ExecPolicy, f *flowdoc.Flow) store.ExecPolicy {
 	if h == nil {
 		return base
 	}
-	if h.Succeeded != "" {
+	if store.CheckSavePolicy(h.Succeeded) == nil {
 		base.Succeeded = h.Succeeded
 	}
 	if h.MaxCount > 0 {

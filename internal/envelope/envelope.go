@@ -119,6 +119,14 @@ const (
 	StatusFiltered  = "filtered"
 )
 
+// TerminalStatuses are the statuses an execution ends with.
+var TerminalStatuses = []string{StatusSucceeded, StatusFailed, StatusFiltered}
+
+// Terminal tells whether an execution with status has ended.
+func Terminal(status string) bool {
+	return status == StatusSucceeded || status == StatusFailed || status == StatusFiltered
+}
+
 // Execution is one run of a flow, as kept in Redis and shown by the API.
 type Execution struct {
 	ID         string     `json:"id"`

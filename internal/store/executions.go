@@ -218,8 +218,6 @@ func (s *Store) flowExecsKey(flowID, status string) string {
 	return s.tagged("flow", keyID(flowID), "execs", keyID(status))
 }
 
-var terminal = []string{envelope.StatusSucceeded, envelope.StatusFailed, envelope.StatusFiltered}
-
 // AdvanceExecution applies one consumed message to an execution, exactly once: decide sees
 // the current state and returns the change; the change, the message's marker and the records
 // to produce commit in one transaction. If another writer changed the execution meanwhile,
@@ -401,11 +399,11 @@ func (r *transitionReads) decide(k execKeys, decide func(*ExecState) (*ExecChang
 	if cur.Execution != nil {
 		d.status = cur.Execution.Status
 	}
-	if isTerminal(d.status) {
+	if envelope.Terminal(d.status) {
 		d.phase = phaseEnded
 	}
 	if e := ch.Execution; e != nil {
-		if isTerminal(e.Status) && !isTerminal(d.status) {
+		if envelope.Terminal(e.Status) && !envelope.Terminal(d.status) {
 			d.res.Ended, d.phase = true, phaseEnding
 		}
 		if e.Status != d.status {
@@ -702,7 +700,7 @@ func (c compactExec) execution() envelope.Execution {
 	rx := time.UnixMilli(c.Received).UTC()
 	e := envelope.Execution{ID: c.ID, FlowID: c.FlowID, Revision: c.Revision, Trigger: c.Trigger, Status: c.Status,
 		Error: c.Error, ReceivedAt: rx, StartedAt: rx.Add(time.Duration(c.Started) * time.Millisecond)}
-	if isTerminal(c.Status) {
+	if envelope.Terminal(c.Status) {
 		fin := rx.Add(time.Duration(c.Finished) * time.Millisecond)
 		e.FinishedAt, e.DurationMs = &fin, c.Finished
 	}
@@ -788,15 +786,6 @@ func (s *Store) loadSteps(ctx context.Context, k execKeys) ([]envelope.Step, err
 type cmdList [][]any
 
 func (c *cmdList) add(args ...any) { *c = append(*c, args) }
-
-func isTerminal(status string) bool {
-	for _, t := range terminal {
-		if status == t {
-			return true
-		}
-	}
-	return false
-}
 
 // Counter names in the stats hashes.
 const (

@@ -40,7 +40,7 @@ import (
 
 // indexStatuses are the statuses with an index of their own, in the order syncIndexScript
 // gets their keys.
-var indexStatuses = append([]string{envelope.StatusRunning}, terminal...)
+var indexStatuses = append([]string{envelope.StatusRunning}, envelope.TerminalStatuses...)
 
 // Why executions were deleted before their age ran out, or by it (fields of history:pruned).
 const (
@@ -54,7 +54,7 @@ const (
 // SaveNone, the record itself once it has been counted.
 func (s *Store) syncHistory(ctx context.Context, pol ExecPolicy, e *envelope.Execution) error {
 	keep := SaveAll
-	if isTerminal(e.Status) {
+	if envelope.Terminal(e.Status) {
 		keep = pol.keep(e.Status)
 	}
 	pruned, err := s.syncIndex(ctx, pol, e, keep != SaveNone)
@@ -67,7 +67,7 @@ func (s *Store) syncHistory(ctx context.Context, pol ExecPolicy, e *envelope.Exe
 		}
 	}
 	switch {
-	case !isTerminal(e.Status):
+	case !envelope.Terminal(e.Status):
 		return nil
 	case keep == SaveNone:
 		k := s.execKeysOf(e.ID)
@@ -237,10 +237,6 @@ func (s *Store) flowCountsKey(flowID string) string {
 	return s.tagged("flow", keyID(flowID), "counts")
 }
 
-// historyMember names an execution in the global history: its id alone (the shortest entry;
-// the budget pruner reads the flow from the record).
-func historyMember(id string) string { return id }
-
 // memoryScript sums MEMORY USAGE of the given keys (all of one execution, one slot); -1 when
 // the record (KEYS[1]) is gone: the count retention deleted it meanwhile.
 var memoryScript = redis.NewScript(`
@@ -336,7 +332,7 @@ func (s *Store) addToHistory(ctx context.Context, pol ExecPolicy, e *envelope.Ex
 	var total *redis.Cmd
 	if err := s.pipe.do(ctx, func(p redis.Pipeliner) {
 		total = addToHistoryScript.Eval(ctx, p, []string{class, bytes, kept, failed, pruned},
-			historyMember(e.ID), score, units*16, now)
+			e.ID, score, units*16, now)
 	}); err != nil {
 		return 0, fmt.Errorf("enter execution %s in the history: %w", e.ID, err)
 	}
@@ -365,26 +361,23 @@ func (s *Store) deleteExecutions(ctx context.Context, flowID string, ids []strin
 	if len(ids) == 0 {
 		return nil
 	}
+	// The script's arguments: the reason, then the ids (also the ZREM arguments below).
 	members := make([]any, 0, 1+len(ids))
 	members = append(members, reason)
+	for _, id := range ids {
+		members = append(members, id)
+	}
 	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, id := range ids {
 			k := s.execKeysOf(id)
 			p.Del(ctx, k.exec, k.steps, k.payloads, k.pending)
 		}
 		for _, st := range indexStatuses {
-			anyIDs := make([]any, len(ids))
-			for i, id := range ids {
-				anyIDs[i] = id
-			}
-			p.ZRem(ctx, s.flowExecsKey(flowID, st), anyIDs...)
+			p.ZRem(ctx, s.flowExecsKey(flowID, st), members[1:]...)
 		}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("delete executions of %s: %w", flowID, err)
-	}
-	for _, id := range ids {
-		members = append(members, historyMember(id))
 	}
 	kept, failed, bytes, pruned := s.historyKeys()
 	if err := removeFromHistoryScript.Run(ctx, s.rdb, []string{kept, failed, bytes, pruned}, members...).Err(); err != nil {
