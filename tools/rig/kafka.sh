@@ -19,6 +19,20 @@
 #                                  The rig grants no ACLs itself: the caller does, as admin
 #                                  (internal/testrig applies kafkax.RoleACLs).
 #   tools/rig/kafka.sh stop DIR    stop that broker (DIR is left for the caller to remove).
+#   tools/rig/kafka.sh cluster-start DIR
+#                                  start a cluster of three combined broker+controller nodes
+#                                  (KRaft, a static three-voter quorum) with their data in
+#                                  DIR/1..3, each node's files as above; returns once every
+#                                  node's metadata lists all three brokers. Internal topics
+#                                  have three replicas and min.insync.replicas 2, and a dead
+#                                  broker is fenced (its partitions get new leaders) within
+#                                  about 4 s. Writes DIR/brokers (comma-separated addresses).
+#   tools/rig/kafka.sh node-start DIR/N
+#                                  restart one stopped or killed node of a cluster on its ports
+#                                  and data; returns once it is back in the cluster's metadata.
+#   tools/rig/kafka.sh kill DIR[/N] SIGKILL a broker or a cluster node (no clean shutdown).
+#   tools/rig/kafka.sh cluster-stop DIR
+#                                  stop the cluster's nodes.
 #   tools/rig/kafka.sh fetch       only fill the jar cache (.cache/kafka-$KAFKA_VERSION/libs).
 #
 # tools/rig/with-rig.sh is the usual entry point; it also removes DIR.
@@ -156,7 +170,7 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
 	fi
 
-	cat >"$dir/server.properties" <<EOF
+	cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
@@ -175,13 +189,160 @@ share.coordinator.state.topic.min.isr=1
 # Tests create their topics explicitly and want consumer groups to start at once.
 auto.create.topics.enable=false
 group.initial.rebalance.delay.ms=0
-EOF
+PROPS
 	[ ${#security[@]} -eq 0 ] || printf '%s\n' "${security[@]}" >>"$dir/server.properties"
+	echo "$port" >"$dir/port"
+	echo "$cport" >"$dir/cport"
+	echo 1 >"$dir/cluster-size"
 
-	# Quiet by default; the INFO lines kept say which version started, when it was up and when
-	# its client listener opened. FLOWD_RIG_KAFKA_LOG_LEVEL=INFO shows everything;
-	# FLOWD_RIG_KAFKA_REQUEST_LOG=DEBUG logs every request the broker completes (to count them by API).
-	cat >"$dir/log4j2.xml" <<EOF
+	# Formatted already (a restart): keep the data and its cluster id.
+	if [ ! -f "$dir/data/meta.properties" ]; then
+		# SCRAM credentials go into the metadata log at format time: the broker cannot
+		# authenticate anyone (not even the admin who would add them) before that.
+		local scram=()
+		if [ -n "$sasl" ]; then
+			for u in admin flowd connector; do
+				scram+=(--add-scram "SCRAM-SHA-512=[name=$u,password=$(cat "$dir/sasl/$u")]")
+			done
+		fi
+		format "$dir" "$(cluster_id)" --standalone "${scram[@]}"
+	fi
+	launch "$dir" "$sasl"
+	echo "rig: kafka $(cat "$dir/version") ready on 127.0.0.1:$port${sasl:+ (SASL_PLAINTEXT, SCRAM-SHA-512, ACLs enforced)} (${SECONDS}s)"
+}
+
+# cluster_start DIR: three combined nodes in DIR/1..3 on loopback ports, one static quorum.
+cluster_start() {
+	local dir=$1
+	install_missing kcat kcat
+	fetch
+	mkdir -p "$dir"
+	dir=$(cd "$dir" && pwd)
+	local n ports=() cports=() voters="" brokers=""
+	for n in 1 2 3; do
+		ports[n]=$(free_port)
+		cports[n]=$(free_port)
+	done
+	[ "$(printf '%s\n' "${ports[@]}" "${cports[@]}" | sort -u | wc -l)" -eq 6 ] || die "free_port gave the same port twice; try again"
+	for n in 1 2 3; do
+		voters+="${voters:+,}$n@127.0.0.1:${cports[n]}"
+		brokers+="${brokers:+,}127.0.0.1:${ports[n]}"
+	done
+	local id
+	id=$(cluster_id)
+	for n in 1 2 3; do
+		local node="$dir/$n"
+		mkdir -p "$node/data"
+		cat >"$node/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=$n
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:${ports[n]},CONTROLLER://127.0.0.1:${cports[n]}
+advertised.listeners=PLAINTEXT://127.0.0.1:${ports[n]},CONTROLLER://127.0.0.1:${cports[n]}
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+controller.listener.names=CONTROLLER
+log.dirs=$node/data
+# Three nodes: internal topics are replicated as a production cluster's are, with few
+# partitions (each is a replica on every node of this small machine).
+num.partitions=1
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+transaction.state.log.num.partitions=3
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+share.coordinator.state.topic.num.partitions=3
+auto.create.topics.enable=false
+group.initial.rebalance.delay.ms=0
+# A killed broker is fenced, and its partitions led by the others, 4 s after its last
+# heartbeat (default 9 s); leadership returns to the preferred replicas within 10 s of its
+# return (default 300 s), so a test sees both moves.
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=4000
+leader.imbalance.check.interval.seconds=10
+PROPS
+		echo "${ports[n]}" >"$node/port"
+		echo "${cports[n]}" >"$node/cport"
+		echo 3 >"$node/cluster-size"
+	done
+	# Formatting is a JVM start per node: in parallel.
+	local pids=()
+	for n in 1 2 3; do
+		format "$dir/$n" "$id" &
+		pids+=($!)
+	done
+	for p in "${pids[@]}"; do wait "$p" || die "formatting a node's storage failed (see $dir/*/kafka.log)"; done
+	echo "$brokers" >"$dir/brokers"
+	# The nodes wait for each other (a quorum needs two voters): launch all, then check each.
+	pids=()
+	for n in 1 2 3; do
+		launch "$dir/$n" "" &
+		pids+=($!)
+	done
+	local failed=0
+	for p in "${pids[@]}"; do wait "$p" || failed=1; done
+	if [ "$failed" -ne 0 ]; then
+		cluster_stop "$dir"
+		die "the kafka cluster did not start"
+	fi
+	echo "rig: kafka $(cat "$dir/1/version") cluster of 3 nodes ready on $brokers (${SECONDS}s)"
+}
+
+cluster_stop() {
+	local n
+	for n in 1 2 3; do [ ! -d "$1/$n" ] || stop "$1/$n"; done
+}
+
+# node_start DIR/N: restart a node of a cluster with its properties and data.
+node_start() {
+	local dir=$1
+	[ -f "$dir/server.properties" ] && [ -f "$dir/data/meta.properties" ] || die "$dir holds no formatted kafka node"
+	dir=$(cd "$dir" && pwd)
+	launch "$dir" ""
+	echo "rig: kafka node $(basename "$dir") back on 127.0.0.1:$(cat "$dir/port") (${SECONDS}s)"
+}
+
+# kill_node DIR: SIGKILL the broker in DIR, as a crash would end it.
+kill_node() {
+	local dir=$1 pid
+	[ -f "$dir/pid" ] || die "no broker runs in $dir"
+	pid=$(cat "$dir/pid")
+	kill -9 "$pid" 2>/dev/null || true
+	while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done # until the process is gone
+	rm -f "$dir/pid"
+}
+
+# cluster_id: a Kafka cluster id is 16 random bytes in unpadded base64url; Kafka avoids a
+# leading '-' (it reads as a command-line flag). Made here to save a JVM start of
+# `StorageTool random-uuid`.
+cluster_id() {
+	local id="-"
+	while [[ $id == -* ]]; do
+		id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+	done
+	echo "$id"
+}
+
+# format DIR CLUSTER-ID [STORAGE-TOOL-ARGS...]: format the node's storage.
+format() {
+	local dir=$1 id=$2
+	shift 2
+	write_log4j "$dir"
+	java -Dlog4j2.configurationFile="$dir/log4j2.xml" -Djava.awt.headless=true -cp "$LIBS/*" \
+		kafka.tools.StorageTool format --ignore-formatted -t "$id" -c "$dir/server.properties" "$@" \
+		>"$dir/kafka.log" 2>&1 || fail "$dir" "formatting the storage failed"
+}
+
+# write_log4j DIR: quiet by default; the INFO lines kept say which version started, when it
+# was up and when its client listener opened. FLOWD_RIG_KAFKA_LOG_LEVEL=INFO shows
+# everything; FLOWD_RIG_KAFKA_REQUEST_LOG=DEBUG logs every request the broker completes (to
+# count them by API).
+write_log4j() {
+	cat >"$1/log4j2.xml" <<XML
 <?xml version="1.0" encoding="UTF-8"?>
 <Configuration status="WARN">
   <Appenders>
@@ -199,43 +360,26 @@ EOF
     </Root>
   </Loggers>
 </Configuration>
-EOF
+XML
+}
 
-	# A Kafka cluster id is 16 random bytes in unpadded base64url; Kafka avoids a leading '-'
-	# (it reads as a command-line flag). Made here to save a JVM start of `StorageTool random-uuid`.
-	local cluster_id="-"
-	while [[ $cluster_id == -* ]]; do
-		cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
-	done
-
-	local java_opts=(-Dlog4j2.configurationFile="$dir/log4j2.xml" -Djava.awt.headless=true)
-	# Formatted already (a restart): keep the data and its cluster id.
-	if [ ! -f "$dir/data/meta.properties" ]; then
-		# SCRAM credentials go into the metadata log at format time: the broker cannot
-		# authenticate anyone (not even the admin who would add them) before that.
-		local scram=()
-		if [ -n "$sasl" ]; then
-			for u in admin flowd connector; do
-				scram+=(--add-scram "SCRAM-SHA-512=[name=$u,password=$(cat "$dir/sasl/$u")]")
-			done
-		fi
-		java "${java_opts[@]}" -cp "$LIBS/*" kafka.tools.StorageTool format --standalone \
-			--ignore-formatted -t "$cluster_id" -c "$dir/server.properties" "${scram[@]}" >"$dir/kafka.log" 2>&1 ||
-			fail "$dir" "formatting the storage failed"
-	fi
-
+# launch DIR SASL: run the formatted node in DIR and wait until it serves: its metadata lists
+# as many brokers as its cluster has (DIR/cluster-size). Writes DIR/pid and DIR/version.
+launch() {
+	local dir=$1 sasl=$2 port want
+	port=$(cat "$dir/port")
+	want=$(cat "$dir/cluster-size")
+	write_log4j "$dir"
 	# Only what this start writes to the log counts for readiness below (a restart appends).
 	local log_from
 	log_from=$(($(stat -c %s "$dir/kafka.log" 2>/dev/null || echo 0) + 1))
 	# Detached from our stdout/stderr so a caller reading our output is not held open by the JVM.
-	java -Xms256m -Xmx512m "${java_opts[@]}" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
-		</dev/null >>"$dir/kafka.log" 2>&1 &
+	java -Xms256m -Xmx512m -Dlog4j2.configurationFile="$dir/log4j2.xml" -Djava.awt.headless=true \
+		-cp "$LIBS/*" kafka.Kafka "$dir/server.properties" </dev/null >>"$dir/kafka.log" 2>&1 &
 	echo $! >"$dir/pid"
-	echo "$port" >"$dir/port"
-	echo "$cport" >"$dir/cport"
 
-	# Ready means the broker answers a metadata request listing itself: ask, don't sleep.
-	# (grep reads all of kcat's output: with -q, kcat's SIGPIPE would fail the pipeline.)
+	# Ready means the broker answers a metadata request listing the whole cluster: ask, don't
+	# sleep. (grep reads all of kcat's output: with -q, kcat's SIGPIPE would fail the pipeline.)
 	# Debian's kcat (librdkafka 2.0.2) fails SCRAM-SHA-512 against Kafka 4.1 with "invalid
 	# credentials" where kafka-go and Kafka's own clients succeed, so with --sasl ready means
 	# the broker opened its client listener (after its authorizer loaded); callers then
@@ -244,7 +388,7 @@ EOF
 		if [ -n "$sasl" ]; then
 			tail -c "+$log_from" "$dir/kafka.log" | grep "Awaiting socket connections on 127.0.0.1:$port" >/dev/null
 		else
-			timeout 5 kcat -L -b "127.0.0.1:$port" -m 2 2>/dev/null | grep '^ *1 brokers:' >/dev/null
+			timeout 5 kcat -L -b "127.0.0.1:$port" -m 2 2>/dev/null | grep "^ *$want brokers:" >/dev/null
 		fi
 	}
 	local deadline=$((SECONDS + READY_TIMEOUT))
@@ -259,7 +403,6 @@ EOF
 	version=$(sed -n 's/.*Kafka version: \([^ ]*\).*/\1/p' "$dir/kafka.log" | head -n 1)
 	[ -n "$version" ] || version=$KAFKA_VERSION
 	echo "$version" >"$dir/version"
-	echo "rig: kafka $version ready on 127.0.0.1:$port${sasl:+ (SASL_PLAINTEXT, SCRAM-SHA-512, ACLs enforced)} (${SECONDS}s)"
 }
 
 # sasl_users DIR: a random password per rig user in DIR/sasl/<user> (kept across restarts: the
@@ -281,9 +424,14 @@ EOF
 
 stop() { stop_pidfile "$1" 15; }
 
+usage="usage: kafka.sh start DIR [--sasl] | stop DIR | cluster-start DIR | cluster-stop DIR | node-start DIR/N | kill DIR | fetch"
 case "${1:-}" in
-start) start "${2:?usage: kafka.sh start DIR [--sasl]}" "${3:-}" ;;
-stop) stop "${2:?usage: kafka.sh stop DIR}" ;;
+start) start "${2:?$usage}" "${3:-}" ;;
+stop) stop "${2:?$usage}" ;;
+cluster-start) cluster_start "${2:?$usage}" ;;
+cluster-stop) cluster_stop "${2:?$usage}" ;;
+node-start) node_start "${2:?$usage}" ;;
+kill) kill_node "${2:?$usage}" ;;
 fetch) fetch ;;
-*) die "usage: kafka.sh start DIR [--sasl] | stop DIR | fetch" ;;
+*) die "$usage" ;;
 esac
