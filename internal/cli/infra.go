@@ -49,6 +49,9 @@ func connect(ctx context.Context, in *infra) (*conn, error) {
 	if err := checkEnvDurations("FLOWD_KAFKA_SESSION_TIMEOUT", "FLOWD_KAFKA_HEARTBEAT_INTERVAL", "FLOWD_KAFKA_REBALANCE_TIMEOUT"); err != nil {
 		return nil, err
 	}
+	if err := checkEnvInts("FLOWD_KAFKA_REPLICATION_FACTOR", "FLOWD_KAFKA_MIN_INSYNC_REPLICAS"); err != nil {
+		return nil, err
+	}
 	if err := kcfg.CheckGroupTimeouts(); err != nil {
 		return nil, err
 	}
@@ -81,6 +84,14 @@ func connect(ctx context.Context, in *infra) (*conn, error) {
 		_ = c.rdb.Close()
 		return nil, err
 	}
+	// The replication of the topics this role creates, said once at start-up.
+	kcfg, d, err := kafkax.ResolveDurability(ctx, c.kcfg)
+	if err != nil {
+		_ = c.rdb.Close()
+		return nil, fmt.Errorf("kafka replication: %w", err)
+	}
+	c.kcfg = kcfg
+	kafkax.LogDurability(ctx, log, d)
 	c.w = kafkax.NewProducer(c.kcfg)
 	c.relay = outbox.New(c.st, events.NewKafkaPublisher(c.w, c.kcfg), log)
 	relayCtx, stop := context.WithCancel(context.WithoutCancel(ctx))

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -81,6 +82,27 @@ func checkEnvDurations(keys ...string) error {
 		if v := os.Getenv(k); v != "" {
 			if _, err := time.ParseDuration(v); err != nil {
 				return fmt.Errorf("%s=%q is not a duration (e.g. 6s, 500ms)", k, v)
+			}
+		}
+	}
+	return nil
+}
+
+// envInt is the integer in the environment variable key, or def when it is unset or not an
+// integer (checkEnvInts reports the latter when the role starts).
+func envInt(key string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(key)); err == nil {
+		return n
+	}
+	return def
+}
+
+// checkEnvInts fails on an environment variable that should hold an integer and does not.
+func checkEnvInts(keys ...string) error {
+	for _, k := range keys {
+		if v := os.Getenv(k); v != "" {
+			if _, err := strconv.Atoi(v); err != nil {
+				return fmt.Errorf("%s=%q is not a whole number", k, v)
 			}
 		}
 	}

@@ -33,7 +33,10 @@ type infra struct {
 	redisCluster bool
 	topicPrefix  string
 	partitions   int
-	keyPrefix    string
+	// Replication of the topics flowd creates (kafkax.Durability); 0 is the default.
+	replicationFactor, minInsyncReplicas int
+	requireReplication                   bool
+	keyPrefix                            string
 	pprofAddr    string
 	busKeyFile   string
 	// Consumer group membership: how fast a dead member's partitions move to the others.
@@ -68,6 +71,12 @@ func (in *infra) register(cmd *cobra.Command) {
 	f.BoolVar(&in.redisCluster, "redis-cluster", envOr("FLOWD_REDIS_CLUSTER", "") == "true", "Redis is a Redis Cluster; --redis-url names its seed nodes (env FLOWD_REDIS_CLUSTER=true)")
 	f.StringVar(&in.topicPrefix, "topic-prefix", envOr("FLOWD_TOPIC_PREFIX", kafkax.DefaultTopicPrefix), "prefix of flowd's Kafka topics (env FLOWD_TOPIC_PREFIX)")
 	f.IntVar(&in.partitions, "partitions", kafkax.DefaultPartitions, "partitions of the topics flowd creates")
+	f.IntVar(&in.replicationFactor, "kafka-replication-factor", envInt("FLOWD_KAFKA_REPLICATION_FACTOR", 0),
+		"replicas of each partition of the topics flowd creates; 0: 3, or the broker count on a smaller cluster, said at start-up (env FLOWD_KAFKA_REPLICATION_FACTOR)")
+	f.IntVar(&in.minInsyncReplicas, "kafka-min-insync-replicas", envInt("FLOWD_KAFKA_MIN_INSYNC_REPLICAS", 0),
+		"min.insync.replicas of the topics flowd creates: an acknowledged record is on at least this many brokers; 0: 2, or 1 with a replication factor under 3 (env FLOWD_KAFKA_MIN_INSYNC_REPLICAS)")
+	f.BoolVar(&in.requireReplication, "kafka-require-replication", envOr("FLOWD_KAFKA_REQUIRE_REPLICATION", "") == "true",
+		"refuse to start when flowd's existing topics are replicated less than configured, instead of warning (env FLOWD_KAFKA_REQUIRE_REPLICATION=true)")
 	f.StringVar(&in.keyPrefix, "redis-prefix", envOr("FLOWD_REDIS_PREFIX", store.DefaultPrefix), "prefix of flowd's Redis keys (env FLOWD_REDIS_PREFIX)")
 	f.DurationVar(&in.kafkaSessionTimeout, "kafka-session-timeout", envDuration("FLOWD_KAFKA_SESSION_TIMEOUT", kafkax.DefaultSessionTimeout),
 		"a consumer that sends no heartbeat for this long loses its partitions to the others (env FLOWD_KAFKA_SESSION_TIMEOUT; at least the broker's group.min.session.timeout.ms)")
@@ -101,6 +110,7 @@ func (in *infra) register(cmd *cobra.Command) {
 func (in *infra) kafka() kafkax.Config {
 	return kafkax.Config{
 		Brokers: strings.Split(in.brokers, ","), TopicPrefix: in.topicPrefix, Partitions: in.partitions,
+		ReplicationFactor: in.replicationFactor, MinInsyncReplicas: in.minInsyncReplicas, RequireReplication: in.requireReplication,
 		SASL: in.kafkaSASL, TLS: in.kafkaTLS,
 		SessionTimeout: in.kafkaSessionTimeout, HeartbeatInterval: in.kafkaHeartbeat, RebalanceTimeout: in.kafkaRebalanceTimeout,
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,7 +22,6 @@ import (
 const (
 	DefaultTopicPrefix       = "flowd."
 	DefaultPartitions        = 6
-	DefaultReplicationFactor = 1
 	// A consumer group member that stops heartbeating (a SIGKILLed role) loses its partitions
 	// after the session timeout; the survivors notice the rebalance at their next heartbeat
 	// and rejoin. 6 s (the broker's default minimum) and 2 s hand a dead member's partitions
@@ -42,7 +42,12 @@ type Config struct {
 	Brokers           []string
 	TopicPrefix       string // default "flowd."
 	Partitions        int    // default 6
-	ReplicationFactor int    // default 1
+	// Replication of the topics flowd creates: 0 means the production default (3 and 2), or
+	// what a smaller cluster has (see Durability). RequireReplication refuses to use existing
+	// topics replicated less than that; without it they are warned about.
+	ReplicationFactor  int
+	MinInsyncReplicas  int
+	RequireReplication bool
 	// Consumer group membership (see the Default* constants).
 	SessionTimeout    time.Duration
 	HeartbeatInterval time.Duration
@@ -69,9 +74,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Partitions <= 0 {
 		c.Partitions = DefaultPartitions
-	}
-	if c.ReplicationFactor <= 0 {
-		c.ReplicationFactor = DefaultReplicationFactor
 	}
 	if c.SessionTimeout <= 0 {
 		c.SessionTimeout = DefaultSessionTimeout
@@ -174,9 +176,10 @@ func Ping(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// EnsureTopics creates the prefixed topics (an existing topic is fine) and waits until the
-// cluster metadata shows every partition of each with a leader, so the first produce or fetch
-// does not race topic creation.
+// EnsureTopics creates the prefixed topics (an existing topic is fine) with the configured
+// replication, checks that existing ones are replicated as much (see checkReplication), and
+// waits until the cluster metadata shows every partition of each with a leader, so the first
+// produce or fetch does not race topic creation.
 func EnsureTopics(ctx context.Context, cfg Config, names ...string) error {
 	cfg = cfg.withDefaults()
 	if len(names) == 0 {
@@ -188,14 +191,8 @@ func EnsureTopics(ctx context.Context, cfg Config, names ...string) error {
 		defer cancel()
 	}
 	topics := make([]string, len(names))
-	req := &kafka.CreateTopicsRequest{Topics: make([]kafka.TopicConfig, len(names))}
 	for i, n := range names {
 		topics[i] = cfg.Topic(n)
-		req.Topics[i] = kafka.TopicConfig{
-			Topic:             topics[i],
-			NumPartitions:     cfg.Partitions,
-			ReplicationFactor: cfg.ReplicationFactor,
-		}
 	}
 
 	c, closeFn, err := client(cfg, 250*time.Millisecond, topics)
@@ -204,18 +201,44 @@ func EnsureTopics(ctx context.Context, cfg Config, names ...string) error {
 	}
 	defer closeFn()
 
+	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return fmt.Errorf("kafkax: metadata of %v: %w", cfg.Brokers, err)
+	}
+	d, err := resolveDurability(cfg.ReplicationFactor, cfg.MinInsyncReplicas, len(md.Brokers))
+	if err != nil {
+		return err
+	}
+	req := &kafka.CreateTopicsRequest{Topics: make([]kafka.TopicConfig, len(names))}
+	for i, t := range topics {
+		req.Topics[i] = kafka.TopicConfig{
+			Topic:             t,
+			NumPartitions:     cfg.Partitions,
+			ReplicationFactor: d.ReplicationFactor,
+			ConfigEntries:     []kafka.ConfigEntry{{ConfigName: minInsync, ConfigValue: strconv.Itoa(d.MinInsyncReplicas)}},
+		}
+	}
 	// The transport routes CreateTopics to the controller named in its metadata.
 	res, err := c.CreateTopics(ctx, req)
 	if err != nil {
 		return fmt.Errorf("kafkax: create topics %v: %w", topics, err)
 	}
+	var existed []string
 	for t, terr := range res.Errors {
-		if terr != nil && !errors.Is(terr, kafka.TopicAlreadyExists) {
-			return fmt.Errorf("kafkax: create topic %s: %w", t, terr)
+		switch {
+		case errors.Is(terr, kafka.TopicAlreadyExists):
+			existed = append(existed, t)
+		case terr != nil:
+			return fmt.Errorf("kafkax: create topic %s (%s): %w", t, d, terr)
 		}
 	}
 	if err := waitReady(ctx, c, cfg, topics); err != nil {
 		return err
+	}
+	if len(existed) > 0 {
+		if err := checkReplication(ctx, c, cfg, d, existed); err != nil {
+			return err
+		}
 	}
 	return waitProducerCache(ctx, cfg, topics)
 }

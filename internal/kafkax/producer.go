@@ -26,9 +26,11 @@ const (
 	maxRequestBytes = 16 << 20
 	// recordOverhead approximates a record's framing in a batch (varints, attributes).
 	recordOverhead = 32
-	// produceAttempts bounds how often a record is sent after retryable failures.
-	produceAttempts = 10
-	produceTimeout  = 10 * time.Second
+	// produceTimeout bounds a record's retries when its caller's context has no earlier
+	// deadline: a leader change (a dead broker fenced, a new leader elected) takes seconds, and
+	// a record keeps being retried through it until then. It is also the broker's wait for
+	// the in-sync replicas' acknowledgements.
+	produceTimeout = 10 * time.Second
 	metadataTTL     = 5 * time.Second
 )
 
@@ -347,10 +349,10 @@ func (p *Producer) settle(parts map[partKey][]*outRecord, res protocol.Message) 
 }
 
 // failed decides what becomes of a record whose write failed with err: another attempt
-// (returned) while err is retryable and attempts and time remain, else its call fails.
+// (returned) while err is retryable and its deadline has not passed, else its call fails.
 func (p *Producer) failed(r *outRecord, err error) []*outRecord {
 	r.attempts++
-	if retryable(err) && r.attempts < produceAttempts && time.Now().Before(r.deadline) {
+	if retryable(err) && time.Now().Before(r.deadline) {
 		return []*outRecord{r}
 	}
 	r.call.settle(fmt.Errorf("kafkax: produce to %s: %w", r.msg.Topic, err))
