@@ -37,8 +37,8 @@ type infra struct {
 	replicationFactor, minInsyncReplicas int
 	requireReplication                   bool
 	keyPrefix                            string
-	pprofAddr    string
-	busKeyFile   string
+	pprofAddr                            string
+	busKeyFile                           string
 	// Consumer group membership: how fast a dead member's partitions move to the others.
 	kafkaSessionTimeout, kafkaHeartbeat, kafkaRebalanceTimeout time.Duration
 	// redeliveryWindow: how long ended executions' bookkeeping outlives them (store.ExecPolicy).

@@ -20,8 +20,8 @@ import (
 
 // Defaults applied to a zero Config.
 const (
-	DefaultTopicPrefix       = "flowd."
-	DefaultPartitions        = 6
+	DefaultTopicPrefix = "flowd."
+	DefaultPartitions  = 6
 	// A consumer group member that stops heartbeating (a SIGKILLed role) loses its partitions
 	// after the session timeout; the survivors notice the rebalance at their next heartbeat
 	// and rejoin. 6 s (the broker's default minimum) and 2 s hand a dead member's partitions
@@ -39,9 +39,9 @@ const ensureTimeout = 60 * time.Second
 
 // Config locates the Kafka cluster and says how flowd's topics are named and created.
 type Config struct {
-	Brokers           []string
-	TopicPrefix       string // default "flowd."
-	Partitions        int    // default 6
+	Brokers     []string
+	TopicPrefix string // default "flowd."
+	Partitions  int    // default 6
 	// Replication of the topics flowd creates: 0 means the production default (3 and 2), or
 	// what a smaller cluster has (see Durability). RequireReplication refuses to use existing
 	// topics replicated less than that; without it they are warned about.

@@ -31,7 +31,7 @@ const (
 	// a record keeps being retried through it until then. It is also the broker's wait for
 	// the in-sync replicas' acknowledgements.
 	produceTimeout = 10 * time.Second
-	metadataTTL     = 5 * time.Second
+	metadataTTL    = 5 * time.Second
 )
 
 // Producer writes records to flowd's topics with acks=all.
