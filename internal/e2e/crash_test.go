@@ -51,7 +51,7 @@ const (
 )
 
 func TestCrashRecovery(t *testing.T) {
-	ctx, rig := startCrashRig(t, "runner")
+	ctx, rig := startCrashRig(t, crashOptions{runners: []string{"runner"}})
 	// The load, with the crashes in the middle of it.
 	rig.lap("roles ready, flow active")
 	loadStart := time.Now()
@@ -88,12 +88,25 @@ type crashRig struct {
 	unique    string
 	redisURL  string
 	lap       func(string)
+	steps     []string // the flow's action nodes, in order
+}
+
+// crashOptions shape a crashRig.
+type crashOptions struct {
+	runners []string // the runner roles' names
+	brokers []string // the Kafka cluster; the rig's broker when nil
+	args    []string // more flags for every role
+	// thirdStep adds a third action to the flow (call → shape → label).
+	thirdStep bool
 }
 
 // startCrashRig builds flowd and the connectors, starts api, ingest, router and the named
 // runners, and starts the flow.
-func startCrashRig(t *testing.T, runners ...string) (context.Context, *crashRig) {
-	brokers := testrig.Kafka(t)
+func startCrashRig(t *testing.T, opt crashOptions) (context.Context, *crashRig) {
+	brokers := opt.brokers
+	if brokers == nil {
+		brokers = testrig.Kafka(t)
+	}
 	redisURL := testrig.Redis(t)
 	phase := time.Now()
 	lap := func(what string) {
@@ -151,7 +164,7 @@ func startCrashRig(t *testing.T, runners ...string) (context.Context, *crashRig)
 	})
 	logDir := t.TempDir()
 	apiAddr, ingestAddr := crashFreeAddr(t), crashFreeAddr(t)
-	common := []string{"--partitions", "3"}
+	common := append([]string{"--partitions", "3"}, opt.args...)
 	procs := map[string]*crashProc{}
 	roles := []*crashProc{
 		{name: "api", args: append([]string{"api", "--addr", apiAddr, "--connectors-dir", connDir}, common...)},
@@ -160,7 +173,7 @@ func startCrashRig(t *testing.T, runners ...string) (context.Context, *crashRig)
 		// flowd.history is where verify finds every execution.
 		{name: "router", args: append([]string{"router", "--history-budget", "192KiB", "--history-stream"}, common...)},
 	}
-	for _, name := range runners {
+	for _, name := range opt.runners {
 		// The sink listens on loopback, which the runner's connectors reach only when allowed.
 		roles = append(roles, &crashProc{name: name, args: append([]string{"runner", "--pool", "default", "--concurrency", "16", "--connectors-dir", connDir, "--egress-allow", srv.Listener.Addr().String()}, common...)})
 	}
@@ -206,10 +219,21 @@ func startCrashRig(t *testing.T, runners ...string) (context.Context, *crashRig)
 			},
 		},
 	}
+	if opt.thirdStep {
+		graph := flow["graph"].(map[string]any)
+		graph["nodes"] = append(graph["nodes"].([]any), map[string]any{"id": "label", "type": "action", "connector": "transform", "action": "map", "config": map[string]any{
+			"fields": map[string]any{"n": "input.n", "label": "'done'"},
+		}})
+		graph["edges"] = append(graph["edges"].([]any), map[string]any{"source": "shape", "target": "label", "port": "success"})
+	}
 	var created struct {
 		Data struct {
 			ID string `json:"id"`
 		} `json:"data"`
+	}
+	steps := []string{"call", "shape"}
+	if opt.thirdStep {
+		steps = append(steps, "label")
 	}
 	crashAPI(ctx, t, hc, adminToken, http.MethodPost, apiURL+"/api/v1/flows", flow, http.StatusCreated, &created)
 	flowID := created.Data.ID
@@ -234,7 +258,7 @@ func startCrashRig(t *testing.T, runners ...string) (context.Context, *crashRig)
 	}, procs["ingest"])
 
 	return ctx, &crashRig{procs: procs, hc: hc, ingestURL: ingestURL, flowID: flowID, sink: sink, connDir: connDir,
-		brokers: brokers, unique: unique, redisURL: redisURL, lap: lap}
+		brokers: brokers, unique: unique, redisURL: redisURL, lap: lap, steps: steps}
 }
 
 // verify checks that every accepted webhook ended as one succeeded execution whose steps each
@@ -314,7 +338,7 @@ func (r *crashRig) verify(ctx context.Context, t *testing.T, accepted map[string
 			continue
 		}
 		// Each execution ran each step once, and the transform saw the sink's answer.
-		if msg := crashCheckSteps(h.Steps, n); msg != "" {
+		if msg := crashCheckSteps(h.Steps, r.steps, n); msg != "" {
 			if badSteps++; badSteps <= 5 {
 				t.Errorf("execution %s (webhook %d): %s", id, n, msg)
 			}
@@ -561,13 +585,22 @@ func crashPost(ctx context.Context, hc *http.Client, url string, n int) (string,
 }
 
 // crashCheckSteps says what is wrong with an execution's step records ("" if nothing): each
-// action ran once and succeeded, and the transform produced {"n": n}.
-func crashCheckSteps(steps []envelope.Step, n int) string {
+// action of nodes ran once and succeeded, and the transforms produced {"n": n}.
+func crashCheckSteps(steps []envelope.Step, nodes []string, n int) string {
 	byNode := map[string][]envelope.Step{}
 	for _, s := range steps {
 		byNode[s.NodeID] = append(byNode[s.NodeID], s)
 	}
-	for _, node := range []string{"call", "shape"} {
+	actions := 0
+	for _, s := range steps {
+		if s.Type == "action" {
+			actions++
+		}
+	}
+	if actions != len(nodes) {
+		return fmt.Sprintf("%d action steps, want one each of %v (all: %+v)", actions, nodes, steps)
+	}
+	for _, node := range nodes {
 		if len(byNode[node]) != 1 {
 			return fmt.Sprintf("%d step records of node %s, want 1 (all: %+v)", len(byNode[node]), node, steps)
 		}
@@ -575,12 +608,14 @@ func crashCheckSteps(steps []envelope.Step, n int) string {
 			return fmt.Sprintf("step %s is %s (%+v)", node, s.Status, s.Error)
 		}
 	}
-	var out struct {
-		N json.RawMessage `json:"n"`
-	}
-	shape := byNode["shape"][0].Output
-	if err := json.Unmarshal(shape, &out); err != nil || strings.Trim(string(out.N), `"`) != strconv.Itoa(n) {
-		return fmt.Sprintf("transform output %s, want n=%d", shape, n)
+	for _, node := range nodes[1:] {
+		var out struct {
+			N json.RawMessage `json:"n"`
+		}
+		got := byNode[node][0].Output
+		if err := json.Unmarshal(got, &out); err != nil || strings.Trim(string(out.N), `"`) != strconv.Itoa(n) {
+			return fmt.Sprintf("%s output %s, want n=%d", node, got, n)
+		}
 	}
 	return ""
 }

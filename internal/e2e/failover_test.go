@@ -27,7 +27,7 @@ const (
 // SIGKILL and not restarted. The survivor owns every partition of the work topic within the
 // session timeout + 5 s, and every acknowledged webhook completes exactly once.
 func TestRunnerFailover(t *testing.T) {
-	ctx, rig := startCrashRig(t, "runner-a", "runner-b")
+	ctx, rig := startCrashRig(t, crashOptions{runners: []string{"runner-a", "runner-b"}})
 	group := rig.unique + "-runner-default"
 	topic := rig.unique + "." + "steps.default"
 	client := &kafka.Client{Addr: kafka.TCP(rig.brokers...)}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,7 +57,8 @@ func TestDurabilityOnASingleBroker(t *testing.T) {
 // topic replicated less is warned about, or refused with RequireReplication. Then records are
 // produced and consumed while the leader of a partition is killed and later restarted: every
 // acknowledged record is read, the writes go on on the two brokers left, and the group reader
-// follows the partitions' new leaders both ways.
+// follows the partitions' new leaders both ways. With two brokers down nothing is
+// acknowledged, and the writes resume when one comes back.
 func TestReplicationOnAThreeBrokerCluster(t *testing.T) {
 	cluster := testrig.StartKafkaCluster(t)
 	began := time.Now()
@@ -123,15 +126,20 @@ func leaderChange(ctx context.Context, t *testing.T, cluster *testrig.KafkaClust
 	// The reader: a consumer group member with the roles' settings, committing what it read
 	// (in the background, as the roles do, so commits do not pace the reads).
 	group := testrig.Unique("g-")
-	r := kafka.NewReader(cfg.GroupReader(kafka.ReaderConfig{GroupID: group, Topic: topic, MaxWait: 200 * time.Millisecond, CommitInterval: 100 * time.Millisecond}))
+	r := kafka.NewReader(cfg.GroupReader(kafka.ReaderConfig{GroupID: group, Topic: topic, MaxWait: 200 * time.Millisecond, CommitInterval: 100 * time.Millisecond,
+	}))
 	defer func() { _ = r.Close() }()
 	var mu sync.Mutex
 	read := map[string]int{}
 	go func() {
 		for {
 			m, err := r.FetchMessage(ctx)
-			if err != nil {
+			if ctx.Err() != nil {
 				return
+			}
+			if err != nil { // a group error while a coordinator moves: fetch again, as the roles do
+				t.Logf("fetch: %v", err)
+				continue
 			}
 			mu.Lock()
 			read[string(m.Value)]++
@@ -194,7 +202,9 @@ func leaderChange(ctx context.Context, t *testing.T, cluster *testrig.KafkaClust
 	waitAcked(300, "before the kill")
 	lap("before the kill")
 	victim := leaderOf(ctx, t, cfg, topic, 0)
-	cluster.Kill(t, victim)
+	if err := cluster.Kill(victim); err != nil {
+		t.Fatal(err)
+	}
 	killedAt := ackedN.Load()
 	t.Logf("killed broker %d (leader of %s/0) after %d acknowledged writes", victim, topic, killedAt)
 	waitAcked(killedAt+600, "on the two brokers left")
@@ -202,11 +212,41 @@ func leaderChange(ctx context.Context, t *testing.T, cluster *testrig.KafkaClust
 	if now := leaderOf(ctx, t, cfg, topic, 0); now == victim {
 		t.Fatalf("partition 0 is still led by the dead broker %d", victim)
 	}
-	cluster.Restart(t, victim)
+	if err := cluster.Restart(victim); err != nil {
+		t.Fatal(err)
+	}
 	lap("restart")
 	restartedAt := ackedN.Load()
 	waitAcked(restartedAt+300, "after the restart")
 	lap("after the restart")
+
+	// Two brokers down: one replica left, under min.insync.replicas 2. Nothing may be
+	// acknowledged then (a write already acknowledged by the replicas as the second broker dies
+	// may still return, one per writer at most); the writers get errors, and go on once a broker is back.
+	other := victim%3 + 1
+	if err := cluster.Kill(victim); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Kill(other); err != nil {
+		t.Fatal(err)
+	}
+	ackedAtLoss, failedAtLoss := ackedN.Load(), failed.Load()
+	for deadline := time.Now().Add(90 * time.Second); failed.Load() < failedAtLoss+8; {
+		if time.Now().After(deadline) {
+			t.Fatalf("with one broker of three up, writes went on failing only %d times", failed.Load()-failedAtLoss)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the writers' progress
+	}
+	if n := ackedN.Load() - ackedAtLoss; n > 4 {
+		t.Fatalf("%d writes acknowledged with one in-sync replica; min.insync.replicas is 2", n)
+	}
+	lap("one broker left: writes refused")
+	if err := cluster.Restart(other); err != nil {
+		t.Fatal(err)
+	}
+	lap("second restart")
+	waitAcked(ackedN.Load()+300, "with two brokers back")
+	lap("with two brokers back")
 	close(stop)
 	writersWG.Wait()
 	stop = make(chan struct{}) // for the deferred close
@@ -237,6 +277,7 @@ func leaderChange(ctx context.Context, t *testing.T, cluster *testrig.KafkaClust
 			return
 		}
 		if time.Now().After(deadline) {
+			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
 			t.Fatalf("%d of %d acknowledged records never read, e.g. %v", len(missing), ackedN.Load(), missing[:min(5, len(missing))])
 		}
 		time.Sleep(100 * time.Millisecond) // polling the reader's progress
@@ -248,8 +289,12 @@ func leaderOf(ctx context.Context, t *testing.T, cfg kafkax.Config, topic string
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		conn, err := kafka.DialContext(ctx, "tcp", cfg.Brokers[0])
-		if err == nil {
+		var err error
+		for _, b := range cfg.Brokers { // any live broker will say
+			var conn *kafka.Conn
+			if conn, err = kafka.DialContext(ctx, "tcp", b); err != nil {
+				continue
+			}
 			parts, perr := conn.ReadPartitions(topic)
 			_ = conn.Close()
 			for _, p := range parts {

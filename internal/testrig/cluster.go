@@ -49,21 +49,22 @@ func StartKafkaCluster(t testing.TB) *KafkaCluster {
 	return c
 }
 
-// Kill ends broker node with SIGKILL, as a crash would.
-func (c *KafkaCluster) Kill(t testing.TB, node int) {
-	t.Helper()
+// Kill ends broker node with SIGKILL, as a crash would. (It returns an error rather than
+// failing a test: tests call it from the goroutine that drives a load.)
+func (c *KafkaCluster) Kill(node int) error {
 	if out, err := c.script("kill", c.node(node)); err != nil {
-		t.Fatalf("kill kafka node %d: %v\n%s", node, err, out)
+		return fmt.Errorf("kill kafka node %d: %w\n%s", node, err, out)
 	}
+	return nil
 }
 
 // Restart starts a stopped or killed node again on its ports and data, and returns once it is
 // back in the cluster's metadata.
-func (c *KafkaCluster) Restart(t testing.TB, node int) {
-	t.Helper()
+func (c *KafkaCluster) Restart(node int) error {
 	if out, err := c.script("node-start", c.node(node)); err != nil {
-		t.Fatalf("restart kafka node %d: %v\n%s", node, err, out)
+		return fmt.Errorf("restart kafka node %d: %w\n%s", node, err, out)
 	}
+	return nil
 }
 
 func (c *KafkaCluster) node(n int) string { return filepath.Join(c.dir, strconv.Itoa(n)) }

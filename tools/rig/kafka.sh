@@ -23,13 +23,14 @@
 #                                  start a cluster of three combined broker+controller nodes
 #                                  (KRaft, a static three-voter quorum) with their data in
 #                                  DIR/1..3, each node's files as above; returns once every
-#                                  node's metadata lists all three brokers. Internal topics
+#                                  node serves (its metadata lists itself). Internal topics
 #                                  have three replicas and min.insync.replicas 2, and a dead
 #                                  broker is fenced (its partitions get new leaders) within
 #                                  about 4 s. Writes DIR/brokers (comma-separated addresses).
 #   tools/rig/kafka.sh node-start DIR/N
 #                                  restart one stopped or killed node of a cluster on its ports
-#                                  and data; returns once it is back in the cluster's metadata.
+#                                  and data; returns once it is back in the cluster's metadata
+#                                  (which needs a quorum: two of the three nodes up).
 #   tools/rig/kafka.sh kill DIR[/N] SIGKILL a broker or a cluster node (no clean shutdown).
 #   tools/rig/kafka.sh cluster-stop DIR
 #                                  stop the cluster's nodes.
@@ -193,7 +194,6 @@ PROPS
 	[ ${#security[@]} -eq 0 ] || printf '%s\n' "${security[@]}" >>"$dir/server.properties"
 	echo "$port" >"$dir/port"
 	echo "$cport" >"$dir/cport"
-	echo 1 >"$dir/cluster-size"
 
 	# Formatted already (a restart): keep the data and its cluster id.
 	if [ ! -f "$dir/data/meta.properties" ]; then
@@ -267,7 +267,6 @@ leader.imbalance.check.interval.seconds=10
 PROPS
 		echo "${ports[n]}" >"$node/port"
 		echo "${cports[n]}" >"$node/cport"
-		echo 3 >"$node/cluster-size"
 	done
 	# Formatting is a JVM start per node: in parallel.
 	local pids=()
@@ -364,11 +363,11 @@ XML
 }
 
 # launch DIR SASL: run the formatted node in DIR and wait until it serves: its metadata lists
-# as many brokers as its cluster has (DIR/cluster-size). Writes DIR/pid and DIR/version.
+# itself. Writes DIR/pid and DIR/version.
 launch() {
-	local dir=$1 sasl=$2 port want
+	local dir=$1 sasl=$2 port id
 	port=$(cat "$dir/port")
-	want=$(cat "$dir/cluster-size")
+	id=$(sed -n 's/^node\.id=//p' "$dir/server.properties")
 	write_log4j "$dir"
 	# Only what this start writes to the log counts for readiness below (a restart appends).
 	local log_from
@@ -378,8 +377,8 @@ launch() {
 		-cp "$LIBS/*" kafka.Kafka "$dir/server.properties" </dev/null >>"$dir/kafka.log" 2>&1 &
 	echo $! >"$dir/pid"
 
-	# Ready means the broker answers a metadata request listing the whole cluster: ask, don't
-	# sleep. (grep reads all of kcat's output: with -q, kcat's SIGPIPE would fail the pipeline.)
+	# Ready means the broker answers a metadata request listing itself (registered with the
+	# controller and unfenced): ask, don't sleep. (grep reads all of kcat's output: with -q, kcat's SIGPIPE would fail the pipeline.)
 	# Debian's kcat (librdkafka 2.0.2) fails SCRAM-SHA-512 against Kafka 4.1 with "invalid
 	# credentials" where kafka-go and Kafka's own clients succeed, so with --sasl ready means
 	# the broker opened its client listener (after its authorizer loaded); callers then
@@ -388,7 +387,7 @@ launch() {
 		if [ -n "$sasl" ]; then
 			tail -c "+$log_from" "$dir/kafka.log" | grep "Awaiting socket connections on 127.0.0.1:$port" >/dev/null
 		else
-			timeout 5 kcat -L -b "127.0.0.1:$port" -m 2 2>/dev/null | grep "^ *$want brokers:" >/dev/null
+			timeout 5 kcat -L -b "127.0.0.1:$port" -m 2 2>/dev/null | grep "^ *broker $id at 127.0.0.1:$port" >/dev/null
 		fi
 	}
 	local deadline=$((SECONDS + READY_TIMEOUT))
