@@ -21,9 +21,9 @@ const (
 	brokerRestartAt = 800  // accepted webhooks before it is started again
 	// The senders wait for the restart once this many are accepted, so webhooks come in
 	// after it too.
-	brokerHoldAt = 900
-	brokerClients   = 16
-	brokerWindow    = 200 // accepted webhooks the senders may be ahead of the sink
+	brokerHoldAt  = 900
+	brokerClients = 16
+	brokerWindow  = 200 // accepted webhooks the senders may be ahead of the sink
 )
 
 // TestBrokerKilledUnderLoad is the durability test: the production roles run against a

@@ -126,8 +126,7 @@ func leaderChange(ctx context.Context, t *testing.T, cluster *testrig.KafkaClust
 	// The reader: a consumer group member with the roles' settings, committing what it read
 	// (in the background, as the roles do, so commits do not pace the reads).
 	group := testrig.Unique("g-")
-	r := kafka.NewReader(cfg.GroupReader(kafka.ReaderConfig{GroupID: group, Topic: topic, MaxWait: 200 * time.Millisecond, CommitInterval: 100 * time.Millisecond,
-	}))
+	r := kafka.NewReader(cfg.GroupReader(kafka.ReaderConfig{GroupID: group, Topic: topic, MaxWait: 200 * time.Millisecond, CommitInterval: 100 * time.Millisecond}))
 	defer func() { _ = r.Close() }()
 	var mu sync.Mutex
 	read := map[string]int{}
