@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -86,6 +87,8 @@ type partners struct {
 
 	mu   sync.Mutex
 	subs map[string]*subscription
+	// reported: when each flow's partner topic was last described (see report).
+	reported map[string]time.Time
 }
 
 // ensure subscribes this instance to f's partner topic, unless it already is (for this
@@ -122,6 +125,7 @@ func (p *partners) ensure(ctx context.Context, f *flowdoc.Flow) error {
 	defer p.mu.Unlock()
 	if cur := p.subs[f.ID]; cur != nil {
 		if cur.revision == f.Revision {
+			p.reportLocked(ctx, f.ID, spec.topic)
 			return nil
 		}
 		p.stopLocked(cur)
@@ -152,7 +156,66 @@ func (p *partners) ensure(ctx context.Context, f *flowdoc.Flow) error {
 	}()
 	p.subs[f.ID] = sub
 	p.r.log.Info("subscribed to partner topic", "flow", f.ID, "revision", f.Revision, "topic", spec.topic, "group", group)
+	delete(p.reported, f.ID)
+	p.reportLocked(ctx, f.ID, spec.topic)
 	return nil
+}
+
+// partnerStatus is the router's report on a partner topic, shown with the flow
+// (triggerStatus): the partner owns the topic, and its replication bounds what flowd can
+// promise about the records on it.
+type partnerStatus struct {
+	Type string `json:"type"` // the trigger's type
+	kafkax.TopicReplication
+	// Warning says, in a sentence, how the topic is less durable than flowd's own topics.
+	Warning   string    `json:"warning,omitempty"`
+	CheckedAt time.Time `json:"checkedAt"`
+}
+
+// reportLocked describes a subscribed flow's partner topic and saves it for the API, at most
+// once per reconcile interval; the report expires if no router renews it. A failure only
+// leaves the last report in place: the subscription itself is what matters.
+func (p *partners) reportLocked(ctx context.Context, flowID, topic string) {
+	now := p.r.now()
+	if last, ok := p.reported[flowID]; ok && now.Sub(last) < p.r.cfg.ReconcileInterval {
+		return
+	}
+	p.reported[flowID] = now
+	reps, err := kafkax.DescribeReplication(ctx, p.r.cfg.Kafka, topic)
+	if err != nil {
+		p.r.log.Warn("cannot describe a partner topic", "flow", flowID, "topic", topic, "err", err)
+		return
+	}
+	st := partnerStatus{Type: flowdoc.TypeKafka, TopicReplication: reps[topic], CheckedAt: now.UTC()}
+	st.Warning = partnerWarning(st.TopicReplication, kafkax.Durability{
+		ReplicationFactor: p.r.cfg.Kafka.ReplicationFactor, MinInsyncReplicas: p.r.cfg.Kafka.MinInsyncReplicas,
+	})
+	if st.Warning != "" {
+		p.r.log.Warn("partner topic less durable than flowd's own", "flow", flowID, "topic", topic, "warning", st.Warning)
+	}
+	b, err := json.Marshal(st)
+	if err == nil {
+		err = p.r.cfg.Store.SetTriggerStatus(ctx, flowID, b, 3*p.r.cfg.ReconcileInterval)
+	}
+	if err != nil {
+		p.r.log.Warn("cannot save a partner topic's status", "flow", flowID, "err", err)
+	}
+}
+
+// partnerWarning says how a partner topic falls short of the replication flowd gives its own
+// topics (d), or is unavailable in part; "" when it does not.
+func partnerWarning(r kafkax.TopicReplication, d kafkax.Durability) string {
+	var why []string
+	if b := r.Below(d); b != "" {
+		why = append(why, "partner "+b+": a broker lost may lose records before flowd reads them")
+	}
+	if r.Offline > 0 {
+		why = append(why, fmt.Sprintf("%d partition(s) have no leader: their records cannot be read", r.Offline))
+	}
+	if r.UnderReplicated > 0 {
+		why = append(why, fmt.Sprintf("%d partition(s) have replicas out of sync", r.UnderReplicated))
+	}
+	return strings.Join(why, "; ")
 }
 
 // drop ends f's subscription, if any, and waits until its in-flight record is done and the
@@ -160,6 +223,7 @@ func (p *partners) ensure(ctx context.Context, f *flowdoc.Flow) error {
 func (p *partners) drop(flowID string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	delete(p.reported, flowID)
 	if cur := p.subs[flowID]; cur != nil {
 		p.stopLocked(cur)
 	}

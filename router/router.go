@@ -139,7 +139,7 @@ func New(cfg Config) (*Router, error) {
 		ready:        make(chan struct{}),
 		pools:        map[string]bool{},
 	}
-	r.partners = &partners{r: r, subs: map[string]*subscription{}}
+	r.partners = &partners{r: r, subs: map[string]*subscription{}, reported: map[string]time.Time{}}
 	return r, nil
 }
 

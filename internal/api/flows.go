@@ -152,7 +152,21 @@ func (s *Server) getFlow(c *fiber.Ctx) error {
 		return err
 	}
 	setETag(c, f)
-	return sendData(c, fiber.StatusOK, f)
+	view := flowView{Flow: f}
+	if flowdoc.Runs(f.Status) {
+		// The router's report on the flow's trigger source (a partner topic's replication).
+		if view.TriggerStatus, err = s.st.TriggerStatus(c.UserContext(), f.ID); err != nil {
+			return err
+		}
+	}
+	return sendData(c, fiber.StatusOK, view)
+}
+
+// flowView is a flow as GET /flows/{id} shows it: the document, and what the router last
+// reported about its trigger (triggerStatus, read-only; absent until a router has looked).
+type flowView struct {
+	*flowdoc.Flow
+	TriggerStatus json.RawMessage `json:"triggerStatus,omitempty"`
 }
 
 func setETag(c *fiber.Ctx, f *flowdoc.Flow) {
@@ -160,7 +174,7 @@ func setETag(c *fiber.Ctx, f *flowdoc.Flow) {
 }
 
 // readOnly are the fields the server manages; clients may echo them back and they are ignored.
-var readOnly = []string{"id", "status", "statusReason", "revision", "type", "createdAt", "updatedAt"}
+var readOnly = []string{"id", "status", "statusReason", "revision", "type", "createdAt", "updatedAt", "triggerStatus"}
 
 // bodyObject turns a JSON or YAML request body into a JSON object without server fields.
 func bodyObject(c *fiber.Ctx) (map[string]any, error) {

@@ -341,8 +341,29 @@ func TestPipelineEndToEnd(t *testing.T) {
 		}
 		produce(1)
 		waitTotal(1)
+		// The flow shows the partner topic's replication, as the router found it (one replica
+		// on the rig's single broker, as much as flowd's own topics there: no warning).
+		var trig map[string]any
+		for deadline := time.Now().Add(30 * time.Second); trig == nil; {
+			st, m := p.get("/api/v1/flows/"+id, p.token)
+			if st != 200 {
+				t.Fatalf("get flow: %d %v", st, m)
+			}
+			trig, _ = m["data"].(map[string]any)["triggerStatus"].(map[string]any)
+			if trig == nil && time.Now().After(deadline) {
+				t.Fatalf("no triggerStatus on an active partner flow: %v", m)
+			}
+			time.Sleep(20 * time.Millisecond) // polling the API with a deadline
+		}
+		if trig["type"] != "trigger.kafka" || trig["topic"] != topic || trig["partitions"] != 1.0 || trig["replicationFactor"] != 1.0 ||
+			trig["minInsyncReplicas"] != 1.0 || trig["offlinePartitions"] != 0.0 || trig["checkedAt"] == nil || trig["warning"] != nil {
+			t.Fatalf("triggerStatus %v", trig)
+		}
 		if st, m := p.post("/api/v1/flows/"+id+"/stop", ""); st != 200 || m["data"].(map[string]any)["status"] != "inactive" {
 			t.Fatalf("stop: %d %v", st, m)
+		}
+		if _, m := p.get("/api/v1/flows/"+id, p.token); m["data"].(map[string]any)["triggerStatus"] != nil {
+			t.Fatalf("a stopped flow shows a trigger status: %v", m["data"])
 		}
 		produce(2)
 		// While stopped nothing consumes the topic; starting again picks the record up exactly once.

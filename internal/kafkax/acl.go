@@ -17,8 +17,9 @@ const DefaultPartnerPrefix = "partner."
 // Kafka's terms (what deployments/ grants with kafka-acls):
 //
 //   - flowdUser (every flowd role) may do anything on topics under the topic prefix and on
-//     consumer groups named after it (Config.Group), and read partner topics (flows with a
-//     trigger.kafka consume them under a flowd group);
+//     consumer groups named after it (Config.Group), and read and describe partner topics
+//     (flows with a trigger.kafka consume them under a flowd group, and report their
+//     replication);
 //   - connectorUser (the credentials given to connectors and partner systems) may read, write,
 //     describe and create partner topics and use groups under partnerPrefix, and nothing under
 //     flowd's prefix: a connector cannot read or forge flowd's records.
@@ -40,6 +41,8 @@ func (c Config) RoleACLs(flowdUser, connectorUser, partnerPrefix string) []kafka
 		acls = append(acls,
 			allow(flowdUser, kafka.ResourceTypeTopic, partnerPrefix, kafka.ACLOperationTypeRead),
 			allow(flowdUser, kafka.ResourceTypeTopic, partnerPrefix, kafka.ACLOperationTypeDescribe),
+			// min.insync.replicas of partner topics, for the flows' trigger status.
+			allow(flowdUser, kafka.ResourceTypeTopic, partnerPrefix, kafka.ACLOperationTypeDescribeConfigs),
 		)
 		if connectorUser != "" {
 			for _, op := range []kafka.ACLOperationType{

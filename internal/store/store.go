@@ -42,6 +42,7 @@
 //	P flow:{<fid>}:execs:<status>       zset    execution ids by receive time, trimmed to the retention
 //	P flow:{<fid>}:stats:<day>          hash    "<minute>:<success|error|ignored>" -> count
 //	P flow:{<fid>}:ignored:<rid>        string  partner record already counted as ignored
+//	P flow:{<fid>}:trigger              string  the router's report on the flow's trigger (expires)
 //
 // The control plane (flows, identity, connections, the outbox) is small, changes rarely and
 // is read through caches, so it shares one slot and keeps its multi-record transactions. An
