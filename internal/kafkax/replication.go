@@ -85,8 +85,19 @@ func ResolveDurability(ctx context.Context, cfg Config) (Config, Durability, err
 		return cfg, d, err
 	}
 	cfg.ReplicationFactor, cfg.MinInsyncReplicas = d.ReplicationFactor, d.MinInsyncReplicas
+	// Committed offsets live in Kafka's own topic, replicated as the brokers say: warn when
+	// they are less durable than flowd's topics (it exists once any group has committed, and
+	// describing it may not be allowed; either way there is nothing to say).
+	if reps, err := describeReplication(ctx, c, []string{offsetsTopic}); err == nil {
+		if why := reps[offsetsTopic].Below(d); why != "" {
+			slog.WarnContext(ctx, why+": committed offsets may be lost with a broker and consumers then start again from older ones (set the brokers' offsets.topic.replication.factor; see docs/durability.md)")
+		}
+	}
 	return cfg, d, nil
 }
+
+// offsetsTopic is where Kafka keeps consumer groups' committed offsets.
+const offsetsTopic = "__consumer_offsets"
 
 // LogDurability says at start-up what replication the role's topics get, and warns when it
 // protects against no broker loss.

@@ -67,9 +67,16 @@ func TestReplicationOnAThreeBrokerCluster(t *testing.T) {
 	defer cancel()
 	cfg := kafkax.Config{Brokers: cluster.Brokers, TopicPrefix: testrig.Unique("t") + ".", Partitions: 3}
 
+	logs := &testrig.LogBuffer{}
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(logs, nil)))
 	_, d, err := kafkax.ResolveDurability(ctx, cfg)
+	slog.SetDefault(prev)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "WARN") {
+		t.Errorf("warnings on a cluster replicated as configured: %s", logs)
 	}
 	if want := (kafkax.Durability{ReplicationFactor: 3, MinInsyncReplicas: 2, Brokers: 3}); d != want {
 		t.Fatalf("durability %+v, want %+v", d, want)
