@@ -7,9 +7,12 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flowd/flowd/connectors/egress"
 	"github.com/flowd/flowd/connectors/host/hosttest"
+	"github.com/flowd/flowd/internal/busauth"
+	"github.com/flowd/flowd/internal/testrig"
 )
 
 func run(args ...string) (string, string, error) {
@@ -86,5 +89,35 @@ func TestConnectorsInvokeRunsAnActionThroughTheHost(t *testing.T) {
 	_, _, err = run("connectors", "invoke", "http", "request", "--connectors-dir", dir, "--config", `{not json`)
 	if err == nil || !strings.Contains(err.Error(), "--config is not valid JSON") {
 		t.Fatalf("malformed flag: %v", err)
+	}
+}
+
+func TestReplicationSettingsAreCheckedAtStart(t *testing.T) {
+	t.Setenv("FLOWD_KAFKA_REPLICATION_FACTOR", "three")
+	_, _, err := run("router")
+	if err == nil || err.Error() != `FLOWD_KAFKA_REPLICATION_FACTOR="three" is not a whole number` {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// A replication factor given explicitly is never lowered to fit the cluster: on the rig's
+// single broker, 3 stops the role with the reason.
+func TestReplicationAboveTheClusterRefusesToStart(t *testing.T) {
+	brokers := testrig.Kafka(t)
+	redisURL := testrig.Redis(t)
+	t.Setenv(busauth.EnvKey, testrig.BusKey())
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := run("router", "--kafka-brokers", strings.Join(brokers, ","), "--redis-url", redisURL,
+			"--redis-prefix", testrig.Unique("t")+":", "--topic-prefix", testrig.Unique("t")+".", "--kafka-replication-factor", "3")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || err.Error() != "kafka replication: replication factor 3 needs at least 3 brokers, and the cluster lists 1" {
+			t.Fatalf("got %v", err)
+		}
+	case <-time.After(2 * time.Minute): // a bound for a role that wrongly started, not a timing check
+		t.Fatal("the router started with a replication factor its cluster cannot give")
 	}
 }

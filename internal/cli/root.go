@@ -78,11 +78,15 @@ func envDuration(key string, def time.Duration) time.Duration {
 // checkEnvDurations fails on an environment variable that should hold a duration and does not,
 // rather than silently using the default.
 func checkEnvDurations(keys ...string) error {
+	return checkEnv("a duration (e.g. 6s, 500ms)", func(v string) error { _, err := time.ParseDuration(v); return err }, keys...)
+}
+
+// checkEnv fails on the first environment variable among keys that is set and that parse
+// refuses; what says what it should hold.
+func checkEnv(what string, parse func(string) error, keys ...string) error {
 	for _, k := range keys {
-		if v := os.Getenv(k); v != "" {
-			if _, err := time.ParseDuration(v); err != nil {
-				return fmt.Errorf("%s=%q is not a duration (e.g. 6s, 500ms)", k, v)
-			}
+		if v := os.Getenv(k); v != "" && parse(v) != nil {
+			return fmt.Errorf("%s=%q is not %s", k, v, what)
 		}
 	}
 	return nil
@@ -99,14 +103,7 @@ func envInt(key string, def int) int {
 
 // checkEnvInts fails on an environment variable that should hold an integer and does not.
 func checkEnvInts(keys ...string) error {
-	for _, k := range keys {
-		if v := os.Getenv(k); v != "" {
-			if _, err := strconv.Atoi(v); err != nil {
-				return fmt.Errorf("%s=%q is not a whole number", k, v)
-			}
-		}
-	}
-	return nil
+	return checkEnv("a whole number", func(v string) error { _, err := strconv.Atoi(v); return err }, keys...)
 }
 
 func envOr(key, def string) string {

@@ -108,16 +108,8 @@ func TestBrokerKilledUnderLoad(t *testing.T) {
 				if i >= brokerWebhooks || loadCtx.Err() != nil {
 					return
 				}
-				for { // stay near the pipeline, so the kill lands on a busy cluster
-					moved := rig.sink.changed()
-					if acceptedN.Load()-int64(rig.sink.requests()) < brokerWindow {
-						break
-					}
-					select {
-					case <-moved:
-					case <-loadCtx.Done():
-						return
-					}
+				if !rig.nearSink(loadCtx, &acceptedN, brokerWindow) {
+					return
 				}
 				if acceptedN.Load() >= brokerHoldAt {
 					select {

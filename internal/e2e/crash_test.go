@@ -424,6 +424,22 @@ func (r *crashRig) shutdown(ctx context.Context, t *testing.T) {
 	r.lap("shutdown")
 }
 
+// nearSink waits until the senders are fewer than window accepted webhooks ahead of the
+// sink, so a crash lands on a busy pipeline; false when ctx ends first.
+func (r *crashRig) nearSink(ctx context.Context, accepted *atomic.Int64, window int64) bool {
+	for {
+		moved := r.sink.changed()
+		if accepted.Load()-int64(r.sink.requests()) < window {
+			return true
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 // crashLoadResult is what the load saw.
 type crashLoadResult struct {
 	accepted                       map[string]int // execution id -> n of the webhook

@@ -55,16 +55,8 @@ func TestRunnerFailover(t *testing.T) {
 				if i >= failoverWebhooks || loadCtx.Err() != nil {
 					return
 				}
-				for { // stay near the pipeline, so the kill lands on a busy runner
-					moved := rig.sink.changed()
-					if acceptedN.Load()-int64(rig.sink.requests()) < failoverWindow {
-						break
-					}
-					select {
-					case <-moved:
-					case <-loadCtx.Done():
-						return
-					}
+				if !rig.nearSink(loadCtx, &acceptedN, failoverWindow) {
+					return
 				}
 				id, status, err := crashPost(loadCtx, rig.hc, url, i)
 				mu.Lock()

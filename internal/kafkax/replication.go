@@ -43,7 +43,7 @@ func (d Durability) String() string {
 func resolveDurability(rf, minISR, brokers int) (Durability, error) {
 	d := Durability{ReplicationFactor: rf, MinInsyncReplicas: minISR, Brokers: brokers}
 	if rf < 0 || minISR < 0 {
-		return d, fmt.Errorf("kafkax: replication factor %d and min.insync.replicas %d must not be negative", rf, minISR)
+		return d, fmt.Errorf("replication factor %d and min.insync.replicas %d must not be negative", rf, minISR)
 	}
 	if d.ReplicationFactor == 0 {
 		d.ReplicationFactor = DefaultReplicationFactor
@@ -51,7 +51,7 @@ func resolveDurability(rf, minISR, brokers int) (Durability, error) {
 			d.ReplicationFactor, d.Lowered = brokers, true
 		}
 	} else if brokers > 0 && d.ReplicationFactor > brokers {
-		return d, fmt.Errorf("kafkax: replication factor %d needs at least %d brokers, and the cluster lists %d", d.ReplicationFactor, d.ReplicationFactor, brokers)
+		return d, fmt.Errorf("replication factor %d needs at least %d brokers, and the cluster lists %d", d.ReplicationFactor, d.ReplicationFactor, brokers)
 	}
 	if d.MinInsyncReplicas == 0 {
 		// One replica fewer than the factor, so one broker can be down, but never under 1 and
@@ -62,7 +62,7 @@ func resolveDurability(rf, minISR, brokers int) (Durability, error) {
 		}
 	}
 	if d.MinInsyncReplicas > d.ReplicationFactor {
-		return d, fmt.Errorf("kafkax: min.insync.replicas %d is more than the replication factor %d: no write could ever be acknowledged", d.MinInsyncReplicas, d.ReplicationFactor)
+		return d, fmt.Errorf("min.insync.replicas %d is more than the replication factor %d: no write could ever be acknowledged", d.MinInsyncReplicas, d.ReplicationFactor)
 	}
 	return d, nil
 }
