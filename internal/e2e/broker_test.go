@@ -31,8 +31,9 @@ const (
 // webhooks come in through a three-step flow, the broker that leads the busiest partitions is
 // killed with SIGKILL and, later, started again. Every webhook that got a 2xx ends as exactly
 // one succeeded execution whose steps each ran once; what ingest could not make durable was
-// answered 503, never 2xx; and the stream goes on through both leader changes without any
-// flowd role being restarted.
+// answered 503, never 2xx, and the senders retry it with its Idempotency-Key as a partner would,
+// which never adds an execution; and the stream goes on through both leader changes without
+// any flowd role being restarted.
 func TestBrokerKilledUnderLoad(t *testing.T) {
 	cluster := testrig.StartKafkaCluster(t)
 	ctx, rig := startCrashRig(t, crashOptions{
@@ -118,23 +119,38 @@ func TestBrokerKilledUnderLoad(t *testing.T) {
 						return
 					}
 				}
-				p := phase.Load()
-				id, status, err := crashPost(loadCtx, rig.hc, url, i)
-				mu.Lock()
-				switch {
-				case err != nil:
-					transport++
-				case status/100 == 2 && id != "":
-					accepted[id] = i
-				case status == http.StatusServiceUnavailable:
-					unavailable++
-				default:
-					other++
-				}
-				mu.Unlock()
-				if err == nil && status/100 == 2 {
-					acceptedN.Add(1)
-					byPhase[p].Add(1)
+				// A partner retries what was not accepted, with the same key: the retry can never
+				// start a second execution, even where the refused attempt landed after all.
+				key := fmt.Sprintf("%s-%d", rig.unique, i)
+				for {
+					p := phase.Load()
+					id, status, err := crashPostKey(loadCtx, rig.hc, url, i, key)
+					mu.Lock()
+					switch {
+					case err != nil:
+						transport++
+					case status/100 == 2 && id != "":
+						accepted[id] = i
+					case status == http.StatusServiceUnavailable:
+						unavailable++
+					case status == http.StatusConflict: // the refused attempt's key is being released
+					default:
+						other++
+					}
+					mu.Unlock()
+					if err == nil && status/100 == 2 {
+						acceptedN.Add(1)
+						byPhase[p].Add(1)
+						break
+					}
+					if loadCtx.Err() != nil || err != nil || (status != http.StatusServiceUnavailable && status != http.StatusConflict) {
+						break
+					}
+					select { // the client's backoff (ingest says Retry-After: 1)
+					case <-time.After(200 * time.Millisecond):
+					case <-loadCtx.Done():
+						return
+					}
 				}
 			}
 		})
@@ -149,13 +165,16 @@ func TestBrokerKilledUnderLoad(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	t.Logf("load: %d accepted (%d before the kill, %d while a broker was down, %d after its restart), %d answered 503, %d other answers, %d transport errors",
+	t.Logf("load: %d accepted (%d before the kill, %d while a broker was down, %d after its restart), %d answers 503 (retried), %d other answers, %d transport errors",
 		len(accepted), byPhase[0].Load(), byPhase[1].Load(), byPhase[2].Load(), unavailable, other, transport)
 	if n := int(next.Load()); n < brokerWebhooks {
 		t.Fatalf("the load did not finish in time: %d of %d webhooks sent", n, brokerWebhooks)
 	}
 	if other > 0 || transport > 0 {
-		t.Errorf("%d answers other than 2xx or 503 and %d transport errors: ingest must answer 503 for what it cannot make durable", other, transport)
+		t.Errorf("%d answers other than 2xx, 503 or 409 and %d transport errors: ingest must answer 503 for what it cannot make durable", other, transport)
+	}
+	if len(accepted) != brokerWebhooks {
+		t.Errorf("%d of %d webhooks accepted in the end: every one retried after a 503 must be", len(accepted), brokerWebhooks)
 	}
 	// The stream went on: with one broker down (min.insync.replicas 2 of 3) and after it came back.
 	if byPhase[1].Load() == 0 || byPhase[2].Load() == 0 {
@@ -163,7 +182,8 @@ func TestBrokerKilledUnderLoad(t *testing.T) {
 	}
 	rig.lap("load")
 
-	rig.verify(ctx, t, accepted, unavailable+transport)
+	// Retried with their keys, refused attempts add no execution: exactly one per webhook.
+	rig.verify(ctx, t, accepted, 0)
 	// No role was restarted: each still runs its first process.
 	for name, p := range rig.procs {
 		if gone, how := p.exited(); gone || p.runs != 1 {

@@ -574,11 +574,19 @@ func crashLoad(ctx context.Context, t *testing.T, hc *http.Client, url string, p
 
 // crashPost sends webhook n and returns the execution id of a 2xx answer.
 func crashPost(ctx context.Context, hc *http.Client, url string, n int) (string, int, error) {
+	return crashPostKey(ctx, hc, url, n, "")
+}
+
+// crashPostKey sends webhook n with an Idempotency-Key (none when key is empty).
+func crashPostKey(ctx context.Context, hc *http.Client, url string, n int, key string) (string, int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(`{"n":`+strconv.Itoa(n)+`}`))
 	if err != nil {
 		return "", 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return "", 0, err
