@@ -12,7 +12,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/store"
 	"github.com/flowd/flowd/router/graph"
@@ -262,7 +261,7 @@ func (r *Router) change(g *graph.Graph, exec *envelope.Execution, st *execState,
 		// Kafka would refuse it on every retry: end the execution instead of stalling the partition.
 		work, out.Work = nil, nil
 		out.Done, out.Status = true, envelope.StatusFailed
-		out.Error = &sdk.Error{Code: CodeRecordTooLarge, Message: err.Error()}
+		out.Error = &envelope.Error{Code: CodeRecordTooLarge, Message: err.Error()}
 		st.Graph.Status = envelope.StatusFailed
 	} else if err != nil {
 		return nil, err
@@ -395,7 +394,7 @@ func finalReply(exec *envelope.Execution, out *graph.Outcome) *envelope.Reply {
 	if exec.Status == envelope.StatusFailed {
 		e := out.Error
 		if e == nil {
-			e = &sdk.Error{Code: "execution_failed", Message: "the execution failed"}
+			e = &envelope.Error{Code: "execution_failed", Message: "the execution failed"}
 		}
 		body := mustJSON(map[string]any{"errors": []map[string]string{{"code": e.Code, "message": e.Message}}})
 		return &envelope.Reply{Status: 500, Body: body}

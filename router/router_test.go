@@ -15,7 +15,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/flowdoc"
@@ -235,7 +234,7 @@ func (h *harness) waitWork(execID, node string, n int) []envelope.Work {
 	return got
 }
 
-func (h *harness) result(w envelope.Work, fail *sdk.Error, outputs ...string) envelope.Result {
+func (h *harness) result(w envelope.Work, fail *envelope.Error, outputs ...string) envelope.Result {
 	h.t.Helper()
 	res := envelope.Result{ExecutionID: w.ExecutionID, FlowID: w.FlowID, Revision: w.Revision, NodeID: w.Node.ID,
 		Token: w.Token, Attempt: w.Attempt, Error: fail, StartedAt: time.Now().UTC(), FinishedAt: time.Now().UTC()}
@@ -422,7 +421,7 @@ func TestRouter(t *testing.T) {
 		f := webhookFlow("fail", []flowdoc.Node{act("A"), act("B")}, edge("t", "A"), edge("A", "B"))
 		h.createFlow(f)
 		in := h.ingest(f, `{}`, false)
-		h.result(h.waitWork(in.ExecutionID, "A", 1)[0], &sdk.Error{Code: "http_500", Message: "upstream failed"})
+		h.result(h.waitWork(in.ExecutionID, "A", 1)[0], &envelope.Error{Code: "http_500", Message: "upstream failed"})
 		e := h.waitExecution(in.ExecutionID, envelope.StatusFailed)
 		if e.Error == nil || e.Error.Code != "http_500" {
 			t.Fatalf("execution error %+v", e.Error)
@@ -439,7 +438,7 @@ func TestRouter(t *testing.T) {
 			edge("t", "A"), edge("A", "B"), edge("A", "E", flowdoc.PortError))
 		h.createFlow(f)
 		in := h.ingest(f, `{"v":1}`, false)
-		h.result(h.waitWork(in.ExecutionID, "A", 1)[0], &sdk.Error{Code: "boom", Message: "no"})
+		h.result(h.waitWork(in.ExecutionID, "A", 1)[0], &envelope.Error{Code: "boom", Message: "no"})
 		we := h.waitWork(in.ExecutionID, "E", 1)[0]
 		if !strings.Contains(string(we.Input), `"code":"boom"`) || !strings.Contains(string(we.Input), `"input":{"v":1}`) {
 			t.Fatalf("E input %s", we.Input)

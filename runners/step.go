@@ -222,7 +222,7 @@ func (r *Runner) execute(stop, work context.Context, w *envelope.Work, log *slog
 	finish := func(out sdk.Result) *envelope.Result {
 		res.FinishedAt = time.Now().UTC()
 		if out.Error != nil {
-			res.Error = out.Error
+			res.Error = recordError(out.Error)
 			log.Info("step failed", "code", out.Error.Code, "attempt", res.Attempt)
 			return res
 		}
@@ -231,7 +231,7 @@ func (r *Runner) execute(stop, work context.Context, w *envelope.Work, log *slog
 			data, err := json.Marshal(o.Data)
 			if err != nil {
 				res.Outputs = nil
-				res.Error = &sdk.Error{Code: CodeInvalidOutput, Message: fmt.Sprintf("output %d cannot be encoded: %v", i, err)}
+				res.Error = &envelope.Error{Code: CodeInvalidOutput, Message: fmt.Sprintf("output %d cannot be encoded: %v", i, err)}
 				return res
 			}
 			res.Outputs = append(res.Outputs, envelope.Output{Port: o.Port, Data: data})
@@ -318,6 +318,12 @@ func (r *Runner) resolve(ctx context.Context, w *envelope.Work) (*sdk.Connection
 }
 
 // hostError classifies a connector call that could not be made.
+// recordError is a connector's error (the SDK's type, on the plugin side of the boundary) as
+// the records carry it.
+func recordError(e *sdk.Error) *envelope.Error {
+	return &envelope.Error{Code: e.Code, Message: e.Message, Retryable: e.Retryable}
+}
+
 func hostError(err error) *sdk.Error {
 	switch {
 	case errors.Is(err, host.ErrUnknownConnector):
@@ -424,7 +430,7 @@ func (r *Runner) publish(ctx context.Context, res *envelope.Result, log *slog.Lo
 		if tooLarge(err) && res.Error == nil {
 			log.Warn("result too large for Kafka: replaced by an error", "bytes", len(value))
 			res.Outputs = nil
-			res.Error = &sdk.Error{Code: CodeResultTooLarge, Message: fmt.Sprintf("the step's outputs encode to %d bytes, more than Kafka accepts", len(value))}
+			res.Error = &envelope.Error{Code: CodeResultTooLarge, Message: fmt.Sprintf("the step's outputs encode to %d bytes, more than Kafka accepts", len(value))}
 			if value, err = json.Marshal(res); err != nil {
 				return fmt.Errorf("encode result: %w", err)
 			}

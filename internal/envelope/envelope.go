@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"time"
 
-	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/internal/flowdoc"
 )
 
@@ -97,18 +96,34 @@ type Output struct {
 	Data json.RawMessage `json:"data"`
 }
 
+// Error is why a step or an execution failed, as the records and the execution history carry
+// it. Connectors report theirs through the SDK; the runner converts at that boundary, so a
+// change to the plugin protocol never changes a record.
+type Error struct {
+	Code      string `json:"code,omitempty"`
+	Message   string `json:"message"`
+	Retryable bool   `json:"retryable"`
+}
+
+func (e *Error) Error() string {
+	if e.Code != "" {
+		return e.Code + ": " + e.Message
+	}
+	return e.Message
+}
+
 // Result is a step's outcome on flowd.results, keyed by execution id.
 type Result struct {
-	ExecutionID string     `json:"executionId"`
-	FlowID      string     `json:"flowId"`
-	Revision    int        `json:"revision"`
-	NodeID      string     `json:"nodeId"`
-	Token       string     `json:"token"`
-	Attempt     int        `json:"attempt"`
-	Outputs     []Output   `json:"outputs,omitempty"`
-	Error       *sdk.Error `json:"error,omitempty"`
-	StartedAt   time.Time  `json:"startedAt"`
-	FinishedAt  time.Time  `json:"finishedAt"`
+	ExecutionID string    `json:"executionId"`
+	FlowID      string    `json:"flowId"`
+	Revision    int       `json:"revision"`
+	NodeID      string    `json:"nodeId"`
+	Token       string    `json:"token"`
+	Attempt     int       `json:"attempt"`
+	Outputs     []Output  `json:"outputs,omitempty"`
+	Error       *Error    `json:"error,omitempty"`
+	StartedAt   time.Time `json:"startedAt"`
+	FinishedAt  time.Time `json:"finishedAt"`
 }
 
 // Execution statuses.
@@ -134,7 +149,7 @@ type Execution struct {
 	Revision   int        `json:"revision"`
 	Trigger    string     `json:"trigger"`
 	Status     string     `json:"status"`
-	Error      *sdk.Error `json:"error,omitempty"`
+	Error      *Error     `json:"error,omitempty"`
 	ReceivedAt time.Time  `json:"receivedAt"`
 	StartedAt  time.Time  `json:"startedAt"`
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
@@ -162,7 +177,7 @@ type Step struct {
 	Input       json.RawMessage `json:"input,omitempty"`
 	Output      json.RawMessage `json:"output,omitempty"`
 	Truncated   bool            `json:"truncated,omitempty"`
-	Error       *sdk.Error      `json:"error,omitempty"`
+	Error       *Error          `json:"error,omitempty"`
 	StartedAt   time.Time       `json:"startedAt"`
 	FinishedAt  *time.Time      `json:"finishedAt,omitempty"`
 	DurationMs  int64           `json:"durationMs,omitempty"`

@@ -8,7 +8,6 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
-	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/schemas"
@@ -47,12 +46,12 @@ func TestRecordsMatchThePublishedSchema(t *testing.T) {
 			Node:   flowdoc.Node{ID: "a", Type: flowdoc.TypeAction, Connector: "http", Action: "request"},
 			Owners: []flowdoc.Owner{{ID: "u", Type: "user"}}, Input: json.RawMessage(`null`), IdempotencyKey: "k", Deadline: now},
 		"result": envelope.Result{ExecutionID: "01J", FlowID: "f", Revision: 1, NodeID: "a", Token: "r/1", Attempt: 1,
-			Outputs: []envelope.Output{{Port: "success", Data: json.RawMessage(`{}`)}}, Error: &sdk.Error{Message: "x"}, StartedAt: now, FinishedAt: now},
+			Outputs: []envelope.Output{{Port: "success", Data: json.RawMessage(`{}`)}}, Error: &envelope.Error{Message: "x"}, StartedAt: now, FinishedAt: now},
 		"history": envelope.History{Save: "all",
 			Execution: envelope.Execution{ID: "01J", FlowID: "f", Revision: 1, Trigger: "webhook", Status: envelope.StatusFailed,
-				Error: &sdk.Error{Code: "c", Message: "x"}, ReceivedAt: now, StartedAt: now, FinishedAt: &now, DurationMs: 3},
+				Error: &envelope.Error{Code: "c", Message: "x"}, ReceivedAt: now, StartedAt: now, FinishedAt: &now, DurationMs: 3},
 			Steps: []envelope.Step{{ExecutionID: "01J", NodeID: "a", Token: "r/1", Type: "action", Status: envelope.StepFailed, Attempt: 2,
-				Input: json.RawMessage(`{"a":1}`), Error: &sdk.Error{Message: "x"}, StartedAt: now, FinishedAt: &now}}},
+				Input: json.RawMessage(`{"a":1}`), Error: &envelope.Error{Message: "x"}, StartedAt: now, FinishedAt: &now}}},
 	}
 	// What each record cannot do without.
 	required := map[string]string{"ingest": "executionId", "work": "executionId", "result": "executionId", "history": "execution"}

@@ -53,7 +53,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/internal/envelope"
 )
 
@@ -648,16 +647,16 @@ func MergeSteps(stored, newer []envelope.Step) []envelope.Step {
 // milliseconds relative to its receipt, and its steps' summaries, about a third of the full
 // record and its step hash. execRecord reads both forms.
 type compactExec struct {
-	ID       string        `json:"i"`
-	FlowID   string        `json:"f"`
-	Revision int           `json:"r"`
-	Trigger  string        `json:"t,omitempty"`
-	Status   string        `json:"s"`
-	Error    *sdk.Error    `json:"e,omitempty"`
-	Received int64         `json:"rx"` // unix ms
-	Started  int64         `json:"st"` // ms after Received
-	Finished int64         `json:"fi"` // ms after Received
-	Steps    []stepSummary `json:"x,omitempty"`
+	ID       string          `json:"i"`
+	FlowID   string          `json:"f"`
+	Revision int             `json:"r"`
+	Trigger  string          `json:"t,omitempty"`
+	Status   string          `json:"s"`
+	Error    *envelope.Error `json:"e,omitempty"`
+	Received int64           `json:"rx"` // unix ms
+	Started  int64           `json:"st"` // ms after Received
+	Finished int64           `json:"fi"` // ms after Received
+	Steps    []stepSummary   `json:"x,omitempty"`
 }
 
 // compactPrefix is how every compactExec's JSON begins (its first field).
@@ -665,13 +664,13 @@ var compactPrefix = []byte(`{"i":`)
 
 // stepSummary is what SaveSummary keeps of a step: no payloads, no token, short names.
 type stepSummary struct {
-	Node    string     `json:"n"`
-	Status  string     `json:"s,omitempty"` // "" for succeeded
-	Port    string     `json:"p,omitempty"`
-	Attempt int        `json:"a,omitempty"` // 0 for 1
-	Error   *sdk.Error `json:"e,omitempty"`
-	Start   int64      `json:"o"` // ms after the execution's receipt
-	Ms      int64      `json:"d,omitempty"`
+	Node    string          `json:"n"`
+	Status  string          `json:"s,omitempty"` // "" for succeeded
+	Port    string          `json:"p,omitempty"`
+	Attempt int             `json:"a,omitempty"` // 0 for 1
+	Error   *envelope.Error `json:"e,omitempty"`
+	Start   int64           `json:"o"` // ms after the execution's receipt
+	Ms      int64           `json:"d,omitempty"`
 }
 
 func compact(e *envelope.Execution, steps []envelope.Step) compactExec {

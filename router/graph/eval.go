@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/expression"
 	"github.com/flowd/flowd/internal/flowdoc"
@@ -74,7 +73,7 @@ type Completion struct {
 	Token   string
 	Outputs []envelope.Output
 	// Error means the step failed for good (the runner already retried what was retryable).
-	Error *sdk.Error
+	Error *envelope.Error
 	// Input is the activation's input; an error port edge carries it on.
 	Input json.RawMessage
 }
@@ -92,7 +91,7 @@ type Outcome struct {
 	// Done is set by the transition that ended the execution, with its Status and Error.
 	Done   bool
 	Status string
-	Error  *sdk.Error
+	Error  *envelope.Error
 	// LastOutput is the output of the node that completed last, set when Done.
 	LastOutput json.RawMessage
 }
@@ -159,7 +158,7 @@ func (r *run) failed(n *node, scope string, done Completion) {
 	}
 	data, err := json.Marshal(map[string]any{"error": done.Error, "input": in})
 	if err != nil {
-		r.fail(&sdk.Error{Code: CodeEncode, Message: err.Error()})
+		r.fail(&envelope.Error{Code: CodeEncode, Message: err.Error()})
 		return
 	}
 	d := fromRaw(data)
@@ -241,7 +240,7 @@ func (r *run) complete(n *node, scope, token string, items []item) int {
 			}
 			ok, err := r.holds(e, it.data)
 			if err != nil {
-				r.fail(&sdk.Error{Code: CodeExpression, Message: fmt.Sprintf("edge %s -> %s: %v", e.source.ID, e.target.ID, err)})
+				r.fail(&envelope.Error{Code: CodeExpression, Message: fmt.Sprintf("edge %s -> %s: %v", e.source.ID, e.target.ID, err)})
 				return delivered
 			}
 			if it.scope != "" {
@@ -304,7 +303,7 @@ func (r *run) deliver(e *edge, scope, parent string, idx int, d *datum) {
 	if m.Type == flowdoc.TypeMerge {
 		raw, err := d.json()
 		if err != nil {
-			r.fail(&sdk.Error{Code: CodeEncode, Message: err.Error()})
+			r.fail(&envelope.Error{Code: CodeEncode, Message: err.Error()})
 			return
 		}
 		if ms.Arrivals == nil {
@@ -345,14 +344,14 @@ func (r *run) fireMerge(m *node, scope string, ms *NodeState) {
 		// Several items on one branch: the merge sees them as an array.
 		arr, err := json.Marshal(raws)
 		if err != nil {
-			r.fail(&sdk.Error{Code: CodeEncode, Message: err.Error()})
+			r.fail(&envelope.Error{Code: CodeEncode, Message: err.Error()})
 			return
 		}
 		joined[src] = arr
 	}
 	data, err := json.Marshal(joined)
 	if err != nil {
-		r.fail(&sdk.Error{Code: CodeEncode, Message: err.Error()})
+		r.fail(&envelope.Error{Code: CodeEncode, Message: err.Error()})
 		return
 	}
 	ms.Arrivals = nil
@@ -423,7 +422,7 @@ func (r *run) settle() {
 			if len(ns.Arrivals) > 0 && !ns.Done {
 				// Only a flow whose branches cross split scopes gets here.
 				r.st.Status = envelope.StatusFailed
-				r.out.Error = &sdk.Error{Code: CodeMergeUnresolved, Message: fmt.Sprintf("merge %s never saw all its inbound branches in one scope", id)}
+				r.out.Error = &envelope.Error{Code: CodeMergeUnresolved, Message: fmt.Sprintf("merge %s never saw all its inbound branches in one scope", id)}
 				return
 			}
 		}
@@ -444,7 +443,7 @@ func (r *run) gc(scope string) {
 	delete(r.st.Scopes, scope)
 }
 
-func (r *run) fail(err *sdk.Error) {
+func (r *run) fail(err *envelope.Error) {
 	if r.stopped {
 		return
 	}
@@ -460,7 +459,7 @@ func (r *run) activate(t task) {
 	if n.Type == flowdoc.TypeAction {
 		raw, err := t.input.json()
 		if err != nil {
-			r.fail(&sdk.Error{Code: CodeEncode, Message: err.Error()})
+			r.fail(&envelope.Error{Code: CodeEncode, Message: err.Error()})
 			return
 		}
 		r.out.Work = append(r.out.Work, Activation{Node: n.Node, Token: t.token, Input: raw})
@@ -482,10 +481,10 @@ func (r *run) activate(t task) {
 
 // control evaluates a control node: the items it emits, the port it took, its output (what
 // steps.<id> shows) and whether an empty result means the item was filtered out.
-func (r *run) control(n *node, t task) (port string, items []item, output *datum, filtered bool, err *sdk.Error) {
+func (r *run) control(n *node, t task) (port string, items []item, output *datum, filtered bool, err *envelope.Error) {
 	in := t.input
-	exprErr := func(what string, e error) *sdk.Error {
-		return &sdk.Error{Code: CodeExpression, Message: fmt.Sprintf("%s %s: %s: %v", n.Type, n.ID, what, e)}
+	exprErr := func(what string, e error) *envelope.Error {
+		return &envelope.Error{Code: CodeExpression, Message: fmt.Sprintf("%s %s: %s: %v", n.Type, n.ID, what, e)}
 	}
 	switch n.Type {
 	case flowdoc.TypeIf:
@@ -540,13 +539,13 @@ func (r *run) control(n *node, t task) (port string, items []item, output *datum
 	}
 }
 
-func (r *run) split(n *node, t task) (string, []item, *datum, bool, *sdk.Error) {
+func (r *run) split(n *node, t task) (string, []item, *datum, bool, *envelope.Error) {
 	var elems []*datum
 	var arr *datum
 	if n.path == nil {
 		var raws []json.RawMessage
 		if err := json.Unmarshal(t.input.rawOrNull(), &raws); err != nil {
-			return "", nil, nil, false, &sdk.Error{Code: CodeSplitNotArray, Message: fmt.Sprintf("split %s: the input is not an array", n.ID)}
+			return "", nil, nil, false, &envelope.Error{Code: CodeSplitNotArray, Message: fmt.Sprintf("split %s: the input is not an array", n.ID)}
 		}
 		for _, raw := range raws {
 			elems = append(elems, fromRaw(raw))
@@ -555,15 +554,15 @@ func (r *run) split(n *node, t task) (string, []item, *datum, bool, *sdk.Error) 
 	} else {
 		env, err := r.env(t.input)
 		if err != nil {
-			return "", nil, nil, false, &sdk.Error{Code: CodeExpression, Message: err.Error()}
+			return "", nil, nil, false, &envelope.Error{Code: CodeExpression, Message: err.Error()}
 		}
 		v, err := n.path.eval(env)
 		if err != nil {
-			return "", nil, nil, false, &sdk.Error{Code: CodeExpression, Message: fmt.Sprintf("split %s: path: %v", n.ID, err)}
+			return "", nil, nil, false, &envelope.Error{Code: CodeExpression, Message: fmt.Sprintf("split %s: path: %v", n.ID, err)}
 		}
 		list, ok := v.([]any)
 		if !ok {
-			return "", nil, nil, false, &sdk.Error{Code: CodeSplitNotArray, Message: fmt.Sprintf("split %s: path yielded %T, not an array", n.ID, v)}
+			return "", nil, nil, false, &envelope.Error{Code: CodeSplitNotArray, Message: fmt.Sprintf("split %s: path yielded %T, not an array", n.ID, v)}
 		}
 		for _, e := range list {
 			elems = append(elems, fromValue(e))
@@ -577,9 +576,9 @@ func (r *run) split(n *node, t task) (string, []item, *datum, bool, *sdk.Error) 
 	return "", items, arr, len(items) == 0, nil
 }
 
-func (r *run) respond(n *node, in *datum) (*envelope.Reply, *datum, *sdk.Error) {
-	fail := func(what string, err error) (*envelope.Reply, *datum, *sdk.Error) {
-		return nil, nil, &sdk.Error{Code: CodeRespond, Message: fmt.Sprintf("respond %s: %s: %v", n.ID, what, err)}
+func (r *run) respond(n *node, in *datum) (*envelope.Reply, *datum, *envelope.Error) {
+	fail := func(what string, err error) (*envelope.Reply, *datum, *envelope.Error) {
+		return nil, nil, &envelope.Error{Code: CodeRespond, Message: fmt.Sprintf("respond %s: %s: %v", n.ID, what, err)}
 	}
 	env, err := r.env(in)
 	if err != nil {
@@ -723,7 +722,7 @@ func (r *run) output(id string) *datum {
 	return nil
 }
 
-func (r *run) step(n *node, token, status, port string, in, out *datum, err *sdk.Error) {
+func (r *run) step(n *node, token, status, port string, in, out *datum, err *envelope.Error) {
 	s := envelope.Step{NodeID: n.ID, Token: token, Type: n.Type, Status: status, Port: port, Error: err}
 	if in != nil {
 		s.Input, _ = in.json()

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/flowdoc"
 )
@@ -48,14 +47,14 @@ func flow(nodes []flowdoc.Node, edges ...flowdoc.Edge) *flowdoc.Flow {
 
 // runner plays the runner pools: it answers each activation with the behaviour of its node
 // (default: echo the input), round-tripping the state through JSON as the router does.
-type runner map[string]func(in any) ([]envelope.Output, *sdk.Error)
+type runner map[string]func(in any) ([]envelope.Output, *envelope.Error)
 
 type trace struct {
 	work    []Activation // every activation sent to a runner, in order
 	steps   []envelope.Step
 	reply   *envelope.Reply
 	status  string
-	err     *sdk.Error
+	err     *envelope.Error
 	last    json.RawMessage
 	done    int // transitions that reported Done
 	outputs map[string]json.RawMessage
@@ -133,7 +132,7 @@ func execute(t *testing.T, f *flowdoc.Flow, input string, rn runner, lifo bool) 
 		}
 		var in any
 		_ = json.Unmarshal(a.Input, &in)
-		outs, fail := []envelope.Output{{Data: a.Input}}, (*sdk.Error)(nil)
+		outs, fail := []envelope.Output{{Data: a.Input}}, (*envelope.Error)(nil)
 		if fn := rn[a.Node.ID]; fn != nil {
 			outs, fail = fn(in)
 		}
@@ -212,28 +211,32 @@ func TestControlNodes(t *testing.T) {
 		{name: "env: flow, settings, execution", flow: envFlow, input: `{}`, status: "succeeded",
 			work: map[string][]string{"A": {`{}`}}},
 		{name: "env: steps of completed nodes", flow: stepsFlow, input: `{"n":1}`, status: "succeeded",
-			runner: runner{"A": func(any) ([]envelope.Output, *sdk.Error) { return out(map[string]any{"ok": true}), nil }},
+			runner: runner{"A": func(any) ([]envelope.Output, *envelope.Error) { return out(map[string]any{"ok": true}), nil }},
 			work:   map[string][]string{"Y": {`{"ok":true}`}, "N": nil}},
 		{name: "action failure without error edge fails", flow: flow([]flowdoc.Node{n("A"), n("B")}, e("t", "A"), e("A", "B")),
 			input: `{}`, status: "failed", errCode: "boom",
-			runner: runner{"A": func(any) ([]envelope.Output, *sdk.Error) { return nil, &sdk.Error{Code: "boom", Message: "no"} }},
-			work:   map[string][]string{"B": nil}},
+			runner: runner{"A": func(any) ([]envelope.Output, *envelope.Error) {
+				return nil, &envelope.Error{Code: "boom", Message: "no"}
+			}},
+			work: map[string][]string{"B": nil}},
 		{name: "action failure follows the error port", flow: flow([]flowdoc.Node{n("A"), n("B"), n("E")},
 			e("t", "A"), e("A", "B"), e("A", "E", "error")),
 			input: `{"v":1}`, status: "succeeded",
-			runner: runner{"A": func(any) ([]envelope.Output, *sdk.Error) { return nil, &sdk.Error{Code: "boom", Message: "no"} }},
+			runner: runner{"A": func(any) ([]envelope.Output, *envelope.Error) {
+				return nil, &envelope.Error{Code: "boom", Message: "no"}
+			}},
 			work: map[string][]string{"B": nil,
 				"E": {`{"error":{"code":"boom","message":"no","retryable":false},"input":{"v":1}}`}},
 			skipped: []string{"B"}},
 		{name: "several outputs: one activation each", flow: flow([]flowdoc.Node{n("A"), n("B")}, e("t", "A"), e("A", "B")),
 			input: `{}`, status: "succeeded",
-			runner: runner{"A": func(any) ([]envelope.Output, *sdk.Error) {
+			runner: runner{"A": func(any) ([]envelope.Output, *envelope.Error) {
 				return []envelope.Output{{Data: json.RawMessage(`1`)}, {Data: json.RawMessage(`2`)}}, nil
 			}},
 			work: map[string][]string{"B": {`1`, `2`}}},
 		{name: "custom port", flow: flow([]flowdoc.Node{n("A"), n("B"), n("C")}, e("t", "A"), e("A", "B"), e("A", "C", "success")),
 			input: `{}`, status: "succeeded",
-			runner: runner{"A": func(any) ([]envelope.Output, *sdk.Error) {
+			runner: runner{"A": func(any) ([]envelope.Output, *envelope.Error) {
 				return []envelope.Output{{Port: "success", Data: json.RawMessage(`1`)}}, nil
 			}},
 			work: map[string][]string{"B": {`1`}, "C": {`1`}}},
@@ -265,8 +268,8 @@ func TestMergeAfterFanOut(t *testing.T) {
 	f := flow([]flowdoc.Node{n("A"), n("B"), n("m", flowdoc.TypeMerge), n("C")},
 		e("t", "A"), e("t", "B"), e("A", "m"), e("B", "m"), e("m", "C"))
 	rn := runner{
-		"A": func(any) ([]envelope.Output, *sdk.Error) { return out("a"), nil },
-		"B": func(any) ([]envelope.Output, *sdk.Error) { return out("b"), nil },
+		"A": func(any) ([]envelope.Output, *envelope.Error) { return out("a"), nil },
+		"B": func(any) ([]envelope.Output, *envelope.Error) { return out("b"), nil },
 	}
 	for _, lifo := range []bool{false, true} {
 		t.Run(fmt.Sprintf("lifo=%v", lifo), func(t *testing.T) {
@@ -340,8 +343,8 @@ func TestSplitThenMergeJoinsWithinEachElement(t *testing.T) {
 	f := flow([]flowdoc.Node{n("s", flowdoc.TypeSplit, "path", "input.items"), n("A"), n("B"),
 		n("m", flowdoc.TypeMerge), n("C")},
 		e("t", "s"), e("s", "A"), e("s", "B"), e("A", "m"), e("B", "m"), e("m", "C"))
-	tag := func(p string) func(any) ([]envelope.Output, *sdk.Error) {
-		return func(in any) ([]envelope.Output, *sdk.Error) { return out(fmt.Sprintf("%s%v", p, in)), nil }
+	tag := func(p string) func(any) ([]envelope.Output, *envelope.Error) {
+		return func(in any) ([]envelope.Output, *envelope.Error) { return out(fmt.Sprintf("%s%v", p, in)), nil }
 	}
 	for _, lifo := range []bool{false, true} {
 		tr := execute(t, f, `{"items":[1,2,3]}`, runner{"A": tag("a"), "B": tag("b")}, lifo)
@@ -382,7 +385,7 @@ func TestRespond(t *testing.T) {
 
 func TestLastOutput(t *testing.T) {
 	f := flow([]flowdoc.Node{n("A")}, e("t", "A"))
-	tr := execute(t, f, `{}`, runner{"A": func(any) ([]envelope.Output, *sdk.Error) { return out(map[string]int{"done": 1}), nil }}, false)
+	tr := execute(t, f, `{}`, runner{"A": func(any) ([]envelope.Output, *envelope.Error) { return out(map[string]int{"done": 1}), nil }}, false)
 	if string(tr.last) != `{"done":1}` {
 		t.Fatalf("last output %s", tr.last)
 	}

@@ -1,0 +1,42 @@
+// Package archtest checks how flowd's packages may depend on each other.
+package archtest
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// The core (the records, the execution store, the graph evaluator, flow documents) stands on
+// its own types: a change to the connector plugin protocol must not reach it. So none of them
+// depends, even indirectly, on the connector SDK, go-plugin or gRPC.
+func TestCoreDoesNotDependOnThePluginStack(t *testing.T) {
+	core := []string{
+		"github.com/flowd/flowd/internal/store",
+		"github.com/flowd/flowd/internal/envelope",
+		"github.com/flowd/flowd/router/graph",
+		"github.com/flowd/flowd/internal/flowdoc",
+	}
+	forbidden := []string{
+		"github.com/flowd/flowd/connectors/sdk",
+		"github.com/hashicorp/go-plugin",
+		"google.golang.org/grpc",
+	}
+	for _, pkg := range core {
+		out, err := exec.Command("go", "list", "-deps", pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
+		}
+		deps := strings.Fields(string(out))
+		if len(deps) < 10 {
+			t.Fatalf("go list -deps %s listed only %v", pkg, deps)
+		}
+		for _, d := range deps {
+			for _, f := range forbidden {
+				if d == f || strings.HasPrefix(d, f+"/") {
+					t.Errorf("%s depends on %s", pkg, d)
+				}
+			}
+		}
+	}
+}
