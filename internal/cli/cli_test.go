@@ -121,3 +121,36 @@ func TestReplicationAboveTheClusterRefusesToStart(t *testing.T) {
 		t.Fatal("the router started with a replication factor its cluster cannot give")
 	}
 }
+
+// `flowd flows delete` succeeds on the API's 204 (it used to fail decoding the empty body).
+func TestFlowsDeleteSucceedsOnNoContent(t *testing.T) {
+	var got string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Method + " " + r.URL.Path + " " + r.Header.Get("Authorization")
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	out, _, err := run("flows", "delete", "f1", "--server", srv.URL, "--token", "tok")
+	if err != nil || out != "flow f1 deleted\n" || got != "DELETE /api/v1/flows/f1 Bearer tok" {
+		t.Fatalf("out %q, err %v, request %q", out, err, got)
+	}
+}
+
+// --help never prints the token from the environment.
+func TestHelpDoesNotShowTheToken(t *testing.T) {
+	t.Setenv("FLOWD_TOKEN", "fld_secret-token-value")
+	out, _, err := run("flows", "list", "--help")
+	if err != nil || !strings.Contains(out, "--token") || strings.Contains(out, "fld_secret-token-value") {
+		t.Fatalf("help %q, err %v", out, err)
+	}
+	// The environment's token is still what the commands use.
+	var auth string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth = r.Header.Get("Authorization")
+		_, _ = w.Write([]byte(`{"data":[],"meta":{"total":0}}`))
+	}))
+	defer srv.Close()
+	if _, _, err := run("flows", "list", "--server", srv.URL); err != nil || auth != "Bearer fld_secret-token-value" {
+		t.Fatalf("list: %v, Authorization %q", err, auth)
+	}
+}

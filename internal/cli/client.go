@@ -55,8 +55,8 @@ func (c *apiClient) do(ctx context.Context, method, path, ctype string, body []b
 		}
 		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
 	}
-	if out == nil {
-		return nil
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil // a 204 (a deletion) has no body to decode
 	}
 	var env struct {
 		Data json.RawMessage `json:"data"`

@@ -24,10 +24,15 @@ type remote struct {
 
 func (r *remote) register(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&r.server, "server", envOr("FLOWD_URL", "http://127.0.0.1:8080"), "flowd API base URL (env FLOWD_URL)")
-	cmd.PersistentFlags().StringVar(&r.token, "token", envOr("FLOWD_TOKEN", os.Getenv("FLOWD_ADMIN_TOKEN")), "API token (env FLOWD_TOKEN)")
+	// The token's default is read when the command runs, not shown as the flag's default: --help
+	// must not print a secret.
+	cmd.PersistentFlags().StringVar(&r.token, "token", "", "API token (default: env FLOWD_TOKEN, else FLOWD_ADMIN_TOKEN)")
 }
 
 func (r *remote) client() (*apiClient, error) {
+	if r.token == "" {
+		r.token = envOr("FLOWD_TOKEN", os.Getenv("FLOWD_ADMIN_TOKEN"))
+	}
 	if r.token == "" {
 		return nil, fmt.Errorf("no API token: pass --token or set FLOWD_TOKEN")
 	}
