@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -152,5 +153,15 @@ func TestHelpDoesNotShowTheToken(t *testing.T) {
 	defer srv.Close()
 	if _, _, err := run("flows", "list", "--server", srv.URL); err != nil || auth != "Bearer fld_secret-token-value" {
 		t.Fatalf("list: %v, Authorization %q", err, auth)
+	}
+}
+
+// The banner's curls work when pasted into a shell: the token variable is expanded (it sat in
+// single quotes, which sent the literal "$FLOWD_ADMIN_TOKEN" and got 401).
+func TestBannerCurlExpandsTheTokenVariable(t *testing.T) {
+	script := "FLOWD_ADMIN_TOKEN=fld_x\nset -- " + curlAuth("$FLOWD_ADMIN_TOKEN") + "\nprintf '%s|%s' \"$1\" \"$2\""
+	out, err := exec.Command("sh", "-c", script).Output()
+	if err != nil || string(out) != "-H|Authorization: Bearer fld_x" {
+		t.Fatalf("the shell sees %q (%v)", out, err)
 	}
 }

@@ -112,7 +112,7 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 		if printToken {
 			fmt.Fprintf(out, "Administrator token: %s\n", tok)
 		}
-		fmt.Fprintf(out, "\nList flows:\n  curl -sg -H 'Authorization: Bearer %s' '%s/api/v1/flows?page[size]=10'\n", tok, base)
+		fmt.Fprintf(out, "\nList flows:\n  curl -sg %s '%s/api/v1/flows?page[size]=10'\n", curlAuth(tok), base)
 		if example == "" {
 			fmt.Fprintln(out, "\nPress Ctrl-C to stop.")
 			return
@@ -124,7 +124,7 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 		}
 		fmt.Fprintf(out, "\nThe example flow %s is active. Send it a contact; it answers synchronously:\n", flowID)
 		fmt.Fprintf(out, "  curl -s -X POST %s/hooks/%s -H 'Content-Type: application/json' -d '{\"firstName\":\"Ada\",\"lastName\":\"Lovelace\"}'\n", base, flowID)
-		fmt.Fprintf(out, "\nThen look at its executions:\n  curl -sg -H 'Authorization: Bearer %s' '%s/api/v1/flows/%s/executions?page[size]=1'\n", tok, base, flowID)
+		fmt.Fprintf(out, "\nThen look at its executions:\n  curl -sg %s '%s/api/v1/flows/%s/executions?page[size]=1'\n", curlAuth(tok), base, flowID)
 		fmt.Fprintln(out, "\nPress Ctrl-C to stop.")
 	})
 }
@@ -254,4 +254,10 @@ func devToken(dataDir string) (string, error) {
 		return "", fmt.Errorf("write %s: %w", path, err)
 	}
 	return tok, nil
+}
+
+// curlAuth is the Authorization option of the curls the banner prints, in double quotes so
+// that a shell expands "$FLOWD_ADMIN_TOKEN" when the banner names the variable, not the token.
+func curlAuth(tok string) string {
+	return `-H "Authorization: Bearer ` + tok + `"`
 }
