@@ -587,3 +587,37 @@ func TestIdsCannotAddressOtherKeys(t *testing.T) {
 		e.must(404, e.call("GET", path, e.admin, nil))
 	}
 }
+
+// A flow created without edges can be patched (its edges were stored as null, which the merged
+// document then failed to validate: 400 "/graph/edges got null"); a patch that changes nothing
+// makes no revision; and a PATCH cannot change the status (it was silently ignored yet made a
+// revision), though echoing the current status back is fine.
+func TestPatchEdgeCases(t *testing.T) {
+	e := newEnv(t)
+	flow := map[string]any{"name": "lonely", "graph": map[string]any{"nodes": []any{
+		map[string]any{"id": "hook", "type": "trigger.webhook"},
+	}}}
+	created := e.must(201, e.call("POST", "/api/v1/flows", e.admin, flow)).data()
+	id := created["id"].(string)
+	if edges, ok := created["graph"].(map[string]any)["edges"].([]any); !ok || len(edges) != 0 {
+		t.Fatalf("created without edges: graph %v", created["graph"])
+	}
+	patched := e.must(200, e.call("PATCH", "/api/v1/flows/"+id, e.admin, map[string]any{"description": "now described"})).data()
+	if patched["revision"] != float64(2) || patched["description"] != "now described" {
+		t.Fatalf("after patch: %v", patched)
+	}
+	same := e.must(200, e.call("PATCH", "/api/v1/flows/"+id, e.admin, map[string]any{"description": "now described", "status": "inactive"})).data()
+	if same["revision"] != float64(2) {
+		t.Fatalf("a patch changing nothing made revision %v", same["revision"])
+	}
+	r := e.must(400, e.call("PATCH", "/api/v1/flows/"+id, e.admin, map[string]any{"status": "active"}))
+	if r.errCodes()[0] != "read_only@/status" || !strings.Contains(string(r.raw), "/start or /stop") {
+		t.Fatalf("PATCH status: %s", r.raw)
+	}
+	if revs := e.must(200, e.call("GET", "/api/v1/flows/"+id+"/revisions", e.admin, nil)).list(); len(revs) != 2 {
+		t.Fatalf("%d revisions after one change, want 2", len(revs))
+	}
+	if got := e.must(200, e.call("GET", "/api/v1/flows/"+id, e.admin, nil)).data(); got["status"] != "inactive" {
+		t.Fatalf("status %v", got["status"])
+	}
+}

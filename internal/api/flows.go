@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -176,20 +177,22 @@ func setETag(c *fiber.Ctx, f *flowdoc.Flow) {
 // readOnly are the fields the server manages; clients may echo them back and they are ignored.
 var readOnly = []string{"id", "status", "statusReason", "revision", "type", "createdAt", "updatedAt", "triggerStatus"}
 
-// bodyObject turns a JSON or YAML request body into a JSON object without server fields.
-func bodyObject(c *fiber.Ctx) (map[string]any, error) {
+// bodyObject turns a JSON or YAML request body into a JSON object without server fields, and
+// returns the status it named ("" if none), which only start and stop change.
+func bodyObject(c *fiber.Ctx) (map[string]any, string, error) {
 	doc, ps := flowdoc.ToJSON(c.Body(), c.Get(fiber.HeaderContentType))
 	if len(ps) > 0 {
-		return nil, fail(fiber.StatusBadRequest, ps...)
+		return nil, "", fail(fiber.StatusBadRequest, ps...)
 	}
 	var obj map[string]any
 	if err := json.Unmarshal(doc, &obj); err != nil || obj == nil {
-		return nil, fail(fiber.StatusBadRequest, problem.New("malformed", "", "the request body must be a JSON (or YAML) object"))
+		return nil, "", fail(fiber.StatusBadRequest, problem.New("malformed", "", "the request body must be a JSON (or YAML) object"))
 	}
+	status, _ := obj["status"].(string)
 	for _, k := range readOnly {
 		delete(obj, k)
 	}
-	return obj, nil
+	return obj, status, nil
 }
 
 // decodeFlow validates a flow document (schema and graph semantics), reporting every problem.
@@ -201,6 +204,14 @@ func (s *Server) decodeFlow(obj map[string]any) (*flowdoc.Flow, error) {
 	f, ps := flowdoc.Decode(doc, s.cfg.Validation)
 	if len(ps) > 0 {
 		return nil, fail(fiber.StatusBadRequest, ps...)
+	}
+	// A graph without edges is stored and shown with "edges": [], so that a later merge patch
+	// that leaves the graph alone still validates.
+	if f.Graph.Edges == nil {
+		f.Graph.Edges = []flowdoc.Edge{}
+	}
+	if f.Graph.Nodes == nil {
+		f.Graph.Nodes = []flowdoc.Node{}
 	}
 	return f, nil
 }
@@ -256,7 +267,7 @@ func (s *Server) createFlow(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	obj, err := bodyObject(c)
+	obj, _, err := bodyObject(c)
 	if err != nil {
 		return err
 	}
@@ -316,7 +327,7 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	patch, err := bodyObject(c)
+	patch, status, err := bodyObject(c)
 	if err != nil {
 		return err
 	}
@@ -333,9 +344,17 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 			return store.Mutation{}, fail(fiber.StatusPreconditionFailed, problem.New("revision_mismatch", "If-Match",
 				"the flow is at revision %d, not %d; fetch it again and reapply your change", cur.Revision, want))
 		}
+		// The status may be echoed back as it is; changing it is for start and stop.
+		if status != "" && status != cur.Status {
+			return store.Mutation{}, fail(fiber.StatusBadRequest, problem.New("read_only", "/status",
+				"a flow's status changes with POST /api/v1/flows/%s/start or /stop, not with PATCH", cur.ID))
+		}
 		next, err := s.merge(cur, patchDoc)
 		if err != nil {
 			return store.Mutation{}, err
+		}
+		if sameContent(cur, next) {
+			return store.Mutation{}, errUnchanged // no new revision for a change that changes nothing
 		}
 		if err := s.checkOwners(ctx, p, next.Owners); err != nil {
 			return store.Mutation{}, err
@@ -352,6 +371,13 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 		next.CreatedAt, next.UpdatedAt = cur.CreatedAt, &now
 		return store.Mutation{Flow: next, NewRevision: true, Events: []events.Event{s.event(events.FlowUpdated, next, p)}}, nil
 	})
+	if errors.Is(err, errUnchanged) {
+		if f, err = s.visibleFlow(c); err != nil {
+			return err
+		}
+		setETag(c, f)
+		return sendData(c, fiber.StatusOK, f)
+	}
 	if err != nil {
 		return flowErr(err)
 	}
@@ -360,12 +386,32 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 	return sendData(c, fiber.StatusOK, f)
 }
 
+// errUnchanged ends an update whose result equals the current flow.
+var errUnchanged = errors.New("the change changes nothing")
+
+// sameContent tells whether two flows differ only in what the server manages.
+func sameContent(a, b *flowdoc.Flow) bool {
+	content := func(f *flowdoc.Flow) []byte {
+		c := *f
+		c.ID, c.Status, c.Revision, c.Type, c.CreatedAt, c.UpdatedAt, c.StatusReason = "", "", 0, "", nil, nil, nil
+		b, err := flowdoc.Canonical(&c)
+		if err != nil {
+			return nil
+		}
+		return b
+	}
+	ca, cb := content(a), content(b)
+	return ca != nil && bytes.Equal(ca, cb)
+}
+
 // merge applies an RFC 7396 JSON merge patch to the flow's content and validates the result.
 func (s *Server) merge(cur *flowdoc.Flow, patch []byte) (*flowdoc.Flow, error) {
 	content := *cur
 	content.ID, content.Status, content.Revision, content.Type, content.CreatedAt, content.UpdatedAt = "", "", 0, "", nil, nil
 	content.StatusReason = nil
-	base, err := json.Marshal(&content)
+	// Canonical writes empty node and edge lists as [] (a flow stored with "edges": null by an
+	// earlier flowd must still take a patch).
+	base, err := flowdoc.Canonical(&content)
 	if err != nil {
 		return nil, err
 	}
