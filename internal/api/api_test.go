@@ -518,6 +518,12 @@ func TestIdentityAndFlowMateRoutes(t *testing.T) {
 	uid, tok := e.user(ta, "partner-user-42", "flows.read", "flows.update", "users.read")
 	u := e.must(200, e.call("GET", "/api/v1/users/"+uid, e.admin, nil)).data()
 	username := u["username"].(string)
+	// One user's shape is the same on every route: GET /users/{id} has the `_id` too.
+	for _, path := range []string{"/api/v1/users/" + uid, "/users/" + uid} {
+		if got := e.must(200, e.call("GET", path, e.admin, nil)).data(); got["_id"] != uid || got["id"] != uid {
+			t.Fatalf("GET %s: %v", path, got)
+		}
+	}
 	// FlowMate: GET /users?username= returns the user with its internal id.
 	r := e.must(200, e.call("GET", "/users?username="+username, tok, nil))
 	if r.body["_id"] != uid || r.body["id"] != uid || r.body["username"] != username || r.body["status"] != "ACTIVE" {

@@ -349,7 +349,8 @@ func (s *Server) getUser(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return sendData(c, fiber.StatusOK, u)
+	// The same shape as GET /users?username= (with `_id`), on both routes.
+	return sendData(c, fiber.StatusOK, flowMateUser{User: *u, MongoID: u.ID})
 }
 
 // maxTokenLifetime bounds expiresIn so a typo does not mint a century-long token.
