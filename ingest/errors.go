@@ -12,20 +12,21 @@ import (
 
 // Error codes of ingest's own answers (input problems use flowdoc's schema codes).
 const (
-	codeNotFound        = "not_found"
-	codeUnauthorized    = "unauthorized"
-	codeMalformed       = "malformed"
-	codeRequired        = "required"
-	codeTooLarge        = "too_large"
-	codeUnsupported     = "unsupported_media_type"
-	codeUnavailable     = "unavailable"
-	codeTimeout         = "timeout"
-	codeInProgress      = "idempotency_in_progress"
-	codeInvalidKey      = "invalid_idempotency_key"
-	codeMisconfigured   = "flow_misconfigured"
-	codeInternal        = "internal"
-	codeMethodNotAllow  = "method_not_allowed"
-	codeGenericHTTPFail = "http_error"
+	codeNotFound         = "not_found"
+	codeMethodNotAllowed = "method_not_allowed"
+	codeUnauthorized     = "unauthorized"
+	codeMalformed        = "malformed"
+	codeRequired         = "required"
+	codeTooLarge         = "too_large"
+	codeUnsupported      = "unsupported_media_type"
+	codeUnavailable      = "unavailable"
+	codeTimeout          = "timeout"
+	codeInProgress       = "idempotency_in_progress"
+	codeInvalidKey       = "invalid_idempotency_key"
+	codeMisconfigured    = "flow_misconfigured"
+	codeInternal         = "internal"
+	codeMethodNotAllow   = "method_not_allowed"
+	codeGenericHTTPFail  = "http_error"
 )
 
 // httpError is an answer other than success: a status, the problems to report and extra

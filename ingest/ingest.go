@@ -189,6 +189,15 @@ func (s *Server) newApp() *fiber.App {
 		app.Add(m, "/hooks/:flowId/*", s.hook)
 	}
 	app.Post("/webhooks/:flowId", s.flowMate)
+	// A webhook URL exists for every method; the ones it does not take are 405, not 404.
+	for path, allow := range map[string]string{
+		"/hooks/:flowId": "GET, POST, HEAD", "/hooks/:flowId/*": "GET, POST, HEAD", "/webhooks/:flowId": "POST",
+	} {
+		app.All(path, func(c *fiber.Ctx) error {
+			return fail(fiber.StatusMethodNotAllowed, problem.New(codeMethodNotAllowed, "", "%s takes %s, not %s", c.Path(), allow, c.Method())).
+				with(fiber.HeaderAllow, allow)
+		})
+	}
 	app.Use(func(c *fiber.Ctx) error {
 		return fail(fiber.StatusNotFound, problem.New(codeNotFound, "", "no route %s %s", c.Method(), c.Path()))
 	})

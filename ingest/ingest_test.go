@@ -990,3 +990,23 @@ func BenchmarkIngest(b *testing.B) {
 		b.RunParallel(post("/hooks/" + id))
 	})
 }
+
+// A webhook URL answers a method it does not take with 405 and Allow (it was a 404, as if the
+// flow did not exist), in the usual error shape.
+func TestWebhookMethodNotAllowed(t *testing.T) {
+	e := newEnv(t)
+	id := e.flow(flowOpts{active: true})
+	for _, c := range []struct{ method, path, allow string }{
+		{"PUT", "/hooks/" + id, "GET, POST, HEAD"},
+		{"DELETE", "/hooks/" + id + "/orders/1", "GET, POST, HEAD"},
+		{"GET", "/webhooks/" + id, "POST"},
+	} {
+		r := e.do(c.method, c.path, "application/json", `{}`)
+		if r.status != 405 || r.header.Get("Allow") != c.allow || strings.Join(r.problems(), " ") != "method_not_allowed@" {
+			t.Errorf("%s %s: %d Allow %q %s", c.method, c.path, r.status, r.header.Get("Allow"), r.raw)
+		}
+	}
+	if r := e.do("PUT", "/nowhere", "", ""); r.status != 404 {
+		t.Errorf("PUT /nowhere: %d %s", r.status, r.raw)
+	}
+}

@@ -627,3 +627,17 @@ func TestPatchEdgeCases(t *testing.T) {
 		t.Fatalf("status %v", got["status"])
 	}
 }
+
+// A path that names no route is a 404 with or without a token (it was a 401 without one), and
+// the FlowMate routes at the root still want a token.
+func TestUnknownPathsAreNotFound(t *testing.T) {
+	e := newEnv(t)
+	for _, tok := range []string{"", e.admin} {
+		if r := e.must(404, e.call("GET", "/no/such/route", tok, nil)); r.errCodes()[0] != "not_found@" {
+			t.Fatalf("token %q: %s", tok, r.raw)
+		}
+	}
+	e.must(401, e.call("GET", "/flows", "", nil))
+	e.must(401, e.call("GET", "/users", "", nil))
+	e.must(200, e.call("GET", "/flows", e.admin, nil))
+}

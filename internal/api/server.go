@@ -113,11 +113,13 @@ func New(cfg Config) *fiber.App {
 	s.mountConnectors(v1)
 	s.mountExecutions(v1)
 
-	// FlowMate partner API routes, same handlers and shapes.
-	legacy := app.Group("", s.authenticate)
-	s.mountFlows(legacy)
-	legacy.Get("/users", s.listUsersFlowMate)
-	legacy.Get("/users/:id", s.getUser)
+	// FlowMate partner API routes, same handlers and shapes. They sit at the root, so only their
+	// prefixes authenticate: any other path is a 404, with or without a token.
+	app.Use("/flows", s.authenticate)
+	app.Use("/users", s.authenticate)
+	s.mountFlows(app)
+	app.Get("/users", s.listUsersFlowMate)
+	app.Get("/users/:id", s.getUser)
 
 	app.Use(func(c *fiber.Ctx) error {
 		return fail(fiber.StatusNotFound, problem.New("not_found", "", "no route %s %s", c.Method(), c.Path()))
