@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -389,7 +390,8 @@ func (r *Router) encodeWork(g *graph.Graph, exec *envelope.Execution, gc graph.C
 }
 
 // finalReply answers a synchronous caller whose flow ended without a respond node: the last
-// output with 200, or the error with 500.
+// output with 200, or the error with 502: flowd stands between the caller and the flow, and
+// the flow failed (a step's error, a missing connection); 500 is for flowd's own faults.
 func finalReply(exec *envelope.Execution, out *graph.Outcome) *envelope.Reply {
 	if exec.Status == envelope.StatusFailed {
 		e := out.Error
@@ -397,7 +399,7 @@ func finalReply(exec *envelope.Execution, out *graph.Outcome) *envelope.Reply {
 			e = &envelope.Error{Code: "execution_failed", Message: "the execution failed"}
 		}
 		body := mustJSON(map[string]any{"errors": []map[string]string{{"code": e.Code, "message": e.Message}}})
-		return &envelope.Reply{Status: 500, Body: body}
+		return &envelope.Reply{Status: http.StatusBadGateway, Body: body}
 	}
 	body := out.LastOutput
 	if len(body) == 0 {

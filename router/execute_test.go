@@ -89,7 +89,8 @@ func TestOversizedWorkFailsTheExecution(t *testing.T) {
 	if st.Graph.Status != envelope.StatusFailed {
 		t.Fatalf("graph state %q", st.Graph.Status)
 	}
-	if ch.Reply == nil || ch.Reply.Status != 500 {
+	// The flow failed, not flowd: 502 with the error's code (it was a 500).
+	if ch.Reply == nil || ch.Reply.Status != 502 || !strings.Contains(string(ch.Reply.Body), `"code":"`+CodeRecordTooLarge+`"`) {
 		t.Fatalf("sync caller got %+v", ch.Reply)
 	}
 }

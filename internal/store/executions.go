@@ -1072,6 +1072,11 @@ func (s *Store) PushReply(ctx context.Context, executionID string, r envelope.Re
 
 // WaitReply waits up to timeout (or until ctx's deadline, if sooner) for an execution's
 // reply; ErrNoReply when none came.
+// blpopSeconds is a BLPOP timeout to the millisecond (0 would block forever).
+func blpopSeconds(d time.Duration) string {
+	return strconv.FormatFloat(max(d.Seconds(), 0.001), 'f', 3, 64)
+}
+
 func (s *Store) WaitReply(ctx context.Context, executionID string, timeout time.Duration) (*envelope.Reply, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))
@@ -1080,13 +1085,23 @@ func (s *Store) WaitReply(ctx context.Context, executionID string, timeout time.
 		return nil, ErrNoReply
 	}
 	key := s.execKeysOf(executionID).reply
-	// BLPOP takes seconds with a fraction; go-redis rounds up to whole seconds below 1 s.
-	kv, err := s.rdb.BLPop(ctx, timeout, key).Result()
+	var kv []string
+	var err error
+	if timeout < time.Second {
+		// go-redis's BLPop rounds a timeout under 1 s up to 1 s; BLPOP itself takes seconds with
+		// a fraction (Redis 6), and the client's read timeout covers a wait that short.
+		kv, err = s.rdb.Do(ctx, "BLPOP", key, blpopSeconds(timeout)).StringSlice()
+	} else {
+		kv, err = s.rdb.BLPop(ctx, timeout, key).Result()
+	}
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNoReply
 	}
 	if err != nil {
 		return nil, fmt.Errorf("wait for the reply of %s: %w", executionID, err)
+	}
+	if len(kv) != 2 {
+		return nil, fmt.Errorf("wait for the reply of %s: BLPOP answered %d values", executionID, len(kv))
 	}
 	var r envelope.Reply
 	if err := json.Unmarshal([]byte(kv[1]), &r); err != nil {

@@ -405,4 +405,15 @@ func testReplies(t *testing.T, b testrig.RedisBackend) {
 	if !errors.Is(err, store.ErrNoReply) || !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("no reply: %v", err)
 	}
+	// Waits under a second (a sync flow's timeoutMs: 250) take BLPOP's fractional timeout
+	// (go-redis's BLPop rounds them up to a second).
+	if err := st.PushReply(ctx, "x11", envelope.Reply{Status: 202}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := st.WaitReply(ctx, "x11", 250*time.Millisecond); err != nil || r.Status != 202 {
+		t.Fatalf("sub-second wait for a reply: %+v, %v", r, err)
+	}
+	if _, err := st.WaitReply(ctx, "nobody", 250*time.Millisecond); !errors.Is(err, store.ErrNoReply) {
+		t.Fatalf("sub-second wait without a reply: %v", err)
+	}
 }
