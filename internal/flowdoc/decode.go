@@ -65,6 +65,11 @@ func ToJSON(body []byte, contentType string) ([]byte, problem.List) {
 		return nil, problem.List{problem.New(CodeMalformed, "", "the document is empty")}
 	}
 	if isYAML(contentType, trimmed) {
+		// The YAML parser's cost grows with the square of the nesting: refuse a document that
+		// is far too deep before parsing it (the exact limit is checked on the result).
+		if n := yamlNesting(trimmed); n > maxYAMLNesting {
+			return nil, problem.List{problem.New(CodeTooDeep, "", "the YAML document nests about %d levels deep; at most %d are accepted", n, MaxDepth)}
+		}
 		out, err := yamlToJSON(trimmed)
 		if err != nil {
 			msg := strings.TrimPrefix(err.Error(), "yaml: ")

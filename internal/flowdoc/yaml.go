@@ -1,6 +1,7 @@
 package flowdoc
 
 import (
+	"bytes"
 	"encoding/json"
 	"regexp"
 	"strings"
@@ -98,4 +99,59 @@ func (k *yamlKey) UnmarshalYAML(unmarshal func(any) error) error {
 	}
 	*k = yamlKey(s)
 	return nil
+}
+
+// maxYAMLNesting bounds yamlNesting's estimate: loose enough for any document within MaxDepth
+// (the estimate may count about twice the real depth), tight enough to keep parsing cheap.
+const maxYAMLNesting = 4 * MaxDepth
+
+// yamlNesting estimates how deeply a YAML text nests without parsing it: the indentation
+// levels open at a line, the "- " entries that open sequences on it, and the flow brackets
+// open outside quotes and comments. It may count more levels than the document has (the
+// indented lines of a block scalar), never fewer for block or flow collections.
+func yamlNesting(data []byte) int {
+	var indents []int
+	flow, deepest := 0, 0
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		rest := bytes.TrimLeft(line, " ")
+		if len(rest) == 0 || rest[0] == '#' {
+			continue
+		}
+		if flow == 0 {
+			indent := len(line) - len(rest)
+			for len(indents) > 0 && indents[len(indents)-1] >= indent {
+				indents = indents[:len(indents)-1]
+			}
+			indents = append(indents, indent)
+		}
+		depth := len(indents)
+		for len(rest) > 0 && rest[0] == '-' && (len(rest) == 1 || rest[1] == ' ' || rest[1] == '\t' || rest[1] == '\r') {
+			depth++ // "- - a": each dash opens a sequence inside the one before
+			rest = bytes.TrimLeft(rest[1:], " \t")
+		}
+		var quote byte
+	scan:
+		for i := 0; i < len(rest); i++ {
+			c := rest[i]
+			switch {
+			case quote == '"' && c == '\\':
+				i++ // an escaped character
+			case quote != 0:
+				if c == quote {
+					quote = 0
+				}
+			case c == '"' || c == '\'':
+				quote = c
+			case c == '#' && (i == 0 || rest[i-1] == ' ' || rest[i-1] == '\t'):
+				break scan
+			case c == '[' || c == '{':
+				flow++
+				deepest = max(deepest, depth+flow)
+			case c == ']' || c == '}':
+				flow = max(flow-1, 0)
+			}
+		}
+		deepest = max(deepest, depth+flow)
+	}
+	return deepest
 }
