@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -163,5 +165,30 @@ func TestBannerCurlExpandsTheTokenVariable(t *testing.T) {
 	out, err := exec.Command("sh", "-c", script).Output()
 	if err != nil || string(out) != "-H|Authorization: Bearer fld_x" {
 		t.Fatalf("the shell sees %q (%v)", out, err)
+	}
+}
+
+// flowd validate checks connector nodes against the installed connectors, as the API does (it
+// passed an unknown connector the API rejects).
+func TestValidateChecksConnectors(t *testing.T) {
+	dir := t.TempDir()
+	hosttest.Build(t, dir, map[string]string{"http": "github.com/flowd/flowd/connectors/http"})
+	flow := func(connector string) string {
+		path := filepath.Join(t.TempDir(), connector+".json")
+		doc := `{"name":"v","graph":{"nodes":[{"id":"hook","type":"trigger.webhook"},
+			{"id":"call","type":"action","connector":"` + connector + `","action":"request","config":{"url":"https://example.com"}}],
+			"edges":[{"source":"hook","target":"call"}]}}`
+		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	good, unknown := flow("http"), flow("nope")
+	if out, _, err := run("validate", "--connectors-dir", dir, good); err != nil || !strings.HasSuffix(out, ": ok\n") {
+		t.Fatalf("a flow using an installed connector: %q %v", out, err)
+	}
+	_, errOut, err := run("validate", "--connectors-dir", dir, unknown)
+	if err == nil || !strings.Contains(errOut, "/graph/nodes/1/connector") || !strings.Contains(errOut, "nope") {
+		t.Fatalf("an unknown connector: %q %v", errOut, err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/flowd/flowd/connectors/catalog"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/kafkax"
 )
@@ -197,17 +199,26 @@ func readDoc(stdin io.Reader, file string) ([]byte, error) {
 }
 
 func newValidateCmd() *cobra.Command {
-	var topicPrefix string
+	var topicPrefix, connectorsDir string
 	cmd := &cobra.Command{
 		Use:   "validate FILE...",
-		Short: "Check flow documents offline: schema, graph and expressions; exit 1 on any problem",
+		Short: "Check flow documents offline: schema, graph, expressions and the connectors they use; exit 1 on any problem",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// The installed connectors, as the API checks them: names, actions, config schemas.
+			cat, err := catalog.Load(cmd.Context(), connectorsDir, slog.New(slog.DiscardHandler))
+			if err != nil {
+				return err
+			}
+			opts := cat.ValidationOptions()
+			if cat.Len() == 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "no connectors in %s: connector nodes are not checked (pass --connectors-dir)\n", connectorsDir)
+			}
+			opts.ReservedTopic = kafkax.Config{TopicPrefix: topicPrefix}.Reserved
 			bad := 0
 			for _, file := range args {
 				doc, err := readDoc(cmd.InOrStdin(), file)
 				if err == nil {
-					opts := flowdoc.Options{ReservedTopic: kafkax.Config{TopicPrefix: topicPrefix}.Reserved}
 					if _, ps := flowdoc.Decode(doc, opts); len(ps) > 0 {
 						err = ps
 					}
@@ -226,5 +237,6 @@ func newValidateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&topicPrefix, "topic-prefix", envOr("FLOWD_TOPIC_PREFIX", kafkax.DefaultTopicPrefix), "the deployment's topic prefix: flows may not name its topics (env FLOWD_TOPIC_PREFIX)")
+	cmd.Flags().StringVar(&connectorsDir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries to check connector nodes against (env FLOWD_CONNECTORS_DIR)")
 	return cmd
 }
