@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -311,4 +312,23 @@ func TestConnectionsNeedAKey(t *testing.T) {
 		}
 	}
 	e2.must(401, e2.call("GET", "/api/v1/connections", "", nil))
+}
+
+// The README's connection example works as written with the administrator's token (it asked
+// to share with a tenant, which the administrator has none of: 400 no_tenant).
+func TestREADMEConnectionExample(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), `curl -s -X POST "$API/connections" -H "Authorization: Bearer $TOKEN" -d '`)
+	body, _, ok2 := strings.Cut(rest, "'\n")
+	if !ok || !ok2 {
+		t.Fatal("the README has no connection example")
+	}
+	e := newEnv(t)
+	got := e.must(201, e.call("POST", "/api/v1/connections", e.admin, body)).data()
+	if got["name"] != "crm" || got["type"] != "oauth2" {
+		t.Fatalf("created %v", got)
+	}
 }
