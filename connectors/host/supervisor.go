@@ -123,7 +123,7 @@ func (s *supervisor) start(round *startRound) {
 		s.lastFailure = time.Now()
 		s.lastErr = err
 		round.err = err
-		s.log.Error("connector failed to start", "error", err, "failures", s.failures)
+		s.log.Error("connector failed to start", "err", err, "failures", s.failures)
 		return
 	}
 	s.cur = inst

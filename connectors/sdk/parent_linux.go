@@ -13,7 +13,7 @@ import (
 func dieWithParent(log *slog.Logger) {
 	parent := expectedParent()
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
-		log.Warn("prctl PR_SET_PDEATHSIG failed: relying on the parent watchdog", "error", err)
+		log.Warn("prctl PR_SET_PDEATHSIG failed: relying on the parent watchdog", "err", err)
 	}
 	if os.Getppid() != parent {
 		log.Warn("parent process is gone: exiting", "parent", parent)

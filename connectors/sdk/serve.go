@@ -54,7 +54,7 @@ func serve(c Connector, args []string) int {
 
 	slog.SetDefault(log)
 	if err := protectStdout(); err != nil {
-		log.Error("redirect stdout", "error", err)
+		log.Error("redirect stdout", "err", err)
 		return 1
 	}
 	dieWithParent(log)

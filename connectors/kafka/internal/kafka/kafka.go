@@ -284,7 +284,7 @@ func (p *Producer) writer(brokers []string) (*kafkago.Writer, func(), error) {
 	}
 	return w, func() {
 		if err := w.Close(); err != nil {
-			slog.Warn("close kafka writer", "brokers", key, "error", err)
+			slog.Warn("close kafka writer", "brokers", key, "err", err)
 		}
 	}, nil
 }
