@@ -445,7 +445,7 @@ func TestBodies(t *testing.T) {
 			t.Fatalf("octet-stream: %s", r.raw)
 		}
 		e.must(415, e.do("POST", "/hooks/"+id, "application/json", `{}`, "Content-Encoding", "gzip"))
-		e.must(404, e.do("PUT", "/hooks/"+id, "application/json", `{}`))
+		e.must(405, e.do("PUT", "/hooks/"+id, "application/json", `{}`)) // a method the webhook does not take
 	})
 }
 
