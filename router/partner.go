@@ -87,7 +87,7 @@ type partners struct {
 
 	mu   sync.Mutex
 	subs map[string]*subscription
-	// reported: when each flow's partner topic was last described (see report).
+	// reported: when each flow's partner topic was last described (see reportDue).
 	reported map[string]time.Time
 }
 
@@ -121,11 +121,23 @@ func (p *partners) ensure(ctx context.Context, f *flowdoc.Flow) error {
 		p.drop(f.ID)
 		return faultf(flowdoc.ReasonTopicDenied, ps, "%s", ps[0].Message)
 	}
+	if err := p.subscribe(ctx, f, spec); err != nil {
+		return err
+	}
+	// Describing the topic is Kafka I/O: done outside the lock, which stops and starts
+	// subscriptions.
+	if p.reportDue(f.ID) {
+		p.report(ctx, f.ID, spec.topic)
+	}
+	return nil
+}
+
+// subscribe starts f's reader on its partner topic unless it runs already for f's revision.
+func (p *partners) subscribe(ctx context.Context, f *flowdoc.Flow, spec partnerSpec) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if cur := p.subs[f.ID]; cur != nil {
 		if cur.revision == f.Revision {
-			p.reportLocked(ctx, f.ID, spec.topic)
 			return nil
 		}
 		p.stopLocked(cur)
@@ -156,8 +168,7 @@ func (p *partners) ensure(ctx context.Context, f *flowdoc.Flow) error {
 	}()
 	p.subs[f.ID] = sub
 	p.r.log.Info("subscribed to partner topic", "flow", f.ID, "revision", f.Revision, "topic", spec.topic, "group", group)
-	delete(p.reported, f.ID)
-	p.reportLocked(ctx, f.ID, spec.topic)
+	delete(p.reported, f.ID) // a new subscription is reported at once
 	return nil
 }
 
@@ -172,15 +183,24 @@ type partnerStatus struct {
 	CheckedAt time.Time `json:"checkedAt"`
 }
 
-// reportLocked describes a subscribed flow's partner topic and saves it for the API, at most
-// once per reconcile interval; the report expires if no router renews it. A failure only
-// leaves the last report in place: the subscription itself is what matters.
-func (p *partners) reportLocked(ctx context.Context, flowID, topic string) {
+// reportDue tells whether a flow's partner topic is to be described now (at most once per
+// reconcile interval), and notes that it is.
+func (p *partners) reportDue(flowID string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	now := p.r.now()
 	if last, ok := p.reported[flowID]; ok && now.Sub(last) < p.r.cfg.ReconcileInterval {
-		return
+		return false
 	}
 	p.reported[flowID] = now
+	return true
+}
+
+// report describes a subscribed flow's partner topic and saves it for the API; the report
+// expires if no router renews it. A failure only leaves the last report in place: the
+// subscription itself is what matters.
+func (p *partners) report(ctx context.Context, flowID, topic string) {
+	now := p.r.now()
 	reps, err := kafkax.DescribeReplication(ctx, p.r.cfg.Kafka, topic)
 	if err != nil {
 		p.r.log.Warn("cannot describe a partner topic", "flow", flowID, "topic", topic, "err", err)

@@ -317,13 +317,13 @@ func (r *Runner) resolve(ctx context.Context, w *envelope.Work) (*sdk.Connection
 	return nil, &sdk.Error{Code: CodeConnectionUnavailable, Message: err.Error(), Retryable: true}
 }
 
-// hostError classifies a connector call that could not be made.
 // recordError is a connector's error (the SDK's type, on the plugin side of the boundary) as
 // the records carry it.
 func recordError(e *sdk.Error) *envelope.Error {
 	return &envelope.Error{Code: e.Code, Message: e.Message, Retryable: e.Retryable}
 }
 
+// hostError classifies a connector call that could not be made.
 func hostError(err error) *sdk.Error {
 	switch {
 	case errors.Is(err, host.ErrUnknownConnector):

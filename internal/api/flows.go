@@ -386,14 +386,20 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 	return sendData(c, fiber.StatusOK, f)
 }
 
+// contentOf is a flow without the fields the server manages: what a client writes.
+func contentOf(f *flowdoc.Flow) flowdoc.Flow {
+	c := *f
+	c.ID, c.Status, c.Revision, c.Type, c.CreatedAt, c.UpdatedAt, c.StatusReason = "", "", 0, "", nil, nil, nil
+	return c
+}
+
 // errUnchanged ends an update whose result equals the current flow.
 var errUnchanged = errors.New("the change changes nothing")
 
 // sameContent tells whether two flows differ only in what the server manages.
 func sameContent(a, b *flowdoc.Flow) bool {
 	content := func(f *flowdoc.Flow) []byte {
-		c := *f
-		c.ID, c.Status, c.Revision, c.Type, c.CreatedAt, c.UpdatedAt, c.StatusReason = "", "", 0, "", nil, nil, nil
+		c := contentOf(f)
 		b, err := flowdoc.Canonical(&c)
 		if err != nil {
 			return nil
@@ -406,9 +412,7 @@ func sameContent(a, b *flowdoc.Flow) bool {
 
 // merge applies an RFC 7396 JSON merge patch to the flow's content and validates the result.
 func (s *Server) merge(cur *flowdoc.Flow, patch []byte) (*flowdoc.Flow, error) {
-	content := *cur
-	content.ID, content.Status, content.Revision, content.Type, content.CreatedAt, content.UpdatedAt = "", "", 0, "", nil, nil
-	content.StatusReason = nil
+	content := contentOf(cur)
 	// Canonical writes empty node and edge lists as [] (a flow stored with "edges": null by an
 	// earlier flowd must still take a patch).
 	base, err := flowdoc.Canonical(&content)

@@ -31,6 +31,10 @@ type Durability struct {
 	// Lowered: the defaults did not fit the cluster (fewer than three brokers) and were
 	// lowered to what it has. Acknowledged records then survive no broker loss.
 	Lowered bool
+	// OffsetsReplicationFactor is how many replicas Kafka keeps of committed offsets
+	// (__consumer_offsets, replicated as the brokers say); 0 when the topic does not exist
+	// yet (no group has committed) or may not be described.
+	OffsetsReplicationFactor int
 }
 
 func (d Durability) String() string {
@@ -71,12 +75,13 @@ func resolveDurability(rf, minISR, brokers int) (Durability, error) {
 // (see Durability), asking the cluster how many brokers it has. Roles call it once at start-up
 // and say what it chose (LogDurability); EnsureTopics resolves by itself when they did not.
 func ResolveDurability(ctx context.Context, cfg Config) (Config, Durability, error) {
-	c, closeFn, err := client(cfg, 10*time.Second, []string{})
+	// The metadata of the offsets topic lists the brokers too.
+	c, closeFn, err := client(cfg, 10*time.Second, []string{offsetsTopic})
 	if err != nil {
 		return cfg, Durability{}, err
 	}
 	defer closeFn()
-	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{}})
+	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{offsetsTopic}})
 	if err != nil {
 		return cfg, Durability{}, fmt.Errorf("kafkax: count the brokers of %v: %w", cfg.Brokers, err)
 	}
@@ -85,12 +90,9 @@ func ResolveDurability(ctx context.Context, cfg Config) (Config, Durability, err
 		return cfg, d, err
 	}
 	cfg.ReplicationFactor, cfg.MinInsyncReplicas = d.ReplicationFactor, d.MinInsyncReplicas
-	// Committed offsets live in Kafka's own topic, replicated as the brokers say: warn when
-	// they are less durable than flowd's topics (it exists once any group has committed, and
-	// describing it may not be allowed; either way there is nothing to say).
-	if reps, err := describeReplication(ctx, c, []string{offsetsTopic}); err == nil {
-		if why := reps[offsetsTopic].Below(d); why != "" {
-			slog.WarnContext(ctx, why+": committed offsets may be lost with a broker and consumers then start again from older ones (set the brokers' offsets.topic.replication.factor; see docs/durability.md)")
+	for _, t := range md.Topics {
+		if t.Name == offsetsTopic && t.Error == nil {
+			d.OffsetsReplicationFactor = replicationOf(t).ReplicationFactor
 		}
 	}
 	return cfg, d, nil
@@ -105,9 +107,14 @@ func LogDurability(ctx context.Context, log *slog.Logger, d Durability) {
 	if d.Lowered {
 		log.WarnContext(ctx, fmt.Sprintf("kafka cluster lists %d broker(s): flowd's topics get %s, so losing a broker can lose acknowledged records; production clusters have at least 3 brokers (see docs/durability.md)", d.Brokers, d),
 			"replicationFactor", d.ReplicationFactor, "minInsyncReplicas", d.MinInsyncReplicas, "brokers", d.Brokers)
-		return
+	} else {
+		log.InfoContext(ctx, "kafka topics replicated", "replicationFactor", d.ReplicationFactor, "minInsyncReplicas", d.MinInsyncReplicas, "brokers", d.Brokers)
 	}
-	log.InfoContext(ctx, "kafka topics replicated", "replicationFactor", d.ReplicationFactor, "minInsyncReplicas", d.MinInsyncReplicas, "brokers", d.Brokers)
+	// Committed offsets live in Kafka's own topic: warn when they are less durable than
+	// flowd's topics.
+	if n := d.OffsetsReplicationFactor; n > 0 && n < d.ReplicationFactor {
+		log.WarnContext(ctx, fmt.Sprintf("%s has replication factor %d, below the %d of flowd's topics: committed offsets may be lost with a broker and consumers then start again from older ones (set the brokers' offsets.topic.replication.factor; see docs/durability.md)", offsetsTopic, n, d.ReplicationFactor))
+	}
 }
 
 // TopicReplication is what the cluster says about one topic's durability.

@@ -26,11 +26,8 @@ func TestDurabilityOnASingleBroker(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	cfg := kafkax.Config{Brokers: brokers, TopicPrefix: testrig.Unique("t") + ".", Partitions: 2}
-	resolved, d, err := kafkax.ResolveDurability(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := (kafkax.Durability{ReplicationFactor: 1, MinInsyncReplicas: 1, Brokers: 1, Lowered: true}); d != want {
+	resolved, d := resolveWithOffsets(ctx, t, cfg)
+	if want := (kafkax.Durability{ReplicationFactor: 1, MinInsyncReplicas: 1, Brokers: 1, Lowered: true, OffsetsReplicationFactor: 1}); d != want {
 		t.Fatalf("durability %+v, want %+v", d, want)
 	}
 	if err := kafkax.EnsureTopics(ctx, resolved, "one"); err != nil {
@@ -127,6 +124,32 @@ func TestReplicationOnAThreeBrokerCluster(t *testing.T) {
 	t.Run("a leader killed and restarted", func(t *testing.T) {
 		leaderChange(ctx, t, cluster, cfg, topic)
 	})
+
+	// Committed offsets exist now, replicated as the cluster's brokers say (3).
+	if _, d := resolveWithOffsets(ctx, t, cfg); d.OffsetsReplicationFactor != 3 {
+		t.Fatalf("durability %+v: want __consumer_offsets with 3 replicas", d)
+	}
+}
+
+// resolveWithOffsets resolves cfg's durability once Kafka's offsets topic exists (a
+// FindCoordinator request makes the broker create it), so that its replication is known.
+func resolveWithOffsets(ctx context.Context, t *testing.T, cfg kafkax.Config) (kafkax.Config, kafkax.Durability) {
+	t.Helper()
+	admin := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport()}
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		_, _ = admin.FindCoordinator(ctx, &kafka.FindCoordinatorRequest{Key: testrig.Unique("g-"), KeyType: kafka.CoordinatorKeyTypeConsumer})
+		resolved, d, err := kafkax.ResolveDurability(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.OffsetsReplicationFactor > 0 {
+			return resolved, d
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the offsets topic never showed: %+v", d)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the metadata
+	}
 }
 
 func leaderChange(ctx context.Context, t *testing.T, cluster *testrig.KafkaCluster, cfg kafkax.Config, topic string) {
