@@ -1,0 +1,37 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flowd/flowd/controlplane"
+)
+
+func newAPICmd() *cobra.Command {
+	var in infra
+	var opt apiOptions
+	cmd := &cobra.Command{
+		Use:   "api",
+		Short: "Run the control plane: flow repository, identity and tokens (/api/v1)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opt.adminToken = envOr("FLOWD_ADMIN_TOKEN", "")
+			opt.onReady = func(token string) {
+				if token != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "Administrator token (shown once, store it now): %s\n", token)
+				}
+			}
+			return serveAPI(cmd.Context(), &in, opt)
+		},
+	}
+	in.register(cmd)
+	cmd.Flags().StringVar(&opt.addr, "addr", envOr("FLOWD_API_ADDR", "127.0.0.1:8080"), "listen address (env FLOWD_API_ADDR)")
+	cmd.Flags().StringVar(&opt.connectorsDir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries (env FLOWD_CONNECTORS_DIR)")
+	cmd.Flags().StringVar(&opt.secretKeyFile, "secret-key-file", envOr("FLOWD_SECRET_KEY_FILE", ""), "file holding the AES-256 key(s) for connection secrets (or set FLOWD_SECRET_KEY)")
+	cmd.Flags().IntVar(&opt.bodyLimit, "body-limit", controlplane.DefaultBodyLimit, "largest request body in bytes")
+	cmd.Flags().BoolVar(&opt.autoConfirm, "confirm-lifecycle", false, "confirm flow start/stop in the api role itself (only for deployments without a router)")
+	cmd.Flags().DurationVar(&opt.lifecycleWait, "lifecycle-wait", 10*time.Second, "how long start/stop wait for the router's confirmation before answering 202")
+	return cmd
+}

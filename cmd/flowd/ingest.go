@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flowd/flowd/ingest"
+	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/events"
+	"github.com/flowd/flowd/internal/kafkax"
+)
+
+// ingestOptions configure the webhook role.
+type ingestOptions struct {
+	addr           string
+	secretKeyFile  string
+	bodyLimit      int
+	idempotencyTTL time.Duration
+	syncTimeout    time.Duration
+	produceTimeout time.Duration
+	cacheTTL       time.Duration
+}
+
+func newIngestCmd() *cobra.Command {
+	var in infra
+	var opt ingestOptions
+	cmd := &cobra.Command{
+		Use:   "ingest",
+		Short: "Run the webhook front door: /hooks/{flowId} and /webhooks/{flowId} onto flowd.ingest",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serveIngest(cmd.Context(), &in, opt)
+		},
+	}
+	in.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&opt.addr, "addr", envOr("FLOWD_INGEST_ADDR", "127.0.0.1:8081"), "listen address (env FLOWD_INGEST_ADDR)")
+	f.StringVar(&opt.secretKeyFile, "secret-key-file", envOr("FLOWD_SECRET_KEY_FILE", ""), "file holding the AES-256 key(s) that open webhook auth connections (or set FLOWD_SECRET_KEY)")
+	f.IntVar(&opt.bodyLimit, "body-limit", ingest.DefaultBodyLimit, "largest request body in bytes")
+	f.DurationVar(&opt.idempotencyTTL, "idempotency-ttl", ingest.DefaultIdempotencyTTL, "how long an Idempotency-Key is remembered")
+	f.DurationVar(&opt.syncTimeout, "sync-timeout", ingest.DefaultSyncTimeout, "default wait of synchronous webhooks (a flow's timeoutMs overrides it; max 2m)")
+	f.DurationVar(&opt.produceTimeout, "produce-timeout", ingest.DefaultProduceTimeout, "longest wait for Kafka's acknowledgement before answering 503")
+	f.DurationVar(&opt.cacheTTL, "flow-cache-ttl", ingest.DefaultCacheTTL, "flow metadata is reloaded at least this often (events refresh it sooner)")
+	return cmd
+}
+
+// serveIngest runs the ingest role until ctx ends.
+func serveIngest(ctx context.Context, in *infra, opt ingestOptions) error {
+	keys, err := keyring(opt.secretKeyFile, false)
+	if err != nil {
+		return err
+	}
+	c, err := connect(ctx, in)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	if err := kafkax.EnsureTopics(ctx, c.kcfg, envelope.TopicIngest, events.TopicName); err != nil {
+		return fmt.Errorf("create topics: %w", err)
+	}
+	srv, err := newIngest(c, keys, opt)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = srv.Close() }()
+	roles, err := runRoles(ctx, c.log, namedRole{"ingest", srv})
+	if err != nil && ctx.Err() != nil {
+		return nil // asked to stop while starting: not a failure
+	}
+	if err != nil {
+		return err
+	}
+	// The listener drains first, then the events watcher stops.
+	defer roles.stop()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- srv.ListenAndServe(sctx, opt.addr) }()
+	select {
+	case err := <-roles.failed():
+		cancel()
+		return errors.Join(err, <-served)
+	case err := <-served:
+		return err
+	}
+}

@@ -1,0 +1,155 @@
+package controlplane
+
+import (
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/identity"
+	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/store"
+)
+
+func (s *Server) mountExecutions(r fiber.Router) {
+	r.Get("/flows/:id/executions", s.listExecutions)
+	r.Get("/flows/:id/stats", s.flowStats)
+	r.Get("/executions/:id", s.getExecution)
+	r.Get("/history", s.history)
+}
+
+var executionStatuses = []string{envelope.StatusRunning, envelope.StatusSucceeded, envelope.StatusFailed, envelope.StatusFiltered}
+
+func (s *Server) listExecutions(c *fiber.Ctx) error {
+	if _, err := require(c, identity.PermFlowsRead); err != nil {
+		return err
+	}
+	lp, err := parseList(c, []string{"receivedAt"}, "-receivedAt")
+	if err != nil {
+		return err
+	}
+	if !lp.desc {
+		return fail(fiber.StatusBadRequest, problem.New("invalid_parameter", "sort", "executions are listed newest first (sort=-receivedAt)"))
+	}
+	status := c.Query("filter[status]")
+	if status != "" && !slices.Contains(executionStatuses, status) {
+		return fail(fiber.StatusBadRequest, problem.New("invalid_parameter", "filter[status]", "filter[status] must be one of running, succeeded, failed, filtered"))
+	}
+	f, err := s.visibleFlow(c)
+	if err != nil {
+		return err
+	}
+	execs, total, err := s.st.FlowExecutions(c.UserContext(), f.ID, status, (lp.number-1)*lp.size, lp.size)
+	if err != nil {
+		return err
+	}
+	return sendList(c, execs, Meta{Total: total, Page: lp.number, PerPage: lp.size, TotalPages: (total + lp.size - 1) / lp.size})
+}
+
+// executionView is an execution with its steps.
+type executionView struct {
+	envelope.Execution
+	Steps []envelope.Step `json:"steps"`
+}
+
+func (s *Server) getExecution(c *fiber.Ctx) error {
+	p, err := require(c, identity.PermFlowsRead)
+	if err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	ex, err := s.st.Execution(ctx, c.Params("id"))
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound("execution")
+	}
+	if err != nil {
+		return err
+	}
+	// An execution is visible exactly when its flow is; once the flow is deleted, only to admins.
+	f, err := s.st.Flow(ctx, ex.FlowID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		if !p.IsAdmin() {
+			return notFound("execution")
+		}
+	case err != nil:
+		return err
+	case !canSeeFlow(p, f):
+		return notFound("execution")
+	}
+	steps, err := s.st.ExecutionSteps(ctx, ex.ID)
+	if err != nil {
+		return err
+	}
+	return sendData(c, fiber.StatusOK, executionView{Execution: *ex, Steps: steps})
+}
+
+// maxStatsRange bounds one stats query (per-minute buckets).
+const maxStatsRange = 7 * 24 * time.Hour
+
+func (s *Server) flowStats(c *fiber.Ctx) error {
+	if _, err := require(c, identity.PermFlowsRead); err != nil {
+		return err
+	}
+	now := s.cfg.Now().UTC()
+	from, to := now.Add(-time.Hour), now
+	var ps problem.List
+	if v := c.Query("from"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			ps = append(ps, problem.New("invalid_parameter", "from", "from must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z"))
+		}
+		from = t
+	}
+	if v := c.Query("to"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			ps = append(ps, problem.New("invalid_parameter", "to", "to must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z"))
+		}
+		to = t
+	}
+	if len(ps) == 0 && (!to.After(from) || to.Sub(from) > maxStatsRange) {
+		ps = append(ps, problem.New("invalid_parameter", "to", "to must be after from, at most 7 days later"))
+	}
+	if len(ps) > 0 {
+		return fail(fiber.StatusBadRequest, ps...)
+	}
+	f, err := s.visibleFlow(c)
+	if err != nil {
+		return err
+	}
+	buckets, err := s.st.FlowStats(c.UserContext(), f.ID, from, to)
+	if err != nil {
+		return err
+	}
+	var total struct {
+		Success int64 `json:"success"`
+		Error   int64 `json:"error"`
+		Ignored int64 `json:"ignored"`
+	}
+	for _, b := range buckets {
+		total.Success += b.Success
+		total.Error += b.Error
+		total.Ignored += b.Ignored
+	}
+	counts, err := s.st.Counts(c.UserContext(), f.ID)
+	if err != nil {
+		return err
+	}
+	return sendData(c, fiber.StatusOK, fiber.Map{"flowId": f.ID, "from": from, "to": to, "totals": total, "perMinute": buckets, "allTime": counts})
+}
+
+// history reports the memory the kept executions of every flow take in Redis and what was
+// deleted from them, for operators (it spans tenants, so administrators only).
+func (s *Server) history(c *fiber.Ctx) error {
+	if !principal(c).IsAdmin() {
+		return fail(fiber.StatusForbidden, problem.New("forbidden", "", "the execution history's usage spans every tenant: administrators only"))
+	}
+	u, err := s.st.History(c.UserContext())
+	if err != nil {
+		return err
+	}
+	return sendData(c, fiber.StatusOK, u)
+}

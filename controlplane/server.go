@@ -1,0 +1,203 @@
+// Package api is flowd's control plane over HTTP (fiber): the flow repository, identity and
+// tokens, under /api/v1 and, for clients of the FlowMate partner API, also at /flows and /users.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/flowd/flowd/connectors/catalog"
+	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/secrets"
+	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/internal/topicpolicy"
+)
+
+// Relay is the event outbox as the API needs it.
+type Relay interface {
+	Kick()
+	Flush(ctx context.Context) error
+}
+
+// Config wires the API to its dependencies.
+type Config struct {
+	Store *store.Store
+	Relay Relay
+	Log   *slog.Logger
+	// BodyLimit caps request bodies (default 1 MiB); larger ones get 413.
+	BodyLimit int
+	// AutoConfirm makes the API itself move starting→active and stopping→inactive, for
+	// deployments where no router confirms lifecycle changes.
+	AutoConfirm bool
+	// LifecycleWait is how long start/stop wait for the router to confirm (when AutoConfirm
+	// is off) before answering 202 with the transient state.
+	LifecycleWait time.Duration
+	// Validation hooks (connector config schemas, ports) for flow documents.
+	Validation flowdoc.Options
+	// Now is the clock (tests may pin it).
+	Now func() time.Time
+	// Secrets seals connection secrets; without it the connection routes answer 503.
+	Secrets *secrets.Keyring
+	// DevEcho serves POST /dev/echo (no auth) for the example flow of `flowd dev`.
+	DevEcho bool
+	// Catalog lists the installed connectors; when it has any, flows are validated against
+	// their manifests (unknown connectors, config schemas, ports).
+	Catalog *catalog.Catalog
+	// ReservedTopic says which Kafka topics no flow may name (kafkax.Config.Reserved of the
+	// deployment's topic prefix; the default prefix's when nil).
+	ReservedTopic func(topic string) bool
+	// PartnerTopicsRestricted makes tenants without a partner-topic list of their own use no
+	// partner topic at all (administrators set lists with PATCH /api/v1/tenants/{id}).
+	PartnerTopicsRestricted bool
+}
+
+// Server holds the handlers' dependencies.
+type Server struct {
+	cfg    Config
+	st     *store.Store
+	log    *slog.Logger
+	topics topicpolicy.Policy
+}
+
+// DefaultBodyLimit is the largest request body accepted by default.
+const DefaultBodyLimit = 1 << 20
+
+// New builds the fiber app with every route mounted.
+func New(cfg Config) *fiber.App {
+	if cfg.BodyLimit <= 0 {
+		cfg.BodyLimit = DefaultBodyLimit
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Catalog == nil {
+		cfg.Catalog = catalog.Empty()
+	}
+	if cfg.Validation.Lookup == nil && cfg.Validation.ConfigSchema == nil && cfg.Validation.ActionPorts == nil {
+		cfg.Validation = cfg.Catalog.ValidationOptions()
+	}
+	if cfg.ReservedTopic == nil {
+		cfg.ReservedTopic = kafkax.Config{}.Reserved
+	}
+	cfg.Validation.ReservedTopic = cfg.ReservedTopic
+	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Log,
+		topics: topicpolicy.Policy{Directory: cfg.Store, Restricted: cfg.PartnerTopicsRestricted}}
+	app := fiber.New(fiber.Config{
+		AppName:               "flowd",
+		BodyLimit:             cfg.BodyLimit,
+		DisableStartupMessage: true,
+		ReadTimeout:           30 * time.Second,
+		WriteTimeout:          30 * time.Second,
+		IdleTimeout:           2 * time.Minute,
+		ErrorHandler:          s.handleError,
+	})
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	app.Get("/readyz", s.ready)
+	if cfg.DevEcho {
+		app.Post("/dev/echo", echo)
+	}
+
+	v1 := app.Group("/api/v1", s.authenticate)
+	s.mountFlows(v1)
+	s.mountIdentity(v1)
+	s.mountConnections(v1)
+	s.mountConnectors(v1)
+	s.mountExecutions(v1)
+
+	// FlowMate partner API routes, same handlers and shapes. They sit at the root, so only their
+	// prefixes authenticate: any other path is a 404, with or without a token.
+	app.Use("/flows", s.authenticate)
+	app.Use("/users", s.authenticate)
+	s.mountFlows(app)
+	app.Get("/users", s.listUsersFlowMate)
+	app.Get("/users/:id", s.getUser)
+
+	app.Use(func(c *fiber.Ctx) error {
+		return fail(fiber.StatusNotFound, problem.New("not_found", "", "no route %s %s", c.Method(), c.Path()))
+	})
+	return app
+}
+
+func (s *Server) ready(c *fiber.Ctx) error {
+	if err := s.st.Ping(c.UserContext()); err != nil {
+		return fail(fiber.StatusServiceUnavailable, problem.New("redis_unavailable", "", "state store is not reachable"))
+	}
+	return c.JSON(fiber.Map{"status": "ready"})
+}
+
+// apiError carries an HTTP status and the problems to report.
+type apiError struct {
+	status   int
+	problems problem.List
+}
+
+func (e *apiError) Error() string { return e.problems.Error() }
+
+func fail(status int, ps ...problem.Problem) error {
+	return &apiError{status: status, problems: ps}
+}
+
+func notFound(what string) error {
+	return fail(fiber.StatusNotFound, problem.New("not_found", "", "%s not found", what))
+}
+
+func forbidden(perm string) error {
+	return fail(fiber.StatusForbidden, problem.New("forbidden", "", "this token lacks the %q permission", perm))
+}
+
+// statusCodes names the generic HTTP errors fiber raises itself.
+var statusCodes = map[int]string{
+	fiber.StatusRequestEntityTooLarge: "too_large",
+	fiber.StatusMethodNotAllowed:      "method_not_allowed",
+	fiber.StatusNotFound:              "not_found",
+	fiber.StatusBadRequest:            "bad_request",
+	fiber.StatusRequestTimeout:        "timeout",
+	fiber.StatusUnsupportedMediaType:  "unsupported_media_type",
+}
+
+func (s *Server) handleError(c *fiber.Ctx, err error) error {
+	var ae *apiError
+	var fe *fiber.Error
+	switch {
+	case errors.As(err, &ae):
+	case errors.As(err, &fe):
+		code := statusCodes[fe.Code]
+		if code == "" {
+			code = "http_error"
+		}
+		msg := fe.Message
+		if fe.Code == fiber.StatusRequestEntityTooLarge {
+			msg = "request body is larger than the limit of " + humanBytes(s.cfg.BodyLimit)
+		}
+		ae = &apiError{status: fe.Code, problems: problem.List{{Code: code, Message: msg}}}
+	case errors.Is(err, context.DeadlineExceeded):
+		ae = &apiError{status: fiber.StatusServiceUnavailable, problems: problem.List{{Code: "timeout", Message: "the request took too long; try again"}}}
+	default:
+		s.log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
+		ae = &apiError{status: fiber.StatusInternalServerError, problems: problem.List{{Code: "internal", Message: "internal error; see the server log"}}}
+	}
+	if ae.status == fiber.StatusServiceUnavailable {
+		c.Set(fiber.HeaderRetryAfter, "5")
+	}
+	return c.Status(ae.status).JSON(fiber.Map{"errors": ae.problems})
+}
+
+func humanBytes(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return itoa(n>>20) + " MiB"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return itoa(n>>10) + " KiB"
+	default:
+		return itoa(n) + " bytes"
+	}
+}
