@@ -16,8 +16,8 @@ import (
 
 	"github.com/flowd/flowd/connectors/catalog"
 	"github.com/flowd/flowd/connectors/host"
-	"github.com/flowd/flowd/ingest"
 	"github.com/flowd/flowd/controlplane"
+	"github.com/flowd/flowd/ingest"
 	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/devenv"
 	"github.com/flowd/flowd/internal/envelope"
