@@ -16,7 +16,7 @@ const AdminUsername = "admin"
 // EnsureAdmin makes sure an administrator exists. With envToken (FLOWD_ADMIN_TOKEN) set, that
 // token authenticates the administrator. Without it, a token is generated on the very first
 // start only and returned so the caller can print it once; later starts return "".
-func EnsureAdmin(ctx context.Context, st *store.Store, envToken string) (string, error) {
+func EnsureAdmin(ctx context.Context, st Identity, envToken string) (string, error) {
 	now := time.Now().UTC()
 	adminID, err := st.AdminID(ctx)
 	switch {

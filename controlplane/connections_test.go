@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/flowd/flowd/controlplane"
+	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/store"
 	"github.com/flowd/flowd/internal/testrig"
 )
@@ -119,7 +120,7 @@ func TestConnectionsNeverRevealTheirSecrets(t *testing.T) {
 			t.Fatalf("%s: %s", name, r.raw)
 		}
 		for _, f := range wantSecrets {
-			if d["data"].(map[string]any)[f] != controlplane.Mask {
+			if d["data"].(map[string]any)[f] != connections.Mask {
 				t.Fatalf("%s: %s not masked: %s", name, f, r.raw)
 			}
 		}
@@ -206,7 +207,7 @@ func TestConnectionsNeverRevealTheirSecrets(t *testing.T) {
 
 	// PATCH: a new secret replaces the old; the mask sent back keeps it.
 	p := e.must(200, rec.do("PATCH", "/api/v1/connections/"+basic.id, alice, map[string]any{"name": "Billing", "data": map[string]any{"password": newPassword}})).data()
-	if p["name"] != "Billing" || p["data"].(map[string]any)["password"] != controlplane.Mask {
+	if p["name"] != "Billing" || p["data"].(map[string]any)["password"] != connections.Mask {
 		t.Fatalf("after PATCH: %v", p)
 	}
 	got := e.must(200, rec.do("GET", "/api/v1/connections/"+basic.id, alice, nil)).data()
@@ -275,7 +276,7 @@ func TestConnectionValidationReportsEveryProblem(t *testing.T) {
 			[]string{"required@/name", "unknown_field@/colour", "invalid@/data/tokenUrl", "invalid_type@/data/clientId", "required@/data/clientSecret", "unknown_field@/data/extra", "not_allowed@/data/accessToken"}},
 		{"unknown type", alice, map[string]any{"name": "x", "type": "kerberos"}, []string{"invalid@/type"}},
 		{"missing fields", alice, map[string]any{"name": "x", "type": "basic", "data": map[string]any{"password": ""}}, []string{"required@/data/username", "required@/data/password"}},
-		{"mask as a value", alice, map[string]any{"name": "x", "type": "bearer", "data": map[string]any{"token": controlplane.Mask}}, []string{"masked_value@/data/token"}},
+		{"mask as a value", alice, map[string]any{"name": "x", "type": "bearer", "data": map[string]any{"token": connections.Mask}}, []string{"masked_value@/data/token"}},
 		{"bad header and types", alice, map[string]any{"name": "x\n", "type": "api_key", "shared": "yes", "data": map[string]any{"header": "X Key", "key": "k"}}, []string{"invalid@/name", "invalid_type@/shared", "invalid@/data/header"}},
 		{"bad grant", alice, map[string]any{"name": "x", "type": "oauth2", "data": map[string]any{"grant": "password", "clientSecret": "s"}}, []string{"invalid@/data/grant", "required@/data/tokenUrl", "required@/data/clientId"}},
 		{"bad expiry", alice, map[string]any{"name": "x", "type": "oauth2", "data": map[string]any{"grant": "authorization_code", "tokenUrl": "https://a/t", "clientId": "c", "refreshToken": "r", "expiresAt": "tomorrow"}}, []string{"invalid@/data/expiresAt"}},

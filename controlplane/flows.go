@@ -18,6 +18,7 @@ import (
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/identity"
 	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/problem/httpproblem"
 	"github.com/flowd/flowd/internal/store"
 )
 
@@ -51,7 +52,7 @@ var errHidden = errors.New("flow not visible")
 
 // flowErr maps store and visibility errors to responses; existence never leaks across tenants.
 func flowErr(err error) error {
-	var ae *apiError
+	var ae *httpproblem.Error
 	switch {
 	case err == nil:
 		return nil

@@ -4,7 +4,6 @@ package controlplane
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 
@@ -14,8 +13,8 @@ import (
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/problem/httpproblem"
 	"github.com/flowd/flowd/internal/secrets"
-	"github.com/flowd/flowd/internal/store"
 	"github.com/flowd/flowd/internal/topicpolicy"
 )
 
@@ -27,7 +26,7 @@ type Relay interface {
 
 // Config wires the API to its dependencies.
 type Config struct {
-	Store *store.Store
+	Store Store
 	Relay Relay
 	Log   *slog.Logger
 	// BodyLimit caps request bodies (default 1 MiB); larger ones get 413.
@@ -60,13 +59,16 @@ type Config struct {
 // Server holds the handlers' dependencies.
 type Server struct {
 	cfg    Config
-	st     *store.Store
+	st     Store
 	log    *slog.Logger
 	topics topicpolicy.Policy
 }
 
 // DefaultBodyLimit is the largest request body accepted by default.
 const DefaultBodyLimit = 1 << 20
+
+// retryAfter is the Retry-After of the API's 503 answers.
+const retryAfter = 5 * time.Second
 
 // New builds the fiber app with every route mounted.
 func New(cfg Config) *fiber.App {
@@ -98,7 +100,7 @@ func New(cfg Config) *fiber.App {
 		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          30 * time.Second,
 		IdleTimeout:           2 * time.Minute,
-		ErrorHandler:          s.handleError,
+		ErrorHandler:          httpproblem.Handler{BodyLimit: cfg.BodyLimit, RetryAfter: retryAfter, Log: cfg.Log}.Handle,
 	})
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.ready)
@@ -134,16 +136,8 @@ func (s *Server) ready(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"status": "ready"})
 }
 
-// apiError carries an HTTP status and the problems to report.
-type apiError struct {
-	status   int
-	problems problem.List
-}
-
-func (e *apiError) Error() string { return e.problems.Error() }
-
 func fail(status int, ps ...problem.Problem) error {
-	return &apiError{status: status, problems: ps}
+	return httpproblem.New(status, ps...)
 }
 
 func notFound(what string) error {
@@ -152,52 +146,4 @@ func notFound(what string) error {
 
 func forbidden(perm string) error {
 	return fail(fiber.StatusForbidden, problem.New("forbidden", "", "this token lacks the %q permission", perm))
-}
-
-// statusCodes names the generic HTTP errors fiber raises itself.
-var statusCodes = map[int]string{
-	fiber.StatusRequestEntityTooLarge: "too_large",
-	fiber.StatusMethodNotAllowed:      "method_not_allowed",
-	fiber.StatusNotFound:              "not_found",
-	fiber.StatusBadRequest:            "bad_request",
-	fiber.StatusRequestTimeout:        "timeout",
-	fiber.StatusUnsupportedMediaType:  "unsupported_media_type",
-}
-
-func (s *Server) handleError(c *fiber.Ctx, err error) error {
-	var ae *apiError
-	var fe *fiber.Error
-	switch {
-	case errors.As(err, &ae):
-	case errors.As(err, &fe):
-		code := statusCodes[fe.Code]
-		if code == "" {
-			code = "http_error"
-		}
-		msg := fe.Message
-		if fe.Code == fiber.StatusRequestEntityTooLarge {
-			msg = "request body is larger than the limit of " + humanBytes(s.cfg.BodyLimit)
-		}
-		ae = &apiError{status: fe.Code, problems: problem.List{{Code: code, Message: msg}}}
-	case errors.Is(err, context.DeadlineExceeded):
-		ae = &apiError{status: fiber.StatusServiceUnavailable, problems: problem.List{{Code: "timeout", Message: "the request took too long; try again"}}}
-	default:
-		s.log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
-		ae = &apiError{status: fiber.StatusInternalServerError, problems: problem.List{{Code: "internal", Message: "internal error; see the server log"}}}
-	}
-	if ae.status == fiber.StatusServiceUnavailable {
-		c.Set(fiber.HeaderRetryAfter, "5")
-	}
-	return c.Status(ae.status).JSON(fiber.Map{"errors": ae.problems})
-}
-
-func humanBytes(n int) string {
-	switch {
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return itoa(n>>20) + " MiB"
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return itoa(n>>10) + " KiB"
-	default:
-		return itoa(n) + " bytes"
-	}
 }

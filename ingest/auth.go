@@ -14,6 +14,7 @@ import (
 	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/problem/httpproblem"
 	"github.com/flowd/flowd/internal/store"
 )
 
@@ -40,11 +41,11 @@ type authConfig struct {
 // decrypts nothing else: connectors' credentials are opened by runners only.
 func secretField(authType, connType string) (string, bool) {
 	switch {
-	case authType == authBearer && connType == "bearer":
+	case authType == authBearer && connType == connections.TypeBearer:
 		return "token", true
-	case authType == authHMAC && connType == "api_key":
+	case authType == authHMAC && connType == connections.TypeAPIKey:
 		return "key", true
-	case authType == authHMAC && connType == "basic":
+	case authType == authHMAC && connType == connections.TypeBasic:
 		return "password", true
 	}
 	return "", false
@@ -74,27 +75,23 @@ func (s *Server) loadSecret(ctx context.Context, a authConfig, owners []flowdoc.
 	if !ok {
 		return nil, fmt.Errorf("%w: %s auth cannot use a connection of type %q", errMisconfigured, a.Type, c.Type)
 	}
-	sealed, ok := c.Secrets[field]
-	if !ok {
-		return nil, fmt.Errorf("%w: auth connection %s has no %s", errMisconfigured, a.Connection, field)
-	}
-	secret, err := s.cfg.Secrets.Decrypt(sealed, store.ConnectionAAD(c.ID, field))
+	secret, err := connections.Open(s.cfg.Secrets, c, field)
 	if err != nil {
 		return nil, fmt.Errorf("%w: auth connection %s: %w", errMisconfigured, a.Connection, err)
 	}
 	return secret, nil
 }
 
-func unauthorized(challenge, format string, args ...any) *httpError {
+func unauthorized(challenge, format string, args ...any) *httpproblem.Error {
 	e := fail(fiber.StatusUnauthorized, problem.New(codeUnauthorized, "", format, args...))
 	if challenge != "" {
-		e = e.with(fiber.HeaderWWWAuthenticate, challenge)
+		e = e.With(fiber.HeaderWWWAuthenticate, challenge)
 	}
 	return e
 }
 
 // authenticate checks the request against the flow's auth; every comparison is constant-time.
-func authenticate(c *fiber.Ctx, m *flowMeta) *httpError {
+func authenticate(c *fiber.Ctx, m *flowMeta) *httpproblem.Error {
 	switch m.auth.Type {
 	case authBearer:
 		h := c.Get(fiber.HeaderAuthorization)

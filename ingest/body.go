@@ -10,6 +10,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/problem/httpproblem"
 )
 
 // emptyObject is the input of a request without a body: no fields, rather than null, so an
@@ -24,7 +25,7 @@ var emptyObject = []byte("{}")
 //
 // Anything else is 415. The result may alias fiber's request buffer; it is only used while
 // the handler runs and is copied when the record is encoded.
-func hookInput(c *fiber.Ctx) ([]byte, *httpError) {
+func hookInput(c *fiber.Ctx) ([]byte, *httpproblem.Error) {
 	if c.Method() == fiber.MethodGet {
 		return argsObject(c.Request().URI().QueryArgs()), nil
 	}
@@ -54,7 +55,7 @@ func hookInput(c *fiber.Ctx) ([]byte, *httpError) {
 }
 
 // flowMateInput reads POST /webhooks/{flowId}: a JSON object whose "data" is the input.
-func flowMateInput(c *fiber.Ctx) ([]byte, *httpError) {
+func flowMateInput(c *fiber.Ctx) ([]byte, *httpproblem.Error) {
 	body, mt, herr := rawBody(c)
 	if herr != nil {
 		return nil, herr
@@ -79,7 +80,7 @@ func flowMateInput(c *fiber.Ctx) ([]byte, *httpError) {
 
 // rawBody returns the body exactly as sent and its media type. Compressed bodies are refused:
 // inflating them would escape the body limit, and signatures cover the bytes as sent.
-func rawBody(c *fiber.Ctx) ([]byte, string, *httpError) {
+func rawBody(c *fiber.Ctx) ([]byte, string, *httpproblem.Error) {
 	if enc := strings.TrimSpace(c.Get(fiber.HeaderContentEncoding)); enc != "" && !strings.EqualFold(enc, "identity") {
 		return nil, "", fail(fiber.StatusUnsupportedMediaType, problem.New(codeUnsupported, "", "Content-Encoding %q is not accepted; send the body uncompressed", enc))
 	}
@@ -98,13 +99,13 @@ func isJSON(mt string) bool {
 	return mt == "" || mt == fiber.MIMEApplicationJSON || strings.HasSuffix(mt, "+json")
 }
 
-func unsupported(mt string) *httpError {
+func unsupported(mt string) *httpproblem.Error {
 	return fail(fiber.StatusUnsupportedMediaType, problem.New(codeUnsupported, "",
 		"Content-Type %q is not accepted; send application/json, application/x-www-form-urlencoded or text/*", mt))
 }
 
 // checkJSON reports a syntax error with its line and column.
-func checkJSON(body []byte) *httpError {
+func checkJSON(body []byte) *httpproblem.Error {
 	// json.Valid is one scan without allocating; decoding (which scans twice and copies) is
 	// only needed to say where a bad body goes wrong.
 	if json.Valid(body) {

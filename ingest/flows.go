@@ -12,6 +12,7 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/store"
@@ -250,7 +251,7 @@ func (fc *flowCache) clear() {
 // ingest process sees every event). When the consumer fails (the broker is away) it starts
 // again after a pause, and the whole cache is dropped: events may have been missed meanwhile.
 func (s *Server) watchEvents(ctx context.Context) {
-	delay := 200 * time.Millisecond
+	b := backoff.New(200*time.Millisecond, 10*time.Second)
 	for ctx.Err() == nil {
 		started := time.Now()
 		subscribed := func() { s.readyOnce.Do(func() { close(s.ready) }) }
@@ -265,16 +266,11 @@ func (s *Server) watchEvents(ctx context.Context) {
 		}
 		s.flows.clear()
 		if time.Since(started) > time.Minute {
-			delay = 200 * time.Millisecond // it ran fine for a while: retry promptly
+			b.Reset() // it ran fine for a while: retry promptly
 		}
-		s.log.Warn("flow events consumer stopped; restarting", "err", err, "in", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		s.log.Warn("flow events consumer stopped; restarting", "err", err, "in", b.Peek())
+		if !b.Wait(ctx) {
 			return
-		case <-t.C:
 		}
-		delay = min(delay*2, 10*time.Second)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/problem/httpproblem"
 	"github.com/flowd/flowd/internal/store"
 )
 
@@ -29,13 +30,13 @@ const (
 )
 
 // lookup returns the flow's metadata if its hook takes requests.
-func (s *Server) lookup(c *fiber.Ctx) (*flowMeta, *httpError) {
+func (s *Server) lookup(c *fiber.Ctx) (*flowMeta, *httpproblem.Error) {
 	// Cloned: the cache keeps the id as a map key, and fiber reuses the buffer behind Params.
 	id := strings.Clone(c.Params("flowId"))
 	m, err := s.flows.get(c.UserContext(), id, s.cfg.Now())
 	if err != nil {
 		s.log.Warn("flow lookup failed", "flow", id, "err", err)
-		return nil, unavailable(s.cfg.RetryAfter, "the flow cannot be looked up right now")
+		return nil, unavailable("the flow cannot be looked up right now")
 	}
 	if m == nil || !m.open {
 		return nil, notFound()
@@ -55,7 +56,7 @@ func (s *Server) hook(c *fiber.Ctx) error { return s.accept(c, hookInput, "") }
 func (s *Server) flowMate(c *fiber.Ctx) error { return s.accept(c, flowMateInput, "/data") }
 
 // accept runs a webhook request: flow, auth, input, idempotency, produce, answer.
-func (s *Server) accept(c *fiber.Ctx, input func(*fiber.Ctx) ([]byte, *httpError), inputPath string) error {
+func (s *Server) accept(c *fiber.Ctx, input func(*fiber.Ctx) ([]byte, *httpproblem.Error), inputPath string) error {
 	received := s.cfg.Now().UTC()
 	m, herr := s.lookup(c)
 	if herr != nil {
@@ -113,14 +114,14 @@ func (s *Server) accept(c *fiber.Ctx, input func(*fiber.Ctx) ([]byte, *httpError
 		switch {
 		case err != nil:
 			s.log.Warn("idempotency key unavailable", "flow", m.id, "err", err)
-			return unavailable(s.cfg.RetryAfter, "the idempotency key cannot be checked right now")
+			return unavailable("the idempotency key cannot be checked right now")
 		case !claimed && state == store.IdemDone:
 			c.Set(HeaderReplayed, "true")
 			c.Set(HeaderExecutionID, id)
 			return c.Status(fiber.StatusOK).JSON(fiber.Map{"data": fiber.Map{"executionId": id}})
 		case !claimed:
 			return fail(fiber.StatusConflict, problem.New(codeInProgress, "", "a request with this %s is still being accepted; retry shortly", HeaderIdempotencyKey)).
-				with(fiber.HeaderRetryAfter, "1")
+				With(fiber.HeaderRetryAfter, "1")
 		}
 		// A retry after a failed attempt reuses that attempt's id, which may still land.
 		rec.ExecutionID = id
@@ -155,7 +156,7 @@ func (s *Server) finishKey(flowID, key, executionID, state string) {
 
 // produce writes the record and returns once the broker acknowledged it (acks=all), or the
 // answer to give instead.
-func (s *Server) produce(ctx context.Context, rec *envelope.Ingest) *httpError {
+func (s *Server) produce(ctx context.Context, rec *envelope.Ingest) *httpproblem.Error {
 	// Encoding copies the input out of fiber's request buffer: the writer may hold the
 	// value after this handler returned (a timed-out batch is still retried).
 	val, err := encodeRecord(rec)
@@ -166,18 +167,18 @@ func (s *Server) produce(ctx context.Context, rec *envelope.Ingest) *httpError {
 	// spreads over every partition and every router instance.
 	msg := kafka.Message{Topic: s.topic, Key: []byte(rec.ExecutionID), Value: val, Time: rec.ReceivedAt}
 	if len(val)+len(msg.Key)+64 > s.maxRecord {
-		return fail(fiber.StatusRequestEntityTooLarge, problem.New(codeTooLarge, "", "the request is too large to be recorded (limit about %s)", humanBytes(s.maxRecord)))
+		return fail(fiber.StatusRequestEntityTooLarge, problem.New(codeTooLarge, "", "the request is too large to be recorded (limit about %s)", httpproblem.Bytes(s.maxRecord)))
 	}
 	s.cfg.Kafka.RecordKeys.Sign(&msg)
 	if !s.brk.allow(s.cfg.Now()) {
-		return unavailable(s.cfg.RetryAfter, "the event log is unavailable; retry later")
+		return unavailable("the event log is unavailable; retry later")
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProduceTimeout)
 	defer cancel()
 	if err := s.w.WriteMessages(ctx, msg); err != nil {
 		s.brk.failure(s.cfg.Now())
 		s.log.Warn("record not acknowledged", "flow", rec.FlowID, "execution", rec.ExecutionID, "err", err)
-		return unavailable(s.cfg.RetryAfter, "the event log did not acknowledge the request; retry later")
+		return unavailable("the event log did not acknowledge the request; retry later")
 	}
 	s.brk.success()
 	return nil

@@ -36,8 +36,8 @@ import (
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/problem/httpproblem"
 	"github.com/flowd/flowd/internal/secrets"
-	"github.com/flowd/flowd/internal/store"
 )
 
 // Defaults of Config.
@@ -53,15 +53,10 @@ const (
 	defaultCacheEntries    = 100_000
 )
 
-// ReplyWaiter waits for the reply of a synchronous execution; *store.Store provides it.
-type ReplyWaiter interface {
-	WaitReply(ctx context.Context, executionID string, timeout time.Duration) (*envelope.Reply, error)
-}
-
 // Config wires ingest to its dependencies. Zero values mean the defaults above.
 type Config struct {
 	Kafka kafkax.Config
-	Store *store.Store
+	Store Store
 	// Secrets opens the secret of a flow's auth connection (and nothing else). Without it,
 	// flows with bearer or hmac auth refuse every request.
 	Secrets *secrets.Keyring
@@ -175,7 +170,7 @@ func (s *Server) newApp() *fiber.App {
 		// Written after the handler returns; a sync request's wait is not counted.
 		WriteTimeout: 30 * time.Second,
 		IdleTimeout:  2 * time.Minute,
-		ErrorHandler: s.handleError,
+		ErrorHandler: httpproblem.Handler{BodyLimit: s.cfg.BodyLimit, RetryAfter: s.cfg.RetryAfter, Log: s.log}.Handle,
 	})
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
@@ -195,7 +190,7 @@ func (s *Server) newApp() *fiber.App {
 	} {
 		app.All(path, func(c *fiber.Ctx) error {
 			return fail(fiber.StatusMethodNotAllowed, problem.New(codeMethodNotAllowed, "", "%s takes %s, not %s", c.Path(), allow, c.Method())).
-				with(fiber.HeaderAllow, allow)
+				With(fiber.HeaderAllow, allow)
 		})
 	}
 	app.Use(func(c *fiber.Ctx) error {
@@ -209,16 +204,16 @@ func (s *Server) App() *fiber.App { return s.app }
 
 func (s *Server) readyz(c *fiber.Ctx) error {
 	if err := s.cfg.Store.Ping(c.UserContext()); err != nil {
-		return unavailable(s.cfg.RetryAfter, "the state store is not reachable")
+		return unavailable("the state store is not reachable")
 	}
 	if s.brk.open() {
-		return unavailable(s.cfg.RetryAfter, "the Kafka broker is not acknowledging records")
+		return unavailable("the Kafka broker is not acknowledging records")
 	}
 	select {
 	case <-s.ready:
 	default:
 		// Until then a flow's lifecycle changes would not reach this process's cache.
-		return unavailable(s.cfg.RetryAfter, "not following flow events yet")
+		return unavailable("not following flow events yet")
 	}
 	return c.JSON(fiber.Map{"status": "ready"})
 }
@@ -253,7 +248,7 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	tl := newTrackingListener(ln)
 	errc := make(chan error, 1)
-	go func() { errc <- s.app.Listener(tl) }()
+	go func() { errc <- s.app.Listener(httpproblem.Listener(tl)) }()
 	s.log.Info("ingest listening", "addr", ln.Addr().String(), "topic", s.topic)
 	select {
 	case err := <-errc:

@@ -503,6 +503,32 @@ func TestBodyLimit(t *testing.T) {
 	}
 }
 
+// A client that sends a whole body over the limit, as HTTP clients do, reads the 413 and its
+// envelope: the connection is not reset while the body is still on its way. The bodies are
+// far larger than the socket buffers, so the client is mid-upload when refused.
+func TestBodyOverTheLimitIsAnsweredWhileUploading(t *testing.T) {
+	e := newEnv(t, func(c *envConfig) { c.mutate = func(cfg *ingest.Config) { cfg.BodyLimit = 1 << 10 } })
+	id := e.flow(flowOpts{active: true})
+	client := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(client.CloseIdleConnections)
+	big := strings.Repeat("a", 16<<20)
+	for _, path := range []string{"/hooks/" + id, "/hooks/" + id + "/sub/path", "/webhooks/" + id} {
+		for i := range 3 {
+			res, err := client.Post(e.base+path, "application/json", strings.NewReader(big))
+			if err != nil {
+				t.Fatalf("POST %s #%d: %v", path, i, err)
+			}
+			raw, _ := io.ReadAll(res.Body)
+			_ = res.Body.Close()
+			if res.StatusCode != 413 || res.Header.Get("Content-Type") != "application/json" ||
+				string(raw) != `{"errors":[{"code":"too_large","message":"request body is larger than the limit of 1 KiB","path":""}]}` {
+				t.Fatalf("POST %s #%d: %d %s %s", path, i, res.StatusCode, res.Header.Get("Content-Type"), raw)
+			}
+		}
+	}
+	e.accepted(e.do("POST", "/hooks/"+id, "text/plain", strings.Repeat("a", 1000)))
+}
+
 func TestUnknownAndInactiveFlowsAreNotFound(t *testing.T) {
 	e := newEnv(t)
 	active := e.flow(flowOpts{active: true})

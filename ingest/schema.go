@@ -6,16 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
-	"github.com/santhosh-tekuri/jsonschema/v6/kind"
-	"golang.org/x/text/language"
-	"golang.org/x/text/message"
 
-	"github.com/flowd/flowd/internal/expression"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/problem/schemaproblem"
 )
 
 // compileInput turns payload.inputParameters into a compiled JSON Schema (nil: no contract).
@@ -102,66 +98,9 @@ func validateInput(sch *jsonschema.Schema, input []byte, prefix string) (problem
 	if !errors.As(err, &ve) {
 		return nil, fmt.Errorf("validate input: %w", err)
 	}
-	var out problem.List
-	collectProblems(ve, prefix, &out)
+	out := schemaproblem.Problems(ve, prefix)
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out, nil
-}
-
-var printer = message.NewPrinter(language.English)
-
-// collectProblems flattens a validation error tree into one problem per failing keyword.
-func collectProblems(e *jsonschema.ValidationError, prefix string, out *problem.List) {
-	path := prefix + pointer(e.InstanceLocation)
-	switch k := e.ErrorKind.(type) {
-	case *kind.AnyOf, *kind.OneOf:
-		// Every branch's failures would bury the point; one line at the value says enough.
-		*out = append(*out, problem.New(flowdoc.CodeSchema, path, "%s", e.ErrorKind.LocalizedString(printer)))
-		return
-	case *kind.Required:
-		for _, m := range k.Missing {
-			*out = append(*out, problem.New(flowdoc.CodeRequired, path+"/"+expression.EscapePointer(m), "missing required property %q", m))
-		}
-		return
-	case *kind.AdditionalProperties:
-		for _, p := range k.Properties {
-			*out = append(*out, problem.New(flowdoc.CodeAdditionalProperty, path+"/"+expression.EscapePointer(p), "property %q is not allowed", p))
-		}
-		return
-	}
-	if len(e.Causes) > 0 {
-		for _, c := range e.Causes {
-			collectProblems(c, prefix, out)
-		}
-		return
-	}
-	code := flowdoc.CodeSchema
-	switch e.ErrorKind.(type) {
-	case *kind.Type:
-		code = flowdoc.CodeType
-	case *kind.Format:
-		code = flowdoc.CodeFormat
-	case *kind.Enum, *kind.Const:
-		code = flowdoc.CodeEnum
-	case *kind.Pattern:
-		code = flowdoc.CodePattern
-	case *kind.MinLength, *kind.MaxLength:
-		code = flowdoc.CodeLength
-	case *kind.MinItems, *kind.MaxItems, *kind.MinProperties, *kind.MaxProperties:
-		code = flowdoc.CodeSize
-	case *kind.Minimum, *kind.Maximum, *kind.ExclusiveMinimum, *kind.ExclusiveMaximum, *kind.MultipleOf:
-		code = flowdoc.CodeRange
-	}
-	*out = append(*out, problem.Problem{Code: code, Path: path, Message: e.ErrorKind.LocalizedString(printer)})
-}
-
-func pointer(tokens []string) string {
-	var b strings.Builder
-	for _, t := range tokens {
-		b.WriteByte('/')
-		b.WriteString(expression.EscapePointer(t))
-	}
-	return b.String()
 }
 
 // shape is what payload.outputParameters declares of a synchronous reply: the fields an

@@ -21,7 +21,7 @@ var errGone = errors.New("flow revision not available")
 // graphs keeps compiled revisions, least recently used first out. Revisions never change once
 // written, so an entry is only ever dropped for space or because its flow was deleted.
 type graphs struct {
-	st  *store.Store
+	st  Flows
 	max int
 
 	mu    sync.Mutex
@@ -35,7 +35,7 @@ type cached struct {
 	g      *graph.Graph
 }
 
-func newGraphs(st *store.Store, maxEntries int) *graphs {
+func newGraphs(st Flows, maxEntries int) *graphs {
 	return &graphs{st: st, max: maxEntries, ll: list.New(), byKey: map[string]*list.Element{}}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/consume"
 )
 
@@ -34,7 +35,7 @@ func (r *Router) consumeWith(ctx context.Context, name string, reader *kafka.Rea
 // retrying calls handle until it succeeds (true), or stop ends while it waits (false: the
 // record is left for redelivery).
 func retrying(stop, work context.Context, log *slog.Logger, name string, m kafka.Message, handle handler) bool {
-	backoff := newBackoff()
+	b := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		err := handle(work, m)
 		if err == nil {
@@ -45,25 +46,8 @@ func retrying(stop, work context.Context, log *slog.Logger, name string, m kafka
 		}
 		log.Error("processing failed, will retry", "consumer", name, "topic", m.Topic,
 			"partition", m.Partition, "offset", m.Offset, "err", err)
-		if !backoff.wait(stop) {
+		if !b.Wait(stop) {
 			return false
 		}
-	}
-}
-
-// backoff is a capped exponential delay that gives up when ctx ends.
-type backoff struct{ d time.Duration }
-
-func newBackoff() *backoff { return &backoff{d: 100 * time.Millisecond} }
-
-func (b *backoff) wait(ctx context.Context) bool {
-	t := time.NewTimer(b.d)
-	defer t.Stop()
-	b.d = min(b.d*2, 5*time.Second)
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

@@ -18,7 +18,7 @@ import (
 
 func testRouter(t *testing.T, cfg Config) *Router {
 	t.Helper()
-	cfg.Store = store.New(nil, "t:")
+	cfg.Store = newFakeStore()
 	cfg.Kafka = kafkax.Config{Brokers: []string{"unused:9092"}, RecordKeys: testrig.RecordKeys()}
 	r, err := New(cfg)
 	if err != nil {

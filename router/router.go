@@ -20,6 +20,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
@@ -44,7 +45,7 @@ type Kicker interface{ Kick() }
 // Config configures a router.
 type Config struct {
 	Kafka kafkax.Config
-	Store *store.Store
+	Store Store
 	Log   *slog.Logger
 	// GroupID is the consumer group of flowd.ingest and flowd.results (default "flowd-router").
 	// Partner topics are consumed in GroupID-<flowId>, lifecycle events in GroupID-lifecycle.
@@ -82,7 +83,7 @@ type Config struct {
 type Router struct {
 	cfg          Config
 	log          *slog.Logger
-	w            *kafkax.Producer
+	w            kafkax.Writer
 	dlq          *kafkax.DeadLetters
 	graphs       *graphs
 	partners     *partners
@@ -143,6 +144,12 @@ func New(cfg Config) (*Router, error) {
 	return r, nil
 }
 
+// useWriter makes w the writer of every record the router produces.
+func (r *Router) useWriter(w kafkax.Writer) {
+	r.w = w
+	r.dlq = r.cfg.Kafka.NewDeadLetters(w, r.cfg.Kafka.Topic(envelope.TopicDLQ), r.log)
+}
+
 func (r *Router) now() time.Time { return r.cfg.Now().UTC() }
 
 // Ready is closed once Run has created its topics, subscribed to the partner topics of the
@@ -160,10 +167,10 @@ func (r *Router) Run(ctx context.Context) error {
 		return fmt.Errorf("router: create topics: %w", err)
 	}
 	r.pools[envelope.PoolTopic("")] = true
-	r.w = kafkax.NewProducer(r.cfg.Kafka)
-	r.dlq = r.cfg.Kafka.NewDeadLetters(r.w, r.cfg.Kafka.Topic(envelope.TopicDLQ), r.log)
+	w := kafkax.NewProducer(r.cfg.Kafka)
+	r.useWriter(w)
 	defer func() {
-		if err := r.w.Close(); err != nil {
+		if err := w.Close(); err != nil {
 			r.log.Warn("closing kafka writer", "err", err)
 		}
 	}()
@@ -212,14 +219,14 @@ func (r *Router) Run(ctx context.Context) error {
 
 // forever runs fn until ctx ends, restarting it with a backoff when it fails.
 func (r *Router) forever(ctx context.Context, what string, fn func(context.Context) error) {
-	b := newBackoff()
+	b := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		err := fn(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		r.log.Warn("consumer stopped; restarting", "consumer", what, "err", err)
-		if !b.wait(ctx) {
+		if !b.Wait(ctx) {
 			return
 		}
 	}

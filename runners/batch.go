@@ -9,8 +9,8 @@ import (
 	"github.com/flowd/flowd/connectors/sdk"
 )
 
-// executor is the part of the plugin host the runner uses.
-type executor interface {
+// Executor runs connector actions: the plugin host, or a fake in tests.
+type Executor interface {
 	Execute(ctx context.Context, name string, items []sdk.Invocation) ([]sdk.Result, error)
 }
 
@@ -20,7 +20,7 @@ type executor interface {
 // (up to max, or for at most wait), and go together: idle steps pay no wait, and the busier the
 // connector, the fuller its calls.
 type batcher struct {
-	exec executor
+	exec Executor
 	name string
 	max  int
 	wait time.Duration
@@ -131,7 +131,7 @@ func (b *batcher) run(batch []*call) {
 
 // batchers holds one batcher per connector.
 type batchers struct {
-	exec executor
+	exec Executor
 	max  int
 	wait time.Duration
 	ctx  context.Context

@@ -20,7 +20,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/consume"
@@ -55,14 +54,14 @@ var DefaultRetry = RetryPolicy{MaxAttempts: 3, Backoff: time.Second, Multiplier:
 // Config configures a Runner; zero values take the defaults in brackets.
 type Config struct {
 	Kafka       kafkax.Config
-	Pool        string // runner pool ["default"]
-	GroupID     string // consumer group ["<topic prefix without its dot>-runner-<pool>", i.e. "flowd-runner-default"]
-	Concurrency int    // work items running at once, across and within partitions [32]
-	Host        *host.Host
+	Pool        string   // runner pool ["default"]
+	GroupID     string   // consumer group ["<topic prefix without its dot>-runner-<pool>", i.e. "flowd-runner-default"]
+	Concurrency int      // work items running at once, across and within partitions [32]
+	Host        Executor // the connector host (connectors/host)
 	// Resolver resolves node connections. Without one, steps that name a connection fail with
 	// connection_unavailable.
 	Resolver *connections.Resolver
-	Store    *store.Store
+	Store    Store
 	Log      *slog.Logger // [slog.Default()]
 
 	BatchMax  int           // invocations per connector call [16]
@@ -95,11 +94,11 @@ type Runner struct {
 	topic    string // flowd.steps.<pool>
 	results  string // flowd.results
 	dlq      *kafkax.DeadLetters
-	exec     executor
+	exec     Executor
 	configs  *configCache
 	started  atomic.Bool
 	ready    chan struct{} // closed once Run consumes
-	writer   *kafkax.Producer
+	writer   kafkax.Writer
 	revs     *revisions // stored flow revisions, the source of every node a step runs
 	batchers *batchers
 }
@@ -164,6 +163,12 @@ func New(cfg Config) (*Runner, error) {
 	}, nil
 }
 
+// useWriter makes w the writer of results and dead letters.
+func (r *Runner) useWriter(w kafkax.Writer) {
+	r.writer = w
+	r.dlq = r.cfg.Kafka.NewDeadLetters(w, r.cfg.Kafka.Topic(envelope.TopicDLQ), r.log)
+}
+
 // GroupID is the consumer group the runner joins.
 func (r *Runner) GroupID() string { return r.cfg.GroupID }
 
@@ -185,10 +190,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	// In-flight steps outlive ctx by up to DrainTimeout: workCtx is what finally stops them.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	r.writer = kafkax.NewProducer(kcfg)
-	r.dlq = kcfg.NewDeadLetters(r.writer, kcfg.Topic(envelope.TopicDLQ), r.log)
+	w := kafkax.NewProducer(kcfg)
+	r.useWriter(w)
 	defer func() {
-		if err := r.writer.Close(); err != nil {
+		if err := w.Close(); err != nil {
 			r.log.Warn("closing the Kafka producer", "err", err)
 		}
 	}()

@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -18,8 +16,8 @@ import (
 
 	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/connectors/sdk"
+	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/connections"
-	"github.com/flowd/flowd/internal/consume"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/expression"
 	"github.com/flowd/flowd/internal/flowdoc"
@@ -123,8 +121,8 @@ func decodeWork(raw []byte) (*envelope.Work, string) {
 // acquire reports whether the item finished before (a redelivery), or returns a claim on
 // running it. While another runner holds the claim, it waits for that runner to finish, or
 // for the claim to lapse (the holder died or gave up), rather than run the step twice.
-func (r *Runner) acquire(stop, work context.Context, key store.RunKey, log *slog.Logger) (*store.RunClaim, bool, error) {
-	backoff := 100 * time.Millisecond
+func (r *Runner) acquire(stop, work context.Context, key store.RunKey, log *slog.Logger) (store.RunClaim, bool, error) {
+	b := backoff.New(100*time.Millisecond, 5*time.Second)
 	waiting := false
 	for {
 		claim, done, err := r.tryAcquire(work, key)
@@ -134,19 +132,19 @@ func (r *Runner) acquire(stop, work context.Context, key store.RunKey, log *slog
 		delay := claimPoll
 		switch {
 		case err != nil:
-			log.Warn("run records unavailable; retrying", "err", err, "in", backoff)
-			delay, backoff = backoff, min(backoff*2, 5*time.Second)
+			delay = b.Next()
+			log.Warn("run records unavailable; retrying", "err", err, "in", delay)
 		case !waiting:
 			waiting = true
 			log.Info("work item is being run elsewhere; waiting for its result")
 		}
-		if !consume.Sleep(stop, delay) {
+		if !backoff.Sleep(stop, delay) {
 			return nil, false, errAbandoned
 		}
 	}
 }
 
-func (r *Runner) tryAcquire(ctx context.Context, key store.RunKey) (*store.RunClaim, bool, error) {
+func (r *Runner) tryAcquire(ctx context.Context, key store.RunKey) (store.RunClaim, bool, error) {
 	st, err := r.cfg.Store.BeginRun(ctx, key, r.cfg.ClaimTTL)
 	if err != nil {
 		return nil, false, err
@@ -155,7 +153,7 @@ func (r *Runner) tryAcquire(ctx context.Context, key store.RunKey) (*store.RunCl
 }
 
 // keepClaim extends the claim while the step runs; call the returned func when it is done.
-func (r *Runner) keepClaim(ctx context.Context, claim *store.RunClaim, log *slog.Logger) func() {
+func (r *Runner) keepClaim(ctx context.Context, claim store.RunClaim, log *slog.Logger) func() {
 	done, finished := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(finished)
@@ -182,7 +180,7 @@ func (r *Runner) keepClaim(ctx context.Context, claim *store.RunClaim, log *slog
 	return func() { close(done); <-finished }
 }
 
-func (r *Runner) release(ctx context.Context, claim *store.RunClaim, log *slog.Logger) {
+func (r *Runner) release(ctx context.Context, claim store.RunClaim, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := claim.Release(ctx); err != nil {
@@ -194,20 +192,19 @@ func (r *Runner) release(ctx context.Context, claim *store.RunClaim, log *slog.L
 // so a failure here only means a redelivery would run the step again (with the same
 // idempotency key); holding the offset back would cause exactly that, so the offset is
 // committed anyway.
-func (r *Runner) record(ctx context.Context, key store.RunKey, claim *store.RunClaim, log *slog.Logger) {
+func (r *Runner) record(ctx context.Context, key store.RunKey, claim store.RunClaim, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	backoff := 100 * time.Millisecond
+	b := backoff.New(100*time.Millisecond, 2*time.Second)
 	for {
 		err := r.cfg.Store.FinishRun(ctx, key, r.cfg.RedeliveryWindow, claim)
 		if err == nil {
 			return
 		}
-		if !consume.Sleep(ctx, backoff) {
+		if !b.Wait(ctx) {
 			log.Error("recording the finished work item failed; a redelivery would run it again", "err", err)
 			return
 		}
-		backoff = min(backoff*2, 2*time.Second)
 	}
 }
 
@@ -267,7 +264,7 @@ func (r *Runner) execute(stop, work context.Context, w *envelope.Work, log *slog
 			return finish(out), nil
 		}
 		log.Info("step failed with a retryable error; retrying", "code", out.Error.Code, "attempt", attempt, "in", delay)
-		if !consume.Sleep(stop, delay) {
+		if !backoff.Sleep(stop, delay) {
 			return nil, errAbandoned
 		}
 		attempt++
@@ -416,7 +413,7 @@ func (r *Runner) publish(ctx context.Context, res *envelope.Result, log *slog.Lo
 	if err != nil {
 		return fmt.Errorf("encode result: %w", err)
 	}
-	backoff := 100 * time.Millisecond
+	b := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		msg := kafka.Message{Topic: r.results, Key: []byte(res.ExecutionID), Value: value}
 		r.cfg.Kafka.RecordKeys.Sign(&msg)
@@ -436,11 +433,10 @@ func (r *Runner) publish(ctx context.Context, res *envelope.Result, log *slog.Lo
 			}
 			continue
 		}
-		log.Warn("producing the result failed; retrying", "err", err, "in", backoff)
-		if !consume.Sleep(ctx, backoff) {
+		log.Warn("producing the result failed; retrying", "err", err, "in", b.Peek())
+		if !b.Wait(ctx) {
 			return fmt.Errorf("produce result: %w", ctx.Err())
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 
@@ -506,10 +502,7 @@ func (p RetryPolicy) withDefaults(d RetryPolicy) RetryPolicy {
 // delay is the wait before retry n (1 for the second attempt): Backoff * Multiplier^(n-1),
 // capped at MaxBackoff, with ±10% jitter so steps that failed together do not retry in step.
 func (p RetryPolicy) delay(n int) time.Duration {
-	d := float64(p.Backoff) * math.Pow(p.Multiplier, float64(n-1))
-	d = min(d, float64(p.MaxBackoff))
-	d *= 0.9 + 0.2*rand.Float64()
-	return time.Duration(min(d, float64(p.MaxBackoff)))
+	return backoff.Policy{Initial: p.Backoff, Max: p.MaxBackoff, Multiplier: p.Multiplier, Jitter: 0.1}.Delay(n)
 }
 
 // configCache keeps compiled node configs, keyed by their content: the nodes of a flow

@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/flowd/flowd/internal/consume"
+	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/store"
@@ -27,12 +27,12 @@ import (
 const revisionCacheSize = 1024
 
 type revisions struct {
-	st *store.Store
+	st Revisions
 	mu sync.Mutex
 	m  map[string]*flowdoc.Flow
 }
 
-func newRevisions(st *store.Store) *revisions {
+func newRevisions(st Revisions) *revisions {
 	return &revisions{st: st, m: map[string]*flowdoc.Flow{}}
 }
 
@@ -63,17 +63,16 @@ func (c *revisions) get(ctx context.Context, flowID string, rev int) (*flowdoc.F
 // (then it returns errAbandoned). The reads themselves run under work: an item that started
 // before the stop finishes its check rather than being abandoned half-way.
 func (r *Runner) begin(stop, work context.Context, w *envelope.Work, log *slog.Logger) (*store.RunStart, string, error) {
-	backoff := 100 * time.Millisecond
+	b := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		st, reason, err := r.check(work, w)
 		if err == nil {
 			return st, reason, nil
 		}
-		log.Warn("cannot check the work item against the store; retrying", "err", err, "in", backoff)
-		if !consume.Sleep(stop, backoff) {
+		log.Warn("cannot check the work item against the store; retrying", "err", err, "in", b.Peek())
+		if !b.Wait(stop) {
 			return nil, "", errAbandoned
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/identity"
 	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/problem/httpproblem"
 	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
 )
@@ -205,7 +206,10 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions
 	}
 
 	apiH, ingestH := apiApp.Handler(), e.ingest.App().Handler()
-	e.app = fiber.New(fiber.Config{AppName: "flowd dev", BodyLimit: opt.bodyLimit, DisableStartupMessage: true})
+	// The one listener reads every body first, so its limit and its answers for a body over it
+	// are the roles' own.
+	e.app = fiber.New(fiber.Config{AppName: "flowd dev", BodyLimit: opt.bodyLimit, DisableStartupMessage: true,
+		ErrorHandler: httpproblem.Handler{BodyLimit: opt.bodyLimit, Log: c.log}.Handle})
 	e.app.Use(func(fc *fiber.Ctx) error {
 		p := fc.Path()
 		if strings.HasPrefix(p, "/hooks/") || strings.HasPrefix(p, "/webhooks/") {

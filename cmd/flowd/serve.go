@@ -19,9 +19,11 @@ import (
 
 	"github.com/flowd/flowd/connectors/catalog"
 	"github.com/flowd/flowd/controlplane"
+	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/problem/httpproblem"
 	"github.com/flowd/flowd/internal/store"
 )
 
@@ -257,7 +259,7 @@ func listenAndServe(ctx context.Context, app *fiber.App, addr string, ready func
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- app.Listener(ln) }()
+	go func() { errc <- app.Listener(ln) }(); _ = httpproblem.Listener
 	slog.Info("listening", "addr", ln.Addr().String())
 	if ready != nil {
 		ready()
@@ -273,7 +275,7 @@ func listenAndServe(ctx context.Context, app *fiber.App, addr string, ready func
 // waitFor retries check until it succeeds or ctx ends, so roles can start before their
 // dependencies do (as in compose or Kubernetes).
 func waitFor(ctx context.Context, what string, check func(context.Context) error) error {
-	delay := 200 * time.Millisecond
+	b := backoff.New(200*time.Millisecond, 5*time.Second)
 	for attempt := 0; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := check(cctx)
@@ -284,13 +286,8 @@ func waitFor(ctx context.Context, what string, check func(context.Context) error
 		if attempt == 0 || attempt%10 == 0 {
 			slog.Warn("waiting for dependency", "what", what, "err", err)
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !b.Wait(ctx) {
 			return fmt.Errorf("%s is not reachable: %w", what, errors.Join(ctx.Err(), err))
-		case <-t.C:
 		}
-		delay = min(delay*2, 5*time.Second)
 	}
 }

@@ -5,22 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
-	"github.com/santhosh-tekuri/jsonschema/v6/kind"
-	"golang.org/x/text/language"
-	"golang.org/x/text/message"
 
 	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/problem/schemaproblem"
 	"github.com/flowd/flowd/schemas"
 )
 
 // ManifestSchema is the embedded schema every connector manifest must satisfy.
 const ManifestSchema = "connector.schema.json"
-
-var printer = message.NewPrinter(language.English)
 
 // ValidateManifest checks a manifest document against schemas/connector.schema.json, checks
 // that every config, input and output schema in it compiles, and that its name is the
@@ -48,7 +43,7 @@ func validateManifest(name string, data []byte) (*sdk.Manifest, error) {
 		if !ok {
 			return nil, fail(problem.List{problem.New("schema", "", "%v", err)})
 		}
-		problems = append(problems, leaves(ve)...)
+		problems = append(problems, schemaProblems(ve)...)
 	}
 	var m sdk.Manifest
 	if err := json.Unmarshal(data, &m); err != nil {
@@ -90,73 +85,33 @@ func compileEmbedded(m *sdk.Manifest) problem.List {
 	}
 	for _, n := range sortedKeys(m.Actions) {
 		a := m.Actions[n]
-		p := "/actions/" + pointerToken(n)
+		p := problem.Pointer("actions", n)
 		check(p+"/configSchema", a.ConfigSchema)
 		check(p+"/inputSchema", a.InputSchema)
 		check(p+"/outputSchema", a.OutputSchema)
 	}
 	for _, n := range sortedKeys(m.Triggers) {
 		t := m.Triggers[n]
-		p := "/triggers/" + pointerToken(n)
+		p := problem.Pointer("triggers", n)
 		check(p+"/configSchema", t.ConfigSchema)
 		check(p+"/outputSchema", t.OutputSchema)
 	}
 	return out
 }
 
-// leaves flattens a validation error into one problem per failing keyword; anyOf/oneOf
-// failures are summarised as one problem naming each alternative.
-func leaves(e *jsonschema.ValidationError) problem.List {
-	path := pointer(e.InstanceLocation)
-	switch k := e.ErrorKind.(type) {
-	case *kind.Required:
-		out := make(problem.List, 0, len(k.Missing))
-		for _, m := range k.Missing {
-			out = append(out, problem.New("required", path+"/"+pointerToken(m), "missing required property %q", m))
+// schemaProblems converts a validation error against the manifest schema. A property not
+// allowed directly under actions or triggers is a name the schema's pattern refused: said so.
+func schemaProblems(e *jsonschema.ValidationError) problem.List {
+	leaves := schemaproblem.Leaves(e, "")
+	out := make(problem.List, len(leaves))
+	for i, l := range leaves {
+		if l.Code == schemaproblem.CodeAdditionalProperty && len(l.Location) == 2 &&
+			(l.Location[0] == "actions" || l.Location[0] == "triggers") {
+			l.Message = fmt.Sprintf("%q is not a valid name: a letter, then letters, digits, '_', '.' or '-'", l.Location[1])
 		}
-		return out
-	case *kind.AdditionalProperties:
-		out := make(problem.List, 0, len(k.Properties))
-		for _, p := range k.Properties {
-			msg := fmt.Sprintf("property %q is not allowed here", p)
-			if path == "/actions" || path == "/triggers" {
-				msg = fmt.Sprintf("%q is not a valid name: a letter, then letters, digits, '_', '.' or '-'", p)
-			}
-			out = append(out, problem.New("additional_property", path+"/"+pointerToken(p), "%s", msg))
-		}
-		return out
-	case *kind.AnyOf, *kind.OneOf:
-		if len(e.Causes) > 0 {
-			var alts []string
-			for _, c := range e.Causes {
-				for _, p := range leaves(c) {
-					alts = append(alts, p.Message)
-				}
-			}
-			return problem.List{problem.New("schema", path, "matches none of the allowed forms: %s", strings.Join(alts, ", or "))}
-		}
+		out[i] = l.Problem
 	}
-	if len(e.Causes) > 0 {
-		var out problem.List
-		for _, c := range e.Causes {
-			out = append(out, leaves(c)...)
-		}
-		return out
-	}
-	return problem.List{problem.New("schema", path, "%s", e.ErrorKind.LocalizedString(printer))}
-}
-
-func pointer(tokens []string) string {
-	var b strings.Builder
-	for _, t := range tokens {
-		b.WriteByte('/')
-		b.WriteString(pointerToken(t))
-	}
-	return b.String()
-}
-
-func pointerToken(s string) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -21,6 +21,7 @@ import (
 
 	connectorv1 "github.com/flowd/flowd/connectors/proto/connector/v1"
 	"github.com/flowd/flowd/connectors/sdk"
+	"github.com/flowd/flowd/internal/backoff"
 )
 
 // supervisor owns the process of one connector: it starts it on demand (one start at a time,
@@ -306,12 +307,9 @@ func (s *supervisor) backoffLocked() time.Duration {
 	return time.Until(s.lastFailure.Add(s.backoff(s.failures)))
 }
 
+// backoff is the wait after the given number of failures in a row.
 func (s *supervisor) backoff(failures int) time.Duration {
-	d := s.h.opts.RestartBackoff
-	for i := 1; i < failures && d < s.h.opts.MaxRestartBackoff; i++ {
-		d *= 2
-	}
-	return min(d, s.h.opts.MaxRestartBackoff)
+	return backoff.Policy{Initial: s.h.opts.RestartBackoff, Max: s.h.opts.MaxRestartBackoff}.Delay(failures)
 }
 
 func (s *supervisor) unavailable(err error) error {

@@ -1,7 +1,9 @@
-// Package connections turns a stored connection into the credentials a connector needs, at call
-// time, inside the runner. It is the only place that decrypts a connection; what it returns is
-// handed to the connector for one call and never written to Kafka, Redis or logs. OAuth2 access
-// tokens are fetched or refreshed here, by one process at a time under a Redis lock.
+// Package connections owns connections: their types and fields, the checks their data passes
+// (types.go), sealing and opening their secrets, and turning a stored connection into the
+// credentials a connector needs, at call time, inside the runner (Resolver). It is the only
+// place that decrypts a connection (Open); what Resolve returns is handed to the connector for
+// one call and never written to Kafka, Redis or logs. OAuth2 access tokens are fetched or
+// refreshed here, by one process at a time under a Redis lock.
 package connections
 
 import (
@@ -50,9 +52,19 @@ const (
 	DefaultTokenLifetime = time.Hour
 )
 
+// Store is what a Resolver needs of the connection store (*store.Store provides it).
+type Store interface {
+	Connection(ctx context.Context, id string) (*store.Connection, error)
+	UpdateConnection(ctx context.Context, id string, decide func(cur *store.Connection) (*store.Connection, error)) (*store.Connection, error)
+	TryLockConnection(ctx context.Context, id string, ttl time.Duration) (*store.Lock, bool, error)
+	ConnectionLocked(ctx context.Context, id string) (bool, error)
+}
+
+var _ Store = (*store.Store)(nil)
+
 // Resolver resolves connections for runners.
 type Resolver struct {
-	st   *store.Store
+	st   Store
 	kr   *secrets.Keyring
 	http *http.Client
 	log  *slog.Logger
@@ -69,7 +81,7 @@ type Resolver struct {
 
 // NewResolver builds a Resolver. httpClient talks to token endpoints (nil: a client with a
 // 20 s timeout).
-func NewResolver(st *store.Store, kr *secrets.Keyring, httpClient *http.Client, log *slog.Logger) *Resolver {
+func NewResolver(st Store, kr *secrets.Keyring, httpClient *http.Client, log *slog.Logger) *Resolver {
 	if httpClient == nil {
 		httpClient = &http.Client{Timeout: 20 * time.Second}
 	}
@@ -105,15 +117,15 @@ func (r *Resolver) Resolve(ctx context.Context, connectionID string, owners []fl
 	}
 	out := &sdk.Connection{Type: c.Type, Data: map[string]any{}}
 	switch c.Type {
-	case "basic":
+	case TypeBasic:
 		out.Data["username"] = c.Fields["username"]
 		err = r.open(c, out.Data, "password")
-	case "api_key":
+	case TypeAPIKey:
 		out.Data["header"] = c.Fields["header"]
 		err = r.open(c, out.Data, "key")
-	case "bearer":
+	case TypeBearer:
 		err = r.open(c, out.Data, "token")
-	case "oauth2":
+	case TypeOAuth2:
 		var tok, typ string
 		tok, typ, err = r.accessToken(ctx, c)
 		out.Data["accessToken"], out.Data["tokenType"] = tok, typ
@@ -150,16 +162,30 @@ func (r *Resolver) open(c *store.Connection, data map[string]any, fields ...stri
 }
 
 func (r *Resolver) secret(c *store.Connection, field string) (string, error) {
-	sl, ok := c.Secrets[field]
-	if !ok {
-		return "", permanent("connection_invalid", fmt.Errorf("connection %s has no %s", c.ID, field))
-	}
-	b, err := r.kr.Decrypt(sl, store.ConnectionAAD(c.ID, field))
+	b, err := Open(r.kr, c, field)
 	if err != nil {
 		// A wrong or missing key is an operator problem, never a reason to retry the step.
-		return "", permanent("connection_invalid", fmt.Errorf("connection %s field %s: %w", c.ID, field, err))
+		return "", permanent("connection_invalid", err)
 	}
 	return string(b), nil
+}
+
+// ErrNoSecret means a connection lacks the secret field asked for.
+var ErrNoSecret = errors.New("no such secret field")
+
+// Open decrypts one secret field of c with kr: the one place a stored secret is opened. Runners
+// open a connection's secrets for a connector call (Resolve); ingest opens the one secret a
+// webhook's auth checks requests against.
+func Open(kr *secrets.Keyring, c *store.Connection, field string) ([]byte, error) {
+	sl, ok := c.Secrets[field]
+	if !ok {
+		return nil, fmt.Errorf("connection %s has no %s: %w", c.ID, field, ErrNoSecret)
+	}
+	b, err := kr.Decrypt(sl, store.ConnectionAAD(c.ID, field))
+	if err != nil {
+		return nil, fmt.Errorf("connection %s field %s: %w", c.ID, field, err)
+	}
+	return b, nil
 }
 
 // optionalSecret is secret for fields that may be absent.

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/flowd/flowd/internal/backoff"
 )
 
 // Handler processes one record and reports whether it is finished, i.e. its offset may be
@@ -124,7 +126,7 @@ func Run(ctx context.Context, cfg Config) {
 		}
 	}
 
-	backoff := 100 * time.Millisecond
+	fetchBackoff := backoff.New(100*time.Millisecond, 5*time.Second)
 	for tracker.waitBelow(ctx, cfg.MaxUncommitted) {
 		// A slot first, then the record: nothing fetched waits unstarted for a slot at
 		// shutdown, holding back the commits of its partition's finished records.
@@ -141,14 +143,13 @@ func Run(ctx context.Context, cfg Config) {
 			if ctx.Err() != nil {
 				break
 			}
-			log.Warn("kafka fetch failed; retrying", "err", err, "in", backoff)
-			if !Sleep(ctx, backoff) {
+			log.Warn("kafka fetch failed; retrying", "err", err, "in", fetchBackoff.Peek())
+			if !fetchBackoff.Wait(ctx) {
 				break
 			}
-			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		fetchBackoff.Reset()
 		if !tracker.start(m.Topic, m.Partition, m.Offset) {
 			<-sem // fetched again after a rebalance while this process still runs or ran it
 			continue
@@ -260,7 +261,7 @@ func (c *committer) add(topic string, partition int, offset int64) {
 }
 
 func (c *committer) run(ctx context.Context) {
-	backoff := 100 * time.Millisecond
+	b := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		select {
 		case <-ctx.Done():
@@ -268,7 +269,7 @@ func (c *committer) run(ctx context.Context) {
 		case <-c.kick:
 		}
 		// Gather an interval's progress into one request.
-		if !Sleep(ctx, c.interval) {
+		if !backoff.Sleep(ctx, c.interval) {
 			return
 		}
 		for {
@@ -276,13 +277,12 @@ func (c *committer) run(ctx context.Context) {
 			if err == nil || ctx.Err() != nil {
 				break
 			}
-			c.log.Warn("committing offsets failed; retrying", "err", err, "in", backoff)
-			if !Sleep(ctx, backoff) {
+			c.log.Warn("committing offsets failed; retrying", "err", err, "in", b.Peek())
+			if !b.Wait(ctx) {
 				return
 			}
-			backoff = min(backoff*2, 5*time.Second)
 		}
-		backoff = 100 * time.Millisecond
+		b.Reset()
 	}
 }
 
@@ -309,16 +309,4 @@ func (c *committer) flush(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	return nil
-}
-
-// Sleep waits d or until ctx ends; it reports whether the full wait elapsed.
-func Sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/flowd/flowd/connectors/host/hosttest"
+	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/secrets"
@@ -841,7 +842,7 @@ func crashWaitReady(ctx context.Context, t *testing.T, hc *http.Client, p *crash
 func crashPoll(ctx context.Context, t *testing.T, within time.Duration, what string, cond func() (bool, string), p *crashProc) {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	delay := 20 * time.Millisecond
+	poll := backoff.New(20*time.Millisecond, 500*time.Millisecond)
 	for {
 		ok, last := cond()
 		if ok {
@@ -855,8 +856,7 @@ func crashPoll(ctx context.Context, t *testing.T, within time.Duration, what str
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			t.Fatalf("waiting for %s: not done within %s (last: %s)", what, within, last)
 		}
-		time.Sleep(delay) // a polling interval, not a synchronisation
-		delay = min(delay*2, 500*time.Millisecond)
+		time.Sleep(poll.Next()) // a polling interval, not a synchronisation
 	}
 }
 

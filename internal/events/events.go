@@ -15,6 +15,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/consume"
 	"github.com/flowd/flowd/internal/kafkax"
@@ -280,23 +281,18 @@ func consumeBroadcast(ctx context.Context, cfg kafkax.Config, ready func(), fn H
 // endOffsetsRetrying retries what a broker answers while a partition's leadership settles
 // (right after the topic was created, or during a leader change) for up to ten seconds.
 func endOffsetsRetrying(ctx context.Context, cfg kafkax.Config, topic string) (map[int]int64, error) {
-	backoff := 100 * time.Millisecond
+	b := backoff.New(100*time.Millisecond, time.Second)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ends, err := endOffsets(ctx, cfg, topic)
 		transient := errors.Is(err, kafka.NotLeaderForPartition) || errors.Is(err, kafka.LeaderNotAvailable) ||
 			errors.Is(err, kafka.UnknownTopicOrPartition)
-		if err == nil || !transient || time.Now().Add(backoff).After(deadline) {
+		if err == nil || !transient || time.Now().Add(b.Peek()).After(deadline) {
 			return ends, err
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !b.Wait(ctx) {
 			return nil, ctx.Err()
-		case <-t.C:
 		}
-		backoff = min(backoff*2, time.Second)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/flowd/flowd/internal/problem"
 )
 
 // Template is a string with `{{ expr }}` segments. `\{{` stands for a literal `{{`, for config
@@ -268,7 +270,7 @@ func compileNode(v any, path string) (vnode, error) {
 		sort.Strings(keys)
 		obj := make(map[string]vnode, len(x))
 		for _, k := range keys {
-			c, err := compileNode(x[k], path+"/"+EscapePointer(k))
+			c, err := compileNode(x[k], path+"/"+problem.EscapeToken(k))
 			if err != nil {
 				return vnode{}, err
 			}
@@ -307,7 +309,7 @@ func renderNode(n vnode, env Env, path string) (any, error) {
 	case kObj:
 		m := make(map[string]any, len(n.obj))
 		for _, k := range n.keys {
-			out, err := renderNode(n.obj[k], env, path+"/"+EscapePointer(k))
+			out, err := renderNode(n.obj[k], env, path+"/"+problem.EscapeToken(k))
 			if err != nil {
 				return nil, err
 			}
@@ -328,8 +330,3 @@ func renderNode(n vnode, env Env, path string) (any, error) {
 		return n.plain, nil
 	}
 }
-
-var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
-
-// EscapePointer escapes one JSON pointer reference token (RFC 6901).
-func EscapePointer(tok string) string { return pointerEscaper.Replace(tok) }

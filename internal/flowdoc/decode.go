@@ -11,6 +11,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/problem/schemaproblem"
 	"github.com/flowd/flowd/schemas"
 )
 
@@ -26,16 +27,16 @@ const (
 	CodeMalformed          = "malformed"
 	CodeTooDeep            = "too_deep"
 	CodeInternal           = "internal"
-	CodeSchema             = "schema"
-	CodeRequired           = "required"
-	CodeType               = "type"
-	CodeEnum               = "enum"
-	CodeAdditionalProperty = "additional_property"
-	CodePattern            = "pattern"
-	CodeLength             = "length" // string minLength/maxLength
-	CodeSize               = "size"   // array items / object properties count
-	CodeRange              = "range"  // minimum/maximum/multipleOf
-	CodeFormat             = "format"
+	CodeSchema             = schemaproblem.CodeSchema
+	CodeRequired           = schemaproblem.CodeRequired
+	CodeType               = schemaproblem.CodeType
+	CodeEnum               = schemaproblem.CodeEnum
+	CodeAdditionalProperty = schemaproblem.CodeAdditionalProperty
+	CodePattern            = schemaproblem.CodePattern
+	CodeLength             = schemaproblem.CodeLength // string minLength/maxLength
+	CodeSize               = schemaproblem.CodeSize   // array items / object properties count
+	CodeRange              = schemaproblem.CodeRange  // minimum/maximum/multipleOf
+	CodeFormat             = schemaproblem.CodeFormat
 
 	CodeDuplicateNodeID   = "duplicate_node_id"
 	CodeUnknownNode       = "unknown_node"
@@ -188,7 +189,7 @@ func Decode(jsonDoc []byte, opts Options) (*Flow, problem.List) {
 		if !errors.As(err, &ve) {
 			return nil, problem.List{problem.New(CodeInternal, "", "flow schema validation failed: %s", err.Error())}
 		}
-		leaves := schemaLeaves(ve, "")
+		leaves := schemaproblem.Leaves(ve, "")
 		for _, l := range leaves {
 			probs = append(probs, l.Problem)
 			switch l.Path {
@@ -197,11 +198,11 @@ func Decode(jsonDoc []byte, opts Options) (*Flow, problem.List) {
 				v.graphBroken = true
 			}
 		}
-		// Values of the wrong type would make encoding/json give up; drop them so the rest
-		// of the document still gets its semantic checks.
+		// Values of the wrong type (or a bad date-time) would make encoding/json give up;
+		// drop them so the rest of the document still gets its semantic checks.
 		for _, l := range leaves {
-			if l.dropValue {
-				inst = dropAt(inst, l.location)
+			if l.Code == CodeType || l.Code == CodeFormat {
+				inst = dropAt(inst, l.Location)
 				v.dropped[l.Path] = true
 			}
 		}
@@ -241,38 +242,4 @@ func coercePorts(inst any) {
 			}
 		}
 	}
-}
-
-// leaf is one schema failure, plus what Decode needs to route around it.
-type leaf struct {
-	problem.Problem
-	location  []string // instance location tokens
-	dropValue bool     // the value cannot be decoded into Flow
-}
-
-// schemaLeaves flattens a validation error tree into one problem per failing keyword, with the
-// JSON pointer of the offending value (for required and additionalProperties: of the property).
-// prefix is prepended to every path.
-func schemaLeaves(e *jsonschema.ValidationError, prefix string) []leaf {
-	var out []leaf
-	var walk func(e *jsonschema.ValidationError)
-	walk = func(e *jsonschema.ValidationError) {
-		if isAlternatives(e) && len(e.Causes) > 0 {
-			// Listing every branch's failures of anyOf/oneOf buries the point; summarise.
-			out = append(out, leaf{
-				Problem:  problem.New(CodeSchema, prefix+pointer(e.InstanceLocation), "%s", alternativesMessage(e)),
-				location: e.InstanceLocation,
-			})
-			return
-		}
-		if len(e.Causes) > 0 {
-			for _, c := range e.Causes {
-				walk(c)
-			}
-			return
-		}
-		out = append(out, leafProblems(e, prefix)...)
-	}
-	walk(e)
-	return out
 }

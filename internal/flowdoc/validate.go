@@ -15,6 +15,7 @@ import (
 
 	"github.com/flowd/flowd/internal/expression"
 	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/problem/schemaproblem"
 )
 
 // Options plugs connector knowledge into validation; nil hooks skip those checks.
@@ -152,7 +153,7 @@ func (v *validator) nodes() {
 		}
 		for k, val := range n.Config {
 			if k != skip {
-				v.templates(val, p+"/config/"+expression.EscapePointer(k))
+				v.templates(val, p+"/config/"+problem.EscapeToken(k))
 			}
 		}
 		v.connectorConfig(n, p)
@@ -290,7 +291,7 @@ func (v *validator) templates(val any, p string) {
 		}
 	case map[string]any:
 		for k, c := range x {
-			v.templates(c, p+"/"+expression.EscapePointer(k))
+			v.templates(c, p+"/"+problem.EscapeToken(k))
 		}
 	case []any:
 		for i, c := range x {
@@ -346,8 +347,8 @@ func (v *validator) connectorConfig(n *Node, p string) {
 	if !errors.As(err, &ve) {
 		return
 	}
-	for _, l := range schemaLeaves(ve, p+"/config") {
-		if val, ok := valueAt(inst, l.location); ok {
+	for _, l := range schemaproblem.Leaves(ve, p+"/config") {
+		if val, ok := valueAt(inst, l.Location); ok {
 			if s, ok := val.(string); ok && strings.Contains(s, "{{") {
 				continue
 			}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/flowd/flowd/internal/consume"
+	"github.com/flowd/flowd/internal/backoff"
 )
 
 // Headers a dead letter carries besides the original record's own.
@@ -36,17 +36,22 @@ func (c Config) DeadLetter(topic string, m kafka.Message, reason string) kafka.M
 	return msg
 }
 
+// Writer produces records; *Producer is the one roles use, and role logic is tested with fakes.
+type Writer interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
 // DeadLetters sends records that can never be processed to the dead-letter topic: what every
 // consumer of flowd's topics does with such a record, in one place.
 type DeadLetters struct {
 	cfg   Config
-	w     *Producer
+	w     Writer
 	topic string
 	log   *slog.Logger
 }
 
 // NewDeadLetters sends through w to topic (its full name).
-func (c Config) NewDeadLetters(w *Producer, topic string, log *slog.Logger) *DeadLetters {
+func (c Config) NewDeadLetters(w Writer, topic string, log *slog.Logger) *DeadLetters {
 	return &DeadLetters{cfg: c, w: w, topic: topic, log: log}
 }
 
@@ -57,7 +62,7 @@ func (d *DeadLetters) Send(ctx context.Context, m kafka.Message, reason string) 
 	d.log.Warn("record sent to the dead-letter topic", "topic", m.Topic, "partition", m.Partition,
 		"offset", m.Offset, "reason", reason)
 	msg := d.cfg.DeadLetter(d.topic, m, reason)
-	backoff := 100 * time.Millisecond
+	b := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		err := d.w.WriteMessages(ctx, msg)
 		if err == nil {
@@ -67,10 +72,9 @@ func (d *DeadLetters) Send(ctx context.Context, m kafka.Message, reason string) 
 			return fmt.Errorf("produce dead letter: %w", ctx.Err())
 		}
 		d.log.Warn("producing to the dead-letter topic failed; retrying", "partition", m.Partition,
-			"offset", m.Offset, "err", err, "in", backoff)
-		if !consume.Sleep(ctx, backoff) {
+			"offset", m.Offset, "err", err, "in", b.Peek())
+		if !b.Wait(ctx) {
 			return fmt.Errorf("produce dead letter: %w", ctx.Err())
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }

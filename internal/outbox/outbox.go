@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/identity"
 	"github.com/flowd/flowd/internal/store"
@@ -23,9 +24,21 @@ const (
 	maxWait = 30 * time.Second
 )
 
+// Store is the outbox as the relay reads it (*store.Store provides it): events committed with
+// the changes that caused them, drained by one relay at a time under a lock.
+type Store interface {
+	OutboxPeek(ctx context.Context, n int) (store.OutboxBatch, error)
+	OutboxDrop(ctx context.Context, b store.OutboxBatch) error
+	OutboxLen(ctx context.Context) (int64, error)
+	OutboxLock(ctx context.Context, owner string, ttl time.Duration) (bool, error)
+	OutboxUnlock(ctx context.Context, owner string) error
+}
+
+var _ Store = (*store.Store)(nil)
+
 // Relay drains the outbox to a publisher.
 type Relay struct {
-	st   *store.Store
+	st   Store
 	pub  events.Publisher
 	log  *slog.Logger
 	id   string
@@ -34,7 +47,7 @@ type Relay struct {
 }
 
 // New builds a relay; call Run in a goroutine.
-func New(st *store.Store, pub events.Publisher, log *slog.Logger) *Relay {
+func New(st Store, pub events.Publisher, log *slog.Logger) *Relay {
 	return &Relay{st: st, pub: pub, log: log, id: identity.NewID(), kick: make(chan struct{}, 1)}
 }
 
@@ -51,7 +64,7 @@ func (r *Relay) Kick() {
 func (r *Relay) Flush(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	wait := 10 * time.Millisecond
+	poll := backoff.New(10*time.Millisecond, 500*time.Millisecond)
 	for {
 		n, err := r.drainOnce(ctx)
 		if err != nil {
@@ -65,21 +78,16 @@ func (r *Relay) Flush(ctx context.Context) error {
 			return err
 		}
 		// Someone else is draining: poll until they are done or their lock lapses.
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !poll.Wait(ctx) {
 			return fmt.Errorf("%d events wait for another drainer: %w", left, ctx.Err())
-		case <-t.C:
 		}
-		wait = min(wait*2, 500*time.Millisecond)
 	}
 }
 
 // Run drains on every kick and at least once a second until ctx ends, backing off while the
 // broker is unreachable.
 func (r *Relay) Run(ctx context.Context) {
-	wait := idle
+	retry := backoff.New(2*idle, maxWait) // failures space drains from twice idle up to maxWait
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -89,11 +97,12 @@ func (r *Relay) Run(ctx context.Context) {
 		case <-r.kick:
 		case <-t.C:
 		}
+		wait := idle
 		if err := r.Flush(ctx); err != nil && ctx.Err() == nil {
+			wait = retry.Next()
 			r.log.Warn("event outbox: publish failed, will retry", "err", err, "retry_in", wait)
-			wait = min(wait*2, maxWait)
 		} else {
-			wait = idle
+			retry.Reset()
 		}
 		if !t.Stop() {
 			select {

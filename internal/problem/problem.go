@@ -19,6 +19,21 @@ func New(code, path, format string, args ...any) Problem {
 	return Problem{Code: code, Path: path, Message: fmt.Sprintf(format, args...)}
 }
 
+var tokenEscaper = strings.NewReplacer("~", "~0", "/", "~1")
+
+// EscapeToken escapes one reference token of a JSON pointer (RFC 6901): "a/b" becomes "a~1b".
+func EscapeToken(tok string) string { return tokenEscaper.Replace(tok) }
+
+// Pointer is the JSON pointer to the value the tokens lead to ("" for the document itself).
+func Pointer(tokens ...string) string {
+	var b strings.Builder
+	for _, t := range tokens {
+		b.WriteByte('/')
+		b.WriteString(EscapeToken(t))
+	}
+	return b.String()
+}
+
 // List carries every problem found, so callers can report them all at once.
 type List []Problem
 

@@ -1,26 +1,7 @@
 package store
 
-// Executions: the router's bookkeeping and what the API shows of it.
-//
-// Key layout (P is the prefix; summarised in store.go; braces are the Redis Cluster hash
-// tag). Ids are escaped (':' as %3A) so that no id can forge another record's key:
-//
-//	P exec:{<id>}                     string  execution record (envelope.Execution JSON)
-//	P exec:{<id>}:state               string  router bookkeeping, opaque here: per-scope node counters,
-//	                                          merge arrival sets, in-flight count, sync flag (JSON)
-//	P exec:{<id>}:steps               hash    token -> step record (envelope.Step JSON without payloads)
-//	P exec:{<id>}:payloads            hash    token -> the step's input and output (snapshots truncated)
-//	P exec:{<id>}:outputs             hash    node id -> latest output, for expressions (steps.<id>)
-//	P exec:{<id>}:pending             hash    token -> activation sent to a runner, not yet completed
-//	P exec:{<id>}:msgs                hash    consumed message id -> records it produces ("" once produced)
-//	P exec:{<id>}:reply               list    replies for the synchronous caller (short TTL)
-//	P exec:{<id>}:runs                hash    "<attempt>/<token>" -> "" for each finished work item
-//	                                          (runs.go)
-//	P flow:{<fid>}:execs:<status>     zset    execution ids by receivedAt (ms), one per status (running,
-//	                                          succeeded, failed, filtered), trimmed to the retention on write
-//	P flow:{<fid>}:stats:<yyyymmdd>   hash    "<unix minute>:<success|error|ignored>" -> count (UTC day)
-//	P flow:{<fid>}:ignored:<rid>      string  marker of a partner record counted as ignored (for the
-//	                                          redelivery window)
+// Executions: the router's bookkeeping and what the API shows of it (the exec:{<id>} and
+// flow:{<fid>} keys of the layout in store.go).
 //
 // While an execution runs, its keys expire after the retention (refreshed on each write). The
 // change that ends it drops the router's working state (state, outputs) and keeps what the

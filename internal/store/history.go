@@ -2,22 +2,6 @@ package store
 
 // History: what is kept of ended executions, and what bounds it.
 //
-// Key layout (P is the prefix; braces are the Redis Cluster hash tag):
-//
-//	P flow:{<fid>}:execs:<status>     zset    listed executions by receive time (ms), one per status
-//	P flow:{<fid>}:counted            zset    executions counted at their end, by end time; trimmed
-//	                                          to the redelivery window (it guards the counters)
-//	P flow:{<fid>}:counts             hash    success|error|ignored -> executions ever ended so
-//	P flow:{<fid>}:stats:<yyyymmdd>   hash    "<unix minute>:<success|error|ignored>" -> count
-//	P {meta}:history:kept             zset    the id of every kept succeeded or filtered
-//	                                          execution; score: the second its age runs out times
-//	                                          2^20, plus the bytes its keys take in 16-byte units
-//	                                          (historyScore), so one entry says both
-//	P {meta}:history:failed           zset    the same for failed executions
-//	P {meta}:history:bytes            string  the sum of the kept executions' bytes
-//	P {meta}:history:pruned           hash    count|budget|age -> executions deleted for that reason
-//	P {meta}:history:prune            string  the process pruning to the budget now (a lock)
-//
 // An execution's status reaches its flow's indexes and counters after the change that set it
 // (syncHistory), idempotently, and again whenever that message is redelivered. An ended
 // execution that is kept is measured (MEMORY USAGE of its keys) and entered in the global

@@ -4,15 +4,6 @@ package store
 // first request with a key claims it for an execution id, and every repeat within the TTL is
 // answered with that id instead of producing again.
 //
-// Key layout (P is the store prefix):
-//
-//	P idem:{<flowId>}:<sha256(key)>  string  "pending:<executionId>"  the record is being produced
-//	                                           (expires after the claim lease, so a crashed
-//	                                           producer blocks retries only briefly)
-//	                                         "done:<executionId>"     the broker acknowledged it
-//	                                         "failed:<executionId>"   producing failed; the next
-//	                                           request with the key retries with the same id
-//
 // Reusing the execution id after a failure matters: a produce that timed out may still land,
 // and the router recognises two records with one execution id as one execution.
 

@@ -5,16 +5,6 @@ package store
 // commit that failed), so every work item may arrive more than once; its identity is the
 // execution id, the token (one activation of a node) and the attempt the router asked for.
 //
-// Key layout (P is the store prefix; ids are escaped so ':' inside one cannot forge another key):
-//
-//	P exec:{<executionId>}:runs                    hash    "<attempt>/<token>" -> "" once the item's
-//	                                                       Result was acknowledged by Kafka; the
-//	                                                       hash expires a redelivery window after
-//	                                                       the execution's last finished item
-//	P run:{<executionId>}:<token>:<attempt>:claim  string  which runner is executing the item right now;
-//	                                                       expires unless its holder extends it, so a
-//	                                                       crashed runner blocks a redelivery only briefly
-//
 // A finished item's Result is on the results topic already (the record is written only after
 // the broker acknowledged it), so a redelivery needs to know only that it finished. A runner
 // takes the claim before executing, extends it while the step runs, and drops it in the same
@@ -71,13 +61,13 @@ return 1`)
 
 // FinishRun records that the work item's Result was acknowledged by Kafka, for window (<= 0:
 // DefaultRedeliveryWindow), and releases claim when it is given and still held.
-func (s *Store) FinishRun(ctx context.Context, k RunKey, window time.Duration, claim *RunClaim) error {
+func (s *Store) FinishRun(ctx context.Context, k RunKey, window time.Duration, claim RunClaim) error {
 	if window <= 0 {
 		window = DefaultRedeliveryWindow
 	}
 	token := ""
-	if claim != nil {
-		token = claim.l.token
+	if c, ok := claim.(*redisClaim); ok && c != nil {
+		token = c.l.token
 	}
 	var cmd *redis.Cmd
 	err := s.pipe.do(ctx, func(p redis.Pipeliner) {
@@ -93,15 +83,25 @@ func (s *Store) FinishRun(ctx context.Context, k RunKey, window time.Duration, c
 }
 
 // RunClaim is a runner's claim on executing one work item.
-type RunClaim struct{ l *Lock }
+type RunClaim interface {
+	// Extend keeps the claim for another ttl. ErrLockLost means it expired and may be someone
+	// else's by now.
+	Extend(ctx context.Context, ttl time.Duration) error
+	// Release drops the claim without a result (the runner gave the item up), so a redelivery
+	// does not wait for the claim to expire.
+	Release(ctx context.Context) error
+}
+
+// redisClaim is a RunClaim held as a Redis lock.
+type redisClaim struct{ l *Lock }
 
 // ClaimRun takes the claim on executing k for ttl. ok is false when another holder has it.
-func (s *Store) ClaimRun(ctx context.Context, k RunKey, ttl time.Duration) (c *RunClaim, ok bool, err error) {
+func (s *Store) ClaimRun(ctx context.Context, k RunKey, ttl time.Duration) (c RunClaim, ok bool, err error) {
 	l, ok, err := s.tryLock(ctx, s.runClaimKey(k), ttl)
 	if err != nil || !ok {
 		return nil, ok, err
 	}
-	return &RunClaim{l: l}, true, nil
+	return &redisClaim{l: l}, true, nil
 }
 
 // RunClaimed reports whether someone holds the claim on k.
@@ -120,9 +120,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0`)
 
-// Extend keeps the claim for another ttl. ErrLockLost means it expired and may be someone
-// else's by now.
-func (c *RunClaim) Extend(ctx context.Context, ttl time.Duration) error {
+// Extend implements RunClaim.
+func (c *redisClaim) Extend(ctx context.Context, ttl time.Duration) error {
 	n, err := extendScript.Run(ctx, c.l.rdb, []string{c.l.key}, c.l.token, ttl.Milliseconds()).Int()
 	if err != nil {
 		return fmt.Errorf("extend run claim: %w", err)
@@ -133,9 +132,8 @@ func (c *RunClaim) Extend(ctx context.Context, ttl time.Duration) error {
 	return nil
 }
 
-// Release drops the claim without a result (the runner gave the item up), so a redelivery
-// does not wait for the claim to expire.
-func (c *RunClaim) Release(ctx context.Context) error {
+// Release implements RunClaim; a claim that expired already is released.
+func (c *redisClaim) Release(ctx context.Context) error {
 	err := c.l.Release(ctx)
 	if errors.Is(err, ErrLockLost) {
 		return nil // expired already: nothing to hand over
@@ -154,7 +152,7 @@ type RunStart struct {
 	Done bool
 	// Claim is this caller's claim on running the item. It is nil when Done is set or when
 	// another holder has the claim.
-	Claim *RunClaim
+	Claim RunClaim
 }
 
 // beginRunScript answers from the run record when there is one, else takes the claim.
@@ -191,7 +189,7 @@ func (s *Store) BeginRun(ctx context.Context, k RunKey, ttl time.Duration) (*Run
 	case 1:
 		st.Done = true
 	case 2:
-		st.Claim = &RunClaim{l: &Lock{rdb: s.rdb, key: s.runClaimKey(k), token: token}}
+		st.Claim = &redisClaim{l: &Lock{rdb: s.rdb, key: s.runClaimKey(k), token: token}}
 	}
 	if raw, err := execCmd.Bytes(); err == nil {
 		var rec execRecord

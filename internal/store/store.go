@@ -28,20 +28,41 @@
 //	P {meta}:connections:user:<uid>     zset    connection ids a user owns, by creation time
 //	P {meta}:connections:tenant:<tid>   zset    connection ids shared with a tenant, by creation time
 //	P {meta}:connname:<uid>:<name>      string  connection id (names are unique per owner, ignoring case)
+//	P {meta}:history:kept               zset    every kept succeeded or filtered execution; score: the
+//	                                            second its age runs out times 2^20, plus the bytes its
+//	                                            keys take in 16-byte units (historyScore)
+//	P {meta}:history:failed             zset    the same for failed executions
+//	P {meta}:history:bytes              string  the sum of the kept executions' bytes (the budget's gauge)
+//	P {meta}:history:pruned             hash    count|budget|age -> executions deleted for that reason
+//	P {meta}:history:prune              string  the process pruning to the budget now (a lock)
 //	P {meta}:layout                     string  the key layout's version (see upgrade.go)
-//	P idem:{<flowId>}:<sha256>          string  webhook Idempotency-Key claim: pending|done|failed:<executionId>
-//	P exec:{<id>}                       string  execution record (JSON)
-//	P exec:{<id>}:state                 string  router bookkeeping: per-scope counters, merge arrivals
-//	P exec:{<id>}:steps                 hash    token -> step record
+//	P idem:{<flowId>}:<sha256(key)>     string  webhook Idempotency-Key claim: "pending:<executionId>"
+//	                                            while produced (expires after the lease, so a crashed
+//	                                            producer blocks retries only briefly), "done:<id>" once
+//	                                            acknowledged, "failed:<id>" (a retry reuses the id)
+//	P exec:{<id>}                       string  execution record (envelope.Execution JSON)
+//	P exec:{<id>}:state                 string  router bookkeeping, opaque here: per-scope node counters,
+//	                                            merge arrival sets, in-flight count, sync flag (JSON)
+//	P exec:{<id>}:steps                 hash    token -> step record (envelope.Step JSON without payloads)
+//	P exec:{<id>}:payloads              hash    token -> the step's input and output (snapshots truncated)
 //	P exec:{<id>}:outputs               hash    node id -> latest output (steps.<id> in expressions)
 //	P exec:{<id>}:pending               hash    token -> activation sent to a runner, not yet completed
-//	P exec:{<id>}:msgs                  hash    consumed message id -> records it produces (redelivery marker)
-//	P exec:{<id>}:reply                 list    replies for a synchronous webhook caller
-//	P run:{<exec>}:<token>:<att>        string  a runner's finished Result, to answer redeliveries
-//	P run:{<exec>}:<token>:<att>:claim  string  the runner executing that work item now
-//	P flow:{<fid>}:execs:<status>       zset    execution ids by receive time, trimmed to the retention
-//	P flow:{<fid>}:stats:<day>          hash    "<minute>:<success|error|ignored>" -> count
-//	P flow:{<fid>}:ignored:<rid>        string  partner record already counted as ignored
+//	P exec:{<id>}:msgs                  hash    consumed message id -> records it produces ("" once
+//	                                            produced): the redelivery marker
+//	P exec:{<id>}:reply                 list    replies for a synchronous webhook caller (short TTL)
+//	P exec:{<id>}:runs                  hash    "<attempt>/<token>" -> "" once the work item's Result
+//	                                            was acknowledged by Kafka; expires a redelivery window
+//	                                            after the execution's last finished item
+//	P run:{<exec>}:<token>:<att>:claim  string  the runner executing that work item now; expires unless
+//	                                            its holder extends it
+//	P flow:{<fid>}:execs:<status>       zset    execution ids by receive time (ms), one per status (running,
+//	                                            succeeded, failed, filtered), trimmed to the retention
+//	P flow:{<fid>}:counted              zset    executions counted at their end, by end time; trimmed to
+//	                                            the redelivery window (it guards the counters)
+//	P flow:{<fid>}:counts               hash    success|error|ignored -> executions ever ended so
+//	P flow:{<fid>}:stats:<yyyymmdd>     hash    "<unix minute>:<success|error|ignored>" -> count (UTC day)
+//	P flow:{<fid>}:ignored:<rid>        string  partner record already counted as ignored (for the
+//	                                            redelivery window)
 //	P flow:{<fid>}:trigger              string  the router's report on the flow's trigger (expires)
 //
 // The control plane (flows, identity, connections, the outbox) is small, changes rarely and
@@ -51,8 +72,9 @@
 // its flow's indexes, is made in two steps that are each atomic, the second idempotent and
 // repeated on redelivery (see AdvanceExecution).
 //
-// Each file documents its keys in detail (executions.go, runs.go, idempotency.go,
-// connections.go); ids inside keys are escaped so that no id can forge another record's key.
+// This is the one list of the keys; each file explains how its keys are used (executions.go,
+// history.go, runs.go, idempotency.go, connections.go). Ids inside keys are escaped (':' as
+// %3A) so that no id can forge another record's key.
 package store
 
 import (

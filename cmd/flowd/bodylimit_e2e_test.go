@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// overLimit posts a body of n bytes to each path, as HTTP clients do (the whole body, without
+// waiting), and wants 413 with the error envelope naming the limit on every one: the client
+// reads that answer, the connection is not reset under it.
+func overLimit(t *testing.T, base, token, limit string, n int, paths ...string) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	body := strings.Repeat("a", n)
+	want := `{"errors":[{"code":"too_large","message":"request body is larger than the limit of ` + limit + `","path":""}]}`
+	for _, path := range paths {
+		for i := range 3 {
+			req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+token)
+			res, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("POST %s #%d: %v", path, i, err)
+			}
+			raw, _ := io.ReadAll(res.Body)
+			_ = res.Body.Close()
+			if res.StatusCode != http.StatusRequestEntityTooLarge || res.Header.Get("Content-Type") != "application/json" || string(raw) != want {
+				t.Fatalf("POST %s #%d: %d %s %s", path, i, res.StatusCode, res.Header.Get("Content-Type"), raw)
+			}
+		}
+	}
+}
+
+// Every kind of route answers a body over the limit alike: webhooks (/hooks, /webhooks), the
+// control plane (/api/v1) and the FlowMate partner routes (/flows), both in `flowd dev`, whose
+// one listener reads every body before dispatching, and in the api role on its own (the
+// ingest role's listener is ingest.Server.Serve, tested in package ingest).
+func TestBodyOverTheLimitIs413OnEveryRoute(t *testing.T) {
+	paths := []string{"/hooks/f1", "/hooks/f1/a/b", "/webhooks/f1", "/api/v1/flows", "/flows"}
+	t.Run("dev", func(t *testing.T) {
+		p := startPipeline(t) // body limit 1 MiB
+		overLimit(t, p.base, p.token, "1 MiB", 16<<20, paths...)
+		if st, _ := p.get("/api/v1/flows", p.token); st != http.StatusOK {
+			t.Fatalf("after the refusals: GET /api/v1/flows %d", st)
+		}
+	})
+	t.Run("api", func(t *testing.T) {
+		p := newPipeline(t, 1, connectorPolicy{})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		_ = ln.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		ready, done := make(chan struct{}), make(chan error, 1)
+		opt := apiOptions{addr: addr, connectorsDir: filepath.Join(p.dir, "connectors"), bodyLimit: 64 << 10, adminToken: p.token,
+			autoConfirm: true, onReady: func(string) { close(ready) }}
+		go func() { done <- serveAPI(ctx, p.in, opt) }()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("api: %v", err)
+			}
+		})
+		select {
+		case <-ready:
+		case err := <-done:
+			t.Fatalf("api did not start: %v", err)
+		}
+		p.base = "http://" + addr
+		overLimit(t, p.base, p.token, "64 KiB", 16<<20, "/api/v1/flows", "/api/v1/flows/f1", "/flows", "/nowhere")
+	})
+}

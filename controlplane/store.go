@@ -1,0 +1,76 @@
+package controlplane
+
+import (
+	"context"
+	"time"
+
+	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/events"
+	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/internal/identity"
+	"github.com/flowd/flowd/internal/store"
+)
+
+// What the control plane needs of flowd's state, by domain; *store.Store provides each.
+
+// Flows is the flow repository: documents, their revisions and lifecycle.
+type Flows interface {
+	CreateFlow(ctx context.Context, f *flowdoc.Flow, evs ...events.Event) error
+	Flow(ctx context.Context, id string) (*flowdoc.Flow, error)
+	AllFlows(ctx context.Context) ([]flowdoc.Flow, error)
+	FlowsOwnedBy(ctx context.Context, owners ...flowdoc.Owner) ([]flowdoc.Flow, error)
+	UpdateFlow(ctx context.Context, id string, decide func(cur *flowdoc.Flow) (store.Mutation, error)) (*flowdoc.Flow, error)
+	DeleteFlow(ctx context.Context, id string, allow func(cur *flowdoc.Flow) ([]events.Event, error)) error
+	Revisions(ctx context.Context, id string) ([]flowdoc.Flow, error)
+	Revision(ctx context.Context, id string, n int) (*flowdoc.Flow, error)
+	TriggerStatus(ctx context.Context, flowID string) ([]byte, error)
+}
+
+// Identity holds tenants, users and their API tokens.
+type Identity interface {
+	CreateTenant(ctx context.Context, t identity.Tenant) error
+	Tenant(ctx context.Context, id string) (*identity.Tenant, error)
+	Tenants(ctx context.Context) ([]identity.Tenant, error)
+	UpdateTenant(ctx context.Context, id string, decide func(cur *identity.Tenant) (*identity.Tenant, error)) (*identity.Tenant, error)
+	CreateUser(ctx context.Context, u identity.User) error
+	User(ctx context.Context, id string) (*identity.User, error)
+	Users(ctx context.Context) ([]identity.User, error)
+	CreateToken(ctx context.Context, t identity.Token) error
+	TokenByHash(ctx context.Context, hash string) (*identity.Token, error)
+	TokenByID(ctx context.Context, id string) (*identity.Token, error)
+	Tokens(ctx context.Context, userID string) ([]identity.Token, error)
+	DeleteToken(ctx context.Context, t identity.Token) error
+	AdminID(ctx context.Context) (string, error)
+	ClaimAdmin(ctx context.Context, u identity.User) error
+}
+
+// Connections holds connections with their sealed secrets (internal/connections checks them).
+type Connections interface {
+	CreateConnection(ctx context.Context, c *store.Connection) error
+	Connection(ctx context.Context, id string) (*store.Connection, error)
+	ConnectionsOwnedBy(ctx context.Context, uid string) ([]store.Connection, error)
+	ConnectionsSharedWith(ctx context.Context, tenant string) ([]store.Connection, error)
+	UpdateConnection(ctx context.Context, id string, decide func(cur *store.Connection) (*store.Connection, error)) (*store.Connection, error)
+	DeleteConnection(ctx context.Context, id string, allow func(cur *store.Connection) error) error
+}
+
+// Executions is what the router recorded of executions, read-only here.
+type Executions interface {
+	Execution(ctx context.Context, id string) (*envelope.Execution, error)
+	ExecutionSteps(ctx context.Context, id string) ([]envelope.Step, error)
+	FlowExecutions(ctx context.Context, flowID, status string, offset, limit int) ([]envelope.Execution, int, error)
+	FlowStats(ctx context.Context, flowID string, from, to time.Time) ([]store.StatsBucket, error)
+	Counts(ctx context.Context, flowID string) (store.FlowCounts, error)
+	History(ctx context.Context) (store.HistoryUsage, error)
+}
+
+// Store is every part of the state the control plane uses; Ping backs its readiness.
+type Store interface {
+	Flows
+	Identity
+	Connections
+	Executions
+	Ping(ctx context.Context) error
+}
+
+var _ Store = (*store.Store)(nil)

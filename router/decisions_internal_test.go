@@ -1,0 +1,299 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/testrig"
+)
+
+// The router's decisions, record by record, against an in-memory store and producer: what it
+// produces, what it dead-letters and what it records. The same paths run on a real broker and
+// Redis in router_test.go.
+
+type decisions struct {
+	t  *testing.T
+	r  *Router
+	st *fakeStore
+	w  *fakeWriter
+}
+
+func newDecisions(t *testing.T, cfg Config) *decisions {
+	t.Helper()
+	t.Parallel()
+	st, w := newFakeStore(), &fakeWriter{}
+	cfg.Store = st
+	cfg.Kafka = kafkax.Config{Brokers: []string{"unused:9092"}, RecordKeys: testrig.RecordKeys()}
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.useWriter(w)
+	return &decisions{t: t, r: r, st: st, w: w}
+}
+
+// twoSteps is webhook → A → B, saved as revision 1.
+func (d *decisions) twoSteps() *flowdoc.Flow {
+	return d.st.save(flowdoc.Flow{ID: "f1", Name: "two steps", Status: flowdoc.StatusActive,
+		Owners: []flowdoc.Owner{{ID: "u1", Type: flowdoc.OwnerUser}},
+		Graph: flowdoc.Graph{
+			Nodes: []flowdoc.Node{{ID: "t", Type: flowdoc.TypeWebhook},
+				{ID: "A", Type: flowdoc.TypeAction, Connector: "c", Action: "a"},
+				{ID: "B", Type: flowdoc.TypeAction, Connector: "c", Action: "b"}},
+			Edges: []flowdoc.Edge{{Source: "t", Target: "A"}, {Source: "A", Target: "B"}},
+		}})
+}
+
+func (d *decisions) record(topic string, v any, sign bool) kafka.Message {
+	d.t.Helper()
+	raw, err := json.Marshal(v)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	m := kafka.Message{Topic: d.r.cfg.Kafka.Topic(topic), Key: []byte("k"), Value: raw, Partition: 3, Offset: 42}
+	if sign {
+		d.r.cfg.Kafka.RecordKeys.Sign(&m)
+	}
+	return m
+}
+
+func (d *decisions) signed(m kafka.Message) kafka.Message {
+	d.r.cfg.Kafka.RecordKeys.Sign(&m)
+	return m
+}
+
+func (d *decisions) handle(m kafka.Message) error {
+	return d.r.handleMain(context.Background(), m)
+}
+
+func (d *decisions) mustHandle(m kafka.Message) {
+	d.t.Helper()
+	if err := d.handle(m); err != nil {
+		d.t.Fatalf("handle %s: %v", m.Topic, err)
+	}
+}
+
+func (d *decisions) ingest(f *flowdoc.Flow, execID string) kafka.Message {
+	return d.record(envelope.TopicIngest, envelope.Ingest{ExecutionID: execID, FlowID: f.ID, Revision: f.Revision,
+		Trigger: "webhook", ReceivedAt: time.Unix(1000, 0).UTC(), Input: json.RawMessage(`{"n":1}`)}, true)
+}
+
+// work decodes produced work items, checking each is signed and on the default pool's topic.
+func (d *decisions) work(msgs []kafka.Message) []envelope.Work {
+	d.t.Helper()
+	var out []envelope.Work
+	for _, m := range msgs {
+		if m.Topic != d.r.cfg.Kafka.Topic(envelope.PoolTopic("")) {
+			d.t.Fatalf("record on %s, want the work topic: %s", m.Topic, m.Value)
+		}
+		if err := d.r.cfg.Kafka.RecordKeys.Verify(m); err != nil {
+			d.t.Fatalf("produced work is not signed: %v", err)
+		}
+		var w envelope.Work
+		if err := json.Unmarshal(m.Value, &w); err != nil {
+			d.t.Fatal(err)
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+func (d *decisions) result(w envelope.Work, fail *envelope.Error, output string) kafka.Message {
+	res := envelope.Result{ExecutionID: w.ExecutionID, FlowID: w.FlowID, Revision: w.Revision, NodeID: w.Node.ID,
+		Token: w.Token, Attempt: 1, Error: fail, StartedAt: time.Unix(1001, 0).UTC(), FinishedAt: time.Unix(1002, 0).UTC()}
+	if fail == nil {
+		res.Outputs = []envelope.Output{{Data: json.RawMessage(output)}}
+	}
+	return d.record(envelope.TopicResults, res, true)
+}
+
+// deadLetters returns the reasons of the dead letters among msgs.
+func (d *decisions) deadLetters(msgs []kafka.Message) []string {
+	var out []string
+	for _, m := range msgs {
+		if m.Topic != d.r.cfg.Kafka.Topic(envelope.TopicDLQ) {
+			d.t.Fatalf("record on %s, want only dead letters", m.Topic)
+		}
+		for _, h := range m.Headers {
+			if h.Key == kafkax.HeaderDLQReason {
+				out = append(out, string(h.Value))
+			}
+		}
+	}
+	return out
+}
+
+func TestDecideWebhookRunsEachStepInTurnAndSucceeds(t *testing.T) {
+	d := newDecisions(t, Config{})
+	f := d.twoSteps()
+	d.mustHandle(d.ingest(f, "x1"))
+	ws := d.work(d.w.take())
+	if len(ws) != 1 || ws[0].Node.ID != "A" || ws[0].ExecutionID != "x1" || string(ws[0].Input) != `{"n":1}` {
+		t.Fatalf("work after the trigger: %+v", ws)
+	}
+	if e := d.st.execution("x1"); e == nil || e.Status != envelope.StatusRunning || e.Revision != 1 {
+		t.Fatalf("execution after the trigger: %+v", e)
+	}
+	d.mustHandle(d.result(ws[0], nil, `{"a":2}`))
+	ws = d.work(d.w.take())
+	if len(ws) != 1 || ws[0].Node.ID != "B" || string(ws[0].Input) != `{"a":2}` {
+		t.Fatalf("work after A: %+v", ws)
+	}
+	d.mustHandle(d.result(ws[0], nil, `{"b":3}`))
+	if got := d.w.take(); len(got) != 0 {
+		t.Fatalf("an ended execution produced %d more record(s)", len(got))
+	}
+	e := d.st.execution("x1")
+	if e == nil || e.Status != envelope.StatusSucceeded || e.FinishedAt == nil {
+		t.Fatalf("execution at the end: %+v", e)
+	}
+	var got []string
+	for _, s := range d.st.stepsOf("x1") {
+		got = append(got, s.NodeID+":"+s.Status)
+	}
+	sort.Strings(got)
+	if strings.Join(got, ",") != "A:succeeded,B:succeeded,t:succeeded" {
+		t.Fatalf("steps %v", got)
+	}
+}
+
+func TestDecideRedeliveredIngestProducesNothingTwice(t *testing.T) {
+	d := newDecisions(t, Config{})
+	f := d.twoSteps()
+	m := d.ingest(f, "x1")
+	d.mustHandle(m)
+	if n := len(d.w.take()); n != 1 {
+		t.Fatalf("first delivery produced %d records", n)
+	}
+	d.mustHandle(m)
+	if n := len(d.w.take()); n != 0 {
+		t.Fatalf("a redelivery after the records were produced produced %d more", n)
+	}
+}
+
+func TestDecideRedeliveryAfterAFailedProduceProducesTheStoredWork(t *testing.T) {
+	d := newDecisions(t, Config{})
+	f := d.twoSteps()
+	m := d.ingest(f, "x1")
+	d.w.fail = 1
+	if err := d.handle(m); !errors.Is(err, errBrokerDown) {
+		t.Fatalf("handle with the broker down: %v, want the produce error (no commit)", err)
+	}
+	d.mustHandle(m)
+	ws := d.work(d.w.take())
+	if len(ws) != 1 || ws[0].Node.ID != "A" {
+		t.Fatalf("the redelivery produced %+v, want the first delivery's work item", ws)
+	}
+	d.mustHandle(m)
+	if n := len(d.w.take()); n != 0 {
+		t.Fatalf("a third delivery produced %d records", n)
+	}
+}
+
+func TestDecideDuplicateResultChangesNothing(t *testing.T) {
+	d := newDecisions(t, Config{})
+	f := d.twoSteps()
+	d.mustHandle(d.ingest(f, "x1"))
+	a := d.work(d.w.take())[0]
+	res := d.result(a, nil, `{}`)
+	d.mustHandle(res)
+	if n := len(d.w.take()); n != 1 {
+		t.Fatalf("result of A produced %d records", n)
+	}
+	d.mustHandle(res)
+	if n := len(d.w.take()); n != 0 {
+		t.Fatalf("the duplicate result produced %d records", n)
+	}
+}
+
+func TestDecideFailedStepFailsTheExecution(t *testing.T) {
+	d := newDecisions(t, Config{})
+	f := d.twoSteps()
+	d.mustHandle(d.ingest(f, "x1"))
+	a := d.work(d.w.take())[0]
+	d.mustHandle(d.result(a, &envelope.Error{Code: "http_500", Message: "partner down"}, ""))
+	if n := len(d.w.take()); n != 0 {
+		t.Fatalf("a failed step produced %d records", n)
+	}
+	e := d.st.execution("x1")
+	if e == nil || e.Status != envelope.StatusFailed || e.Error == nil || e.Error.Code != "http_500" {
+		t.Fatalf("execution %+v", e)
+	}
+}
+
+func TestDecideUntrustedRecordsGoToTheDeadLetters(t *testing.T) {
+	d := newDecisions(t, Config{})
+	f := d.twoSteps()
+	d.mustHandle(d.ingest(f, "x1"))
+	a := d.work(d.w.take())[0]
+	other := a
+	other.Revision = 7
+	wrongTrigger := envelope.Ingest{ExecutionID: "x3", FlowID: f.ID, Revision: 1, Trigger: "kafka", Input: json.RawMessage(`1`)}
+	for _, c := range []struct {
+		name   string
+		m      kafka.Message
+		reason string
+		execID string
+	}{
+		{"unsigned ingest", d.record(envelope.TopicIngest, envelope.Ingest{ExecutionID: "x2", FlowID: f.ID, Revision: 1, Trigger: "webhook"}, false), "record authentication failed", "x2"},
+		{"undecodable", d.signed(kafka.Message{Topic: d.r.topicIngest, Value: []byte("{")}), "undecodable ingest record", ""},
+		{"unknown flow", d.record(envelope.TopicIngest, envelope.Ingest{ExecutionID: "x4", FlowID: "nope", Revision: 1, Trigger: "webhook"}, true), "flow nope revision 1", "x4"},
+		{"trigger of another kind", d.record(envelope.TopicIngest, wrongTrigger, true), `trigger "kafka"`, "x3"},
+		{"result of another revision", d.result(other, nil, `{}`), "revision 7", ""},
+		{"result of an unknown execution", d.record(envelope.TopicResults, envelope.Result{ExecutionID: "x9", FlowID: f.ID, Revision: 1, NodeID: "A", Token: "t9"}, true), "unknown execution x9", "x9"},
+	} {
+		d.mustHandle(c.m)
+		reasons := d.deadLetters(d.w.take())
+		if len(reasons) != 1 || !strings.Contains(reasons[0], c.reason) {
+			t.Errorf("%s: dead letters %q, want one naming %q", c.name, reasons, c.reason)
+		}
+		if c.execID != "" && d.st.execution(c.execID) != nil {
+			t.Errorf("%s: created execution %s", c.name, c.execID)
+		}
+	}
+	if e := d.st.execution("x1"); e == nil || e.Status != envelope.StatusRunning {
+		t.Fatalf("the running execution changed: %+v", e)
+	}
+}
+
+func TestDecideWorkTooLargeForKafkaFailsTheExecution(t *testing.T) {
+	d := newDecisions(t, Config{MaxRecordBytes: 600})
+	f := d.twoSteps()
+	m := d.record(envelope.TopicIngest, envelope.Ingest{ExecutionID: "x1", FlowID: f.ID, Revision: 1, Trigger: "webhook",
+		Input: json.RawMessage(`"` + strings.Repeat("x", 1000) + `"`)}, true)
+	d.mustHandle(m)
+	if n := len(d.w.take()); n != 0 {
+		t.Fatalf("produced %d records, want none", n)
+	}
+	e := d.st.execution("x1")
+	if e == nil || e.Status != envelope.StatusFailed || e.Error == nil || e.Error.Code != CodeRecordTooLarge {
+		t.Fatalf("execution %+v", e)
+	}
+}
+
+func TestDecideCurrentRevisionWhenTheRecordNamesNone(t *testing.T) {
+	d := newDecisions(t, Config{})
+	f := d.twoSteps()
+	f2 := *f
+	f2.Graph.Nodes, f2.Graph.Edges = f2.Graph.Nodes[:2], f2.Graph.Edges[:1] // revision 2 ends after A
+	d.st.save(f2)
+	d.mustHandle(d.record(envelope.TopicIngest, envelope.Ingest{ExecutionID: "x1", FlowID: f.ID, Trigger: "webhook", Input: json.RawMessage(`1`)}, true))
+	a := d.work(d.w.take())[0]
+	if a.Revision != 2 {
+		t.Fatalf("work runs revision %d, want the current 2", a.Revision)
+	}
+	d.mustHandle(d.result(a, nil, `{}`))
+	if e := d.st.execution("x1"); e == nil || e.Status != envelope.StatusSucceeded {
+		t.Fatalf("execution %+v", e)
+	}
+}

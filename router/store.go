@@ -1,0 +1,44 @@
+package router
+
+import (
+	"context"
+	"time"
+
+	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/internal/topicpolicy"
+)
+
+// What the router needs of flowd's state, by domain. *store.Store provides each; the router's
+// decisions are unit-tested against in-memory fakes of them (fakes_internal_test.go).
+
+// Flows is the part of the flow repository the router reads and confirms lifecycle changes in.
+type Flows interface {
+	Flow(ctx context.Context, id string) (*flowdoc.Flow, error)
+	Revision(ctx context.Context, id string, n int) (*flowdoc.Flow, error)
+	AllFlows(ctx context.Context) ([]flowdoc.Flow, error)
+	UpdateFlow(ctx context.Context, id string, decide func(cur *flowdoc.Flow) (store.Mutation, error)) (*flowdoc.Flow, error)
+}
+
+// Executions is the execution bookkeeping: one atomic transition per consumed record.
+type Executions interface {
+	AdvanceExecution(ctx context.Context, t store.Transition, decide func(*store.ExecState) (*store.ExecChange, error)) (store.Advanced, error)
+	MarkProduced(ctx context.Context, executionID, messageID string) error
+	CountIgnored(ctx context.Context, flowID, recordID string, at time.Time, p store.ExecPolicy) (bool, error)
+}
+
+// TriggerStatuses keeps what the router reports about partner-topic triggers.
+type TriggerStatuses interface {
+	SetTriggerStatus(ctx context.Context, flowID string, report []byte, ttl time.Duration) error
+}
+
+// Store is every part of the state the router uses; the identity directory answers which
+// partner topics a flow's tenant may read (topicpolicy).
+type Store interface {
+	Flows
+	Executions
+	TriggerStatuses
+	topicpolicy.Directory
+}
+
+var _ Store = (*store.Store)(nil)
