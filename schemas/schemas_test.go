@@ -10,6 +10,7 @@ import (
 )
 
 func TestEverySchemaCompiles(t *testing.T) {
+	t.Parallel()
 	names, err := fs.Glob(FS, "*.json")
 	if err != nil || len(names) == 0 {
 		t.Fatalf("no embedded schemas: %v", err)
@@ -38,12 +39,14 @@ func TestEverySchemaCompiles(t *testing.T) {
 }
 
 func TestCompiledUnknown(t *testing.T) {
+	t.Parallel()
 	if _, err := Compiled("nope.schema.json"); err == nil {
 		t.Fatal("expected an error for a schema that is not embedded")
 	}
 }
 
 func TestFlowSchemaSmoke(t *testing.T) {
+	t.Parallel()
 	s, err := Compiled("flow.schema.json")
 	if err != nil {
 		t.Fatal(err)

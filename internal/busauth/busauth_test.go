@@ -30,6 +30,7 @@ func record() kafka.Message {
 }
 
 func TestSignVerify(t *testing.T) {
+	t.Parallel()
 	a := ring(t, "b2:"+secrets.GenerateKey()+",b1:"+secrets.GenerateKey())
 	m := record()
 	a.Sign(&m)
@@ -47,6 +48,7 @@ func TestSignVerify(t *testing.T) {
 }
 
 func TestVerifyRefusesTampering(t *testing.T) {
+	t.Parallel()
 	k := ring(t, "b1:"+secrets.GenerateKey())
 	other := ring(t, "b1:"+secrets.GenerateKey())
 	signed := func() kafka.Message { m := record(); k.Sign(&m); return m }
@@ -96,6 +98,7 @@ func TestVerifyRefusesTampering(t *testing.T) {
 }
 
 func TestRotation(t *testing.T) {
+	t.Parallel()
 	oldKey, newKey := secrets.GenerateKey(), secrets.GenerateKey()
 	before := ring(t, "b1:"+oldKey)
 	during := ring(t, "b2:"+newKey+",b1:"+oldKey)
@@ -116,6 +119,7 @@ func TestRotation(t *testing.T) {
 }
 
 func TestLoad(t *testing.T) {
+	t.Parallel()
 	if _, err := Load("", ""); !errors.Is(err, secrets.ErrNoKey) {
 		t.Fatalf("no key: %v", err)
 	}

@@ -358,6 +358,7 @@ func TestStaticTypesAndOwnership(t *testing.T) {
 }
 
 func TestRefreshLock(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	id := identity.NewID()

@@ -12,6 +12,7 @@ import (
 // The connector manifest's schema names the connection types a connector may accept; it must
 // list exactly the types flowd stores.
 func TestManifestSchemaListsTheConnectionTypes(t *testing.T) {
+	t.Parallel()
 	raw, err := schemas.FS.ReadFile("connector.schema.json")
 	if err != nil {
 		t.Fatal(err)
@@ -33,6 +34,7 @@ func TestManifestSchemaListsTheConnectionTypes(t *testing.T) {
 }
 
 func TestMergeChecksDataAgainstTheType(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		typ   string
 		data  map[string]any

@@ -9,6 +9,7 @@ import (
 // Records of one key on one partition run one after another in fetch order; other keys and
 // the same key on another partition do not wait.
 func TestLanesOrderPerKeyAndPartition(t *testing.T) {
+	t.Parallel()
 	l := &lanes{busy: map[string][]kafka.Message{}}
 	rec := func(part int, key string, off int64) kafka.Message {
 		return kafka.Message{Topic: "t", Partition: part, Key: []byte(key), Offset: off}

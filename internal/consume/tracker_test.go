@@ -7,6 +7,7 @@ import (
 )
 
 func TestOffsetTrackerCommitsInOrder(t *testing.T) {
+	t.Parallel()
 	tr := newOffsetTracker()
 	for _, o := range []int64{10, 11, 13, 14} { // 12 is a gap (a compacted record)
 		if !tr.start("steps", 0, o) {
@@ -47,6 +48,7 @@ func TestOffsetTrackerCommitsInOrder(t *testing.T) {
 }
 
 func TestOffsetTrackerRefetch(t *testing.T) {
+	t.Parallel()
 	tr := newOffsetTracker()
 	tr.start("steps", 0, 5)
 	tr.start("steps", 0, 6)
@@ -78,6 +80,7 @@ func TestOffsetTrackerRefetch(t *testing.T) {
 }
 
 func TestOffsetTrackerInsertsOutOfOrderFetches(t *testing.T) {
+	t.Parallel()
 	tr := newOffsetTracker()
 	tr.start("steps", 0, 20)
 	// Another consumer owned the partition meanwhile and the group's offset moved back below
@@ -94,6 +97,7 @@ func TestOffsetTrackerInsertsOutOfOrderFetches(t *testing.T) {
 }
 
 func TestOffsetTrackerWaitBelow(t *testing.T) {
+	t.Parallel()
 	tr := newOffsetTracker()
 	tr.start("steps", 0, 1)
 	tr.start("steps", 0, 2)

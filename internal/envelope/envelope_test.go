@@ -16,6 +16,7 @@ import (
 // The records the roles write match the published schema, and the schema refuses records
 // that miss what consumers rely on.
 func TestRecordsMatchThePublishedSchema(t *testing.T) {
+	t.Parallel()
 	if _, err := schemas.Compiled("envelopes.schema.json"); err != nil {
 		t.Fatal(err)
 	}

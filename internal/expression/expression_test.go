@@ -19,6 +19,7 @@ func testEnv() Env {
 }
 
 func TestCompileAndEval(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		src     string
 		want    any
@@ -77,6 +78,7 @@ func TestCompileAndEval(t *testing.T) {
 }
 
 func TestCondition(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		src     string
 		env     Env
@@ -128,6 +130,7 @@ func TestCondition(t *testing.T) {
 }
 
 func TestTemplate(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		src     string
 		want    any
@@ -186,6 +189,7 @@ func TestTemplate(t *testing.T) {
 }
 
 func TestTemplateErrorPosition(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ src, want string }{
 		{"Bearer {{ secrets.token }}", "unknown name secrets (line 1, column 11)"},
 		{"é {{ input.a }} {{ nope }}", "unknown name nope (line 1, column 20)"},
@@ -201,6 +205,7 @@ func TestTemplateErrorPosition(t *testing.T) {
 }
 
 func TestValue(t *testing.T) {
+	t.Parallel()
 	in := map[string]any{
 		"url":     "https://api/{{ input.name }}",
 		"count":   "{{ input.count }}",
@@ -240,6 +245,7 @@ func TestValue(t *testing.T) {
 }
 
 func TestValueErrorPaths(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in       any
 		path     string
@@ -274,6 +280,7 @@ func TestValueErrorPaths(t *testing.T) {
 }
 
 func TestEvalRecoversPanics(t *testing.T) {
+	t.Parallel()
 	p, err := Compile("input.f()")
 	if err != nil {
 		t.Skip("expr rejects the call statically:", err)
@@ -284,6 +291,7 @@ func TestEvalRecoversPanics(t *testing.T) {
 }
 
 func TestConcurrentEval(t *testing.T) {
+	t.Parallel()
 	p, err := CompileCondition("input.count > 1")
 	if err != nil {
 		t.Fatal(err)

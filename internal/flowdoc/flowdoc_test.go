@@ -101,6 +101,7 @@ func corpusFiles(t *testing.T, dir string) []string {
 }
 
 func TestCorpusValid(t *testing.T) {
+	t.Parallel()
 	opts := corpusOptions(t)
 	files := corpusFiles(t, "valid")
 	if len(files) < 6 {
@@ -138,6 +139,7 @@ type expectation struct {
 }
 
 func TestCorpusInvalid(t *testing.T) {
+	t.Parallel()
 	opts := corpusOptions(t)
 	files := corpusFiles(t, "invalid")
 	if len(files) < 15 {
@@ -176,6 +178,7 @@ func TestCorpusInvalid(t *testing.T) {
 }
 
 func TestManyProblemsAtOnce(t *testing.T) {
+	t.Parallel()
 	doc := `{
 		"name": "",
 		"colour": "blue",
@@ -245,6 +248,7 @@ func TestManyProblemsAtOnce(t *testing.T) {
 }
 
 func TestDecodeWrongTypesAreNotRepeated(t *testing.T) {
+	t.Parallel()
 	doc := `{"name": "x", "graph": {
 		"nodes": ["not a node", {"id": "in", "type": "trigger.webhook"}, {"id": 7, "type": "respond"}],
 		"edges": [5, {"source": "in", "target": "gone"}]}}`
@@ -268,6 +272,7 @@ func TestDecodeWrongTypesAreNotRepeated(t *testing.T) {
 }
 
 func TestValidateStruct(t *testing.T) {
+	t.Parallel()
 	f := &Flow{
 		Name:   "built in code",
 		Owners: []Owner{{ID: "u", Type: "robot"}},
@@ -302,6 +307,7 @@ func TestValidateStruct(t *testing.T) {
 }
 
 func TestCycleMessageNamesNodes(t *testing.T) {
+	t.Parallel()
 	f := &Flow{Name: "c", Graph: Graph{
 		Nodes: []Node{{ID: "t", Type: TypeWebhook}, {ID: "a", Type: TypeAction, Connector: "c", Action: "x"}, {ID: "b", Type: TypeAction, Connector: "c", Action: "x"}},
 		Edges: []Edge{{Source: "t", Target: "a"}, {Source: "a", Target: "b"}, {Source: "b", Target: "a"}, {Source: "b", Target: "b"}},
@@ -318,6 +324,7 @@ func TestCycleMessageNamesNodes(t *testing.T) {
 }
 
 func TestToJSON(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, body, ct string
 		want           string // JSON (compared semantically) or "" when problems are expected
@@ -370,6 +377,7 @@ func TestToJSON(t *testing.T) {
 }
 
 func TestDecodeRejectsNonObjects(t *testing.T) {
+	t.Parallel()
 	for _, doc := range []string{`[]`, `"flow"`, `null`, `42`} {
 		f, probs := Decode([]byte(doc), Options{})
 		if f != nil || !has(probs, CodeType, "") {
@@ -379,6 +387,7 @@ func TestDecodeRejectsNonObjects(t *testing.T) {
 }
 
 func TestTriggerAndKind(t *testing.T) {
+	t.Parallel()
 	f := &Flow{Graph: Graph{Nodes: []Node{{ID: "a", Type: TypeAction}, {ID: "k", Type: TypeKafka}}}}
 	if n := f.Trigger(); n == nil || n.ID != "k" {
 		t.Fatalf("Trigger = %v", n)
@@ -392,6 +401,7 @@ func TestTriggerAndKind(t *testing.T) {
 }
 
 func TestIsJSONSchemaParams(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in   string
 		want bool
@@ -412,6 +422,7 @@ func TestIsJSONSchemaParams(t *testing.T) {
 }
 
 func TestSortOrder(t *testing.T) {
+	t.Parallel()
 	l := finish(problem.List{
 		{Code: "b", Path: "/graph/edges/10"},
 		{Code: "a", Path: "/graph/edges/2"},
@@ -431,6 +442,7 @@ func TestSortOrder(t *testing.T) {
 }
 
 func TestCanonical(t *testing.T) {
+	t.Parallel()
 	out, err := Canonical(&Flow{Name: "a<b>", Graph: Graph{Nodes: []Node{{ID: "n", Type: TypeWebhook}}}})
 	if err != nil {
 		t.Fatal(err)
@@ -498,6 +510,7 @@ func FuzzDecode(f *testing.F) {
 }
 
 func TestLookupReportsUnknownConnectorsAndActions(t *testing.T) {
+	t.Parallel()
 	f := &Flow{Name: "x", Graph: Graph{
 		Nodes: []Node{
 			{ID: "hook", Type: TypeWebhook},
@@ -519,6 +532,7 @@ func TestLookupReportsUnknownConnectorsAndActions(t *testing.T) {
 }
 
 func TestReservedTopics(t *testing.T) {
+	t.Parallel()
 	reserved := func(topic string) bool { return strings.HasPrefix(topic, "flowd.") || strings.HasPrefix(topic, "__") }
 	flow := func(nodes ...Node) *Flow {
 		f := &Flow{Name: "t", Graph: Graph{Nodes: nodes}}

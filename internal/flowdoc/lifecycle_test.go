@@ -6,6 +6,7 @@ import (
 )
 
 func TestLifecycleTable(t *testing.T) {
+	t.Parallel()
 	const refused = "refused"
 	const settled = "settled"
 	// want[action][status]: the next status, or settled (nothing to do), or refused (409).
@@ -61,6 +62,7 @@ func TestLifecycleTable(t *testing.T) {
 }
 
 func TestOnlyIdleFlowsAreEditableAndOnlyLiveOnesRun(t *testing.T) {
+	t.Parallel()
 	for _, s := range Statuses {
 		editable := s == StatusInactive || s == StatusFailed
 		runs := s == StatusStarting || s == StatusActive

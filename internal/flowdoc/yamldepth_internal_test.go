@@ -6,6 +6,7 @@ import (
 )
 
 func TestYAMLNesting(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name string
 		doc  string
@@ -27,6 +28,7 @@ func TestYAMLNesting(t *testing.T) {
 // A YAML flow nested thousands deep is refused before it is parsed (the parser's cost grows
 // with the square of the depth: 8,000 levels took seconds of CPU to refuse), in each style.
 func TestDeepYAMLIsRefusedBeforeParsing(t *testing.T) {
+	t.Parallel()
 	const n = 8000
 	var block, seq strings.Builder
 	for i := range 1400 { // as deep as indentation gets within the 1 MiB body limit

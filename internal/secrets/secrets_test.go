@@ -21,6 +21,7 @@ func ring(t *testing.T, spec string) *secrets.Keyring {
 }
 
 func TestRoundTripThroughJSON(t *testing.T) {
+	t.Parallel()
 	kr := ring(t, "a:"+secrets.GenerateKey())
 	s, err := kr.Encrypt([]byte("hunter2"), []byte("conn-1/password"))
 	if err != nil {
@@ -45,6 +46,7 @@ func TestRoundTripThroughJSON(t *testing.T) {
 }
 
 func TestRefusesWrongKeyTamperingAndMovedCiphertext(t *testing.T) {
+	t.Parallel()
 	kr := ring(t, "a:"+secrets.GenerateKey())
 	s, _ := kr.Encrypt([]byte("hunter2"), []byte("conn-1/password"))
 
@@ -73,6 +75,7 @@ func TestRefusesWrongKeyTamperingAndMovedCiphertext(t *testing.T) {
 }
 
 func TestRotation(t *testing.T) {
+	t.Parallel()
 	oldKey, newKey := secrets.GenerateKey(), secrets.GenerateKey()
 	before := ring(t, "k1:"+oldKey)
 	s, _ := before.Encrypt([]byte("old secret"), []byte("x"))
@@ -95,6 +98,7 @@ func TestRotation(t *testing.T) {
 }
 
 func TestParseAndLoad(t *testing.T) {
+	t.Parallel()
 	key := secrets.GenerateKey()
 	for _, bad := range []string{"", "k1", "k1:notbase64!", "k1:" + key[:20], "bad id:" + key, "a:" + key + ",a:" + key} {
 		if _, err := secrets.ParseKeys(bad); err == nil {

@@ -44,6 +44,7 @@ func flow(owner flowdoc.Owner, topics ...string) *flowdoc.Flow {
 }
 
 func TestCheck(t *testing.T) {
+	t.Parallel()
 	dir := directory{
 		tenants: map[string]identity.Tenant{
 			"acme":  {ID: "acme", Name: "acme", PartnerTopics: list("acme.*", "shared-orders")},

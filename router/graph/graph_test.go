@@ -157,6 +157,7 @@ func out(v any) []envelope.Output {
 }
 
 func TestControlNodes(t *testing.T) {
+	t.Parallel()
 	ifFlow := flow([]flowdoc.Node{n("c", flowdoc.TypeIf, "condition", "input.n > 1"), n("A"), n("B")},
 		e("t", "c"), e("c", "A", "true"), e("c", "B", "false"))
 	switchFlow := flow([]flowdoc.Node{
@@ -265,6 +266,7 @@ func TestControlNodes(t *testing.T) {
 }
 
 func TestMergeAfterFanOut(t *testing.T) {
+	t.Parallel()
 	f := flow([]flowdoc.Node{n("A"), n("B"), n("m", flowdoc.TypeMerge), n("C")},
 		e("t", "A"), e("t", "B"), e("A", "m"), e("B", "m"), e("m", "C"))
 	rn := runner{
@@ -285,6 +287,7 @@ func TestMergeAfterFanOut(t *testing.T) {
 }
 
 func TestMergeWithDeadBranch(t *testing.T) {
+	t.Parallel()
 	f := flow([]flowdoc.Node{n("c", flowdoc.TypeIf, "condition", "input.n > 1"), n("A"), n("B"), n("X"),
 		n("m", flowdoc.TypeMerge), n("C")},
 		e("t", "c"), e("c", "A", "true"), e("c", "B", "false"), e("B", "X"), e("A", "m"), e("X", "m"), e("m", "C"))
@@ -313,6 +316,7 @@ func TestMergeWithDeadBranch(t *testing.T) {
 }
 
 func TestSplit(t *testing.T) {
+	t.Parallel()
 	f := flow([]flowdoc.Node{n("s", flowdoc.TypeSplit, "path", "input.items"), n("A")}, e("t", "s"), e("s", "A"))
 	tr := execute(t, f, `{"items":[{"i":1},{"i":2},{"i":3}]}`, nil, false)
 	if got := tr.workFor("A"); !reflect.DeepEqual(got, []string{`{"i":1}`, `{"i":2}`, `{"i":3}`}) {
@@ -340,6 +344,7 @@ func TestSplit(t *testing.T) {
 }
 
 func TestSplitThenMergeJoinsWithinEachElement(t *testing.T) {
+	t.Parallel()
 	f := flow([]flowdoc.Node{n("s", flowdoc.TypeSplit, "path", "input.items"), n("A"), n("B"),
 		n("m", flowdoc.TypeMerge), n("C")},
 		e("t", "s"), e("s", "A"), e("s", "B"), e("A", "m"), e("B", "m"), e("m", "C"))
@@ -361,6 +366,7 @@ func TestSplitThenMergeJoinsWithinEachElement(t *testing.T) {
 }
 
 func TestRespond(t *testing.T) {
+	t.Parallel()
 	f := flow([]flowdoc.Node{n("A"), n("r", flowdoc.TypeRespond,
 		"status", 201,
 		"body", map[string]any{"hello": "{{ input.name }}", "from": "{{ steps.t.name }}!"},
@@ -384,6 +390,7 @@ func TestRespond(t *testing.T) {
 }
 
 func TestLastOutput(t *testing.T) {
+	t.Parallel()
 	f := flow([]flowdoc.Node{n("A")}, e("t", "A"))
 	tr := execute(t, f, `{}`, runner{"A": func(any) ([]envelope.Output, *envelope.Error) { return out(map[string]int{"done": 1}), nil }}, false)
 	if string(tr.last) != `{"done":1}` {
@@ -393,6 +400,7 @@ func TestLastOutput(t *testing.T) {
 
 // The same completion yields the same tokens: a redelivered message produces nothing new.
 func TestTokensAreDeterministic(t *testing.T) {
+	t.Parallel()
 	f := flow([]flowdoc.Node{n("s", flowdoc.TypeSplit), n("A"), n("B")}, e("t", "s"), e("s", "A"), e("s", "B"))
 	a := execute(t, f, `[1,2]`, nil, false)
 	b := execute(t, f, `[1,2]`, nil, false)
@@ -412,6 +420,7 @@ func TestTokensAreDeterministic(t *testing.T) {
 }
 
 func TestCompleteRejectsUnknownActivations(t *testing.T) {
+	t.Parallel()
 	g, err := Compile(flow([]flowdoc.Node{n("A")}, e("t", "A")))
 	if err != nil {
 		t.Fatal(err)
@@ -436,6 +445,7 @@ func TestCompleteRejectsUnknownActivations(t *testing.T) {
 }
 
 func TestCompileRejectsInvalidFlows(t *testing.T) {
+	t.Parallel()
 	cyclic := flow([]flowdoc.Node{n("A"), n("B")}, e("t", "A"), e("A", "B"), e("B", "A"))
 	if _, err := Compile(cyclic); err == nil {
 		t.Fatal("a cyclic flow compiled")
