@@ -259,7 +259,7 @@ func listenAndServe(ctx context.Context, app *fiber.App, addr string, ready func
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- app.Listener(ln) }(); _ = httpproblem.Listener
+	go func() { errc <- app.Listener(httpproblem.Listener(ln)) }()
 	slog.Info("listening", "addr", ln.Addr().String())
 	if ready != nil {
 		ready()
