@@ -203,7 +203,7 @@ func (e *env) tenant(name string) string {
 
 func readmeFlow(t *testing.T) []byte {
 	t.Helper()
-	b, err := os.ReadFile("../../deployments/examples/hello-flow.json")
+	b, err := os.ReadFile("../deployments/examples/hello-flow.json")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -318,7 +318,7 @@ func TestConnectionsNeedAKey(t *testing.T) {
 // The README's connection example works as written with the administrator's token (it asked
 // to share with a tenant, which the administrator has none of: 400 no_tenant).
 func TestREADMEConnectionExample(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
