@@ -21,22 +21,11 @@ const MaxDepth = 64
 // SchemaFile is the embedded schema every flow document is validated against.
 const SchemaFile = "flow.schema.json"
 
-// Problem codes. Schema failures use the finer codes below where the keyword says what is
-// wrong, and CodeSchema otherwise.
+// Problem codes of flow documents besides the schema's own (internal/problem/schemaproblem).
 const (
-	CodeMalformed          = "malformed"
-	CodeTooDeep            = "too_deep"
-	CodeInternal           = "internal"
-	CodeSchema             = schemaproblem.CodeSchema
-	CodeRequired           = schemaproblem.CodeRequired
-	CodeType               = schemaproblem.CodeType
-	CodeEnum               = schemaproblem.CodeEnum
-	CodeAdditionalProperty = schemaproblem.CodeAdditionalProperty
-	CodePattern            = schemaproblem.CodePattern
-	CodeLength             = schemaproblem.CodeLength // string minLength/maxLength
-	CodeSize               = schemaproblem.CodeSize   // array items / object properties count
-	CodeRange              = schemaproblem.CodeRange  // minimum/maximum/multipleOf
-	CodeFormat             = schemaproblem.CodeFormat
+	CodeMalformed = "malformed"
+	CodeTooDeep   = "too_deep"
+	CodeInternal  = "internal"
 
 	CodeDuplicateNodeID   = "duplicate_node_id"
 	CodeUnknownNode       = "unknown_node"
@@ -201,7 +190,7 @@ func Decode(jsonDoc []byte, opts Options) (*Flow, problem.List) {
 		// Values of the wrong type (or a bad date-time) would make encoding/json give up;
 		// drop them so the rest of the document still gets its semantic checks.
 		for _, l := range leaves {
-			if l.Code == CodeType || l.Code == CodeFormat {
+			if l.Code == schemaproblem.CodeType || l.Code == schemaproblem.CodeFormat {
 				inst = dropAt(inst, l.Location)
 				v.dropped[l.Path] = true
 			}
@@ -222,7 +211,7 @@ func Decode(jsonDoc []byte, opts Options) (*Flow, problem.List) {
 		}
 		// The schema should have caught this; report it rather than lose it.
 		path := "/" + strings.ReplaceAll(te.Field, ".", "/")
-		probs = append(probs, problem.New(CodeType, path, "got %s, want %s", te.Value, te.Type))
+		probs = append(probs, problem.New(schemaproblem.CodeType, path, "got %s, want %s", te.Value, te.Type))
 	}
 	v.f = &f
 	v.run()

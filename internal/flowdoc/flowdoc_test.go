@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/flowd/flowd/internal/problem/schemaproblem"
+
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/flowd/flowd/internal/problem"
@@ -211,18 +213,18 @@ func TestManyProblemsAtOnce(t *testing.T) {
 		t.Fatal("flow not decoded despite recoverable errors")
 	}
 	want := []expectation{
-		{CodeLength, "/name"},
-		{CodeAdditionalProperty, "/colour"},
-		{CodeEnum, "/owners/0/type"},
+		{schemaproblem.CodeLength, "/name"},
+		{schemaproblem.CodeAdditionalProperty, "/colour"},
+		{schemaproblem.CodeEnum, "/owners/0/type"},
 		{CodeInvalidExpression, "/graph/nodes/1/config/condition"},
 		{CodeInvalidExpression, "/graph/nodes/2/config/url"},
 		{CodeDuplicateNodeID, "/graph/nodes/3/id"},
-		{CodeRequired, "/graph/nodes/4/connector"},
-		{CodeRequired, "/graph/nodes/4/action"},
+		{schemaproblem.CodeRequired, "/graph/nodes/4/connector"},
+		{schemaproblem.CodeRequired, "/graph/nodes/4/action"},
 		{CodeMergeInbound, "/graph/nodes/5"},
 		{CodeUnreachable, "/graph/nodes/6/id"},
 		{CodeMultipleTriggers, "/graph/nodes/7"},
-		{CodeEnum, "/graph/nodes/8/type"},
+		{schemaproblem.CodeEnum, "/graph/nodes/8/type"},
 		{CodeInvalidPort, "/graph/edges/1/port"},
 		{CodeInvalidExpression, "/graph/edges/2/condition"},
 		{CodeUnknownNode, "/graph/edges/3/target"},
@@ -294,7 +296,7 @@ func TestValidateStruct(t *testing.T) {
 		},
 	}
 	probs := Validate(f, Options{ActionPorts: func(c, _ string) ([]string, bool) { return []string{"custom"}, c == "c" }})
-	if len(probs) != 1 || !has(probs, CodeEnum, "/owners/0/type") {
+	if len(probs) != 1 || !has(probs, schemaproblem.CodeEnum, "/owners/0/type") {
 		t.Fatalf("got:\n%s", dump(probs))
 	}
 	f.Owners[0].Type = OwnerTenant
@@ -380,7 +382,7 @@ func TestDecodeRejectsNonObjects(t *testing.T) {
 	t.Parallel()
 	for _, doc := range []string{`[]`, `"flow"`, `null`, `42`} {
 		f, probs := Decode([]byte(doc), Options{})
-		if f != nil || !has(probs, CodeType, "") {
+		if f != nil || !has(probs, schemaproblem.CodeType, "") {
 			t.Errorf("%s: got flow %v, problems %v", doc, f, probs)
 		}
 	}

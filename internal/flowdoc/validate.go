@@ -88,10 +88,10 @@ func (v *validator) owners() {
 	for i, o := range v.f.Owners {
 		p := "/owners/" + strconv.Itoa(i)
 		if o.ID == "" {
-			v.add(CodeRequired, p+"/id", "owner id is required")
+			v.add(schemaproblem.CodeRequired, p+"/id", "owner id is required")
 		}
 		if o.Type != OwnerUser && o.Type != OwnerTenant {
-			v.add(CodeEnum, p+"/type", "owner type %q must be %q or %q", o.Type, OwnerUser, OwnerTenant)
+			v.add(schemaproblem.CodeEnum, p+"/type", "owner type %q must be %q or %q", o.Type, OwnerUser, OwnerTenant)
 		}
 	}
 }
@@ -104,9 +104,9 @@ func (v *validator) history() {
 	d, err := time.ParseDuration(h.MaxAge)
 	switch {
 	case err != nil:
-		v.add(CodePattern, "/history/maxAge", "maxAge %q is not a duration such as 168h", h.MaxAge)
+		v.add(schemaproblem.CodePattern, "/history/maxAge", "maxAge %q is not a duration such as 168h", h.MaxAge)
 	case d < MinHistoryAge || d > MaxHistoryAge:
-		v.add(CodeRange, "/history/maxAge", "maxAge %s must be between %s and %s", h.MaxAge, MinHistoryAge, MaxHistoryAge)
+		v.add(schemaproblem.CodeRange, "/history/maxAge", "maxAge %s must be between %s and %s", h.MaxAge, MinHistoryAge, MaxHistoryAge)
 	}
 }
 
@@ -122,7 +122,7 @@ func (v *validator) nodes() {
 		}
 		switch first, seen := v.index[n.ID]; {
 		case n.ID == "":
-			v.add(CodeRequired, p+"/id", "node id is required")
+			v.add(schemaproblem.CodeRequired, p+"/id", "node id is required")
 		case seen:
 			v.add(CodeDuplicateNodeID, p+"/id", "node id %q is already used by %s", n.ID, nodePath(first))
 		default:
@@ -130,9 +130,9 @@ func (v *validator) nodes() {
 		}
 		switch {
 		case n.Type == "":
-			v.add(CodeRequired, p+"/type", "node type is required")
+			v.add(schemaproblem.CodeRequired, p+"/type", "node type is required")
 		case !slices.Contains(NodeTypes, n.Type):
-			v.add(CodeEnum, p+"/type", "unknown node type %q; known types: %s", n.Type, strings.Join(NodeTypes, ", "))
+			v.add(schemaproblem.CodeEnum, p+"/type", "unknown node type %q; known types: %s", n.Type, strings.Join(NodeTypes, ", "))
 		}
 		switch n.Type {
 		case TypeAction:
@@ -211,14 +211,14 @@ func Topics(f *Flow) []TopicUse {
 
 func (v *validator) requireField(nodeP, field, val string) {
 	if val == "" {
-		v.add(CodeRequired, nodeP+"/"+field, "%s is required for this node type", field)
+		v.add(schemaproblem.CodeRequired, nodeP+"/"+field, "%s is required for this node type", field)
 	}
 }
 
 func (v *validator) condition(n *Node, p string) {
 	raw, ok := n.Config["condition"]
 	if !ok {
-		v.add(CodeRequired, p+"/config/condition", "%s node %q needs config.condition (a boolean expression)", n.Type, n.ID)
+		v.add(schemaproblem.CodeRequired, p+"/config/condition", "%s node %q needs config.condition (a boolean expression)", n.Type, n.ID)
 		return
 	}
 	src, ok := raw.(string)
@@ -238,7 +238,7 @@ func (v *validator) switchCases(n *Node, p string) map[string]bool {
 	cp := p + "/config/cases"
 	raw, ok := n.Config["cases"]
 	if !ok {
-		v.add(CodeRequired, cp, "a switch node needs config.cases: [{\"name\": ..., \"condition\": ...}]")
+		v.add(schemaproblem.CodeRequired, cp, "a switch node needs config.cases: [{\"name\": ..., \"condition\": ...}]")
 		return names
 	}
 	cases, ok := raw.([]any)
@@ -255,7 +255,7 @@ func (v *validator) switchCases(n *Node, p string) map[string]bool {
 		}
 		switch name, ok := obj["name"].(string); {
 		case obj["name"] == nil:
-			v.add(CodeRequired, jp+"/name", "a case needs a name (it is the edge port)")
+			v.add(schemaproblem.CodeRequired, jp+"/name", "a case needs a name (it is the edge port)")
 		case !ok || !portName.MatchString(name):
 			v.add(CodeInvalidConfig, jp+"/name", "case name must match %s", portName)
 		case name == PortDefault:
@@ -267,7 +267,7 @@ func (v *validator) switchCases(n *Node, p string) map[string]bool {
 		}
 		switch src, ok := obj["condition"].(string); {
 		case obj["condition"] == nil:
-			v.add(CodeRequired, jp+"/condition", "a case needs a condition")
+			v.add(schemaproblem.CodeRequired, jp+"/condition", "a case needs a condition")
 		case !ok:
 			v.add(CodeInvalidConfig, jp+"/condition", "a case condition must be an expression string")
 		default:
@@ -418,7 +418,7 @@ func (v *validator) edges() []int {
 
 func (v *validator) endpoint(id, p string) (int, bool) {
 	if id == "" {
-		v.add(CodeRequired, p, "edge endpoint is required")
+		v.add(schemaproblem.CodeRequired, p, "edge endpoint is required")
 		return 0, false
 	}
 	i, ok := v.index[id]
