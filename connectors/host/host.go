@@ -332,17 +332,7 @@ func (h *Host) healthLoop() {
 			return
 		case <-t.C:
 		}
-		h.mu.Lock()
-		sups := make([]*supervisor, 0, len(h.sups))
-		for _, s := range h.sups {
-			sups = append(sups, s)
-		}
-		h.mu.Unlock()
-		var wg sync.WaitGroup
-		for _, s := range sups {
-			wg.Go(s.checkHealth)
-		}
-		wg.Wait()
+		h.each(func(s *supervisor) { s.checkHealth() })
 	}
 }
 
@@ -353,6 +343,12 @@ func (h *Host) Close() error {
 	}
 	close(h.stop)
 	h.loops.Wait()
+	h.each(func(s *supervisor) { s.shutdown() })
+	return nil
+}
+
+// each runs fn on every connector's supervisor at once, outside the host's lock, and waits.
+func (h *Host) each(fn func(*supervisor)) {
 	h.mu.Lock()
 	sups := make([]*supervisor, 0, len(h.sups))
 	for _, s := range h.sups {
@@ -361,10 +357,9 @@ func (h *Host) Close() error {
 	h.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, s := range sups {
-		wg.Go(s.shutdown)
+		wg.Go(func() { fn(s) })
 	}
 	wg.Wait()
-	return nil
 }
 
 func encodeInvocation(it *sdk.Invocation, deadline time.Time) (*connectorv1.Invocation, error) {
