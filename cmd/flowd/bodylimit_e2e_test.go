@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -10,15 +12,25 @@ import (
 	"testing"
 )
 
-// overLimit posts a body of n bytes to each path, as HTTP clients do (the whole body, without
-// waiting), and wants 413 with the error envelope naming the limit on every one: the client
-// reads that answer, the connection is not reset under it.
+// overLimit posts a body of n bytes to each path and wants 413 with the error envelope naming
+// the limit on every one, read by two kinds of client: net/http's, which reads the answer
+// while it still sends, and one that sends the whole body before reading anything. The body
+// is far larger than the socket buffers, so both are mid-upload when refused; a connection
+// closed under them (a reset) fails the first one now and then and the second one always.
 func overLimit(t *testing.T, base, token, limit string, n int, paths ...string) {
 	t.Helper()
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
 	body := strings.Repeat("a", n)
 	want := `{"errors":[{"code":"too_large","message":"request body is larger than the limit of ` + limit + `","path":""}]}`
+	check := func(how, path string, res *http.Response) {
+		t.Helper()
+		raw, _ := io.ReadAll(res.Body)
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusRequestEntityTooLarge || res.Header.Get("Content-Type") != "application/json" || string(raw) != want {
+			t.Fatalf("POST %s (%s): %d %s %s", path, how, res.StatusCode, res.Header.Get("Content-Type"), raw)
+		}
+	}
 	for _, path := range paths {
 		for i := range 3 {
 			req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
@@ -26,14 +38,23 @@ func overLimit(t *testing.T, base, token, limit string, n int, paths ...string) 
 			req.Header.Set("Authorization", "Bearer "+token)
 			res, err := client.Do(req)
 			if err != nil {
-				t.Fatalf("POST %s #%d: %v", path, i, err)
+				t.Fatalf("POST %s (net/http #%d): %v", path, i, err)
 			}
-			raw, _ := io.ReadAll(res.Body)
-			_ = res.Body.Close()
-			if res.StatusCode != http.StatusRequestEntityTooLarge || res.Header.Get("Content-Type") != "application/json" || string(raw) != want {
-				t.Fatalf("POST %s #%d: %d %s %s", path, i, res.StatusCode, res.Header.Get("Content-Type"), raw)
-			}
+			check("net/http", path, res)
 		}
+		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: flowd\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", path, token, n, body); err != nil {
+			t.Fatalf("POST %s (whole body first): the connection broke while sending: %v", path, err)
+		}
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("POST %s (whole body first): %v", path, err)
+		}
+		check("whole body first", path, res)
+		_ = conn.Close()
 	}
 }
 

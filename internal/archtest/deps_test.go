@@ -40,3 +40,17 @@ func TestCoreDoesNotDependOnThePluginStack(t *testing.T) {
 		}
 	}
 }
+
+// The error shape people see is one package without HTTP in it; answering HTTP requests with
+// it is internal/problem/httpproblem's alone, shared by every role.
+func TestProblemKnowsNoHTTP(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/flowd/flowd/internal/problem").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	for _, d := range strings.Fields(string(out)) {
+		if strings.HasPrefix(d, "github.com/gofiber/") || strings.HasPrefix(d, "github.com/valyala/") || d == "net/http" {
+			t.Errorf("internal/problem depends on %s", d)
+		}
+	}
+}

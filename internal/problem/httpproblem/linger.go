@@ -71,7 +71,7 @@ func (c *lingerConn) drain() {
 		if err := c.SetReadDeadline(deadline); err != nil {
 			return
 		}
-		n, err := c.Conn.Read(buf)
+		n, err := c.Read(buf)
 		read += n
 		if err != nil {
 			return
