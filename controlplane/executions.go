@@ -16,32 +16,75 @@ import (
 func (s *Server) mountExecutions(r fiber.Router) {
 	r.Get("/flows/:id/executions", s.listExecutions)
 	r.Get("/flows/:id/stats", s.flowStats)
+	r.Get("/executions", s.listAllExecutions)
 	r.Get("/executions/:id", s.getExecution)
 	r.Get("/history", s.history)
 }
 
 var executionStatuses = []string{envelope.StatusRunning, envelope.StatusSucceeded, envelope.StatusFailed, envelope.StatusFiltered}
 
+// parseExecutionList reads what every list of executions takes: page[size], page[number],
+// sort (newest first is the only order) and filter[status].
+func parseExecutionList(c *fiber.Ctx) (listParams, string, error) {
+	lp, err := parseList(c, []string{"receivedAt"}, "-receivedAt")
+	if err != nil {
+		return lp, "", err
+	}
+	if !lp.desc {
+		return lp, "", fail(fiber.StatusBadRequest, problem.New("invalid_parameter", "sort", "executions are listed newest first (sort=-receivedAt)"))
+	}
+	status := c.Query("filter[status]")
+	if status != "" && !slices.Contains(executionStatuses, status) {
+		return lp, "", fail(fiber.StatusBadRequest, problem.New("invalid_parameter", "filter[status]", "filter[status] must be one of running, succeeded, failed, filtered"))
+	}
+	return lp, status, nil
+}
+
 func (s *Server) listExecutions(c *fiber.Ctx) error {
 	if _, err := require(c, identity.PermFlowsRead); err != nil {
 		return err
 	}
-	lp, err := parseList(c, []string{"receivedAt"}, "-receivedAt")
+	lp, status, err := parseExecutionList(c)
 	if err != nil {
 		return err
-	}
-	if !lp.desc {
-		return fail(fiber.StatusBadRequest, problem.New("invalid_parameter", "sort", "executions are listed newest first (sort=-receivedAt)"))
-	}
-	status := c.Query("filter[status]")
-	if status != "" && !slices.Contains(executionStatuses, status) {
-		return fail(fiber.StatusBadRequest, problem.New("invalid_parameter", "filter[status]", "filter[status] must be one of running, succeeded, failed, filtered"))
 	}
 	f, err := s.visibleFlow(c)
 	if err != nil {
 		return err
 	}
 	execs, total, err := s.st.FlowExecutions(c.UserContext(), f.ID, status, (lp.number-1)*lp.size, lp.size)
+	if err != nil {
+		return err
+	}
+	return sendList(c, execs, Meta{Total: total, Page: lp.number, PerPage: lp.size, TotalPages: (total + lp.size - 1) / lp.size})
+}
+
+// listAllExecutions lists the executions of every flow the caller can see (an administrator:
+// every flow), newest first, as listExecutions does for one flow. The flows' own indexes are
+// merged, so a page reaches at most the store.MaxMergedDepth newest executions; older ones
+// are listed flow by flow. The total counts them all.
+func (s *Server) listAllExecutions(c *fiber.Ctx) error {
+	p, err := require(c, identity.PermFlowsRead)
+	if err != nil {
+		return err
+	}
+	lp, status, err := parseExecutionList(c)
+	if err != nil {
+		return err
+	}
+	if lp.number*lp.size > store.MaxMergedDepth {
+		return fail(fiber.StatusBadRequest, problem.New("invalid_parameter", "page[number]",
+			"the executions of every flow are listed to the %d newest (page[number] × page[size]); list one flow's executions for older ones", store.MaxMergedDepth))
+	}
+	flows, err := s.visibleFlows(c.UserContext(), p)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(flows))
+	for i, f := range flows {
+		ids[i] = f.ID
+	}
+	execs, total, err := s.st.ExecutionsOfFlows(c.UserContext(), ids, status, (lp.number-1)*lp.size, lp.size)
 	if err != nil {
 		return err
 	}

@@ -59,6 +59,7 @@ type Executions interface {
 	Execution(ctx context.Context, id string) (*envelope.Execution, error)
 	ExecutionSteps(ctx context.Context, id string) ([]envelope.Step, error)
 	FlowExecutions(ctx context.Context, flowID, status string, offset, limit int) ([]envelope.Execution, int, error)
+	ExecutionsOfFlows(ctx context.Context, flowIDs []string, status string, offset, limit int) ([]envelope.Execution, int, error)
 	FlowStats(ctx context.Context, flowID string, from, to time.Time) ([]store.StatsBucket, error)
 	Counts(ctx context.Context, flowID string) (store.FlowCounts, error)
 	History(ctx context.Context) (store.HistoryUsage, error)

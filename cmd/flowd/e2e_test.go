@@ -411,6 +411,11 @@ func TestExecutionsAPI(t *testing.T) {
 	if newest := list["data"].([]any)[0].(map[string]any)["id"]; newest != last {
 		t.Fatalf("newest first: got %v, want %s", newest, last)
 	}
+	st, every := p.get("/api/v1/executions?page[size]=1&filter[status]=succeeded", p.token)
+	if meta, _ := every["meta"].(map[string]any); st != 200 || len(every["data"].([]any)) != 1 || meta["total"] != float64(3) ||
+		every["data"].([]any)[0].(map[string]any)["id"] != last {
+		t.Fatalf("executions of every flow: %d %v", st, every)
+	}
 	st, one := p.get("/api/v1/executions/"+last, p.token)
 	data, _ := one["data"].(map[string]any)
 	if st != 200 || data["status"] != "succeeded" || len(data["steps"].([]any)) != 2 {
@@ -441,5 +446,8 @@ func TestExecutionsAPI(t *testing.T) {
 		if st, _ := p.get(path, eve); st != 404 {
 			t.Fatalf("%s for another tenant: %d", path, st)
 		}
+	}
+	if st, none := p.get("/api/v1/executions", eve); st != 200 || len(none["data"].([]any)) != 0 || none["meta"].(map[string]any)["total"] != float64(0) {
+		t.Fatalf("executions of every flow for another tenant: %d %v", st, none)
 	}
 }
