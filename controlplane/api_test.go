@@ -640,4 +640,29 @@ func TestUnknownPathsAreNotFound(t *testing.T) {
 	e.must(401, e.call("GET", "/flows", "", nil))
 	e.must(401, e.call("GET", "/users", "", nil))
 	e.must(200, e.call("GET", "/flows", e.admin, nil))
+	// Under /api/v1 and the FlowMate prefixes too: the URL is checked before the token.
+	for _, path := range []string{"/api/v1/no-such-thing", "/api/v1/flows/x/no-such-thing", "/flows/x/y/z", "/users/x/y"} {
+		for _, tok := range []string{"", e.admin} {
+			if r := e.must(404, e.call("GET", path, tok, nil)); r.errCodes()[0] != "not_found@" {
+				t.Fatalf("%s, token %q: %s", path, tok, r.raw)
+			}
+		}
+	}
+	e.must(401, e.call("GET", "/API/V1/FLOWS", "", nil)) // routes ignore case
+	e.must(401, e.call("GET", "/api/v1/flows/", "", nil))
+}
+
+// A known path with a method it does not take is a 405 naming the ones it does.
+func TestWrongMethodIsNotAllowed(t *testing.T) {
+	e := newEnv(t)
+	for _, tok := range []string{"", e.admin} {
+		r := e.must(405, e.call("PUT", "/api/v1/flows", tok, map[string]any{}))
+		if r.errCodes()[0] != "method_not_allowed@" || r.header.Get("Allow") != "GET, HEAD, POST" {
+			t.Fatalf("token %q: %s (Allow %q)", tok, r.raw, r.header.Get("Allow"))
+		}
+	}
+	r := e.must(405, e.call("DELETE", "/api/v1/executions/x", e.admin, nil))
+	if r.header.Get("Allow") != "GET, HEAD" {
+		t.Fatalf("Allow %q", r.header.Get("Allow"))
+	}
 }

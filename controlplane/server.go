@@ -108,7 +108,9 @@ func New(cfg Config) *fiber.App {
 		app.Post("/dev/echo", echo)
 	}
 
-	v1 := app.Group("/api/v1", s.authenticate)
+	// Filled once every route is mounted, before the app serves.
+	routes := &routeTable{}
+	v1 := app.Group("/api/v1", routes.check, s.authenticate)
 	s.mountFlows(v1)
 	s.mountIdentity(v1)
 	s.mountConnections(v1)
@@ -117,15 +119,14 @@ func New(cfg Config) *fiber.App {
 
 	// FlowMate partner API routes, same handlers and shapes. They sit at the root, so only their
 	// prefixes authenticate: any other path is a 404, with or without a token.
-	app.Use("/flows", s.authenticate)
-	app.Use("/users", s.authenticate)
+	app.Use("/flows", routes.check, s.authenticate)
+	app.Use("/users", routes.check, s.authenticate)
 	s.mountFlows(app)
 	app.Get("/users", s.listUsersFlowMate)
 	app.Get("/users/:id", s.getUser)
 
-	app.Use(func(c *fiber.Ctx) error {
-		return fail(fiber.StatusNotFound, problem.New("not_found", "", "no route %s %s", c.Method(), c.Path()))
-	})
+	app.Use(notFoundRoute)
+	*routes = *newRouteTable(app)
 	return app
 }
 
