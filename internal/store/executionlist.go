@@ -28,10 +28,25 @@ const MaxMergedDepth = 1000
 //
 // Index entries whose record has expired are removed as they are found, as FlowExecutions does.
 func (s *Store) ExecutionsOfFlows(ctx context.Context, flowIDs []string, status string, offset, limit int) ([]envelope.Execution, int, error) {
-	depth := offset + limit
-	if offset < 0 || limit <= 0 || depth > MaxMergedDepth {
+	if offset < 0 || limit <= 0 || offset+limit > MaxMergedDepth {
 		return nil, 0, fmt.Errorf("list executions: offset %d and limit %d reach beyond the newest %d", offset, limit, MaxMergedDepth)
 	}
+	return s.mergeExecutions(ctx, flowIDs, status, offset, limit)
+}
+
+// FlowExecutions lists one flow's executions, newest first, optionally of one status, with
+// the total for paging; index entries whose record expired are dropped as they are found. A
+// page is as cheap as its depth: it reads the flow's indexes only as deep as the page needs.
+func (s *Store) FlowExecutions(ctx context.Context, flowID, status string, offset, limit int) ([]envelope.Execution, int, error) {
+	return s.mergeExecutions(ctx, []string{flowID}, status, max(offset, 0), limit)
+}
+
+// mergeExecutions is the merge both lists run (see ExecutionsOfFlows).
+func (s *Store) mergeExecutions(ctx context.Context, flowIDs []string, status string, offset, limit int) ([]envelope.Execution, int, error) {
+	if limit <= 0 {
+		return []envelope.Execution{}, 0, nil
+	}
+	depth := offset + limit
 	statuses := indexStatuses
 	if status != "" {
 		statuses = []string{status}
