@@ -208,7 +208,9 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions
 	apiH, ingestH := apiApp.Handler(), e.ingest.App().Handler()
 	// The one listener reads every body first, so its limit and its answers for a body over it
 	// are the roles' own.
+	// Its timeouts are the roles' own too: the inner apps' settings do not reach this listener.
 	e.app = fiber.New(fiber.Config{AppName: "flowd dev", BodyLimit: opt.bodyLimit, DisableStartupMessage: true,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorHandler: httpproblem.Handler{BodyLimit: opt.bodyLimit, Log: c.log}.Handle})
 	e.app.Use(func(fc *fiber.Ctx) error {
 		p := fc.Path()
