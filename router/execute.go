@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/store"
 	"github.com/flowd/flowd/router/graph"
 )
@@ -185,10 +187,15 @@ func (r *Router) applyResult(g *graph.Graph, res *envelope.Result, cur *store.Ex
 		return nil, fmt.Errorf("%w: pending activation %s: %w", errUnusable, res.Token, err)
 	}
 	now := r.now()
+	if res.Error != nil && exec.Status == envelope.StatusRunning {
+		if ch, err := r.retryLater(g, exec, res, &p, cur, now); ch != nil || err != nil {
+			return ch, err
+		}
+	}
 	step := envelope.Step{
 		ExecutionID: exec.ID, NodeID: res.NodeID, Token: res.Token,
 		Status: envelope.StepSucceeded, Attempt: res.Attempt, Input: p.Input, Error: res.Error,
-		StartedAt: res.StartedAt, FinishedAt: &res.FinishedAt,
+		Attempts: p.Attempts, StartedAt: res.StartedAt, FinishedAt: &res.FinishedAt,
 	}
 	if n := g.Node(res.NodeID); n != nil {
 		step.Type = n.Type
@@ -356,37 +363,104 @@ func (r *Router) encodeWork(g *graph.Graph, exec *envelope.Execution, gc graph.C
 	if len(out.Work) == 0 {
 		return nil, nil
 	}
-	steps := make(map[string]json.RawMessage, len(prior)+len(out.Outputs))
+	wctx, err := r.workContext(g, gc, prior, out.Outputs)
+	if err != nil {
+		return nil, err
+	}
+	recs := make([]store.Record, 0, len(out.Work))
+	for _, a := range out.Work {
+		rec, err := r.workRecord(g, exec, wctx, a.Node, a.Token, a.Input, 1, now)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, rec)
+	}
+	return recs, nil
+}
+
+// workContext is what expressions of work items see besides their input: the steps' outputs
+// so far (prior, then this transition's), the flow, the settings and the execution.
+func (r *Router) workContext(g *graph.Graph, gc graph.Context, prior, outputs map[string]json.RawMessage) (map[string]json.RawMessage, error) {
+	steps := make(map[string]json.RawMessage, len(prior)+len(outputs))
 	for k, v := range prior {
 		steps[k] = v
 	}
-	for k, v := range out.Outputs {
+	for k, v := range outputs {
 		steps[k] = v
 	}
 	wctx, err := g.WorkContext(gc, steps)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errUnusable, err)
 	}
-	recs := make([]store.Record, 0, len(out.Work))
-	for _, a := range out.Work {
-		w := envelope.Work{
-			ExecutionID: exec.ID, FlowID: exec.FlowID, Revision: exec.Revision, Token: a.Token,
-			Attempt: 1, Node: *a.Node, Owners: g.Flow().Owners, Input: a.Input, Context: wctx,
-			IdempotencyKey: exec.ID + ":" + a.Token, Deadline: now.Add(r.cfg.StepTimeout),
-		}
-		val, err := json.Marshal(&w)
-		if err != nil {
-			return nil, fmt.Errorf("%w: encode work: %w", errUnusable, err)
-		}
-		if len(val) > r.cfg.MaxRecordBytes {
-			return nil, fmt.Errorf("%w: the work item for node %s is %d bytes, the limit is %d",
-				errTooLarge, a.Node.ID, len(val), r.cfg.MaxRecordBytes)
-		}
-		recs = append(recs, store.Record{
-			Topic: r.cfg.Kafka.Topic(envelope.PoolTopic(a.Node.Pool)), Key: []byte(exec.ID), Value: val,
-		})
+	return wctx, nil
+}
+
+// workRecord is the work item of one attempt of an action node, starting at start (its
+// deadline is the node's timeout later).
+func (r *Router) workRecord(g *graph.Graph, exec *envelope.Execution, wctx map[string]json.RawMessage,
+	node *flowdoc.Node, token string, input json.RawMessage, attempt int, start time.Time) (store.Record, error) {
+	w := envelope.Work{
+		ExecutionID: exec.ID, FlowID: exec.FlowID, Revision: exec.Revision, Token: token,
+		Attempt: attempt, Node: *node, Owners: g.Flow().Owners, Input: input, Context: wctx,
+		IdempotencyKey: exec.ID + ":" + token, Deadline: start.Add(flowdoc.StepTimeout(r.cfg.StepTimeout, node)),
 	}
-	return recs, nil
+	val, err := json.Marshal(&w)
+	if err != nil {
+		return store.Record{}, fmt.Errorf("%w: encode work: %w", errUnusable, err)
+	}
+	if len(val) > r.cfg.MaxRecordBytes {
+		return store.Record{}, fmt.Errorf("%w: the work item for node %s is %d bytes, the limit is %d",
+			errTooLarge, node.ID, len(val), r.cfg.MaxRecordBytes)
+	}
+	return store.Record{Topic: r.cfg.Kafka.Topic(envelope.PoolTopic(node.Pool)), Key: []byte(exec.ID), Value: val}, nil
+}
+
+// retryLater holds the next attempt of a failed step back in the delay queue when the node's
+// retry policy tries the failure again: the activation stays pending with the failed attempt
+// noted, the step shows retrying until then, and nothing else of the execution changes. It
+// returns nil when the failure is final.
+func (r *Router) retryLater(g *graph.Graph, exec *envelope.Execution, res *envelope.Result, p *pending,
+	cur *store.ExecState, now time.Time) (*store.ExecChange, error) {
+	node := g.Node(res.NodeID)
+	if node == nil || node.Type != flowdoc.TypeAction {
+		return nil, nil
+	}
+	pol := flowdoc.RetryOf(r.cfg.Retry, g.Flow(), node)
+	if !pol.Retries(res.Error.Code, res.Error.Retryable, res.Attempt) {
+		return nil, nil
+	}
+	started := res.StartedAt
+	if started.IsZero() {
+		started = p.DispatchedAt
+	}
+	finished := res.FinishedAt
+	if finished.IsZero() {
+		finished = now
+	}
+	next := *p
+	next.Attempts = append(slices.Clone(p.Attempts), envelope.Attempt{
+		Attempt: res.Attempt, Error: res.Error, StartedAt: started, FinishedAt: finished})
+	due := now.Add(pol.Delay(res.Attempt, time.Duration(res.Error.RetryAfterMs)*time.Millisecond))
+	gc := r.graphContext(exec, cur.Outputs)
+	wctx, err := r.workContext(g, gc, cur.Outputs, nil)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := r.workRecord(g, exec, wctx, node, res.Token, p.Input, res.Attempt+1, due)
+	if err != nil {
+		return nil, err
+	}
+	rec.Due = due
+	step := envelope.Step{
+		ExecutionID: exec.ID, NodeID: res.NodeID, Token: res.Token, Type: node.Type,
+		Status: envelope.StepRetrying, Attempt: res.Attempt + 1, Input: p.Input, Error: res.Error,
+		Attempts: next.Attempts, StartedAt: p.DispatchedAt, RetryAt: &due,
+	}
+	return &store.ExecChange{
+		Steps:      []envelope.Step{step},
+		AddPending: map[string]json.RawMessage{res.Token: mustJSON(next)},
+		Records:    []store.Record{rec},
+	}, nil
 }
 
 // finalReply answers a synchronous caller whose flow ended without a respond node: the last
@@ -414,15 +488,23 @@ func (r *Router) produce(ctx context.Context, execID, msgID string, recs []store
 	if len(recs) == 0 {
 		return nil
 	}
-	msgs := make([]kafka.Message, len(recs))
+	msgs := make([]kafka.Message, 0, len(recs))
+	var later []store.Delayed
 	for i, rec := range recs {
-		msgs[i] = kafka.Message{Topic: rec.Topic, Key: rec.Key, Value: rec.Value}
-		for k, v := range rec.Headers {
-			msgs[i].Headers = append(msgs[i].Headers, kafka.Header{Key: k, Value: []byte(v)})
+		if !rec.Due.IsZero() {
+			// Its id is the same on a redelivery, which schedules it again harmlessly.
+			later = append(later, store.Delayed{ID: execID + "/" + msgID + "/" + strconv.Itoa(i), Record: rec})
+			continue
 		}
-		r.cfg.Kafka.RecordKeys.Sign(&msgs[i])
+		msgs = append(msgs, r.message(rec))
 	}
-	if err := r.w.WriteMessages(ctx, msgs...); err != nil {
+	if err := r.cfg.Store.Schedule(ctx, later...); err != nil {
+		return fmt.Errorf("schedule %d record(s) of %s: %w", len(later), execID, err)
+	}
+	if len(later) > 0 {
+		r.delays.kick()
+	}
+	if err := r.write(ctx, msgs); err != nil {
 		return fmt.Errorf("produce %d record(s) of %s: %w", len(msgs), execID, err)
 	}
 	if err := r.cfg.Store.MarkProduced(ctx, execID, msgID); err != nil {
@@ -430,6 +512,23 @@ func (r *Router) produce(ctx context.Context, execID, msgID string, recs []store
 		r.log.Warn("could not mark records produced", "execution", execID, "err", err)
 	}
 	return nil
+}
+
+// message is rec signed, ready to produce.
+func (r *Router) message(rec store.Record) kafka.Message {
+	m := kafka.Message{Topic: rec.Topic, Key: rec.Key, Value: rec.Value}
+	for k, v := range rec.Headers {
+		m.Headers = append(m.Headers, kafka.Header{Key: k, Value: []byte(v)})
+	}
+	r.cfg.Kafka.RecordKeys.Sign(&m)
+	return m
+}
+
+func (r *Router) write(ctx context.Context, msgs []kafka.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	return r.w.WriteMessages(ctx, msgs...)
 }
 
 // deadLetter copies a record that can never be processed to flowd.dlq with the reason; the

@@ -25,6 +25,7 @@ type fakeStore struct {
 	execs    map[string]*fakeExecution
 	ignored  map[string]bool
 	statuses map[string][]byte
+	delayed  map[string]store.Delayed
 }
 
 type fakeExecution struct {
@@ -39,7 +40,7 @@ type fakeExecution struct {
 
 func newFakeStore() *fakeStore {
 	return &fakeStore{flows: map[string][]flowdoc.Flow{}, execs: map[string]*fakeExecution{},
-		ignored: map[string]bool{}, statuses: map[string][]byte{}}
+		ignored: map[string]bool{}, statuses: map[string][]byte{}, delayed: map[string]store.Delayed{}}
 }
 
 // save stores f as its flow's next revision.
@@ -214,6 +215,54 @@ func (s *fakeStore) Tenant(context.Context, string) (*identity.Tenant, error) {
 
 func (s *fakeStore) User(context.Context, string) (*identity.User, error) {
 	return nil, store.ErrNotFound
+}
+
+func (s *fakeStore) Schedule(_ context.Context, recs ...store.Delayed) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range recs {
+		s.delayed[d.ID] = d
+	}
+	return nil
+}
+
+func (s *fakeStore) TakeDue(_ context.Context, now time.Time, lease time.Duration, n int) ([]store.Delayed, time.Time, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []store.Delayed
+	var next time.Time
+	for id, d := range s.delayed {
+		if !d.Record.Due.After(now) && len(out) < n {
+			out = append(out, d)
+			d.Record.Due = now.Add(lease)
+			s.delayed[id] = d
+		} else if next.IsZero() || d.Record.Due.Before(next) {
+			next = d.Record.Due
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, next, nil
+}
+
+func (s *fakeStore) Done(_ context.Context, ids ...string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		delete(s.delayed, id)
+	}
+	return nil
+}
+
+// waiting returns the records in the delay queue.
+func (s *fakeStore) waiting() []store.Delayed {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]store.Delayed, 0, len(s.delayed))
+	for _, d := range s.delayed {
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }
 
 // execution returns a copy of the stored execution record, nil if there is none.

@@ -53,8 +53,12 @@ type Config struct {
 	// Policy is what is kept of executions, for how long and how much of a payload; a flow's
 	// history settings override its Retention, MaxCount and Succeeded.
 	Policy store.ExecPolicy
-	// StepTimeout sets each work item's deadline (default 5 minutes).
+	// StepTimeout sets each work item's deadline (default 5 minutes); a node's timeout
+	// overrides it.
 	StepTimeout time.Duration
+	// Retry is the retry policy of action nodes whose flow and node set none (default
+	// flowdoc.DefaultRetry).
+	Retry flowdoc.RetryPolicy
 	// CacheSize bounds the compiled flow revisions kept in memory (default 1024).
 	CacheSize int
 	// Concurrency bounds the records each consumer processes at once (default
@@ -87,6 +91,7 @@ type Router struct {
 	dlq          *kafkax.DeadLetters
 	graphs       *graphs
 	partners     *partners
+	delays       *delayQueue
 	topicIngest  string
 	topicResults string
 	ready        chan struct{}
@@ -116,6 +121,9 @@ func New(cfg Config) (*Router, error) {
 	if cfg.StepTimeout <= 0 {
 		cfg.StepTimeout = DefaultStepTimeout
 	}
+	if cfg.Retry.MaxAttempts <= 0 {
+		cfg.Retry = flowdoc.DefaultRetry
+	}
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = DefaultCacheSize
 	}
@@ -141,6 +149,7 @@ func New(cfg Config) (*Router, error) {
 		pools:        map[string]bool{},
 	}
 	r.partners = &partners{r: r, subs: map[string]*subscription{}, reported: map[string]time.Time{}}
+	r.delays = newDelayQueue(r)
 	return r, nil
 }
 
@@ -209,6 +218,7 @@ func (r *Router) Run(ctx context.Context) error {
 		})
 	})
 	spawn(func() { r.reconcileEvery(ctx) })
+	spawn(func() { r.delays.run(ctx) })
 	close(r.ready)
 	r.log.Info("router running", "group", r.cfg.GroupID, "ingest", r.topicIngest, "results", r.topicResults)
 	<-ctx.Done()

@@ -37,6 +37,7 @@ type TriggerStatuses interface {
 type Store interface {
 	Flows
 	Executions
+	Delays
 	TriggerStatuses
 	topicpolicy.Directory
 }

@@ -39,18 +39,6 @@ const (
 	DefaultMaxUncommitted = 1024
 )
 
-// RetryPolicy says how often and how patiently a step whose failure is retryable is tried
-// again. A node's own retry settings override it field by field.
-type RetryPolicy struct {
-	MaxAttempts int           // attempts in all, counting the first [3]
-	Backoff     time.Duration // before the second attempt [1s]
-	Multiplier  float64       // growth of the backoff per attempt [2]
-	MaxBackoff  time.Duration // cap of the backoff [30s]
-}
-
-// DefaultRetry is the policy for nodes that set none.
-var DefaultRetry = RetryPolicy{MaxAttempts: 3, Backoff: time.Second, Multiplier: 2, MaxBackoff: 30 * time.Second}
-
 // Config configures a Runner; zero values take the defaults in brackets.
 type Config struct {
 	Kafka       kafkax.Config
@@ -76,8 +64,6 @@ type Config struct {
 	// ClaimTTL bounds how long a crashed runner's claim on an item delays its redelivery; the
 	// holder renews it every third of that [30s].
 	ClaimTTL time.Duration
-	// Retry is the retry policy of nodes that set none [DefaultRetry].
-	Retry RetryPolicy
 	// MaxUncommitted pauses fetching while this many fetched items cannot be committed yet
 	// (running, or finished behind a slower item of their partition), which bounds what a
 	// crash makes the group see again [1024].
@@ -147,7 +133,6 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.MaxUncommitted <= 0 {
 		cfg.MaxUncommitted = max(DefaultMaxUncommitted, cfg.Concurrency)
 	}
-	cfg.Retry = cfg.Retry.withDefaults(DefaultRetry)
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}

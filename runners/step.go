@@ -20,7 +20,6 @@ import (
 	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/expression"
-	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/store"
 )
 
@@ -241,57 +240,37 @@ func (r *Runner) execute(stop, work context.Context, w *envelope.Work, log *slog
 	if serr != nil {
 		return finish(sdk.Result{Error: serr}), nil
 	}
-	policy := r.policy(w.Node.Retry)
-	for retry := 1; ; retry++ {
-		res.Attempt = attempt
-		inv.Attempt = attempt
-		out, connFailed, err := r.attempt(work, w, inv)
-		if err != nil {
-			return nil, err
-		}
-		if out.Error == nil || !out.Error.Retryable || attempt >= policy.MaxAttempts {
-			if out.Error != nil && connFailed {
-				// Final for this item: the router must not take it for a passing hiccup.
-				e := *out.Error
-				e.Retryable = false
-				out.Error = &e
-			}
-			return finish(out), nil
-		}
-		delay := policy.delay(retry)
-		if !w.Deadline.IsZero() && time.Now().Add(delay).After(w.Deadline) {
-			log.Info("step failed with a retryable error, but its deadline leaves no time to retry", "code", out.Error.Code, "attempt", attempt)
-			return finish(out), nil
-		}
-		log.Info("step failed with a retryable error; retrying", "code", out.Error.Code, "attempt", attempt, "in", delay)
-		if !backoff.Sleep(stop, delay) {
-			return nil, errAbandoned
-		}
-		attempt++
+	// One attempt per work item: a retryable failure goes back to the router, whose delay
+	// queue sends the next attempt when it is due, so no runner waits out a backoff.
+	inv.Attempt = attempt
+	out, err := r.attempt(work, w, inv)
+	if err != nil {
+		return nil, err
 	}
+	return finish(out), nil
 }
 
-// attempt makes one attempt: resolve the connection, then call the connector. connFailed says
-// the connection could not be resolved. The error return means the runner is shutting down.
-func (r *Runner) attempt(ctx context.Context, w *envelope.Work, inv sdk.Invocation) (out sdk.Result, connFailed bool, err error) {
+// attempt makes one attempt: resolve the connection, then call the connector. The error
+// return means the runner is shutting down.
+func (r *Runner) attempt(ctx context.Context, w *envelope.Work, inv sdk.Invocation) (sdk.Result, error) {
 	if w.Node.Connection != "" {
 		conn, cerr := r.resolve(ctx, w)
 		if ctx.Err() != nil {
-			return sdk.Result{}, false, errAbandoned
+			return sdk.Result{}, errAbandoned
 		}
 		if cerr != nil {
-			return sdk.Result{Error: cerr}, true, nil
+			return sdk.Result{Error: cerr}, nil
 		}
 		inv.Connection = conn
 	}
-	out, err = r.batchers.get(w.Node.Connector).do(ctx, inv)
+	out, err := r.batchers.get(w.Node.Connector).do(ctx, inv)
 	if ctx.Err() != nil || errors.Is(err, host.ErrClosed) {
-		return sdk.Result{}, false, errAbandoned
+		return sdk.Result{}, errAbandoned
 	}
 	if err != nil {
-		return sdk.Result{Error: hostError(err)}, false, nil
+		return sdk.Result{Error: hostError(err)}, nil
 	}
-	return out, false, nil
+	return out, nil
 }
 
 // resolve turns the node's connection into credentials for this one call.
@@ -317,7 +296,7 @@ func (r *Runner) resolve(ctx context.Context, w *envelope.Work) (*sdk.Connection
 // recordError is a connector's error (the SDK's type, on the plugin side of the boundary) as
 // the records carry it.
 func recordError(e *sdk.Error) *envelope.Error {
-	return &envelope.Error{Code: e.Code, Message: e.Message, Retryable: e.Retryable}
+	return &envelope.Error{Code: e.Code, Message: e.Message, Retryable: e.Retryable, RetryAfterMs: sdk.RetryAfterMs(e.RetryAfter)}
 }
 
 // hostError classifies a connector call that could not be made.
@@ -459,50 +438,6 @@ func tooLarge(err error) bool {
 		}
 	}
 	return false
-}
-
-// policy is the runner's default policy overridden by the node's own settings. Settings that
-// do not parse keep the default (flow validation reports them when the flow is saved).
-func (r *Runner) policy(nr *flowdoc.Retry) RetryPolicy {
-	p := r.cfg.Retry
-	if nr == nil {
-		return p
-	}
-	if nr.MaxAttempts > 0 {
-		p.MaxAttempts = nr.MaxAttempts
-	}
-	if d, err := time.ParseDuration(nr.Backoff); err == nil && d > 0 {
-		p.Backoff = d
-	}
-	if d, err := time.ParseDuration(nr.MaxBackoff); err == nil && d > 0 {
-		p.MaxBackoff = d
-	}
-	if nr.Multiplier >= 1 {
-		p.Multiplier = nr.Multiplier
-	}
-	return p
-}
-
-func (p RetryPolicy) withDefaults(d RetryPolicy) RetryPolicy {
-	if p.MaxAttempts <= 0 {
-		p.MaxAttempts = d.MaxAttempts
-	}
-	if p.Backoff <= 0 {
-		p.Backoff = d.Backoff
-	}
-	if p.Multiplier < 1 {
-		p.Multiplier = d.Multiplier
-	}
-	if p.MaxBackoff <= 0 {
-		p.MaxBackoff = d.MaxBackoff
-	}
-	return p
-}
-
-// delay is the wait before retry n (1 for the second attempt): Backoff * Multiplier^(n-1),
-// capped at MaxBackoff, with ±10% jitter so steps that failed together do not retry in step.
-func (p RetryPolicy) delay(n int) time.Duration {
-	return backoff.Policy{Initial: p.Backoff, Max: p.MaxBackoff, Multiplier: p.Multiplier, Jitter: 0.1}.Delay(n)
 }
 
 // configCache keeps compiled node configs, keyed by their content: the nodes of a flow

@@ -88,6 +88,16 @@ type Activation struct {
 	NodeID       string          `json:"nodeId"`
 	Input        json.RawMessage `json:"input"`
 	DispatchedAt time.Time       `json:"dispatchedAt"`
+	// Attempts are the attempts that failed and are being retried, oldest first.
+	Attempts []Attempt `json:"attempts,omitempty"`
+}
+
+// Attempt is one failed attempt of a step that was tried again.
+type Attempt struct {
+	Attempt    int       `json:"attempt"`
+	Error      *Error    `json:"error"`
+	StartedAt  time.Time `json:"startedAt"`
+	FinishedAt time.Time `json:"finishedAt"`
 }
 
 // Output is one item a step emitted.
@@ -103,6 +113,8 @@ type Error struct {
 	Code      string `json:"code,omitempty"`
 	Message   string `json:"message"`
 	Retryable bool   `json:"retryable"`
+	// RetryAfterMs is how long the connector asked to wait before trying again (Retry-After).
+	RetryAfterMs int64 `json:"retryAfterMs,omitempty"`
 }
 
 func (e *Error) Error() string {
@@ -162,6 +174,7 @@ const (
 	StepSucceeded = "succeeded"
 	StepFailed    = "failed"
 	StepSkipped   = "skipped"
+	StepRetrying  = "retrying" // failed, and waits for its next attempt (RetryAt)
 )
 
 // Step is one node activation within an execution. Input and Output are snapshots, truncated
@@ -178,9 +191,14 @@ type Step struct {
 	Output      json.RawMessage `json:"output,omitempty"`
 	Truncated   bool            `json:"truncated,omitempty"`
 	Error       *Error          `json:"error,omitempty"`
-	StartedAt   time.Time       `json:"startedAt"`
-	FinishedAt  *time.Time      `json:"finishedAt,omitempty"`
-	DurationMs  int64           `json:"durationMs,omitempty"`
+	// Attempts are the earlier attempts that failed and were retried, oldest first; Attempt
+	// and Error are the latest one's.
+	Attempts   []Attempt  `json:"attempts,omitempty"`
+	StartedAt  time.Time  `json:"startedAt"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+	DurationMs int64      `json:"durationMs,omitempty"`
+	// RetryAt is when the next attempt of a step waiting to be retried is due.
+	RetryAt *time.Time `json:"retryAt,omitempty"`
 }
 
 // History is what flowd.history carries for each ended execution (key: its id): the record

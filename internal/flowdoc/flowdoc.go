@@ -75,6 +75,7 @@ type Flow struct {
 	Owners       []Owner        `json:"owners,omitempty"`
 	FromTemplate string         `json:"fromTemplate,omitempty"`
 	Payload      *Payload       `json:"payload,omitempty"`
+	Retry        *Retry         `json:"retry,omitempty"` // default of the action nodes' retry
 	Settings     map[string]any `json:"settings,omitempty"`
 	History      *History       `json:"history,omitempty"`
 	CreatedAt    *time.Time     `json:"createdAt,omitempty"`
@@ -99,6 +100,7 @@ type Node struct {
 	Config      map[string]any `json:"config,omitempty"`
 	Connection  string         `json:"connection,omitempty"`
 	Retry       *Retry         `json:"retry,omitempty"`
+	Timeout     string         `json:"timeout,omitempty"` // each attempt's deadline (actions)
 	Pool        string         `json:"pool,omitempty"`
 }
 
@@ -146,10 +148,16 @@ const (
 
 // Retry is a node's retry policy; zero fields mean the runner's defaults.
 type Retry struct {
-	MaxAttempts int     `json:"maxAttempts,omitempty"`
-	Backoff     string  `json:"backoff,omitempty"`
-	MaxBackoff  string  `json:"maxBackoff,omitempty"`
-	Multiplier  float64 `json:"multiplier,omitempty"`
+	MaxAttempts     int      `json:"maxAttempts,omitempty"`
+	InitialInterval string   `json:"initialInterval,omitempty"`
+	MaxInterval     string   `json:"maxInterval,omitempty"`
+	Multiplier      float64  `json:"multiplier,omitempty"`
+	Jitter          *float64 `json:"jitter,omitempty"` // a pointer: 0 (no jitter) is a choice
+	On              []string `json:"on,omitempty"`
+	// Backoff and MaxBackoff are the former names of InitialInterval and MaxInterval, still
+	// read (the new names win when both are set).
+	Backoff    string `json:"backoff,omitempty"`
+	MaxBackoff string `json:"maxBackoff,omitempty"`
 }
 
 // IsTrigger reports whether the node starts executions.

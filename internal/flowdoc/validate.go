@@ -72,6 +72,7 @@ func edgePath(i int) string { return "/graph/edges/" + strconv.Itoa(i) }
 func (v *validator) run() {
 	v.owners()
 	v.history()
+	v.retry("/retry", v.f.Retry)
 	v.nodes()
 	triggers := v.triggers()
 	inbound := v.edges()
@@ -110,6 +111,36 @@ func (v *validator) history() {
 	}
 }
 
+// retry checks what the schema cannot: that durations are within bounds.
+func (v *validator) retry(path string, r *Retry) {
+	if r == nil {
+		return
+	}
+	for _, d := range []struct{ name, val string }{
+		{"initialInterval", r.InitialInterval}, {"maxInterval", r.MaxInterval},
+		{"backoff", r.Backoff}, {"maxBackoff", r.MaxBackoff},
+	} {
+		v.duration(path+"/"+d.name, d.name, d.val, MinRetryInterval, MaxRetryInterval)
+	}
+}
+
+func (v *validator) timeout(path, val string) {
+	v.duration(path, "timeout", val, MinStepTimeout, MaxStepTimeout)
+}
+
+func (v *validator) duration(path, name, val string, lo, hi time.Duration) {
+	if val == "" {
+		return
+	}
+	d, err := time.ParseDuration(val)
+	switch {
+	case err != nil:
+		v.add(schemaproblem.CodePattern, path, "%s %q is not a duration such as 1s or 500ms", name, val)
+	case d < lo || d > hi:
+		v.add(schemaproblem.CodeRange, path, "%s %s must be between %s and %s", name, val, lo, hi)
+	}
+}
+
 func (v *validator) nodes() {
 	nodes := v.f.Graph.Nodes
 	v.index = make(map[string]int, len(nodes))
@@ -138,6 +169,14 @@ func (v *validator) nodes() {
 		case TypeAction:
 			v.requireField(p, "connector", n.Connector)
 			v.requireField(p, "action", n.Action)
+			v.retry(p+"/retry", n.Retry)
+			v.timeout(p+"/timeout", n.Timeout)
+		default:
+			if n.Timeout != "" {
+				v.add(schemaproblem.CodeAdditionalProperty, p+"/timeout", "timeout applies to action nodes, not to a %s node", n.Type)
+			}
+		}
+		switch n.Type {
 		case TypePoll:
 			v.requireField(p, "connector", n.Connector)
 			v.requireField(p, "trigger", n.Trigger)

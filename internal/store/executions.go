@@ -122,6 +122,9 @@ type Record struct {
 	Key     []byte            `json:"key,omitempty"`
 	Value   []byte            `json:"value"`
 	Headers map[string]string `json:"headers,omitempty"`
+	// Due, when set, holds the record back until then: the caller schedules it (Schedule)
+	// instead of producing it, and the delay queue produces it when it is due.
+	Due time.Time `json:"due,omitzero"`
 }
 
 // Transition names the execution a consumed message changes.

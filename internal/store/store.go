@@ -36,6 +36,9 @@
 //	P {meta}:history:pruned             hash    count|budget|age -> executions deleted for that reason
 //	P {meta}:history:prune              string  the process pruning to the budget now (a lock)
 //	P {meta}:layout                     string  the key layout's version (see upgrade.go)
+//	P {delay}:due                       zset    id of each record held back (a step's retry) -> when it
+//	                                            is due (ms); a producer taking it pushes it a lease ahead
+//	P {delay}:recs                      hash    id -> the record (Record JSON) to produce when due
 //	P idem:{<flowId>}:<sha256(key)>     string  webhook Idempotency-Key claim: "pending:<executionId>"
 //	                                            while produced (expires after the lease, so a crashed
 //	                                            producer blocks retries only briefly), "done:<id>" once
