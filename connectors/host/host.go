@@ -258,7 +258,7 @@ func (h *Host) Poll(ctx context.Context, name string, req sdk.PollRequest) (sdk.
 		return sdk.PollResult{}, s.callError(callCtx, inst, err)
 	}
 	if e := resp.GetError(); e != nil {
-		return sdk.PollResult{}, &sdk.Error{Code: e.GetCode(), Message: e.GetMessage(), Retryable: e.GetRetryable()}
+		return sdk.PollResult{}, decodeError(e)
 	}
 	out := sdk.PollResult{Cursor: resp.GetCursor(), Items: make([]any, len(resp.GetItemsJson()))}
 	for i, b := range resp.GetItemsJson() {
@@ -417,7 +417,7 @@ func encodeConnection(c *sdk.Connection) (*connectorv1.Connection, error) {
 func decodeResult(r *connectorv1.Result) sdk.Result {
 	res := sdk.Result{ID: r.GetId()}
 	if e := r.GetError(); e != nil {
-		res.Error = &sdk.Error{Code: e.GetCode(), Message: e.GetMessage(), Retryable: e.GetRetryable()}
+		res.Error = decodeError(e)
 		return res
 	}
 	res.Outputs = make([]sdk.Output, len(r.GetOutputs()))
@@ -429,4 +429,8 @@ func decodeResult(r *connectorv1.Result) sdk.Result {
 		res.Outputs[i] = sdk.Output{Port: o.GetPort(), Data: v}
 	}
 	return res
+}
+
+func decodeError(e *connectorv1.Error) *sdk.Error {
+	return &sdk.Error{Code: e.GetCode(), Message: e.GetMessage(), Retryable: e.GetRetryable(), RetryAfter: sdk.RetryAfterFromMs(e.GetRetryAfterMs())}
 }

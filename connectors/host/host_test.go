@@ -339,6 +339,39 @@ func TestPanicAndErrorsArePerItem(t *testing.T) {
 	}
 }
 
+// TestRetryAfterCrossesTheBoundary: the wait a connector asks for reaches the host's caller,
+// from actions and triggers, in whole milliseconds rounded up.
+func TestRetryAfterCrossesTheBoundary(t *testing.T) {
+	h, _ := newHost(t, Options{})
+	cases := []struct {
+		id         string
+		after, got time.Duration
+	}{
+		{"none", 0, 0},
+		{"ms", 1500 * time.Millisecond, 1500 * time.Millisecond},
+		{"sub-ms", time.Nanosecond, time.Millisecond},
+		{"hour", time.Hour, time.Hour},
+	}
+	items := make([]sdk.Invocation, len(cases))
+	for i, c := range cases {
+		items[i] = sdk.Invocation{ID: c.id, Action: "fail", Config: map[string]any{"retryAfterNs": int64(c.after)}}
+	}
+	res, err := h.Execute(ctxT(t), "crasher", items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range cases {
+		if e := res[i].Error; e == nil || e.Code != "upstream_busy" || !e.Retryable || e.RetryAfter != c.got {
+			t.Errorf("%s: %#v, want retryable upstream_busy with RetryAfter %s", c.id, e, c.got)
+		}
+	}
+
+	_, err = h.Poll(ctxT(t), "crasher", sdk.PollRequest{Trigger: "busy", Config: map[string]any{"retryAfterNs": int64(2 * time.Second)}})
+	if e := sdk.AsError(err); e == nil || e.Code != "upstream_busy" || !e.Retryable || e.RetryAfter != 2*time.Second {
+		t.Fatalf("poll: %#v, want retryable upstream_busy with RetryAfter 2s", e)
+	}
+}
+
 func TestPoll(t *testing.T) {
 	h, _ := newHost(t, Options{})
 	out, err := h.Poll(ctxT(t), "crasher", sdk.PollRequest{Trigger: "count", Config: map[string]any{"N": 2}, Cursor: "c0"})

@@ -26,7 +26,7 @@ func newConnector(policy *egress.Policy, dial dialFunc) sdk.Connector {
 				Title: "HTTP request",
 				Description: "Sends one HTTP request. 2xx responses go to the success port, other " +
 					"statuses to the error port; 429, 5xx, timeouts and connection failures are " +
-					"retryable errors. The step's idempotency key is sent as Idempotency-Key. Loopback, " +
+					"retryable errors, a 429 or 5xx with the wait its Retry-After asks for (at most an hour). The step's idempotency key is sent as Idempotency-Key. Loopback, " +
 					"private, link-local (cloud metadata) and other internal addresses are refused " +
 					"(egress_denied) unless the operator allows them.",
 				ConfigSchema: json.RawMessage(configSchema),

@@ -138,11 +138,12 @@ func TestThroughHost(t *testing.T) {
 	if port, data := output(t, byID["missing"]); port != "error" || data["status"] != json.Number("404") {
 		t.Errorf("missing: port %s data %v, want the error port with status 404", port, data)
 	}
-	if msg := wantError(t, byID["busy"], "http_5xx", true); !strings.Contains(msg, "Retry-After: 7s") {
-		t.Errorf("busy: message %q, want Retry-After", msg)
+	// Retry-After crosses the plugin boundary as the error's RetryAfter.
+	if msg := wantError(t, byID["busy"], "http_5xx", true); !strings.Contains(msg, "Retry-After: 7s") || byID["busy"].Error.RetryAfter != 7*time.Second {
+		t.Errorf("busy: message %q, RetryAfter %s: want Retry-After 7s", msg, byID["busy"].Error.RetryAfter)
 	}
-	if msg := wantError(t, byID["limited"], "http_429", true); !strings.Contains(msg, "Retry-After: 3s") {
-		t.Errorf("limited: message %q, want Retry-After", msg)
+	if msg := wantError(t, byID["limited"], "http_429", true); !strings.Contains(msg, "Retry-After: 3s") || byID["limited"].Error.RetryAfter != 3*time.Second {
+		t.Errorf("limited: message %q, RetryAfter %s: want Retry-After 3s", msg, byID["limited"].Error.RetryAfter)
 	}
 	wantError(t, byID["slow"], "timeout", true)
 	wantError(t, byID["big"], "response_too_large", false)

@@ -38,6 +38,9 @@ const (
 	idempotencyHeader   = "Idempotency-Key"
 	// drainLimit bounds how much of an unwanted body is read so the connection can be reused.
 	drainLimit = 64 << 10
+	// maxRetryAfter caps the wait a server's Retry-After can ask for: a longer one is more
+	// likely a misconfiguration than a plan, and would park the step for too long.
+	maxRetryAfter = time.Hour
 )
 
 // methods are the only methods the connector sends: others (CONNECT, TRACE, WebDAV's and
@@ -396,11 +399,16 @@ func (c *connector) request(ctx context.Context, call sdk.Call[requestConfig, js
 			code = "http_429"
 		}
 		msg := fmt.Sprintf("%s %s: %s", p.method, target, resp.Status)
-		if ra := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ra != "" {
-			msg += "; Retry-After: " + ra
+		header := resp.Header.Get("Retry-After")
+		wait, ok := retryAfter(header, time.Now())
+		switch {
+		case ok:
+			msg += "; Retry-After: " + wait.String()
+		case strings.TrimSpace(header) != "":
+			msg += "; Retry-After not understood: " + strconv.Quote(header)
 		}
 		log.Debug("http request retryable", "duration", time.Since(start))
-		return nil, &sdk.Error{Code: code, Message: msg, Retryable: true}
+		return nil, &sdk.Error{Code: code, Message: msg, Retryable: true, RetryAfter: wait}
 	}
 
 	raw, err := readLimited(resp, p.maxBytes)
@@ -547,20 +555,29 @@ func isJSON(contentType string) bool {
 	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }
 
-// retryAfter renders a Retry-After header (seconds or an HTTP date) as a duration.
-func retryAfter(v string, now time.Time) string {
+// retryAfter reads a Retry-After header, delay-seconds or an HTTP date, as the wait it asks
+// for from now, capped at maxRetryAfter (a date already past is no wait). ok is false when the
+// header is absent or not understood.
+func retryAfter(v string, now time.Time) (wait time.Duration, ok bool) {
 	v = strings.TrimSpace(v)
 	if v == "" {
-		return ""
+		return 0, false
 	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil && secs >= 0 {
-		return (time.Duration(secs) * time.Second).String()
+	if v[0] >= '0' && v[0] <= '9' {
+		secs, err := strconv.ParseUint(v, 10, 64)
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
+			return 0, false
+		}
+		if err != nil || secs > uint64(maxRetryAfter/time.Second) {
+			return maxRetryAfter, true
+		}
+		return time.Duration(secs) * time.Second, true
 	}
-	if t, err := http.ParseTime(v); err == nil {
-		d := max(t.Sub(now).Round(time.Second), 0)
-		return d.String()
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
 	}
-	return strconv.Quote(v)
+	return min(max(t.Sub(now).Round(time.Second), 0), maxRetryAfter), true
 }
 
 // redact keeps scheme, host and path: the query and user info may carry secrets.

@@ -323,20 +323,42 @@ func TestRetryableStatuses(t *testing.T) {
 		case "/slow-down":
 			w.Header().Set("Retry-After", time.Now().Add(2*time.Minute).UTC().Format(http.TimeFormat))
 			w.WriteHeader(http.StatusTooManyRequests)
+		case "/gateway":
+			w.Header().Set("Retry-After", "86400")
+			w.WriteHeader(http.StatusBadGateway)
+		case "/garbled":
+			w.Header().Set("Retry-After", "soon")
+			w.WriteHeader(http.StatusTooManyRequests)
 		case "/broken":
 			w.WriteHeader(http.StatusInternalServerError)
 		}
 	})
-	msg := wantError(t, invoke(t, map[string]any{"url": srv.URL + "/busy"}, nil, ""), "http_5xx", true)
-	if !strings.Contains(msg, "503") || !strings.Contains(msg, "Retry-After: 30s") {
-		t.Fatalf("message %q: want the status and Retry-After", msg)
+	call := func(path, code string) *sdk.Error {
+		t.Helper()
+		res := invoke(t, map[string]any{"url": srv.URL + path}, nil, "")
+		wantError(t, res, code, true)
+		return res.Error
 	}
-	msg = wantError(t, invoke(t, map[string]any{"url": srv.URL + "/slow-down"}, nil, ""), "http_429", true)
+
+	e := call("/busy", "http_5xx")
+	if !strings.Contains(e.Message, "503") || !strings.Contains(e.Message, "Retry-After: 30s") || e.RetryAfter != 30*time.Second {
+		t.Fatalf("busy: %q, RetryAfter %s: want the status and Retry-After 30s", e.Message, e.RetryAfter)
+	}
+	e = call("/slow-down", "http_429")
 	// An HTTP date two minutes ahead, at second precision, taken a moment ago.
-	if !strings.Contains(msg, "429") || !regexp.MustCompile(`Retry-After: (1m5\ds|2m0s)`).MatchString(msg) {
-		t.Fatalf("message %q: want the status and Retry-After", msg)
+	if !strings.Contains(e.Message, "429") || !regexp.MustCompile(`Retry-After: (1m5\ds|2m0s)`).MatchString(e.Message) ||
+		e.RetryAfter < 115*time.Second || e.RetryAfter > 2*time.Minute {
+		t.Fatalf("slow-down: %q, RetryAfter %s: want the status and Retry-After about 2m", e.Message, e.RetryAfter)
 	}
-	wantError(t, invoke(t, map[string]any{"url": srv.URL + "/broken"}, nil, ""), "http_5xx", true)
+	if e = call("/gateway", "http_5xx"); e.RetryAfter != time.Hour {
+		t.Fatalf("gateway: RetryAfter %s, want a day capped at 1h", e.RetryAfter)
+	}
+	if e = call("/garbled", "http_429"); e.RetryAfter != 0 || !strings.Contains(e.Message, `Retry-After not understood: "soon"`) {
+		t.Fatalf("garbled: %q, RetryAfter %s: want no hint and the header quoted", e.Message, e.RetryAfter)
+	}
+	if e = call("/broken", "http_5xx"); e.RetryAfter != 0 || strings.Contains(e.Message, "Retry-After") {
+		t.Fatalf("broken: %q, RetryAfter %s: want no hint", e.Message, e.RetryAfter)
+	}
 }
 
 func TestTimeout(t *testing.T) {
@@ -492,16 +514,29 @@ func TestSecretsStayOutOfLogsAndErrors(t *testing.T) {
 
 func TestRetryAfter(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	cases := map[string]string{
-		"":                              "",
-		"120":                           "2m0s",
-		"Fri, 02 Jan 2026 03:05:05 GMT": "1m0s",
-		"Fri, 02 Jan 2026 03:00:00 GMT": "0s",
-		"soon":                          `"soon"`,
+	cases := []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"", 0, false},
+		{"120", 2 * time.Minute, true},
+		{" 0 ", 0, true},
+		{"3600", time.Hour, true},
+		{"3601", time.Hour, true},                    // capped
+		{"99999999999999999999999", time.Hour, true}, // beyond uint64: capped too
+		{"Fri, 02 Jan 2026 03:05:05 GMT", time.Minute, true},
+		{"Fri, 02 Jan 2026 03:00:00 GMT", 0, true},            // already past
+		{"Sat, 03 Jan 2026 03:04:05 GMT", time.Hour, true},    // a day ahead: capped
+		{"Friday, 02-Jan-26 03:05:05 GMT", time.Minute, true}, // RFC 850, which HTTP dates allow
+		{"soon", 0, false},
+		{"-5", 0, false},
+		{"1.5", 0, false},
+		{"12abc", 0, false},
 	}
-	for in, want := range cases {
-		if got := retryAfter(in, now); got != want {
-			t.Errorf("retryAfter(%q) = %q, want %q", in, got, want)
+	for _, c := range cases {
+		if got, ok := retryAfter(c.in, now); got != c.want || ok != c.ok {
+			t.Errorf("retryAfter(%q) = %s, %v; want %s, %v", c.in, got, ok, c.want, c.ok)
 		}
 	}
 }

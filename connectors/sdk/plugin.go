@@ -114,7 +114,7 @@ func protoError(e *Error) *connectorv1.Error {
 	if e == nil {
 		return nil
 	}
-	return &connectorv1.Error{Code: e.Code, Message: e.Message, Retryable: e.Retryable}
+	return &connectorv1.Error{Code: e.Code, Message: e.Message, Retryable: e.Retryable, RetryAfterMs: RetryAfterMs(e.RetryAfter)}
 }
 
 func fromUnixMs(ms int64) time.Time {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -268,3 +269,40 @@ func TestHandlerErrorMapping(t *testing.T) {
 func fmtWrap(err error) error { return fmt.Errorf("wrapped: %w", err) }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestErrorJSON: RetryAfter is written as retryAfterMs (rounded up), left out when there is no
+// hint, and read back; the other fields keep their names.
+func TestErrorJSON(t *testing.T) {
+	cases := []struct {
+		err  Error
+		json string
+		back time.Duration
+	}{
+		{Error{Code: "c", Message: "m"}, `{"code":"c","message":"m","retryable":false}`, 0},
+		{Error{Message: "m", Retryable: true, RetryAfter: 1500 * time.Millisecond}, `{"message":"m","retryable":true,"retryAfterMs":1500}`, 1500 * time.Millisecond},
+		{Error{Message: "m", Retryable: true, RetryAfter: 1500 * time.Microsecond}, `{"message":"m","retryable":true,"retryAfterMs":2}`, 2 * time.Millisecond},
+		{Error{Message: "m", Retryable: true, RetryAfter: -time.Second}, `{"message":"m","retryable":true}`, 0},
+	}
+	for _, c := range cases {
+		for _, v := range []any{c.err, &c.err, Result{Error: &c.err}} {
+			raw, err := json.Marshal(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := string(raw); !strings.Contains(got, c.json) {
+				t.Errorf("%T %+v encodes as %s, want %s", v, c.err, got, c.json)
+			}
+		}
+		var back Error
+		if err := json.Unmarshal([]byte(c.json), &back); err != nil {
+			t.Fatal(err)
+		}
+		if want := (Error{Code: c.err.Code, Message: c.err.Message, Retryable: c.err.Retryable, RetryAfter: c.back}); back != want {
+			t.Errorf("%s decodes as %+v, want %+v", c.json, back, want)
+		}
+	}
+	var huge Error
+	if err := json.Unmarshal([]byte(`{"message":"m","retryAfterMs":9223372036854775807}`), &huge); err != nil || huge.RetryAfter != math.MaxInt64 {
+		t.Errorf("a huge retryAfterMs decodes as %v (%v), want the longest duration", huge.RetryAfter, err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -81,9 +82,61 @@ type Result struct {
 // Error is a failed invocation. Retryable errors are retried by the runner per the node's
 // retry policy; others fail the step (or go to its error port).
 type Error struct {
-	Code      string `json:"code,omitempty"`
-	Message   string `json:"message"`
-	Retryable bool   `json:"retryable"`
+	Code      string
+	Message   string
+	Retryable bool
+	// RetryAfter is how long the system the connector called asked it to wait before trying
+	// again (an HTTP Retry-After, a rate limit's reset); 0 when there is no such hint. It
+	// travels in whole milliseconds (rounded up) and matters only when Retryable.
+	RetryAfter time.Duration
+}
+
+// errorJSON is Error's JSON form: RetryAfter as retryAfterMs, like the records carry it.
+type errorJSON struct {
+	Code         string `json:"code,omitempty"`
+	Message      string `json:"message"`
+	Retryable    bool   `json:"retryable"`
+	RetryAfterMs int64  `json:"retryAfterMs,omitempty"`
+}
+
+// MarshalJSON writes RetryAfter as retryAfterMs.
+func (e Error) MarshalJSON() ([]byte, error) {
+	return json.Marshal(errorJSON{Code: e.Code, Message: e.Message, Retryable: e.Retryable, RetryAfterMs: RetryAfterMs(e.RetryAfter)})
+}
+
+// UnmarshalJSON reads retryAfterMs into RetryAfter.
+func (e *Error) UnmarshalJSON(data []byte) error {
+	var j errorJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return err
+	}
+	*e = Error{Code: j.Code, Message: j.Message, Retryable: j.Retryable, RetryAfter: RetryAfterFromMs(j.RetryAfterMs)}
+	return nil
+}
+
+// RetryAfterMs is a RetryAfter as it travels: whole milliseconds, rounded up so that a hint
+// never vanishes; 0 for none.
+func RetryAfterMs(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	ms := int64(d / time.Millisecond)
+	if d%time.Millisecond != 0 {
+		ms++
+	}
+	return ms
+}
+
+// RetryAfterFromMs reads a travelling RetryAfter back: 0 for none (ms <= 0), at most the
+// longest time.Duration.
+func RetryAfterFromMs(ms int64) time.Duration {
+	switch {
+	case ms <= 0:
+		return 0
+	case ms > int64(math.MaxInt64/time.Millisecond):
+		return math.MaxInt64
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 func (e *Error) Error() string {
@@ -96,6 +149,12 @@ func (e *Error) Error() string {
 // Retryable marks err as worth retrying (timeouts, 429, 5xx, a crashed plugin).
 func Retryable(code string, err error) error {
 	return &Error{Code: code, Message: err.Error(), Retryable: true}
+}
+
+// RetryableAfter is Retryable with the wait the called system asked for (429 or 503 with
+// Retry-After, a rate limit's reset time).
+func RetryableAfter(code string, after time.Duration, err error) error {
+	return &Error{Code: code, Message: err.Error(), Retryable: true, RetryAfter: max(after, 0)}
 }
 
 // Permanent marks err as final: retrying will not help (bad config, 4xx).

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x63onnector.proto\x12\x12\x66lowd.connector.v1\"\x11\n\x0f\x44\x65scribeRequest\")\n\x10\x44\x65scribeResponse\x12\x15\n\rmanifest_json\x18\x01 \x01(\x0c\"-\n\nConnection\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x11\n\tdata_json\x18\x02 \x01(\x0c\"\x86\x02\n\nInvocation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\x0c\x12\x12\n\ninput_json\x18\x04 \x01(\x0c\x12\x14\n\x0c\x63ontext_json\x18\x05 \x01(\x0c\x12\x32\n\nconnection\x18\x06 \x01(\x0b\x32\x1e.flowd.connector.v1.Connection\x12\x14\n\x0c\x65xecution_id\x18\x07 \x01(\t\x12\x0f\n\x07node_id\x18\x08 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\t \x01(\x05\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x0b \x01(\x03\"E\n\x0e\x45xecuteRequest\x12\x33\n\x0binvocations\x18\x01 \x03(\x0b\x32\x1e.flowd.connector.v1.Invocation\")\n\x06Output\x12\x0c\n\x04port\x18\x01 \x01(\t\x12\x11\n\tdata_json\x18\x02 \x01(\x0c\"9\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"k\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x07outputs\x18\x02 \x03(\x0b\x32\x1a.flowd.connector.v1.Output\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.flowd.connector.v1.Error\">\n\x0f\x45xecuteResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.flowd.connector.v1.Result\"\x91\x01\n\x0bPollRequest\x12\x0f\n\x07trigger\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x32\n\nconnection\x18\x04 \x01(\x0b\x32\x1e.flowd.connector.v1.Connection\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x05 \x01(\x03\"\\\n\x0cPollResponse\x12\x12\n\nitems_json\x18\x01 \x03(\x0c\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.flowd.connector.v1.Error2\x81\x02\n\tConnector\x12U\n\x08\x44\x65scribe\x12#.flowd.connector.v1.DescribeRequest\x1a$.flowd.connector.v1.DescribeResponse\x12R\n\x07\x45xecute\x12\".flowd.connector.v1.ExecuteRequest\x1a#.flowd.connector.v1.ExecuteResponse\x12I\n\x04Poll\x12\x1f.flowd.connector.v1.PollRequest\x1a .flowd.connector.v1.PollResponseBBZ@github.com/flowd/flowd/connectors/proto/connector/v1;connectorv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x63onnector.proto\x12\x12\x66lowd.connector.v1\"\x11\n\x0f\x44\x65scribeRequest\")\n\x10\x44\x65scribeResponse\x12\x15\n\rmanifest_json\x18\x01 \x01(\x0c\"-\n\nConnection\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x11\n\tdata_json\x18\x02 \x01(\x0c\"\x86\x02\n\nInvocation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\x0c\x12\x12\n\ninput_json\x18\x04 \x01(\x0c\x12\x14\n\x0c\x63ontext_json\x18\x05 \x01(\x0c\x12\x32\n\nconnection\x18\x06 \x01(\x0b\x32\x1e.flowd.connector.v1.Connection\x12\x14\n\x0c\x65xecution_id\x18\x07 \x01(\t\x12\x0f\n\x07node_id\x18\x08 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\t \x01(\x05\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x0b \x01(\x03\"E\n\x0e\x45xecuteRequest\x12\x33\n\x0binvocations\x18\x01 \x03(\x0b\x32\x1e.flowd.connector.v1.Invocation\")\n\x06Output\x12\x0c\n\x04port\x18\x01 \x01(\t\x12\x11\n\tdata_json\x18\x02 \x01(\x0c\"Q\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\x12\x16\n\x0eretry_after_ms\x18\x04 \x01(\x03\"k\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x07outputs\x18\x02 \x03(\x0b\x32\x1a.flowd.connector.v1.Output\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.flowd.connector.v1.Error\">\n\x0f\x45xecuteResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.flowd.connector.v1.Result\"\x91\x01\n\x0bPollRequest\x12\x0f\n\x07trigger\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x32\n\nconnection\x18\x04 \x01(\x0b\x32\x1e.flowd.connector.v1.Connection\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x05 \x01(\x03\"\\\n\x0cPollResponse\x12\x12\n\nitems_json\x18\x01 \x03(\x0c\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.flowd.connector.v1.Error2\x81\x02\n\tConnector\x12U\n\x08\x44\x65scribe\x12#.flowd.connector.v1.DescribeRequest\x1a$.flowd.connector.v1.DescribeResponse\x12R\n\x07\x45xecute\x12\".flowd.connector.v1.ExecuteRequest\x1a#.flowd.connector.v1.ExecuteResponse\x12I\n\x04Poll\x12\x1f.flowd.connector.v1.PollRequest\x1a .flowd.connector.v1.PollResponseBBZ@github.com/flowd/flowd/connectors/proto/connector/v1;connectorv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,15 +45,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OUTPUT']._serialized_start=484
   _globals['_OUTPUT']._serialized_end=525
   _globals['_ERROR']._serialized_start=527
-  _globals['_ERROR']._serialized_end=584
-  _globals['_RESULT']._serialized_start=586
-  _globals['_RESULT']._serialized_end=693
-  _globals['_EXECUTERESPONSE']._serialized_start=695
-  _globals['_EXECUTERESPONSE']._serialized_end=757
-  _globals['_POLLREQUEST']._serialized_start=760
-  _globals['_POLLREQUEST']._serialized_end=905
-  _globals['_POLLRESPONSE']._serialized_start=907
-  _globals['_POLLRESPONSE']._serialized_end=999
-  _globals['_CONNECTOR']._serialized_start=1002
-  _globals['_CONNECTOR']._serialized_end=1259
+  _globals['_ERROR']._serialized_end=608
+  _globals['_RESULT']._serialized_start=610
+  _globals['_RESULT']._serialized_end=717
+  _globals['_EXECUTERESPONSE']._serialized_start=719
+  _globals['_EXECUTERESPONSE']._serialized_end=781
+  _globals['_POLLREQUEST']._serialized_start=784
+  _globals['_POLLREQUEST']._serialized_end=929
+  _globals['_POLLRESPONSE']._serialized_start=931
+  _globals['_POLLRESPONSE']._serialized_end=1023
+  _globals['_CONNECTOR']._serialized_start=1026
+  _globals['_CONNECTOR']._serialized_end=1283
 # @@protoc_insertion_point(module_scope)

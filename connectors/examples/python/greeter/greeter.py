@@ -65,12 +65,18 @@ log = logging.getLogger("greeter")
 
 
 class ItemError(Exception):
-    """A failed invocation: reported in its result, with a code, never retried."""
+    """A failed invocation: reported in its result, with a code. Permanent unless retryable;
+    retry_after_ms is the wait the called system asked for (an HTTP Retry-After), 0 for none."""
 
-    def __init__(self, code, message):
+    def __init__(self, code, message, retryable=False, retry_after_ms=0):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retryable = retryable
+        self.retry_after_ms = max(0, int(retry_after_ms))
+
+    def to_proto(self, pb2):
+        return pb2.Error(code=self.code, message=self.message, retryable=self.retryable, retry_after_ms=self.retry_after_ms)
 
 
 class HCLogFormatter(logging.Formatter):
@@ -147,7 +153,7 @@ def make_servicer(pb2, pb2_grpc):
             try:
                 data = greet(config, item)
             except ItemError as e:
-                result.error.CopyFrom(pb2.Error(code=e.code, message=e.message))
+                result.error.CopyFrom(e.to_proto(pb2))
                 return result
             except Exception as e:  # a bug here fails this item, never the batch
                 log.exception("greet failed", extra={"fields": {"execution": inv.execution_id, "node": inv.node_id}})

@@ -16,6 +16,13 @@ type sleepConfig struct {
 	MS int `json:"ms"`
 }
 
+// retryConfig is what fail and busy say the upstream asked for.
+type retryConfig struct {
+	RetryAfterNs int64 `json:"retryAfterNs"`
+}
+
+func (c retryConfig) after() time.Duration { return time.Duration(c.RetryAfterNs) }
+
 func main() {
 	// Stdout belongs to the handshake: this must land on stderr, not break the host.
 	fmt.Println("crasher: a stray print before Serve")
@@ -52,8 +59,8 @@ func main() {
 					panic("boom")
 				}),
 			"fail": sdk.Action(sdk.ActionSpec{Title: "Fail"},
-				func(context.Context, sdk.Call[any, any]) ([]sdk.Output, error) {
-					return nil, sdk.Retryable("upstream_busy", fmt.Errorf("try later"))
+				func(_ context.Context, call sdk.Call[retryConfig, any]) ([]sdk.Output, error) {
+					return nil, sdk.RetryableAfter("upstream_busy", call.Config.after(), fmt.Errorf("try later"))
 				}),
 			"pid": sdk.Action(sdk.ActionSpec{Title: "PID"},
 				func(context.Context, sdk.Call[any, any]) ([]sdk.Output, error) {
@@ -61,6 +68,10 @@ func main() {
 				}),
 		},
 		Triggers: map[string]sdk.TriggerHandler{
+			"busy": sdk.Poller(sdk.TriggerSpec{Title: "Busy"},
+				func(_ context.Context, call sdk.PollCall[retryConfig]) (sdk.PollResult, error) {
+					return sdk.PollResult{}, sdk.RetryableAfter("upstream_busy", call.Config.after(), fmt.Errorf("try later"))
+				}),
 			"count": sdk.Poller(sdk.TriggerSpec{Title: "Count"},
 				func(_ context.Context, call sdk.PollCall[struct{ N int }]) (sdk.PollResult, error) {
 					var items []any

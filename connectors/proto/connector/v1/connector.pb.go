@@ -403,7 +403,10 @@ type Error struct {
 	Code    string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
 	Message string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	// True when trying again later may succeed (timeouts, 429, 5xx).
-	Retryable     bool `protobuf:"varint,3,opt,name=retryable,proto3" json:"retryable,omitempty"`
+	Retryable bool `protobuf:"varint,3,opt,name=retryable,proto3" json:"retryable,omitempty"`
+	// How long to wait before trying again, in milliseconds, when the connector knows (an HTTP
+	// Retry-After, a rate limit's reset); 0 when it has no hint. Meaningful only when retryable.
+	RetryAfterMs  int64 `protobuf:"varint,4,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -457,6 +460,13 @@ func (x *Error) GetRetryable() bool {
 		return x.Retryable
 	}
 	return false
+}
+
+func (x *Error) GetRetryAfterMs() int64 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
 }
 
 type Result struct {
@@ -740,11 +750,12 @@ const file_connector_v1_connector_proto_rawDesc = "" +
 	"\vinvocations\x18\x01 \x03(\v2\x1e.flowd.connector.v1.InvocationR\vinvocations\"9\n" +
 	"\x06Output\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\tR\x04port\x12\x1b\n" +
-	"\tdata_json\x18\x02 \x01(\fR\bdataJson\"S\n" +
+	"\tdata_json\x18\x02 \x01(\fR\bdataJson\"y\n" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
-	"\tretryable\x18\x03 \x01(\bR\tretryable\"\x7f\n" +
+	"\tretryable\x18\x03 \x01(\bR\tretryable\x12$\n" +
+	"\x0eretry_after_ms\x18\x04 \x01(\x03R\fretryAfterMs\"\x7f\n" +
 	"\x06Result\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x124\n" +
 	"\aoutputs\x18\x02 \x03(\v2\x1a.flowd.connector.v1.OutputR\aoutputs\x12/\n" +
