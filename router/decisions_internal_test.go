@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/kafkax"
@@ -110,7 +112,7 @@ func (d *decisions) work(msgs []kafka.Message) []envelope.Work {
 
 func (d *decisions) result(w envelope.Work, fail *envelope.Error, output string) kafka.Message {
 	res := envelope.Result{ExecutionID: w.ExecutionID, FlowID: w.FlowID, Revision: w.Revision, NodeID: w.Node.ID,
-		Token: w.Token, Attempt: 1, Error: fail, StartedAt: time.Unix(1001, 0).UTC(), FinishedAt: time.Unix(1002, 0).UTC()}
+		Token: w.Token, Attempt: max(w.Attempt, 1), Error: fail, StartedAt: time.Unix(1001, 0).UTC(), FinishedAt: time.Unix(1002, 0).UTC()}
 	if fail == nil {
 		res.Outputs = []envelope.Output{{Data: json.RawMessage(output)}}
 	}
@@ -295,5 +297,167 @@ func TestDecideCurrentRevisionWhenTheRecordNamesNone(t *testing.T) {
 	d.mustHandle(d.result(a, nil, `{}`))
 	if e := d.st.execution("x1"); e == nil || e.Status != envelope.StatusSucceeded {
 		t.Fatalf("execution %+v", e)
+	}
+}
+
+func retryable(code string) *envelope.Error {
+	return &envelope.Error{Code: code, Message: "partner unavailable", Retryable: true}
+}
+
+// produceDue runs the delay queue once, as if its records were due.
+func (d *decisions) produceDue(at time.Time) {
+	d.t.Helper()
+	d.r.cfg.Now = func() time.Time { return at }
+	if _, err := d.r.delays.drain(context.Background()); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func TestDecideRetryableFailureWaitsInTheDelayQueue(t *testing.T) {
+	d := newDecisions(t, Config{})
+	f := d.twoSteps()
+	d.mustHandle(d.ingest(f, "x1"))
+	a := d.work(d.w.take())[0]
+	before := time.Now()
+	d.mustHandle(d.result(a, retryable("http_5xx"), ""))
+	if n := len(d.w.take()); n != 0 {
+		t.Fatalf("a retried step produced %d records at once; its next attempt must wait", n)
+	}
+	waiting := d.st.waiting()
+	if len(waiting) != 1 {
+		t.Fatalf("delay queue holds %d records, want the next attempt", len(waiting))
+	}
+	due := waiting[0].Record.Due
+	// The default policy: 1s, ±10%.
+	if wait := due.Sub(before); wait < 850*time.Millisecond || wait > 1200*time.Millisecond+time.Since(before) {
+		t.Fatalf("next attempt due in %s, want about 1s", wait)
+	}
+	var steps []envelope.Step
+	for _, s := range d.st.stepsOf("x1") {
+		if s.NodeID == "A" {
+			steps = append(steps, s)
+		}
+	}
+	if len(steps) != 1 || steps[0].Status != envelope.StepRetrying || steps[0].Attempt != 2 || steps[0].RetryAt == nil ||
+		len(steps[0].Attempts) != 1 || steps[0].Attempts[0].Error.Code != "http_5xx" {
+		t.Fatalf("step of A while it waits: %+v", steps)
+	}
+	if e := d.st.execution("x1"); e.Status != envelope.StatusRunning {
+		t.Fatalf("execution %s while its step waits", e.Status)
+	}
+
+	d.produceDue(due)
+	ws := d.work(d.w.take())
+	if len(ws) != 1 || ws[0].Attempt != 2 || ws[0].Token != a.Token || string(ws[0].Input) != string(a.Input) ||
+		ws[0].IdempotencyKey != a.IdempotencyKey || !ws[0].Deadline.After(due) {
+		t.Fatalf("due work %+v, want attempt 2 of the same activation", ws)
+	}
+	if len(d.st.waiting()) != 0 {
+		t.Fatal("the produced record is still in the delay queue")
+	}
+	d.mustHandle(d.result(ws[0], retryable("http_5xx"), ""))
+	d.produceDue(d.st.waiting()[0].Record.Due)
+	ws = d.work(d.w.take())
+	if len(ws) != 1 || ws[0].Attempt != 3 {
+		t.Fatalf("third attempt %+v", ws)
+	}
+	d.mustHandle(d.result(ws[0], nil, `{"ok":true}`))
+	b := d.work(d.w.take())
+	if len(b) != 1 || b[0].Node.ID != "B" {
+		t.Fatalf("after A succeeded: %+v", b)
+	}
+	for _, s := range d.st.stepsOf("x1") {
+		if s.NodeID == "A" && (s.Status != envelope.StepSucceeded || s.Attempt != 3 || len(s.Attempts) != 2 || s.Error != nil) {
+			t.Fatalf("step of A at the end: %+v", s)
+		}
+	}
+}
+
+func TestDecideRetriesEndWithTheFailure(t *testing.T) {
+	d := newDecisions(t, Config{Retry: flowdoc.RetryPolicy{MaxAttempts: 2, Backoff: backoff.Policy{Initial: time.Millisecond}}})
+	f := d.twoSteps()
+	d.mustHandle(d.ingest(f, "x1"))
+	a := d.work(d.w.take())[0]
+	d.mustHandle(d.result(a, retryable("http_5xx"), ""))
+	d.produceDue(d.st.waiting()[0].Record.Due)
+	a2 := d.work(d.w.take())[0]
+	d.mustHandle(d.result(a2, retryable("http_5xx"), ""))
+	if len(d.st.waiting()) != 0 || len(d.w.take()) != 0 {
+		t.Fatal("retried beyond maxAttempts")
+	}
+	e := d.st.execution("x1")
+	if e.Status != envelope.StatusFailed || e.Error == nil || e.Error.Code != "http_5xx" {
+		t.Fatalf("execution %+v", e)
+	}
+	for _, s := range d.st.stepsOf("x1") {
+		if s.NodeID == "A" && (s.Status != envelope.StepFailed || s.Attempt != 2 || len(s.Attempts) != 1) {
+			t.Fatalf("step of A: %+v", s)
+		}
+	}
+}
+
+func TestDecideRetryPolicyLayers(t *testing.T) {
+	jitter := 0.0
+	for _, c := range []struct {
+		name     string
+		flow     *flowdoc.Retry
+		node     *flowdoc.Retry
+		err      *envelope.Error
+		retried  bool
+		minDelay time.Duration
+		maxDelay time.Duration
+	}{
+		{"not retryable", nil, nil, &envelope.Error{Code: "http_4xx"}, false, 0, 0},
+		{"flow's interval", &flowdoc.Retry{InitialInterval: "5s", Jitter: &jitter}, nil, retryable("x"), true, 5 * time.Second, 5 * time.Second},
+		{"node over flow", &flowdoc.Retry{InitialInterval: "5s", Jitter: &jitter}, &flowdoc.Retry{InitialInterval: "2s"}, retryable("x"), true, 2 * time.Second, 2 * time.Second},
+		{"former field name", nil, &flowdoc.Retry{Backoff: "3s", Jitter: &jitter}, retryable("x"), true, 3 * time.Second, 3 * time.Second},
+		{"code not listed", &flowdoc.Retry{On: []string{"http_429"}}, nil, retryable("http_5xx"), false, 0, 0},
+		{"code listed", &flowdoc.Retry{On: []string{"http_429"}, Jitter: &jitter}, nil, retryable("http_429"), true, time.Second, time.Second},
+		{"one attempt", nil, &flowdoc.Retry{MaxAttempts: 1}, retryable("x"), false, 0, 0},
+		{"Retry-After longer than the backoff", nil, &flowdoc.Retry{Jitter: &jitter},
+			&envelope.Error{Code: "http_429", Retryable: true, RetryAfterMs: 7000}, true, 7 * time.Second, 7 * time.Second},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := newDecisions(t, Config{})
+			at := time.Unix(5000, 0).UTC()
+			d.r.cfg.Now = func() time.Time { return at }
+			f := d.twoSteps()
+			doc := *f
+			doc.Retry = c.flow
+			doc.Graph.Nodes = slices.Clone(f.Graph.Nodes)
+			doc.Graph.Nodes[1].Retry = c.node
+			f = d.st.save(doc)
+			d.mustHandle(d.ingest(f, "x1"))
+			a := d.work(d.w.take())[0]
+			d.mustHandle(d.result(a, c.err, ""))
+			waiting := d.st.waiting()
+			if !c.retried {
+				if len(waiting) != 0 || d.st.execution("x1").Status != envelope.StatusFailed {
+					t.Fatalf("retried: %+v", waiting)
+				}
+				return
+			}
+			if len(waiting) != 1 {
+				t.Fatal("not retried")
+			}
+			if wait := waiting[0].Record.Due.Sub(at); wait < c.minDelay || wait > c.maxDelay {
+				t.Fatalf("next attempt in %s, want %s..%s", wait, c.minDelay, c.maxDelay)
+			}
+		})
+	}
+}
+
+func TestDecideNodeTimeoutSetsTheDeadline(t *testing.T) {
+	d := newDecisions(t, Config{})
+	at := time.Unix(5000, 0).UTC()
+	d.r.cfg.Now = func() time.Time { return at }
+	f := d.twoSteps()
+	doc := *f
+	doc.Graph.Nodes = slices.Clone(f.Graph.Nodes)
+	doc.Graph.Nodes[1].Timeout = "90s"
+	f = d.st.save(doc)
+	d.mustHandle(d.ingest(f, "x1"))
+	if w := d.work(d.w.take())[0]; !w.Deadline.Equal(at.Add(90 * time.Second)) {
+		t.Fatalf("deadline %s, want 90s after dispatch", w.Deadline)
 	}
 }
