@@ -49,6 +49,7 @@ const (
 	crashKillRunnerAt = 800  // accepted webhooks before the runner is killed
 	crashKillRouterAt = 1600 // accepted webhooks before the router is killed
 	crashWindow       = 300  // accepted webhooks the senders may be ahead of the sink
+	crashRetryEvery   = 4    // the sink answers 503 to the first call of every 4th webhook
 )
 
 func TestCrashRecovery(t *testing.T) {
@@ -204,6 +205,7 @@ func startCrashRig(t *testing.T, opt crashOptions) (context.Context, *crashRig) 
 	flow := map[string]any{
 		"name":    "crash-test",
 		"history": map[string]any{"maxCount": 100},
+		"retry":   map[string]any{"maxAttempts": 10, "initialInterval": "300ms", "maxInterval": "2s"},
 		"graph": map[string]any{
 			"nodes": []any{
 				map[string]any{"id": "hook", "type": "trigger.webhook", "config": map[string]any{"mode": "async"}},
@@ -329,7 +331,7 @@ func (r *crashRig) verify(ctx context.Context, t *testing.T, accepted map[string
 		seen[h.Execution.ID] = h
 	}
 
-	notSucceeded, badSteps := 0, 0
+	notSucceeded, badSteps, retried := 0, 0, 0
 	for id, n := range accepted {
 		h := seen[id]
 		if e := h.Execution; e.Status != envelope.StatusSucceeded || e.FlowID != flowID || e.FinishedAt == nil {
@@ -337,6 +339,11 @@ func (r *crashRig) verify(ctx context.Context, t *testing.T, accepted map[string
 				t.Errorf("execution %s (webhook %d): flow %s status %s error %+v, want flow %s succeeded", id, n, e.FlowID, e.Status, e.Error, flowID)
 			}
 			continue
+		}
+		for _, st := range h.Steps {
+			if st.NodeID == "call" && len(st.Attempts) > 0 {
+				retried++
+			}
 		}
 		// Each execution ran each step once, and the transform saw the sink's answer.
 		if msg := crashCheckSteps(h.Steps, r.steps, n); msg != "" {
@@ -351,6 +358,11 @@ func (r *crashRig) verify(ctx context.Context, t *testing.T, accepted map[string
 	if badSteps > 0 {
 		t.Errorf("%d of %d executions have unexpected step records", badSteps, len(accepted))
 	}
+	// About one in crashRetryEvery failed once and was retried; each of them still succeeded.
+	if retried < len(accepted)/(2*crashRetryEvery) {
+		t.Errorf("%d of %d executions were retried, want about one in %d", retried, len(accepted), crashRetryEvery)
+	}
+	t.Logf("%d of %d executions succeeded after a retry", retried, len(accepted))
 
 	// No execution beyond the accepted ones: a 503 may still land (the writer retries a batch
 	// whose caller gave up), so only those may add executions, never a crash. The counters
@@ -389,7 +401,7 @@ func (r *crashRig) verify(ctx context.Context, t *testing.T, accepted map[string
 			redelivered++
 		}
 	}
-	t.Logf("sink: %d distinct idempotency keys, %d seen more than once (redeliveries after the crashes, deduplicable by the key)", len(keys), redelivered)
+	t.Logf("sink: %d distinct idempotency keys, %d seen more than once (retries, and redeliveries after the crashes: one key each, deduplicable)", len(keys), redelivered)
 	twoKeys := 0
 	for id, n := range accepted {
 		switch ks := byN[n]; {
@@ -688,16 +700,24 @@ func (s *crashSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.total++
 	close(s.moved)
 	s.moved = make(chan struct{})
+	first := false
 	if key == "" {
 		s.missingKey++
 	} else {
 		s.keys[key]++
+		first = s.keys[key] == 1
 		if s.byN[n] == nil {
 			s.byN[n] = map[string]struct{}{}
 		}
 		s.byN[n][key] = struct{}{}
 	}
 	s.mu.Unlock()
+	if first && n%crashRetryEvery == 0 {
+		// Every few executions' first call fails: their retries wait in the router's delay
+		// queue while the roles are killed.
+		http.Error(w, "try again", http.StatusServiceUnavailable)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = io.WriteString(w, `{"ok":true,"n":`+strconv.Itoa(n)+`}`) // n lets the transform step be checked
 }
