@@ -502,6 +502,40 @@ func TestCloseKillsPlugins(t *testing.T) {
 	}
 }
 
+// TestCloseRunsTheConnectorsClose: stopping the host, or SIGTERM to the plugin, lets the
+// connector release what it holds (its Close writes a marker) before the process exits.
+func TestCloseRunsTheConnectorsClose(t *testing.T) {
+	t.Run("host closes", func(t *testing.T) {
+		marker := filepath.Join(t.TempDir(), "closed")
+		h, _ := newHost(t, Options{Env: []string{"FLOWD_CONNECTOR_CLOSE_MARKER=" + marker}})
+		pid := pidOf(t, h)
+		if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("marker before Close: %v", err)
+		}
+		if err := h.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if !processGone(pid) {
+			t.Fatalf("plugin %d still running after Close", pid)
+		}
+		if got, err := os.ReadFile(marker); err != nil || string(got) != "closed" {
+			t.Fatalf("marker %q, %v: the connector's Close did not run", got, err)
+		}
+	})
+	t.Run("SIGTERM", func(t *testing.T) {
+		marker := filepath.Join(t.TempDir(), "closed")
+		h, _ := newHost(t, Options{Env: []string{"FLOWD_CONNECTOR_CLOSE_MARKER=" + marker}})
+		pid := pidOf(t, h)
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		waitGone(t, pid)
+		if got, err := os.ReadFile(marker); err != nil || string(got) != "closed" {
+			t.Fatalf("marker %q, %v: the connector's Close did not run", got, err)
+		}
+	})
+}
+
 func TestBackoff(t *testing.T) {
 	s := &supervisor{h: &Host{opts: Options{RestartBackoff: 100 * time.Millisecond, MaxRestartBackoff: time.Second}}}
 	ms := time.Millisecond

@@ -20,8 +20,5 @@ func main() {
 		slog.Error("kafka connector: allowlists ignored", "err", err)
 		p, _ = kafka.New(kafka.Options{ReservedTopicPrefix: opts.ReservedTopicPrefix})
 	}
-	// Writes are synchronous (acks=all before a call returns), so nothing is buffered when the
-	// host stops the plugin; Producer.Close would only release connections the exit frees
-	// anyway. sdk.Serve exits the process itself and offers no shutdown hook yet.
-	sdk.Serve(p.Connector())
+	sdk.Serve(p.Connector()) // its Close closes p before the process exits
 }

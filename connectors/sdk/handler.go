@@ -106,6 +106,11 @@ type Connector struct {
 	// MaxConcurrency bounds the handlers running at once in the process, across batches;
 	// 0 means DefaultMaxConcurrency.
 	MaxConcurrency int
+	// Close, when set, releases what the connector holds (connections, producers, files)
+	// before the process exits: when the host stops the plugin, on SIGTERM, or when the
+	// plugin's parent is gone. It is called once, after running handlers have returned (or
+	// after 500 ms), and ctx ends after CloseTimeout.
+	Close func(ctx context.Context) error
 }
 
 // DefaultMaxConcurrency suits I/O-bound handlers; CPU-bound connectors should lower it.

@@ -9,11 +9,11 @@ import (
 )
 
 // dieWithParent polls: only Linux has a parent-death signal.
-func dieWithParent(log *slog.Logger) {
+func dieWithParent(log *slog.Logger, exit func(code int)) {
 	parent := expectedParent()
 	if os.Getppid() != parent {
 		log.Warn("parent process is gone: exiting", "parent", parent)
-		os.Exit(1)
+		exit(1)
 	}
-	go watchParent(log, parent, 500*time.Millisecond)
+	go watchParent(log, parent, 500*time.Millisecond, exit)
 }

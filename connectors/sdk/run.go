@@ -22,6 +22,11 @@ type engine struct {
 	triggers     map[string]TriggerHandler
 	slots        chan struct{} // a semaphore: one token per running handler
 	log          *slog.Logger
+
+	close        func(context.Context) error // Connector.Close; may be nil
+	closeOnce    sync.Once
+	drainTimeout time.Duration
+	closeTimeout time.Duration
 }
 
 func newEngine(c Connector, log *slog.Logger) (*engine, error) {
@@ -44,6 +49,9 @@ func newEngine(c Connector, log *slog.Logger) (*engine, error) {
 		triggers:     c.Triggers,
 		slots:        make(chan struct{}, n),
 		log:          log,
+		close:        c.Close,
+		drainTimeout: drainTimeout,
+		closeTimeout: CloseTimeout,
 	}, nil
 }
 

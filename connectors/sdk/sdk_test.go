@@ -306,3 +306,110 @@ func TestErrorJSON(t *testing.T) {
 		t.Errorf("a huge retryAfterMs decodes as %v (%v), want the longest duration", huge.RetryAfter, err)
 	}
 }
+
+// blockingConnector has one action that runs until release is closed and a Close that records
+// whether that action was still running.
+type blockingConnector struct {
+	started, release chan struct{}
+	running          atomic.Int32
+	closes           atomic.Int32
+	closedWhile      chan int32 // the running count Close saw
+	closeBlocks      bool       // Close ignores its ctx and never returns
+}
+
+func newBlockingConnector() *blockingConnector {
+	return &blockingConnector{started: make(chan struct{}, 8), release: make(chan struct{}), closedWhile: make(chan int32, 8)}
+}
+
+func (b *blockingConnector) connector() Connector {
+	return Connector{
+		Manifest: Manifest{Name: "blocking", Version: "1.0.0"},
+		Actions: map[string]Handler{"block": Action(ActionSpec{}, func(context.Context, Call[any, any]) ([]Output, error) {
+			b.running.Add(1)
+			defer b.running.Add(-1)
+			b.started <- struct{}{}
+			<-b.release // ignores ctx on purpose
+			return nil, nil
+		})},
+		MaxConcurrency: 2,
+		Close: func(context.Context) error {
+			b.closes.Add(1)
+			b.closedWhile <- b.running.Load()
+			if b.closeBlocks {
+				select {}
+			}
+			return nil
+		},
+	}
+}
+
+// TestShutdownClosesAfterRunningHandlers: Close runs once, after the handler that was running
+// has returned; the shutdown waits for it.
+func TestShutdownClosesAfterRunningHandlers(t *testing.T) {
+	b := newBlockingConnector()
+	e, err := newEngine(b.connector(), discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.drainTimeout = time.Minute // only the handler's return may end the wait
+	go e.execute(context.Background(), &wireInvocation{ID: "1", Action: "block"})
+	<-b.started
+	done := make(chan struct{})
+	go func() { e.shutdown(); close(done) }()
+
+	// The shutdown holds the free slot and waits for the busy one.
+	waitUntil(t, "shutdown to take the free handler slot", func() bool { return len(e.slots) == cap(e.slots) })
+	select {
+	case n := <-b.closedWhile:
+		t.Fatalf("Close ran while %d handler(s) still ran", n)
+	case <-done:
+		t.Fatal("shutdown returned while a handler still ran")
+	default:
+	}
+	close(b.release)
+	<-done
+	if n := <-b.closedWhile; n != 0 {
+		t.Fatalf("Close saw %d running handler(s), want 0", n)
+	}
+	e.shutdown() // a second request (SIGTERM after the host's stop) does not close again
+	if n := b.closes.Load(); n != 1 {
+		t.Fatalf("Close ran %d times, want once", n)
+	}
+}
+
+// TestShutdownIsBounded: a handler that never returns and a Close that ignores its ctx hold
+// the exit up only for the drain and close timeouts.
+func TestShutdownIsBounded(t *testing.T) {
+	b := newBlockingConnector()
+	b.closeBlocks = true
+	t.Cleanup(func() { close(b.release) })
+	e, err := newEngine(b.connector(), discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.drainTimeout, e.closeTimeout = 20*time.Millisecond, 20*time.Millisecond
+	go e.execute(context.Background(), &wireInvocation{ID: "1", Action: "block"})
+	<-b.started
+	done := make(chan struct{})
+	go func() { e.shutdown(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("shutdown did not return: it waited for a handler or a Close that never return")
+	}
+	if n := <-b.closedWhile; n != 1 {
+		t.Fatalf("Close saw %d running handler(s), want the stuck one", n)
+	}
+}
+
+// waitUntil polls cond until it holds or 10 seconds pass.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

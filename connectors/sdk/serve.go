@@ -22,7 +22,8 @@ import (
 //
 // Logs go to stderr through slog (slog.Default is set up here): never print to stdout, which
 // belongs to the plugin handshake. Serve redirects it anyway, so a stray print lands on stderr
-// instead of breaking the handshake. The process exits when its parent dies.
+// instead of breaking the handshake. The process exits when the host stops it, on SIGTERM and
+// when its parent dies, calling the connector's Close first.
 func Serve(c Connector) {
 	os.Exit(serve(c, os.Args[1:]))
 }
@@ -57,7 +58,8 @@ func serve(c Connector, args []string) int {
 		log.Error("redirect stdout", "err", err)
 		return 1
 	}
-	dieWithParent(log)
+	dieWithParent(log, e.exit)
+	e.exitOnSIGTERM()
 
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
@@ -77,6 +79,7 @@ func serve(c Connector, args []string) int {
 		}),
 	})
 	// plugin.Serve returns when the host closes the connection (go-plugin Kill).
+	e.shutdown()
 	return 0
 }
 
@@ -182,16 +185,17 @@ func filterStdout(r io.Reader, stdout, stderr io.Writer) {
 	}
 }
 
-// watchParent exits the process once its parent is no longer parent. It backs up the kernel's
-// parent-death signal, which fires when the parent *thread* that forked us exits rather than the
-// parent process, and which non-Linux systems lack.
-func watchParent(log *slog.Logger, parent int, every time.Duration) {
+// watchParent calls exit once the process's parent is no longer parent. It backs up the
+// kernel's parent-death signal, which fires when the parent *thread* that forked us exits rather
+// than the parent process, and which non-Linux systems lack.
+func watchParent(log *slog.Logger, parent int, every time.Duration, exit func(code int)) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for range t.C {
 		if os.Getppid() != parent {
 			log.Warn("parent process is gone: exiting", "parent", parent)
-			os.Exit(1)
+			exit(1)
+			return
 		}
 	}
 }

@@ -16,6 +16,9 @@ type sleepConfig struct {
 	MS int `json:"ms"`
 }
 
+// closeMarkerEnv names the file Close writes.
+const closeMarkerEnv = "FLOWD_CONNECTOR_CLOSE_MARKER"
+
 // retryConfig is what fail and busy say the upstream asked for.
 type retryConfig struct {
 	RetryAfterNs int64 `json:"retryAfterNs"`
@@ -66,6 +69,13 @@ func main() {
 				func(context.Context, sdk.Call[any, any]) ([]sdk.Output, error) {
 					return []sdk.Output{{Data: os.Getpid()}}, nil
 				}),
+		},
+		// Close leaves a marker where the test asks for one, to show it ran before the exit.
+		Close: func(context.Context) error {
+			if path := os.Getenv(closeMarkerEnv); path != "" {
+				return os.WriteFile(path, []byte("closed"), 0o644)
+			}
+			return nil
 		},
 		Triggers: map[string]sdk.TriggerHandler{
 			"busy": sdk.Poller(sdk.TriggerSpec{Title: "Busy"},

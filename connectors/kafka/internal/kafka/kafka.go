@@ -193,6 +193,9 @@ func (p *Producer) Connector() sdk.Connector {
 				return []sdk.Output{{Data: out}}, nil
 			}),
 		},
+		// Writes are synchronous (acks=all before a call returns), so nothing is left to
+		// flush: closing releases the writers' connections.
+		Close: func(context.Context) error { return p.Close() },
 	}
 }
 

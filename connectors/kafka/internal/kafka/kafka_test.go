@@ -259,7 +259,8 @@ func TestWriterCacheAndClose(t *testing.T) {
 	if n := len(p.writers); n != maxCachedWriters {
 		t.Fatalf("%d cached writers, want the cap %d", n, maxCachedWriters)
 	}
-	if err := p.Close(); err != nil {
+	// The connector's Close, which the SDK calls before the plugin exits, closes the producer.
+	if err := p.Connector().Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := p.writer([]string{"a:1"}); sdk.AsError(err).Code != "kafka_unavailable" {
