@@ -116,6 +116,7 @@ func New(cfg Config) *fiber.App {
 	s.mountConnections(v1)
 	s.mountConnectors(v1)
 	s.mountExecutions(v1)
+	s.mountErrors(v1)
 
 	// FlowMate partner API routes, same handlers and shapes. They sit at the root, so only their
 	// prefixes authenticate: any other path is a 404, with or without a token.

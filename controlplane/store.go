@@ -63,6 +63,9 @@ type Executions interface {
 	FlowStats(ctx context.Context, flowID string, from, to time.Time) ([]store.StatsBucket, error)
 	Counts(ctx context.Context, flowID string) (store.FlowCounts, error)
 	History(ctx context.Context) (store.HistoryUsage, error)
+	ErrorGroups(ctx context.Context, flowID string) (store.ErrorSummary, error)
+	OpenFailures(ctx context.Context, flowID, code string, limit int) ([]string, error)
+	ResolveErrors(ctx context.Context, flowID string, ids []string, retention time.Duration) (int, error)
 }
 
 // Store is every part of the state the control plane uses; Ping backs its readiness.

@@ -67,6 +67,7 @@
 //	P flow:{<fid>}:ignored:<rid>        string  partner record already counted as ignored (for the
 //	                                            redelivery window)
 //	P flow:{<fid>}:trigger              string  the router's report on the flow's trigger (expires)
+//	P flow:{<fid>}:resolved             set     failed executions an operator marked resolved (errors.go)
 //
 // The control plane (flows, identity, connections, the outbox) is small, changes rarely and
 // is read through caches, so it shares one slot and keeps its multi-record transactions. An

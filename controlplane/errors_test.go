@@ -1,0 +1,92 @@
+package controlplane_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/store"
+)
+
+// failed records a failed execution of flow with the error code.
+func (e *env) failed(id, flow, code string, at time.Time) {
+	e.t.Helper()
+	ctx := context.Background()
+	ex := &envelope.Execution{ID: id, FlowID: flow, Revision: 1, Trigger: "webhook", Status: envelope.StatusRunning, ReceivedAt: at, StartedAt: at}
+	if _, err := e.st.AdvanceExecution(ctx, store.Transition{ExecutionID: id, MessageID: "ingest"}, func(*store.ExecState) (*store.ExecChange, error) {
+		return &store.ExecChange{Execution: ex, State: json.RawMessage(`{}`)}, nil
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	end := *ex
+	done := at.Add(time.Second)
+	end.Status, end.FinishedAt = envelope.StatusFailed, &done
+	end.Error = &envelope.Error{Code: code, Message: code + " at " + id}
+	if _, err := e.st.AdvanceExecution(ctx, store.Transition{ExecutionID: id, MessageID: "end"}, func(*store.ExecState) (*store.ExecChange, error) {
+		return &store.ExecChange{Execution: &end}, nil
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// A flow's open errors are grouped by code, largest first; resolving them, one by one or by
+// code, takes them off the list without touching the flow's counters; another tenant sees none.
+func TestFlowErrorsGroupedAndResolved(t *testing.T) {
+	e := newEnv(t)
+	ta, tb := e.tenant("acme"), e.tenant("globex")
+	_, alice := e.user(ta, "alice")
+	_, mallory := e.user(tb, "mallory")
+	_, reader := e.user(ta, "reader", "flows.read")
+	id := e.must(201, e.call("POST", "/api/v1/flows", alice, readmeFlow(t))).data()["id"].(string)
+	base := time.Now().UTC().Add(-time.Hour).Truncate(time.Millisecond)
+	at := func(s int) time.Time { return base.Add(time.Duration(s) * time.Second) }
+	e.failed("x1", id, "http_5xx", at(1))
+	e.failed("x2", id, "http_5xx", at(2))
+	e.failed("x3", id, "http_5xx", at(3))
+	e.failed("x4", id, "connection_not_found", at(4))
+	e.execution("ok1", id, envelope.StatusSucceeded, at(5))
+
+	groups := func(token string) (map[string]any, []any) {
+		d := e.must(200, e.call("GET", "/api/v1/flows/"+id+"/errors", token, nil)).data()
+		return d, d["groups"].([]any)
+	}
+	d, g := groups(alice)
+	if len(g) != 2 || d["open"] != float64(4) || d["resolved"] != float64(0) {
+		t.Fatalf("errors %v", d)
+	}
+	first := g[0].(map[string]any)
+	if first["code"] != "http_5xx" || first["count"] != float64(3) || first["lastExecutionId"] != "x3" || first["lastMessage"] != "http_5xx at x3" {
+		t.Fatalf("largest group %v", first)
+	}
+	if second := g[1].(map[string]any); second["code"] != "connection_not_found" || second["count"] != float64(1) {
+		t.Fatalf("second group %v", second)
+	}
+
+	e.must(404, e.call("GET", "/api/v1/flows/"+id+"/errors", mallory, nil))
+	e.must(404, e.call("POST", "/api/v1/flows/"+id+"/errors/resolve", mallory, map[string]any{"code": "http_5xx"}))
+	e.must(403, e.call("POST", "/api/v1/flows/"+id+"/errors/resolve", reader, map[string]any{"code": "http_5xx"}))
+	e.must(400, e.call("POST", "/api/v1/flows/"+id+"/errors/resolve", alice, map[string]any{}))
+
+	// One by one: ids that are not failures of the flow are ignored.
+	r := e.must(200, e.call("POST", "/api/v1/flows/"+id+"/errors/resolve", alice, map[string]any{"executionIds": []string{"x4", "ok1", "nope"}}))
+	if r.data()["resolved"] != float64(1) {
+		t.Fatalf("resolved %v, want 1", r.data())
+	}
+	// By code, twice: the second finds nothing open.
+	for _, want := range []float64{3, 0} {
+		r = e.must(200, e.call("POST", "/api/v1/flows/"+id+"/errors/resolve", alice, map[string]any{"code": "http_5xx"}))
+		if r.data()["resolved"] != want {
+			t.Fatalf("resolved %v, want %v", r.data(), want)
+		}
+	}
+	if d, g := groups(alice); len(g) != 0 || d["open"] != float64(0) || d["resolved"] != float64(4) {
+		t.Fatalf("after resolving: %v", d)
+	}
+	// The counters still say what happened.
+	c, err := e.st.Counts(context.Background(), id)
+	if err != nil || c.Error != 4 || c.Success != 1 {
+		t.Fatalf("counts %+v (%v)", c, err)
+	}
+}
