@@ -1,10 +1,14 @@
 package controlplane
 
 import (
+	"errors"
+	"slices"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/identity"
 	"github.com/flowd/flowd/internal/problem"
@@ -17,6 +21,8 @@ import (
 func (s *Server) mountErrors(r fiber.Router) {
 	r.Get("/flows/:id/errors", s.flowErrors)
 	r.Post("/flows/:id/errors/resolve", s.resolveErrors)
+	r.Post("/flows/:id/errors/retry", s.retryErrors)
+	r.Post("/executions/:id/retry", s.retryExecution)
 }
 
 func (s *Server) flowErrors(c *fiber.Ctx) error {
@@ -83,4 +89,136 @@ func historyAge(f *flowdoc.Flow) time.Duration {
 		}
 	}
 	return store.DefaultExecutionRetention
+}
+
+// retryRequest is the body of the retry routes.
+type retryRequest struct {
+	// Revision is "original" (the revision the execution ran, the default) or "current".
+	Revision     string   `json:"revision"`
+	ExecutionIDs []string `json:"executionIds"`
+	Code         string   `json:"code"`
+}
+
+func (in retryRequest) revision(f *flowdoc.Flow) (int, error) {
+	switch in.Revision {
+	case "", "original":
+		return 0, nil
+	case "current":
+		return f.Revision, nil
+	}
+	return 0, fail(fiber.StatusBadRequest, problem.New("invalid", "/revision", "revision must be original or current"))
+}
+
+type retried struct {
+	ExecutionID    string `json:"executionId"`
+	RetryID        string `json:"retryId"`
+	AlreadyRetried bool   `json:"alreadyRetried"`
+}
+
+// retryOne asks for the retry of failed execution id of flow f and marks its error resolved.
+func (s *Server) retryOne(c *fiber.Ctx, f *flowdoc.Flow, id string, rev int) (retried, error) {
+	ev := events.Event{FlowID: f.ID, Actor: principal(c).User.ID, Tenant: principal(c).User.Tenant}
+	rid, again, err := s.st.RetryExecution(c.UserContext(), id, rev, ev, historyAge(f))
+	if err != nil {
+		return retried{}, err
+	}
+	if _, err := s.st.ResolveErrors(c.UserContext(), f.ID, []string{id}, historyAge(f)); err != nil {
+		return retried{}, err
+	}
+	return retried{ExecutionID: id, RetryID: rid, AlreadyRetried: again}, nil
+}
+
+// retryExecution: POST /api/v1/executions/{id}/retry.
+func (s *Server) retryExecution(c *fiber.Ctx) error {
+	p, err := require(c, identity.PermFlowsControl)
+	if err != nil {
+		return err
+	}
+	var in retryRequest
+	if len(c.Body()) > 0 {
+		if err := decodeBody(c, &in); err != nil {
+			return err
+		}
+	}
+	ctx := c.UserContext()
+	ex, err := s.st.Execution(ctx, c.Params("id"))
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound("execution")
+	}
+	if err != nil {
+		return err
+	}
+	f, err := s.st.Flow(ctx, ex.FlowID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !canSeeFlow(p, f)) {
+		return notFound("execution")
+	}
+	if err != nil {
+		return err
+	}
+	if ex.Status != envelope.StatusFailed {
+		return fail(fiber.StatusConflict, problem.New("not_failed", "", "execution %s is %s: only failed executions are retried", ex.ID, ex.Status))
+	}
+	rev, err := in.revision(f)
+	if err != nil {
+		return err
+	}
+	r, err := s.retryOne(c, f, ex.ID, rev)
+	if err != nil {
+		return err
+	}
+	s.cfg.Relay.Kick()
+	s.log.Info("execution retry requested", "execution", ex.ID, "retry", r.RetryID, "by", p.User.ID)
+	return sendData(c, fiber.StatusAccepted, r)
+}
+
+// retryErrors: POST /api/v1/flows/{id}/errors/retry retries open failures by id or by code.
+func (s *Server) retryErrors(c *fiber.Ctx) error {
+	if _, err := require(c, identity.PermFlowsControl); err != nil {
+		return err
+	}
+	f, err := s.visibleFlow(c)
+	if err != nil {
+		return err
+	}
+	var in retryRequest
+	if err := decodeBody(c, &in); err != nil {
+		return err
+	}
+	rev, err := in.revision(f)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(in.ExecutionIDs) == 0 && in.Code == "":
+		return fail(fiber.StatusBadRequest, problem.New("required", "/executionIds", "name the failed executions to retry (executionIds) or an error code (code)"))
+	case len(in.ExecutionIDs) > 0 && in.Code != "":
+		return fail(fiber.StatusBadRequest, problem.New("invalid", "/code", "give executionIds or code, not both"))
+	case len(in.ExecutionIDs) > maxResolve:
+		return fail(fiber.StatusBadRequest, problem.New("too_large", "/executionIds", "at most %d executions per call", maxResolve))
+	}
+	ctx := c.UserContext()
+	open, err := s.st.OpenFailures(ctx, f.ID, in.Code, maxResolve)
+	if err != nil {
+		return err
+	}
+	ids := open
+	if len(in.ExecutionIDs) > 0 {
+		// Only the flow's open failures are retried; anything else named is skipped.
+		ids = nil
+		for _, id := range in.ExecutionIDs {
+			if slices.Contains(open, id) {
+				ids = append(ids, id)
+			}
+		}
+	}
+	out := make([]retried, 0, len(ids))
+	for _, id := range ids {
+		r, err := s.retryOne(c, f, id, rev)
+		if err != nil {
+			return err
+		}
+		out = append(out, r)
+	}
+	s.cfg.Relay.Kick()
+	return sendData(c, fiber.StatusAccepted, fiber.Map{"retried": len(out), "retries": out})
 }

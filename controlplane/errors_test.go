@@ -90,3 +90,41 @@ func TestFlowErrorsGroupedAndResolved(t *testing.T) {
 		t.Fatalf("counts %+v (%v)", c, err)
 	}
 }
+
+// Only a visible failed execution is retried; asking twice gives the same retry.
+func TestRetryExecutionRequest(t *testing.T) {
+	e := newEnv(t)
+	ta, tb := e.tenant("acme"), e.tenant("globex")
+	_, alice := e.user(ta, "alice")
+	_, mallory := e.user(tb, "mallory")
+	_, reader := e.user(ta, "reader", "flows.read")
+	id := e.must(201, e.call("POST", "/api/v1/flows", alice, readmeFlow(t))).data()["id"].(string)
+	at := time.Now().UTC().Add(-time.Minute)
+	e.failed("x1", id, "http_5xx", at)
+	e.execution("ok1", id, envelope.StatusSucceeded, at)
+
+	e.must(404, e.call("POST", "/api/v1/executions/x1/retry", mallory, nil))
+	e.must(403, e.call("POST", "/api/v1/executions/x1/retry", reader, nil))
+	e.must(404, e.call("POST", "/api/v1/executions/nope/retry", alice, nil))
+	e.must(409, e.call("POST", "/api/v1/executions/ok1/retry", alice, nil))
+	e.must(400, e.call("POST", "/api/v1/executions/x1/retry", alice, map[string]any{"revision": "yesterday"}))
+	first := e.must(202, e.call("POST", "/api/v1/executions/x1/retry", alice, nil)).data()
+	second := e.must(202, e.call("POST", "/api/v1/executions/x1/retry", alice, map[string]any{"revision": "current"})).data()
+	if first["retryId"] == "" || first["retryId"] != second["retryId"] || first["alreadyRetried"] != false || second["alreadyRetried"] != true {
+		t.Fatalf("retries %v then %v, want one retry id", first, second)
+	}
+	// The router is asked through the outbox, once per request (it starts the retry once).
+	b, err := e.st.OutboxPeek(context.Background(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := 0
+	for _, ev := range b.Events {
+		if ev.Type == "execution.retry" && ev.ExecutionID == "x1" && ev.RetryID == first["retryId"] && ev.FlowID == id {
+			asked++
+		}
+	}
+	if asked != 2 {
+		t.Fatalf("%d execution.retry events for x1 in the outbox, want 2: %+v", asked, b.Events)
+	}
+}

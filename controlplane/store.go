@@ -66,6 +66,7 @@ type Executions interface {
 	ErrorGroups(ctx context.Context, flowID string) (store.ErrorSummary, error)
 	OpenFailures(ctx context.Context, flowID, code string, limit int) ([]string, error)
 	ResolveErrors(ctx context.Context, flowID string, ids []string, retention time.Duration) (int, error)
+	RetryExecution(ctx context.Context, id string, revision int, ev events.Event, ttl time.Duration) (string, bool, error)
 }
 
 // Store is every part of the state the control plane uses; Ping backs its readiness.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/testrig"
@@ -459,5 +460,46 @@ func TestDecideNodeTimeoutSetsTheDeadline(t *testing.T) {
 	d.mustHandle(d.ingest(f, "x1"))
 	if w := d.work(d.w.take())[0]; !w.Deadline.Equal(at.Add(90 * time.Second)) {
 		t.Fatalf("deadline %s, want 90s after dispatch", w.Deadline)
+	}
+}
+
+// A retry of a failed execution runs only what failed: the step that succeeded there is
+// completed with its recorded output, the failed one runs again with the same input and
+// idempotency key, and asking twice starts the retry once.
+func TestDecideRetryOfAFailedExecutionRunsOnlyWhatFailed(t *testing.T) {
+	d := newDecisions(t, Config{})
+	f := d.twoSteps()
+	d.mustHandle(d.ingest(f, "x1"))
+	a := d.work(d.w.take())[0]
+	d.mustHandle(d.result(a, nil, `{"a":2}`))
+	b := d.work(d.w.take())[0]
+	d.mustHandle(d.result(b, &envelope.Error{Code: "http_4xx", Message: "bad request"}, ""))
+	if e := d.st.execution("x1"); e.Status != envelope.StatusFailed {
+		t.Fatalf("x1 %s", e.Status)
+	}
+
+	ev := events.Event{Type: events.ExecutionRetry, FlowID: f.ID, ExecutionID: "x1", RetryID: "r1"}
+	for range 2 {
+		if err := d.r.confirm(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws := d.work(d.w.take())
+	if len(ws) != 1 || ws[0].Node.ID != "B" || ws[0].ExecutionID != "r1" || ws[0].Token != b.Token ||
+		string(ws[0].Input) != `{"a":2}` || ws[0].IdempotencyKey != b.IdempotencyKey {
+		t.Fatalf("retry work %+v, want B once with x1's input and key", ws)
+	}
+	r1 := d.st.execution("r1")
+	if r1 == nil || r1.RetryOf != "x1" || r1.Status != envelope.StatusRunning {
+		t.Fatalf("retry execution %+v", r1)
+	}
+	for _, s := range d.st.stepsOf("r1") {
+		if s.NodeID == "A" && (!s.Replayed || string(s.Output) != `{"a":2}`) {
+			t.Fatalf("A in the retry: %+v", s)
+		}
+	}
+	d.mustHandle(d.result(ws[0], nil, `{"b":3}`))
+	if e := d.st.execution("r1"); e.Status != envelope.StatusSucceeded {
+		t.Fatalf("retry ended %s %v", e.Status, e.Error)
 	}
 }

@@ -96,6 +96,10 @@ func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest)
 		in.Input = json.RawMessage("null")
 	}
 	pol := r.policy(g.Flow())
+	rp, err := r.recorded(ctx, in.RetryOf)
+	if err != nil {
+		return err
+	}
 	t := store.Transition{ExecutionID: in.ExecutionID, MessageID: msgIngest, Policy: pol}
 	created := false // by this call (decide may run again when the transaction is retried)
 	adv, err := r.cfg.Store.AdvanceExecution(ctx, t, func(cur *store.ExecState) (*store.ExecChange, error) {
@@ -107,12 +111,15 @@ func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest)
 		now := r.now()
 		exec := &envelope.Execution{
 			ID: in.ExecutionID, FlowID: g.Flow().ID, Revision: g.Flow().Revision, Trigger: in.Trigger,
-			Status: envelope.StatusRunning, ReceivedAt: in.ReceivedAt.UTC(), StartedAt: now,
+			Status: envelope.StatusRunning, ReceivedAt: in.ReceivedAt.UTC(), StartedAt: now, RetryOf: rp.root,
 		}
 		st := &execState{Sync: in.Sync}
 		gc := r.graphContext(exec, cur.Outputs)
 		out, err := g.Start(&st.Graph, gc, in.Input)
 		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errUnusable, err)
+		}
+		if out, err = rp.replay(g, &st.Graph, gc, out); err != nil {
 			return nil, fmt.Errorf("%w: %w", errUnusable, err)
 		}
 		ch, err := r.change(g, exec, st, gc, cur.Outputs, out, now)
@@ -211,6 +218,9 @@ func (r *Router) applyResult(g *graph.Graph, res *envelope.Result, cur *store.Ex
 		step.Status = envelope.StepFailed
 	} else {
 		step.Output, step.Port = stepOutput(res.Outputs)
+		if len(res.Outputs) > 1 {
+			step.Items = len(res.Outputs)
+		}
 	}
 	if exec.Status != envelope.StatusRunning {
 		// The execution ended (another branch failed): record the step, change nothing else.
@@ -402,7 +412,7 @@ func (r *Router) workRecord(g *graph.Graph, exec *envelope.Execution, wctx map[s
 	w := envelope.Work{
 		ExecutionID: exec.ID, FlowID: exec.FlowID, Revision: exec.Revision, Token: token,
 		Attempt: attempt, Node: *node, Owners: g.Flow().Owners, Input: input, Context: wctx,
-		IdempotencyKey: exec.ID + ":" + token, Deadline: start.Add(flowdoc.StepTimeout(r.cfg.StepTimeout, node)),
+		IdempotencyKey: idempotencyBase(exec) + ":" + token, Deadline: start.Add(flowdoc.StepTimeout(r.cfg.StepTimeout, node)),
 	}
 	val, err := json.Marshal(&w)
 	if err != nil {

@@ -265,6 +265,17 @@ func (s *fakeStore) waiting() []store.Delayed {
 	return out
 }
 
+func (s *fakeStore) Execution(_ context.Context, id string) (*envelope.Execution, error) {
+	if x := s.execution(id); x != nil {
+		return x, nil
+	}
+	return nil, store.ErrNotFound
+}
+
+func (s *fakeStore) ExecutionSteps(_ context.Context, id string) ([]envelope.Step, error) {
+	return s.stepsOf(id), nil
+}
+
 // execution returns a copy of the stored execution record, nil if there is none.
 func (s *fakeStore) execution(id string) *envelope.Execution {
 	s.mu.Lock()

@@ -163,6 +163,8 @@ func (r *Router) confirm(ctx context.Context, ev events.Event) error {
 		// Stopping only drops a subscription, which cannot fail: an error here is Redis
 		// being unreachable, which holds up every flow alike, so the event is retried.
 		action, confirmed = flowdoc.ActionStopped, events.FlowStopped
+	case events.ExecutionRetry:
+		return r.retryExecution(ctx, ev)
 	default:
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/store"
 	"github.com/flowd/flowd/internal/topicpolicy"
@@ -25,6 +26,9 @@ type Executions interface {
 	AdvanceExecution(ctx context.Context, t store.Transition, decide func(*store.ExecState) (*store.ExecChange, error)) (store.Advanced, error)
 	MarkProduced(ctx context.Context, executionID, messageID string) error
 	CountIgnored(ctx context.Context, flowID, recordID string, at time.Time, p store.ExecPolicy) (bool, error)
+	// Execution and ExecutionSteps read an execution a retry retries.
+	Execution(ctx context.Context, id string) (*envelope.Execution, error)
+	ExecutionSteps(ctx context.Context, id string) ([]envelope.Step, error)
 }
 
 // TriggerStatuses keeps what the router reports about partner-topic triggers.

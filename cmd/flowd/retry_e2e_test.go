@@ -108,3 +108,99 @@ func TestRetryWaitsWithoutBlockingThePartition(t *testing.T) {
 		t.Fatalf("%d records left in the delay queue (%v)", n, err)
 	}
 }
+
+// keyedSink answers 503 until fixed, then 200; it counts the requests of each
+// Idempotency-Key.
+type keyedSink struct {
+	fixed atomic.Bool
+	mu    sync.Mutex
+	keys  map[string]int
+}
+
+func (s *keyedSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.keys[r.Header.Get("Idempotency-Key")]++
+	s.mu.Unlock()
+	if !s.fixed.Load() {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"ok":true}`))
+}
+
+// 50 executions fail on a partner's 503 (the flow does not retry); once the partner is fixed, one bulk retry by error
+// code runs each again from its failed step, with the step that succeeded replayed, not run:
+// 50 retries succeed, none runs twice, and the flow has no open errors left.
+func TestBulkRetryOfFailedExecutions(t *testing.T) {
+	p := startPipeline(t)
+	sink := &keyedSink{keys: map[string]int{}}
+	srv := httptest.NewServer(sink)
+	t.Cleanup(srv.Close)
+	id := p.flow(`{"name":"bulk-retry","retry":{"maxAttempts":1},"graph":{"nodes":[{"id":"in","type":"trigger.webhook"},
+	    {"id":"shape","type":"action","connector":"transform","action":"map","config":{"fields":{"n":"input.n"}}},
+	    {"id":"send","type":"action","connector":"http","action":"request",
+	     "config":{"method":"POST","url":"` + srv.URL + `/orders","body":{"n":"{{ input.n }}"}}}],
+	  "edges":[{"source":"in","target":"shape"},{"source":"shape","target":"send"}]}}`)
+
+	var failed []string
+	for i := range 50 {
+		st, body := p.post("/hooks/"+id, fmt.Sprintf(`{"n":%d}`, i))
+		if st != 202 {
+			t.Fatalf("webhook: %d %v", st, body)
+		}
+		failed = append(failed, body["data"].(map[string]any)["executionId"].(string))
+	}
+	for _, eid := range failed {
+		if ex, _ := p.finished(eid); ex.Status != envelope.StatusFailed || ex.Error == nil || ex.Error.Code != "http_5xx" {
+			t.Fatalf("execution %s: %s %+v, want failed with http_5xx", eid, ex.Status, ex.Error)
+		}
+	}
+	st, errs := p.call(http.MethodGet, "/api/v1/flows/"+id+"/errors", p.token, "")
+	if g := errs["data"].(map[string]any)["groups"].([]any); st != 200 || len(g) != 1 || g[0].(map[string]any)["count"] != float64(50) {
+		t.Fatalf("open errors: %d %v", st, errs)
+	}
+
+	sink.fixed.Store(true)
+	st, body := p.post("/api/v1/flows/"+id+"/errors/retry", `{"code":"http_5xx"}`)
+	if st != 202 || body["data"].(map[string]any)["retried"] != float64(50) {
+		t.Fatalf("bulk retry: %d %v", st, body)
+	}
+	// Asked again: nothing is open any more.
+	if st, body := p.post("/api/v1/flows/"+id+"/errors/retry", `{"code":"http_5xx"}`); st != 202 || body["data"].(map[string]any)["retried"] != float64(0) {
+		t.Fatalf("second bulk retry: %d %v", st, body)
+	}
+	// One failed execution retried on its own again: the same retry, not a second one.
+	st, one := p.post("/api/v1/executions/"+failed[0]+"/retry", "")
+	if st != 202 || one["data"].(map[string]any)["alreadyRetried"] != true {
+		t.Fatalf("single retry of a retried execution: %d %v", st, one)
+	}
+	firstRetry := one["data"].(map[string]any)["retryId"].(string)
+
+	for _, r := range body["data"].(map[string]any)["retries"].([]any) {
+		rid := r.(map[string]any)["retryId"].(string)
+		ex, steps := p.finished(rid)
+		if ex.Status != envelope.StatusSucceeded || ex.RetryOf != r.(map[string]any)["executionId"] {
+			t.Fatalf("retry %s: %s %v (retry of %q)", rid, ex.Status, ex.Error, ex.RetryOf)
+		}
+		by := stepsByNode(steps)
+		if len(by["shape"]) != 1 || !by["shape"][0].Replayed || len(by["send"]) != 1 || by["send"][0].Replayed {
+			t.Fatalf("retry %s steps: %+v", rid, by)
+		}
+	}
+	if _, err := p.st.Execution(context.Background(), firstRetry); err != nil {
+		t.Fatalf("the first execution's retry: %v", err)
+	}
+	// Each execution's call reached the partner twice under one key: the failed one and the
+	// retry; no retry ran twice.
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if len(sink.keys) != 50 {
+		t.Fatalf("the partner saw %d idempotency keys, want 50", len(sink.keys))
+	}
+	for k, n := range sink.keys {
+		if n != 2 {
+			t.Fatalf("key %s reached the partner %d times, want 2 (the failure and its retry)", k, n)
+		}
+	}
+}

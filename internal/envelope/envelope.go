@@ -43,6 +43,9 @@ type Ingest struct {
 	Source      *KafkaSource    `json:"source,omitempty"`
 	// Sync means a caller waits for the flow's respond node (or its end).
 	Sync bool `json:"sync,omitempty"`
+	// RetryOf names the failed execution this one retries: the steps that succeeded there
+	// are not run again, their recorded outputs are used.
+	RetryOf string `json:"retryOf,omitempty"`
 }
 
 // HTTPRequest is what a webhook trigger saw besides the body.
@@ -166,6 +169,10 @@ type Execution struct {
 	StartedAt  time.Time  `json:"startedAt"`
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
 	DurationMs int64      `json:"durationMs,omitempty"`
+	// RetryOf is the failed execution this one retries (the first of a chain of retries):
+	// its steps' idempotency keys are that execution's, so a partner sees a retried call as
+	// the same call.
+	RetryOf string `json:"retryOf,omitempty"`
 }
 
 // Step statuses.
@@ -190,7 +197,11 @@ type Step struct {
 	Input       json.RawMessage `json:"input,omitempty"`
 	Output      json.RawMessage `json:"output,omitempty"`
 	Truncated   bool            `json:"truncated,omitempty"`
-	Error       *Error          `json:"error,omitempty"`
+	// Items is how many items the step emitted when more than one: Output is then their array.
+	Items int `json:"items,omitempty"`
+	// Replayed says the step was not run: a retry took its output from the execution it retries.
+	Replayed bool   `json:"replayed,omitempty"`
+	Error    *Error `json:"error,omitempty"`
 	// Attempts are the earlier attempts that failed and were retried, oldest first; Attempt
 	// and Error are the latest one's.
 	Attempts   []Attempt  `json:"attempts,omitempty"`

@@ -38,19 +38,25 @@ const (
 	FlowStopped  = "flow.stopped"
 	// FlowFailed: a router could not run the flow and marked it failed (Reason says why).
 	FlowFailed = "flow.failed"
+	// ExecutionRetry asks the router to run failed execution ExecutionID again as RetryID,
+	// from its failed steps (Revision: the flow revision to run, 0 for the one it ran).
+	ExecutionRetry = "execution.retry"
 )
 
 // Event is one lifecycle event, JSON-encoded as the record value.
 type Event struct {
-	ID       string    `json:"id"`
-	Type     string    `json:"type"`
-	FlowID   string    `json:"flowId"`
-	Revision int       `json:"revision,omitempty"`
-	Status   string    `json:"status,omitempty"`
-	Actor    string    `json:"actor,omitempty"`
-	Tenant   string    `json:"tenant,omitempty"`
-	Reason   string    `json:"reason,omitempty"` // flow.failed: the status reason's code
-	At       time.Time `json:"at"`
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	FlowID   string `json:"flowId"`
+	Revision int    `json:"revision,omitempty"`
+	Status   string `json:"status,omitempty"`
+	Actor    string `json:"actor,omitempty"`
+	Tenant   string `json:"tenant,omitempty"`
+	Reason   string `json:"reason,omitempty"` // flow.failed: the status reason's code
+	// ExecutionID and RetryID: execution.retry's failed execution and the one that retries it.
+	ExecutionID string    `json:"executionId,omitempty"`
+	RetryID     string    `json:"retryId,omitempty"`
+	At          time.Time `json:"at"`
 }
 
 // Publisher publishes events; it returns once they are durable.

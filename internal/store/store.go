@@ -39,6 +39,13 @@
 //	P {delay}:due                       zset    id of each record held back (a step's retry) -> when it
 //	                                            is due (ms); a producer taking it pushes it a lease ahead
 //	P {delay}:recs                      hash    id -> the record (Record JSON) to produce when due
+//	P {dlq}:all                         zset    every dead letter's id, by when it was dead-lettered (ms);
+//	                                            trimmed to the retention and to a number
+//	P {dlq}:flow:<fid>                  zset    the same for one flow's dead letters (expires with the newest)
+//	P {dlq}:replaying                   zset    dead letters whose replay began -> when its lease ends (ms):
+//	                                            where an unfinished replay is found and taken over
+//	P dlq:{<id>}                        hash    dead letter: rec (JSON: reason, origin, flow, status), headers
+//	                                            and value (the original record's); expires with the retention
 //	P idem:{<flowId>}:<sha256(key)>     string  webhook Idempotency-Key claim: "pending:<executionId>"
 //	                                            while produced (expires after the lease, so a crashed
 //	                                            producer blocks retries only briefly), "done:<id>" once
@@ -53,6 +60,8 @@
 //	P exec:{<id>}:msgs                  hash    consumed message id -> records it produces ("" once
 //	                                            produced): the redelivery marker
 //	P exec:{<id>}:reply                 list    replies for a synchronous webhook caller (short TTL)
+//	P exec:{<id>}:retried               string  the id of the execution that retries this failed one
+//	                                            (retries.go)
 //	P exec:{<id>}:runs                  hash    "<attempt>/<token>" -> "" once the work item's Result
 //	                                            was acknowledged by Kafka; expires a redelivery window
 //	                                            after the execution's last finished item
@@ -77,7 +86,7 @@
 // repeated on redelivery (see AdvanceExecution).
 //
 // This is the one list of the keys; each file explains how its keys are used (executions.go,
-// history.go, runs.go, idempotency.go, connections.go). Ids inside keys are escaped (':' as
+// history.go, runs.go, idempotency.go, connections.go, deadletters.go). Ids inside keys are escaped (':' as
 // %3A) so that no id can forge another record's key.
 package store
 
