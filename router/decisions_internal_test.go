@@ -503,3 +503,69 @@ func TestDecideRetryOfAFailedExecutionRunsOnlyWhatFailed(t *testing.T) {
 		t.Fatalf("retry ended %s %v", e.Status, e.Error)
 	}
 }
+
+// When an execution fails, its flow's onError handler runs in the same execution with the
+// failure as input; the execution then ends failed with the first error.
+func TestDecideOnErrorHandlerRunsWhenTheExecutionFails(t *testing.T) {
+	d := newDecisions(t, Config{})
+	f := d.st.save(flowdoc.Flow{ID: "f1", Name: "handled", Status: flowdoc.StatusActive,
+		Owners:  []flowdoc.Owner{{ID: "u1", Type: flowdoc.OwnerUser}},
+		OnError: &flowdoc.OnError{Node: "notify"},
+		Graph: flowdoc.Graph{
+			Nodes: []flowdoc.Node{{ID: "t", Type: flowdoc.TypeWebhook},
+				{ID: "A", Type: flowdoc.TypeAction, Connector: "c", Action: "a"},
+				{ID: "B", Type: flowdoc.TypeAction, Connector: "c", Action: "b"},
+				{ID: "notify", Type: flowdoc.TypeAction, Connector: "c", Action: "n"},
+				{ID: "log", Type: flowdoc.TypeAction, Connector: "c", Action: "l"}},
+			Edges: []flowdoc.Edge{{Source: "t", Target: "A"}, {Source: "t", Target: "B"}, {Source: "notify", Target: "log"}},
+		}})
+	d.mustHandle(d.ingest(f, "x1"))
+	ws := d.work(d.w.take())
+	if len(ws) != 2 {
+		t.Fatalf("work %+v", ws)
+	}
+	a, b := ws[0], ws[1]
+	if a.Node.ID != "A" {
+		a, b = b, a
+	}
+	d.mustHandle(d.result(a, &envelope.Error{Code: "http_4xx", Message: "refused"}, ""))
+	h := d.work(d.w.take())
+	if len(h) != 1 || h[0].Node.ID != "notify" {
+		t.Fatalf("after the failure: %+v, want the handler's first node", h)
+	}
+	var in struct {
+		Error     envelope.Error `json:"error"`
+		Execution struct {
+			ID     string `json:"id"`
+			FlowID string `json:"flowId"`
+		} `json:"execution"`
+	}
+	if err := json.Unmarshal(h[0].Input, &in); err != nil || in.Error.Code != "http_4xx" || in.Execution.ID != "x1" || in.Execution.FlowID != "f1" {
+		t.Fatalf("handler input %s (%v)", h[0].Input, err)
+	}
+	if e := d.st.execution("x1"); e.Status != envelope.StatusRunning {
+		t.Fatalf("execution %s while its handler runs", e.Status)
+	}
+	// B, still running when A failed, finishes meanwhile: recorded, nothing more.
+	d.mustHandle(d.result(b, nil, `{}`))
+	if n := len(d.w.take()); n != 0 {
+		t.Fatalf("the failed graph's branch produced %d records", n)
+	}
+	d.mustHandle(d.result(h[0], nil, `{"sent":true}`))
+	l := d.work(d.w.take())
+	if len(l) != 1 || l[0].Node.ID != "log" {
+		t.Fatalf("handler's second node: %+v", l)
+	}
+	d.mustHandle(d.result(l[0], nil, `{}`))
+	e := d.st.execution("x1")
+	if e.Status != envelope.StatusFailed || e.Error == nil || e.Error.Code != "http_4xx" {
+		t.Fatalf("execution at the end: %+v", e)
+	}
+	status := map[string]string{}
+	for _, s := range d.st.stepsOf("x1") {
+		status[s.NodeID] = s.Status
+	}
+	if status["A"] != envelope.StepFailed || status["notify"] != envelope.StepSucceeded || status["log"] != envelope.StepSucceeded || status["B"] != envelope.StepSucceeded {
+		t.Fatalf("steps %v", status)
+	}
+}

@@ -34,6 +34,10 @@ var errUnusable = errors.New("unusable record")
 type execState struct {
 	Graph graph.State `json:"graph"`
 	Sync  bool        `json:"sync,omitempty"`
+	// Handling says the execution failed and its flow's onError handler runs (in Graph, a
+	// fresh state); Failure is the error the execution ends with once the handler is done.
+	Handling bool            `json:"handling,omitempty"`
+	Failure  *envelope.Error `json:"failure,omitempty"`
 }
 
 // pending is an activation sent to a runner, kept until its result arrives.
@@ -230,6 +234,10 @@ func (r *Router) applyResult(g *graph.Graph, res *envelope.Result, cur *store.Ex
 	if err := json.Unmarshal(cur.State, &st); err != nil {
 		return nil, fmt.Errorf("%w: state of %s: %w", errUnusable, exec.ID, err)
 	}
+	if st.Handling && !g.InHandler(res.NodeID) {
+		// A branch of the failed graph finishing while the handler runs: recorded only.
+		return &store.ExecChange{Steps: []envelope.Step{step}, DonePending: []string{res.Token}}, nil
+	}
 	gc := r.graphContext(exec, cur.Outputs)
 	out, err := g.Complete(&st.Graph, gc, graph.Completion{
 		NodeID: res.NodeID, Token: res.Token, Outputs: res.Outputs, Error: res.Error, Input: p.Input,
@@ -274,6 +282,10 @@ func (r *Router) graphContext(exec *envelope.Execution, steps map[string]json.Ra
 // produce and, for a synchronous caller, the reply.
 func (r *Router) change(g *graph.Graph, exec *envelope.Execution, st *execState, gc graph.Context,
 	prior map[string]json.RawMessage, out *graph.Outcome, now time.Time) (*store.ExecChange, error) {
+	out, err := r.handleFailure(g, exec, st, gc, out)
+	if err != nil {
+		return nil, err
+	}
 	work, err := r.encodeWork(g, exec, gc, prior, out, now)
 	if errors.Is(err, errTooLarge) {
 		// Kafka would refuse it on every retry: end the execution instead of stalling the partition.
@@ -323,6 +335,26 @@ func (r *Router) change(g *graph.Graph, exec *envelope.Execution, st *execState,
 	}
 	ch.State = mustJSON(st)
 	return ch, nil
+}
+
+// handleFailure starts the flow's onError handler when out fails the execution, in the same
+// execution, and makes the execution end failed with its first error once the handler is done.
+func (r *Router) handleFailure(g *graph.Graph, exec *envelope.Execution, st *execState, gc graph.Context, out *graph.Outcome) (*graph.Outcome, error) {
+	if out.Done && out.Status == envelope.StatusFailed && g.HasHandler() && !st.Handling {
+		st.Handling, st.Failure = true, out.Error
+		st.Graph = graph.State{}
+		input := mustJSON(map[string]any{"error": out.Error, "execution": map[string]any{
+			"id": exec.ID, "flowId": exec.FlowID, "revision": exec.Revision}})
+		h, err := g.StartHandler(&st.Graph, gc, input)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errUnusable, err)
+		}
+		out = mergeOutcomes(&graph.Outcome{Steps: out.Steps, Outputs: out.Outputs, Reply: out.Reply}, h)
+	}
+	if st.Handling && out.Done {
+		out.Status, out.Error = envelope.StatusFailed, st.Failure
+	}
+	return out, nil
 }
 
 // addHistory adds the flowd.history record to the change that ends an execution: the record

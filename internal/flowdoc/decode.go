@@ -38,6 +38,7 @@ const (
 	CodeUnreachable       = "unreachable"
 	CodeInvalidExpression = "invalid_expression"
 	CodeMergeInbound      = "merge_inbound"
+	CodeInvalidOnError    = "invalid_on_error"
 	CodeInvalidConfig     = "invalid_config"
 	CodeUnknownConnector  = "unknown_connector"
 	CodeUnknownAction     = "unknown_action"

@@ -76,6 +76,7 @@ type Flow struct {
 	FromTemplate string         `json:"fromTemplate,omitempty"`
 	Payload      *Payload       `json:"payload,omitempty"`
 	Retry        *Retry         `json:"retry,omitempty"` // default of the action nodes' retry
+	OnError      *OnError       `json:"onError,omitempty"`
 	Settings     map[string]any `json:"settings,omitempty"`
 	History      *History       `json:"history,omitempty"`
 	CreatedAt    *time.Time     `json:"createdAt,omitempty"`
@@ -158,6 +159,13 @@ type Retry struct {
 	// read (the new names win when both are set).
 	Backoff    string `json:"backoff,omitempty"`
 	MaxBackoff string `json:"maxBackoff,omitempty"`
+}
+
+// OnError names the root of the sub-graph that runs when an execution fails: a node no edge
+// leads to, with the nodes reachable from it, apart from the trigger's graph. It receives
+// {"error": {code, message, ...}, "execution": {"id", "flowId", "revision"}} as its input.
+type OnError struct {
+	Node string `json:"node"`
 }
 
 // IsTrigger reports whether the node starts executions.

@@ -31,6 +31,11 @@ type Options struct {
 	// ReservedTopic says whether a Kafka topic is flowd's own or Kafka's internal one
 	// (kafkax.Config.Reserved): partner triggers and the kafka connector may use neither.
 	ReservedTopic func(topic string) bool
+	// RawFields returns the config fields a connector action (or trigger) marks raw, as JSON
+	// pointers into its config ("" for all of it): the runner passes them on unrendered, so
+	// their `{{` is not compiled here, and config schema errors there are reported even when
+	// the value holds `{{`. Without it every field may hold templates.
+	RawFields func(connector, action string) []string
 }
 
 // KafkaConnector is the built-in connector that produces to Kafka topics; its config.topic is
@@ -82,7 +87,32 @@ func (v *validator) run() {
 		}
 	}
 	v.cycles()
-	v.unreachable(triggers)
+	handler := v.onError()
+	v.unreachable(triggers, handler)
+}
+
+// onError checks the error handler's root and returns its index (-1 for none).
+func (v *validator) onError() int {
+	h := v.f.OnError
+	if h == nil {
+		return -1
+	}
+	i, ok := v.index[h.Node]
+	if !ok {
+		v.add(CodeUnknownNode, "/onError/node", "onError names node %q, which the graph does not have", h.Node)
+		return -1
+	}
+	n := v.f.Graph.Nodes[i]
+	if n.IsTrigger() || n.Type == TypeMerge || n.Type == TypeRespond {
+		v.add(CodeInvalidOnError, "/onError/node", "onError must name an action or a control node, not a %s node", n.Type)
+		return -1
+	}
+	for j, e := range v.f.Graph.Edges {
+		if e.Target == h.Node {
+			v.add(CodeInvalidOnError, edgePath(j)+"/target", "no edge may lead to the onError node %q", h.Node)
+		}
+	}
+	return i
 }
 
 func (v *validator) owners() {
@@ -190,9 +220,10 @@ func (v *validator) nodes() {
 			v.caseNames[i] = v.switchCases(n, p)
 			skip = "cases"
 		}
+		raw := v.rawFields(n)
 		for k, val := range n.Config {
 			if k != skip {
-				v.templates(val, p+"/config/"+problem.EscapeToken(k))
+				v.templates(val, p+"/config", "/"+problem.EscapeToken(k), raw)
 			}
 		}
 		v.connectorConfig(n, p)
@@ -318,29 +349,45 @@ func (v *validator) switchCases(n *Node, p string) map[string]bool {
 	return names
 }
 
-// templates compiles every {{ }} template in a config value, reporting each failure at its
-// own pointer.
-func (v *validator) templates(val any, p string) {
+// templates compiles every {{ }} template in a config value (at rel within the config at
+// base), reporting each failure at its own pointer; raw fields are left alone.
+func (v *validator) templates(val any, base, rel string, raw []string) {
+	if len(raw) > 0 && problem.Within(rel, raw...) {
+		return
+	}
 	switch x := val.(type) {
 	case string:
 		if strings.Contains(x, "{{") {
 			if _, err := expression.CompileTemplate(x); err != nil {
-				v.add(CodeInvalidExpression, p, "%s", err)
+				v.add(CodeInvalidExpression, base+rel, "%s", err)
 			}
 		}
 	case map[string]any:
 		for k, c := range x {
-			v.templates(c, p+"/"+problem.EscapeToken(k))
+			v.templates(c, base, rel+"/"+problem.EscapeToken(k), raw)
 		}
 	case []any:
 		for i, c := range x {
-			v.templates(c, p+"/"+strconv.Itoa(i))
+			v.templates(c, base, rel+"/"+strconv.Itoa(i), raw)
 		}
 	}
 }
 
+// rawFields are the config fields the node's connector passes on unrendered.
+func (v *validator) rawFields(n *Node) []string {
+	if v.opts.RawFields == nil || n.Connector == "" {
+		return nil
+	}
+	name := n.Action
+	if n.Type == TypePoll || name == "" {
+		name = n.Trigger
+	}
+	return v.opts.RawFields(n.Connector, name)
+}
+
 // connectorConfig validates config against the connector's schema. Values that are templates
-// are only known at run time, so failures located at a template are not reported.
+// are only known at run time, so failures located at a template are not reported (a raw
+// field's `{{` is no template).
 func (v *validator) connectorConfig(n *Node, p string) {
 	if (v.opts.ConfigSchema == nil && v.opts.Lookup == nil) || n.Connector == "" {
 		return
@@ -386,9 +433,10 @@ func (v *validator) connectorConfig(n *Node, p string) {
 	if !errors.As(err, &ve) {
 		return
 	}
+	raw := v.rawFields(n)
 	for _, l := range schemaproblem.Leaves(ve, p+"/config") {
 		if val, ok := valueAt(inst, l.Location); ok {
-			if s, ok := val.(string); ok && strings.Contains(s, "{{") {
+			if s, ok := val.(string); ok && strings.Contains(s, "{{") && !problem.Within(problem.Pointer(l.Location...), raw...) {
 				continue
 			}
 		}
@@ -557,31 +605,47 @@ func (v *validator) cycles() {
 	}
 }
 
-// unreachable reports nodes no path from a trigger leads to; they would never run.
-func (v *validator) unreachable(triggers []int) {
+// unreachable reports nodes no path from a trigger (or from the onError handler, when
+// handler >= 0) leads to: they would never run. The handler's nodes must be apart from the
+// trigger's: one node in both would run in either graph's turn.
+func (v *validator) unreachable(triggers []int, handler int) {
 	if len(triggers) == 0 {
 		return
 	}
 	nodes := v.f.Graph.Nodes
 	adj := v.adjacency()
-	seen := make([]bool, len(nodes))
-	queue := append([]int(nil), triggers...)
-	for _, t := range triggers {
-		seen[t] = true
-	}
-	for len(queue) > 0 {
-		n := queue[0]
-		queue = queue[1:]
-		for _, et := range adj[n] {
-			if t := et[1]; !seen[t] {
-				seen[t] = true
-				queue = append(queue, t)
+	reach := func(from []int) []bool {
+		seen := make([]bool, len(nodes))
+		queue := append([]int(nil), from...)
+		for _, t := range from {
+			seen[t] = true
+		}
+		for len(queue) > 0 {
+			n := queue[0]
+			queue = queue[1:]
+			for _, et := range adj[n] {
+				if t := et[1]; !seen[t] {
+					seen[t] = true
+					queue = append(queue, t)
+				}
 			}
 		}
+		return seen
+	}
+	seen := reach(triggers)
+	var handled []bool
+	if handler >= 0 {
+		handled = reach([]int{handler})
 	}
 	for i, n := range nodes {
 		// Nodes without an id or with a duplicate id were reported already and no edge can reach them.
-		if !seen[i] && n.ID != "" && v.index[n.ID] == i {
+		if n.ID == "" || v.index[n.ID] != i {
+			continue
+		}
+		switch {
+		case handled != nil && handled[i] && seen[i]:
+			v.add(CodeUnreachable, nodePath(i)+"/id", "node %q is reached both from the trigger and from the onError node; the handler's nodes must be its own", n.ID)
+		case !seen[i] && (handled == nil || !handled[i]):
 			v.add(CodeUnreachable, nodePath(i)+"/id", "node %q is not reachable from the trigger", n.ID)
 		}
 	}

@@ -113,6 +113,23 @@ func (g *Graph) Start(st *State, c Context, input json.RawMessage) (*Outcome, er
 	return r.finish()
 }
 
+// StartHandler runs the flow's onError handler in a fresh state: its root node is activated
+// with input (the failure), and what follows runs as in any execution.
+func (g *Graph) StartHandler(st *State, c Context, input json.RawMessage) (*Outcome, error) {
+	if g.handler == nil {
+		return nil, errors.New("graph: the flow has no onError handler")
+	}
+	if st.Scopes != nil || st.Status != "" || st.Ended+st.Filtered+st.InFlight > 0 {
+		return nil, errors.New("graph: handler state already used")
+	}
+	r := g.newRun(st, c)
+	h := g.handler
+	ns := r.node(RootScope, h)
+	ns.Delivered, ns.Running = 1, 1
+	r.queue = append(r.queue, task{n: h, scope: RootScope, token: derive(RootScope, "onError", h.ID, 0, 0), input: fromRaw(input)})
+	return r.finish()
+}
+
 // Complete applies an action activation's outcome. A completion for an execution that has
 // already ended changes nothing.
 func (g *Graph) Complete(st *State, c Context, done Completion) (*Outcome, error) {

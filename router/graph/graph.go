@@ -21,10 +21,12 @@ import (
 
 // Graph is a compiled flow revision, safe for concurrent use (evaluation state lives in State).
 type Graph struct {
-	flow    *flowdoc.Flow
-	trigger *node
-	nodes   map[string]*node
-	order   []*node // document order, for deterministic iteration
+	flow      *flowdoc.Flow
+	trigger   *node
+	handler   *node           // the onError sub-graph's root; nil without one
+	inHandler map[string]bool // the nodes of the onError sub-graph
+	nodes     map[string]*node
+	order     []*node // document order, for deterministic iteration
 	// env parts that never change for a revision
 	flowEnv     map[string]any
 	settingsEnv map[string]any
@@ -69,13 +71,19 @@ type tmplEval struct{ t *expression.Template }
 
 func (e tmplEval) eval(env expression.Env) (any, error) { return e.t.Render(env) }
 
+// connectorConfigsUnread validates as the router needs: it never renders a connector node's
+// config (the runner does, leaving the fields the connector marks raw as they are), so it
+// takes all of it as raw. The flow's templates were checked against the connectors when it
+// was saved.
+var connectorConfigsUnread = flowdoc.Options{RawFields: func(string, string) []string { return []string{""} }}
+
 // Compile checks and compiles a flow revision. The flow must pass flowdoc.Validate (the router
 // relies on a DAG with one trigger); every expression is compiled here, once.
 func Compile(f *flowdoc.Flow) (*Graph, error) {
 	if f == nil {
 		return nil, errors.New("graph: no flow")
 	}
-	if probs := flowdoc.Validate(f, flowdoc.Options{}); len(probs) > 0 {
+	if probs := flowdoc.Validate(f, connectorConfigsUnread); len(probs) > 0 {
 		return nil, fmt.Errorf("graph: flow %s revision %d is not valid: %w", f.ID, f.Revision, probs)
 	}
 	g := &Graph{
@@ -111,8 +119,30 @@ func Compile(f *flowdoc.Flow) (*Graph, error) {
 		e.source.out = append(e.source.out, e)
 		e.target.in = append(e.target.in, e)
 	}
+	if h := f.OnError; h != nil && g.nodes[h.Node] != nil {
+		g.handler = g.nodes[h.Node]
+		g.inHandler = map[string]bool{}
+		queue := []*node{g.handler}
+		for len(queue) > 0 {
+			n := queue[0]
+			queue = queue[1:]
+			if g.inHandler[n.ID] {
+				continue
+			}
+			g.inHandler[n.ID] = true
+			for _, e := range n.out {
+				queue = append(queue, e.target)
+			}
+		}
+	}
 	return g, nil
 }
+
+// HasHandler reports whether the flow has an onError handler.
+func (g *Graph) HasHandler() bool { return g.handler != nil }
+
+// InHandler reports whether node id belongs to the onError handler's sub-graph.
+func (g *Graph) InHandler(id string) bool { return g.inHandler[id] }
 
 func (n *node) compile() error {
 	switch n.Type {
