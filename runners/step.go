@@ -236,7 +236,10 @@ func (r *Runner) execute(stop, work context.Context, w *envelope.Work, log *slog
 		return res
 	}
 
-	inv, serr := r.invocation(w)
+	inv, serr, err := r.invocation(work, w)
+	if err != nil {
+		return nil, err
+	}
 	if serr != nil {
 		return finish(sdk.Result{Error: serr}), nil
 	}
@@ -315,9 +318,10 @@ func hostError(err error) *sdk.Error {
 }
 
 // invocation builds what every attempt sends: the node's config with its templates rendered
-// against the item's input and context. Rendered values may come from secrets in settings,
-// so they are never logged.
-func (r *Runner) invocation(w *envelope.Work) (sdk.Invocation, *sdk.Error) {
+// against the item's input and context, except in the fields the action marks raw. Rendered
+// values may come from secrets in settings, so they are never logged. The error return means
+// the runner is shutting down.
+func (r *Runner) invocation(ctx context.Context, w *envelope.Work) (sdk.Invocation, *sdk.Error, error) {
 	inv := sdk.Invocation{
 		Action: w.Node.Action, ExecutionID: w.ExecutionID, NodeID: w.Node.ID,
 		IdempotencyKey: w.IdempotencyKey, Deadline: w.Deadline, Config: w.Node.Config,
@@ -335,27 +339,34 @@ func (r *Runner) invocation(w *envelope.Work) (sdk.Invocation, *sdk.Error) {
 			inv.Context[k] = v
 		}
 	}
-	cc, err := r.configs.get(w)
+	if !hasTemplate(w.Node.Config) {
+		return inv, nil, nil // nothing to render: no need to ask which fields are raw
+	}
+	raw, serr, err := r.rawFields(ctx, w)
+	if serr != nil || err != nil {
+		return inv, serr, err
+	}
+	cc, err := r.configs.get(w, raw)
 	if err != nil {
-		return inv, &sdk.Error{Code: CodeInvalidConfig, Message: "node config: " + err.Error()}
+		return inv, &sdk.Error{Code: CodeInvalidConfig, Message: "node config: " + err.Error()}, nil
 	}
 	if !cc.templated {
-		return inv, nil
+		return inv, nil, nil
 	}
 	env, serr := templateEnv(w)
 	if serr != nil {
-		return inv, serr
+		return inv, serr, nil
 	}
 	v, err := cc.val.Render(env)
 	if err != nil {
-		return inv, &sdk.Error{Code: CodeInvalidConfig, Message: "node config: " + err.Error()}
+		return inv, &sdk.Error{Code: CodeInvalidConfig, Message: "node config: " + err.Error()}, nil
 	}
 	cfg, ok := v.(map[string]any)
 	if !ok {
-		return inv, &sdk.Error{Code: CodeInvalidConfig, Message: "node config is not an object"}
+		return inv, &sdk.Error{Code: CodeInvalidConfig, Message: "node config is not an object"}, nil
 	}
 	inv.Config = cfg
-	return inv, nil
+	return inv, nil, nil
 }
 
 // templateEnv is what `{{ }}` templates see. Numbers decode as float64, which is what
@@ -440,8 +451,9 @@ func tooLarge(err error) bool {
 	return false
 }
 
-// configCache keeps compiled node configs, keyed by their content: the nodes of a flow
-// revision repeat the same few configs, so their templates are compiled once, not per step.
+// configCache keeps compiled node configs, keyed by their content and raw fields: the nodes of
+// a flow revision repeat the same few configs, so their templates are compiled once, not per
+// step.
 type configCache struct {
 	mu  sync.Mutex
 	max int
@@ -450,34 +462,42 @@ type configCache struct {
 
 type compiledConfig struct {
 	val       *expression.Value
-	templated bool // has at least one `{{ }}`; otherwise the config is used as it is
+	templated bool // has an expression outside the raw fields; otherwise the config is used as it is
 }
 
 func newConfigCache(maxEntries int) *configCache {
 	return &configCache{max: maxEntries, m: map[[sha256.Size]byte]*compiledConfig{}}
 }
 
-func (c *configCache) get(w *envelope.Work) (*compiledConfig, error) {
+// get compiles the node's config, leaving the raw fields (JSON pointers) as they are.
+func (c *configCache) get(w *envelope.Work, raw []string) (*compiledConfig, error) {
 	if !hasTemplate(w.Node.Config) {
 		return &compiledConfig{}, nil
 	}
 	// Marshalling sorts map keys, so equal configs hash equally; it costs far less than a compile.
-	raw, err := json.Marshal(w.Node.Config)
+	doc, err := json.Marshal(w.Node.Config)
 	if err != nil {
 		return nil, err
 	}
-	key := sha256.Sum256(raw)
+	h := sha256.New()
+	h.Write(doc)
+	for _, p := range raw {
+		h.Write([]byte{0}) // config JSON holds no NUL byte: the config ends at the first
+		h.Write([]byte(p))
+	}
+	var key [sha256.Size]byte
+	h.Sum(key[:0])
 	c.mu.Lock()
 	cc, ok := c.m[key]
 	c.mu.Unlock()
 	if ok {
 		return cc, nil
 	}
-	val, err := expression.CompileValue(map[string]any(w.Node.Config))
+	val, err := expression.CompileValueExcept(map[string]any(w.Node.Config), raw)
 	if err != nil {
 		return nil, err
 	}
-	cc = &compiledConfig{val: val, templated: true}
+	cc = &compiledConfig{val: val, templated: val.Templated()}
 	c.mu.Lock()
 	if len(c.m) >= c.max {
 		clear(c.m) // crude, but a recompile is cheap next to a flood of distinct configs

@@ -37,6 +37,7 @@ type Entry struct {
 	Manifest sdk.Manifest
 	Path     string
 	configs  map[string]*jsonschema.Schema // action or trigger name -> compiled config schema
+	raw      map[string][]string           // action or trigger name -> config fields marked raw
 }
 
 // Catalog is the set of connectors found in a directory. It is immutable once loaded.
@@ -110,11 +111,18 @@ func describe(ctx context.Context, path string) (*Entry, error) {
 }
 
 func newEntry(m sdk.Manifest, path string) (*Entry, error) {
-	e := &Entry{Manifest: m, Path: path, configs: map[string]*jsonschema.Schema{}}
+	e := &Entry{Manifest: m, Path: path, configs: map[string]*jsonschema.Schema{}, raw: map[string][]string{}}
 	comp := jsonschema.NewCompiler()
 	add := func(kind, name string, raw json.RawMessage) error {
 		if len(raw) == 0 {
 			return nil
+		}
+		fields, err := sdk.RawFields(raw)
+		if err != nil {
+			return fmt.Errorf("%s %q: config schema: %w", kind, name, err)
+		}
+		if len(fields) > 0 {
+			e.raw[name] = fields
 		}
 		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
 		if err != nil {
@@ -192,6 +200,12 @@ func (c *Catalog) ValidationOptions() flowdoc.Options {
 			}
 			s, ok := e.configs[name]
 			return s, ok
+		},
+		RawFields: func(conn, name string) []string {
+			if e, ok := c.entries[conn]; ok {
+				return e.raw[name]
+			}
+			return nil
 		},
 		ActionPorts: func(conn, name string) ([]string, bool) {
 			e, ok := c.entries[conn]

@@ -17,6 +17,7 @@ import (
 func TestCatalogDrivesFlowValidation(t *testing.T) {
 	dir := t.TempDir()
 	hosttest.Build(t, dir, map[string]string{
+		"code":      "github.com/flowd/flowd/connectors/code",
 		"http":      "github.com/flowd/flowd/connectors/http",
 		"transform": "github.com/flowd/flowd/connectors/transform",
 	})
@@ -32,7 +33,7 @@ func TestCatalogDrivesFlowValidation(t *testing.T) {
 	for _, m := range cat.Manifests() {
 		names = append(names, m.Name)
 	}
-	if strings.Join(names, ",") != "http,transform" {
+	if strings.Join(names, ",") != "code,http,transform" {
 		t.Fatalf("manifests: %v", names)
 	}
 	if _, ok := cat.Skipped()["broken"]; !ok || len(cat.Skipped()) != 1 {
@@ -53,6 +54,9 @@ func TestCatalogDrivesFlowValidation(t *testing.T) {
 		{"unknown action", string(doc("http", "teleport", `{}`)), "unknown_action@/graph/nodes/1/action"},
 		{"config against the connector's schema", string(doc("http", "request", `{"url":42}`)), "invalid_config@/graph/nodes/1/config"},
 		{"missing required config", string(doc("transform", "map", `{}`)), "invalid_config@/graph/nodes/1/config"},
+		// code marks source raw: its `{{` is JavaScript, never compiled as a template.
+		{"a raw field holds no template", string(doc("code", "run", `{"source":"return '{{ not an expression';","timeoutMs":"{{ input.ms }}"}`)), ""},
+		{"the other fields are templates", string(doc("code", "run", `{"source":"return 1;","emit":"{{ input.emit"}`)), "invalid_expression@/graph/nodes/1/config/emit"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -163,6 +163,22 @@ func (h *Host) Manifest(ctx context.Context, name string) (*sdk.Manifest, error)
 	return &m, nil
 }
 
+// RawFields returns the config fields the action of connector name marks raw
+// (sdk.RawKeyword), as JSON pointers into its config: the caller must not render templates
+// there. It starts the connector if needed and reads what the running one described, so it
+// follows the binary across restarts. An action the connector does not have has none.
+func (h *Host) RawFields(ctx context.Context, name, action string) ([]string, error) {
+	s, err := h.supervisor(name)
+	if err != nil {
+		return nil, err
+	}
+	inst, err := s.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return inst.raw[action], nil // shared, never written after load: do not modify
+}
+
 // Execute runs a batch of invocations on connector name and returns one result per item, in
 // item order. Failures of single items, of the call (deadline, crash) and of the plugin are
 // results with an sdk.Error; the error return is for a call that could not be made at all

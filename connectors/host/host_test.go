@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,7 +172,7 @@ func TestListAndManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Version != "1.0.0" || len(m.Actions) != 6 {
+	if m.Version != "1.0.0" || len(m.Actions) != 7 {
 		t.Fatalf("manifest %+v", m)
 	}
 	if _, err := h.Manifest(ctxT(t), "nope"); !errors.Is(err, ErrUnknownConnector) {
@@ -372,6 +373,23 @@ func TestRetryAfterCrossesTheBoundary(t *testing.T) {
 	}
 }
 
+// TestRawFields: the host reads the raw config fields from the running connector's manifest.
+func TestRawFields(t *testing.T) {
+	h, _ := newHost(t, Options{})
+	raw, err := h.RawFields(ctxT(t), "crasher", "config")
+	if err != nil || !slices.Equal(raw, []string{"/script"}) {
+		t.Fatalf("RawFields(config) = %q, %v; want [/script]", raw, err)
+	}
+	for _, action := range []string{"echo", "nope"} {
+		if raw, err := h.RawFields(ctxT(t), "crasher", action); err != nil || raw != nil {
+			t.Fatalf("RawFields(%s) = %q, %v; want none", action, raw, err)
+		}
+	}
+	if _, err := h.RawFields(ctxT(t), "ghost", "a"); !errors.Is(err, ErrUnknownConnector) {
+		t.Fatalf("unknown connector: %v", err)
+	}
+}
+
 func TestPoll(t *testing.T) {
 	h, _ := newHost(t, Options{})
 	out, err := h.Poll(ctxT(t), "crasher", sdk.PollRequest{Trigger: "count", Config: map[string]any{"N": 2}, Cursor: "c0"})
@@ -458,6 +476,8 @@ func TestValidateManifest(t *testing.T) {
 		"dangling ref":     {`{"name":"x","version":"1.0.0","actions":{"a":{"title":"A","inputSchema":{"$ref":"#/$defs/nope"}}}}`, "/actions/a/inputSchema"},
 		"bad credential":   {`{"name":"x","version":"1.0.0","actions":{"a":{"title":"A"}},"credentialTypes":["magic"]}`, "/credentialTypes/0"},
 		"bad trigger name": {`{"name":"x","version":"1.0.0","triggers":{"9x":{"title":"T"}}}`, "/triggers/9x"},
+		"misplaced raw":    {`{"name":"x","version":"1.0.0","actions":{"a":{"title":"A","configSchema":{"$defs":{"js":{"x-flowd-raw":true}}}}}}`, "/actions/a/configSchema/$defs/js/x-flowd-raw"},
+		"raw not boolean":  {`{"name":"x","version":"1.0.0","triggers":{"t":{"title":"T","configSchema":{"properties":{"s":{"x-flowd-raw":"yes"}}}}}}`, "/triggers/t/configSchema/properties/s/x-flowd-raw"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package host
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -83,10 +84,22 @@ func compileEmbedded(m *sdk.Manifest) problem.List {
 			out = append(out, problem.New("invalid_schema", path, "schema does not compile: %v", err))
 		}
 	}
+	// A raw marker where it has no effect would leave the author believing a field is safe
+	// from rendering: refused, with where it is.
+	checkRaw := func(path string, raw json.RawMessage) {
+		var rfe *sdk.RawFieldError
+		switch _, err := sdk.RawFields(raw); {
+		case errors.As(err, &rfe):
+			out = append(out, problem.New("invalid_schema", path+rfe.Pointer, "%s", rfe.Message))
+		case err != nil:
+			out = append(out, problem.New("invalid_schema", path, "%v", err))
+		}
+	}
 	for _, n := range sortedKeys(m.Actions) {
 		a := m.Actions[n]
 		p := problem.Pointer("actions", n)
 		check(p+"/configSchema", a.ConfigSchema)
+		checkRaw(p+"/configSchema", a.ConfigSchema)
 		check(p+"/inputSchema", a.InputSchema)
 		check(p+"/outputSchema", a.OutputSchema)
 	}
@@ -94,7 +107,19 @@ func compileEmbedded(m *sdk.Manifest) problem.List {
 		t := m.Triggers[n]
 		p := problem.Pointer("triggers", n)
 		check(p+"/configSchema", t.ConfigSchema)
+		checkRaw(p+"/configSchema", t.ConfigSchema)
 		check(p+"/outputSchema", t.OutputSchema)
+	}
+	return out
+}
+
+// rawFields lists, per action, the config fields it marks raw; the manifest is valid.
+func rawFields(m *sdk.Manifest) map[string][]string {
+	out := map[string][]string{}
+	for n, a := range m.Actions {
+		if raw, err := sdk.RawFields(a.ConfigSchema); err == nil && len(raw) > 0 {
+			out[n] = raw
+		}
 	}
 	return out
 }

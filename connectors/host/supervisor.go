@@ -53,6 +53,7 @@ type instance struct {
 	rpc      connectorv1.ConnectorClient
 	health   healthpb.HealthClient
 	manifest sdk.Manifest
+	raw      map[string][]string // action -> config fields it marks raw (sdk.RawFields)
 	started  time.Time
 	pid      int
 }
@@ -220,6 +221,7 @@ func (s *supervisor) launch() (*instance, error) {
 		return nil, err
 	}
 	inst.manifest = *m
+	inst.raw = rawFields(m)
 	return inst, nil
 }
 

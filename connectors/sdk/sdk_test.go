@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -411,5 +412,43 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestRawFields(t *testing.T) {
+	ok := []struct {
+		schema string
+		want   []string
+	}{
+		{``, nil},
+		{`{"type":"object","properties":{"a":{"type":"string"}}}`, nil},
+		{`{"properties":{"source":{"type":"string","x-flowd-raw":true},"n":{"type":"integer","x-flowd-raw":false}}}`, []string{"/source"}},
+		{`{"properties":{"opts":{"properties":{"body":{"x-flowd-raw":true},"a/b~":{"x-flowd-raw":true}}}}}`, []string{"/opts/a~1b~0", "/opts/body"}},
+		{`{"properties":{"script":{"$ref":"#/$defs/js","x-flowd-raw":true}},"$defs":{"js":{"type":"string"}}}`, []string{"/script"}},
+		{`{"x-flowd-raw":true}`, []string{""}},
+		{`{"properties":{"s":{"default":{"x-flowd-raw":1},"enum":[{"x-flowd-raw":"no"}]}}}`, nil}, // values, not schemas
+	}
+	for _, c := range ok {
+		got, err := RawFields(json.RawMessage(c.schema))
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("RawFields(%s) = %q, %v; want %q", c.schema, got, err, c.want)
+		}
+	}
+	bad := map[string]string{
+		`{"properties":{"s":{"x-flowd-raw":"yes"}}}`:                         "/properties/s/x-flowd-raw",
+		`{"$defs":{"js":{"type":"string","x-flowd-raw":true}}}`:              "/$defs/js/x-flowd-raw",
+		`{"properties":{"l":{"items":{"x-flowd-raw":true}}}}`:                "/properties/l/items/x-flowd-raw",
+		`{"anyOf":[{"properties":{"s":{"x-flowd-raw":true}}}]}`:              "/anyOf/0/properties/s/x-flowd-raw",
+		`{"properties":{"m":{"additionalProperties":{"x-flowd-raw":true}}}}`: "/properties/m/additionalProperties/x-flowd-raw",
+	}
+	for schema, at := range bad {
+		_, err := RawFields(json.RawMessage(schema))
+		var rfe *RawFieldError
+		if !errors.As(err, &rfe) || rfe.Pointer != at {
+			t.Errorf("RawFields(%s) = %v, want a RawFieldError at %s", schema, err, at)
+		}
+	}
+	if _, err := RawFields(json.RawMessage(`{"x-flowd-raw":`)); err == nil {
+		t.Error("a schema that is not JSON passed")
 	}
 }

@@ -244,6 +244,67 @@ func TestValue(t *testing.T) {
 	}
 }
 
+// TestValueExcept: values at the raw pointers, and within them, are neither compiled nor
+// rendered; the rest is.
+func TestValueExcept(t *testing.T) {
+	t.Parallel()
+	in := map[string]any{
+		"source":  "return `{{ not an expression`;",
+		"escaped": `\{{ kept }}`,
+		"opts":    map[string]any{"tmpl": "{{ input.name", "list": []any{"{{"}},
+		"name":    "{{ input.name }}",
+	}
+	raw := []string{"/escaped", "/opts", "/source"}
+	if _, err := CompileValue(in); err == nil {
+		t.Fatal("the raw fields compile as templates: the test proves nothing")
+	}
+	v, err := CompileValueExcept(in, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := v.Render(testEnv())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"source":  "return `{{ not an expression`;",
+		"escaped": `\{{ kept }}`,
+		"opts":    map[string]any{"tmpl": "{{ input.name", "list": []any{"{{"}},
+		"name":    "Ada",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Render = %#v\nwant %#v", got, want)
+	}
+	if !v.Templated() {
+		t.Fatal("Templated() = false with a template in name")
+	}
+	// A raw object comes out as a copy: changing one render changes neither the next nor the input.
+	got.(map[string]any)["opts"].(map[string]any)["tmpl"] = "changed"
+	again, _ := v.Render(testEnv())
+	if again.(map[string]any)["opts"].(map[string]any)["tmpl"] != "{{ input.name" || in["opts"].(map[string]any)["tmpl"] != "{{ input.name" {
+		t.Fatal("renders share the raw object")
+	}
+
+	delete(in, "name")
+	if v, err := CompileValueExcept(in, raw); err != nil || v.Templated() {
+		t.Fatalf("only raw fields left: Templated() = %v, %v; want false", v != nil && v.Templated(), err)
+	}
+	if v, err := CompileValueExcept(in, []string{""}); err != nil || v.Templated() {
+		t.Fatalf("the whole value raw: %v", err)
+	}
+	// An escaped `\{{` outside the raw fields is rendered (unescaped) too.
+	v, err = CompileValueExcept(map[string]any{"a": `\{{ literal }}`, "n": 1.0}, nil)
+	if err != nil || !v.Templated() {
+		t.Fatalf("an escaped {{: Templated() = false, %v; want true", err)
+	}
+	if got, _ := v.Render(nil); !reflect.DeepEqual(got, map[string]any{"a": "{{ literal }}", "n": 1.0}) {
+		t.Fatalf("Render = %#v", got)
+	}
+	if v, _ := CompileValueExcept(map[string]any{"a": "plain", "n": 1.0}, nil); v.Templated() {
+		t.Fatal("Templated() = true without any {{")
+	}
+}
+
 func TestValueErrorPaths(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

@@ -228,6 +228,8 @@ type vnode struct {
 	arr   []vnode
 	plain any // everything else, including static strings
 	kind  byte
+	// unescaped: plain is a static template's text (`\{{` became `{{`), not the input's string
+	unescaped bool
 }
 
 const (
@@ -240,14 +242,49 @@ const (
 // CompileValue compiles every string in v. The error, if any, is a *PathError for the first
 // failing string in document order (object keys sorted).
 func CompileValue(v any) (*Value, error) {
-	n, err := compileNode(v, "")
+	return CompileValueExcept(v, nil)
+}
+
+// CompileValueExcept is CompileValue leaving the values at the JSON pointers in raw, and all
+// within them, as they are: never compiled, rendered as given (`{{` and `\{{` included).
+func CompileValueExcept(v any, raw []string) (*Value, error) {
+	n, err := compileNode(v, "", raw)
 	if err != nil {
 		return nil, err
 	}
 	return &Value{root: n}, nil
 }
 
-func compileNode(v any, path string) (vnode, error) {
+// Templated reports whether rendering changes the value: it has a `{{` outside the raw
+// pointers, an expression or an escaped `\{{`.
+func (v *Value) Templated() bool { return v.root.templated() }
+
+func (n vnode) templated() bool {
+	switch n.kind {
+	case kPlain:
+		return n.unescaped
+	case kTmpl:
+		return true
+	case kObj:
+		for _, c := range n.obj {
+			if c.templated() {
+				return true
+			}
+		}
+	case kArr:
+		for _, c := range n.arr {
+			if c.templated() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func compileNode(v any, path string, raw []string) (vnode, error) {
+	if len(raw) > 0 && problem.Within(path, raw...) {
+		return rawNode(v), nil
+	}
 	switch x := v.(type) {
 	case string:
 		if !strings.Contains(x, "{{") {
@@ -259,7 +296,7 @@ func compileNode(v any, path string) (vnode, error) {
 		}
 		if t.IsStatic() {
 			s, _ := t.Render(nil)
-			return vnode{plain: s}, nil
+			return vnode{plain: s, unescaped: true}, nil
 		}
 		return vnode{kind: kTmpl, tmpl: t}, nil
 	case map[string]any:
@@ -270,7 +307,7 @@ func compileNode(v any, path string) (vnode, error) {
 		sort.Strings(keys)
 		obj := make(map[string]vnode, len(x))
 		for _, k := range keys {
-			c, err := compileNode(x[k], path+"/"+problem.EscapeToken(k))
+			c, err := compileNode(x[k], path+"/"+problem.EscapeToken(k), raw)
 			if err != nil {
 				return vnode{}, err
 			}
@@ -280,7 +317,7 @@ func compileNode(v any, path string) (vnode, error) {
 	case []any:
 		arr := make([]vnode, len(x))
 		for i, e := range x {
-			c, err := compileNode(e, path+"/"+strconv.Itoa(i))
+			c, err := compileNode(e, path+"/"+strconv.Itoa(i), raw)
 			if err != nil {
 				return vnode{}, err
 			}
@@ -290,6 +327,29 @@ func compileNode(v any, path string) (vnode, error) {
 	default:
 		return vnode{plain: v}, nil
 	}
+}
+
+// rawNode keeps v as it is; objects and arrays are still nodes, so that every render returns
+// a value of its own.
+func rawNode(v any) vnode {
+	switch x := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		obj := make(map[string]vnode, len(x))
+		for k, c := range x {
+			keys = append(keys, k)
+			obj[k] = rawNode(c)
+		}
+		sort.Strings(keys)
+		return vnode{kind: kObj, obj: obj, keys: keys}
+	case []any:
+		arr := make([]vnode, len(x))
+		for i, c := range x {
+			arr[i] = rawNode(c)
+		}
+		return vnode{kind: kArr, arr: arr}
+	}
+	return vnode{plain: v}
 }
 
 // Render returns a new value with every template evaluated; the compiled value is not changed.

@@ -24,6 +24,17 @@ var tokenEscaper = strings.NewReplacer("~", "~0", "/", "~1")
 // EscapeToken escapes one reference token of a JSON pointer (RFC 6901): "a/b" becomes "a~1b".
 func EscapeToken(tok string) string { return tokenEscaper.Replace(tok) }
 
+// Within reports whether the JSON pointer p is one of roots or lies under one of them ("" is
+// the whole document, so everything lies under it).
+func Within(p string, roots ...string) bool {
+	for _, r := range roots {
+		if p == r || strings.HasPrefix(p, r+"/") {
+			return true
+		}
+	}
+	return false
+}
+
 // Pointer is the JSON pointer to the value the tokens lead to ("" for the document itself).
 func Pointer(tokens ...string) string {
 	var b strings.Builder

@@ -18,3 +18,24 @@ func TestPointer(t *testing.T) {
 		}
 	}
 }
+
+func TestWithin(t *testing.T) {
+	cases := []struct {
+		p     string
+		roots []string
+		want  bool
+	}{
+		{"/source", []string{"/source"}, true},
+		{"/opts/a/0", []string{"/source", "/opts"}, true},
+		{"/sourceMap", []string{"/source"}, false}, // a sibling sharing the prefix
+		{"/source", []string{"/source/x"}, false},
+		{"/anything", []string{""}, true},
+		{"", []string{""}, true},
+		{"/a", nil, false},
+	}
+	for _, c := range cases {
+		if got := Within(c.p, c.roots...); got != c.want {
+			t.Errorf("Within(%q, %q) = %v, want %v", c.p, c.roots, got, c.want)
+		}
+	}
+}

@@ -21,7 +21,7 @@ import (
 // Name and Version identify the connector in its manifest.
 const (
 	Name    = "code"
-	Version = "1.0.0"
+	Version = "1.1.0" // 1.1: source is raw (never template-rendered)
 )
 
 // Emit modes.
@@ -339,7 +339,7 @@ var runSpec = sdk.ActionSpec{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
   "type": "object",
   "properties": {
-    "source": {"type": "string", "minLength": 1, "maxLength": 65536, "description": "A function body; use return to produce the result, e.g. return {total: input.qty * input.price};"},
+    "source": {"type": "string", "minLength": 1, "maxLength": 65536, "x-flowd-raw": true, "description": "A function body; use return to produce the result, e.g. return {total: input.qty * input.price}; It reaches the script as written: {{ }} is not rendered here (use input, steps, settings instead)."},
     "timeoutMs": {"type": "integer", "minimum": 1, "maximum": 30000, "default": 1000},
     "maxOutputBytes": {"type": "integer", "minimum": 1, "maximum": 16777216, "default": 1048576},
     "emit": {"enum": ["single", "each"], "default": "single", "description": "each: the result must be an array, one output per element."}

@@ -43,6 +43,12 @@ func main() {
 					}
 					return outs, nil
 				}),
+			"config": sdk.Action(sdk.ActionSpec{
+				Title:        "Config",
+				ConfigSchema: json.RawMessage(`{"type":"object","properties":{"script":{"type":"string","x-flowd-raw":true}}}`),
+			}, func(_ context.Context, call sdk.Call[map[string]any, any]) ([]sdk.Output, error) {
+				return []sdk.Output{{Data: call.Config}}, nil
+			}),
 			"crash": sdk.Action(sdk.ActionSpec{Title: "Crash"},
 				func(context.Context, sdk.Call[any, any]) ([]sdk.Output, error) {
 					slog.Info("crashing on purpose")
