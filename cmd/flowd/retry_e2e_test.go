@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -202,5 +203,54 @@ func TestBulkRetryOfFailedExecutions(t *testing.T) {
 		if n != 2 {
 			t.Fatalf("key %s reached the partner %d times, want 2 (the failure and its retry)", k, n)
 		}
+	}
+}
+
+// Retries exhausted: the execution fails and its flow's onError handler tells a receiver.
+func TestOnErrorRunsWhenRetriesAreExhausted(t *testing.T) {
+	p := startPipeline(t)
+	sink := &flakySink{failures: 1000, seen: map[string]int{}}
+	srv := httptest.NewServer(sink)
+	t.Cleanup(srv.Close)
+	got := make(chan map[string]any, 4)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		got <- body
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(receiver.Close)
+
+	id := p.flow(`{"name":"handled","retry":{"maxAttempts":3,"initialInterval":"100ms","jitter":0},
+	  "onError":{"node":"tell"},
+	  "graph":{"nodes":[{"id":"in","type":"trigger.webhook"},
+	    {"id":"call","type":"action","connector":"http","action":"request","config":{"method":"GET","url":"` + srv.URL + `/flaky/1"}},
+	    {"id":"tell","type":"action","connector":"http","action":"request",
+	     "config":{"method":"POST","url":"` + receiver.URL + `/alerts",
+	       "body":{"code":"{{ input.error.code }}","execution":"{{ input.execution.id }}"}}}],
+	  "edges":[{"source":"in","target":"call"}]}}`)
+	st, body := p.post("/hooks/"+id, `{}`)
+	if st != 202 {
+		t.Fatalf("webhook: %d %v", st, body)
+	}
+	eid := body["data"].(map[string]any)["executionId"].(string)
+	ex, steps := p.finished(eid)
+	if ex.Status != envelope.StatusFailed || ex.Error == nil || ex.Error.Code != "http_5xx" {
+		t.Fatalf("execution %s %+v", ex.Status, ex.Error)
+	}
+	by := stepsByNode(steps)
+	if len(by["call"]) != 1 || by["call"][0].Attempt != 3 || len(by["call"][0].Attempts) != 2 || len(by["tell"]) != 1 || by["tell"][0].Status != envelope.StepSucceeded {
+		t.Fatalf("steps %+v", by)
+	}
+	select {
+	case alert := <-got:
+		if alert["code"] != "http_5xx" || alert["execution"] != eid {
+			t.Fatalf("alert %v", alert)
+		}
+	default:
+		t.Fatal("the execution ended without its handler's alert")
+	}
+	if c := sink.count("/flaky/1"); c != 3 {
+		t.Fatalf("the partner saw %d attempts, want 3", c)
 	}
 }
