@@ -53,10 +53,12 @@ func startSink() (*sink, error) {
 	return s, nil
 }
 
-// e2eFlow is the three-step flow: transform → http to the sink → transform.
+// e2eFlow is the three-step flow: transform → http to the sink → transform, under a retry
+// policy (the sink never fails, so what it costs is the policy's bookkeeping alone).
 func e2eFlow(name, sinkURL string) string {
 	return fmt.Sprintf(`{
   "name": %q,
+  "retry": {"maxAttempts": 5, "initialInterval": "500ms", "maxInterval": "10s", "jitter": 0.2, "on": ["http_5xx", "http_429"]},
   "graph": {
     "nodes": [
       {"id": "hook", "type": "trigger.webhook", "config": {"mode": "async"}},
