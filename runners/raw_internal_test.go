@@ -65,7 +65,7 @@ func runStep(t *testing.T, r *Runner, node flowdoc.Node, input string) *envelope
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	w := &envelope.Work{ExecutionID: "x1", FlowID: "f1", Revision: 1, Token: "tok", Attempt: 1, Node: node, Input: json.RawMessage(input)}
-	res, err := r.execute(ctx, ctx, w, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	res, err := r.execute(ctx, w, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ func (r *Runner) process(stop, work context.Context, m kafka.Message) bool {
 	}
 
 	stopRenewing := r.keepClaim(work, claim, log)
-	res, err := r.execute(stop, work, w, log)
+	res, err := r.execute(work, w, log)
 	stopRenewing()
 	if err == nil {
 		err = r.publish(work, res, log)
@@ -207,9 +207,9 @@ func (r *Runner) record(ctx context.Context, key store.RunKey, claim store.RunCl
 	}
 }
 
-// execute runs the step with retries and returns its final Result. It returns an error only
+// execute makes the work item's one attempt and returns its Result. It returns an error only
 // when it gave the item up (shutdown).
-func (r *Runner) execute(stop, work context.Context, w *envelope.Work, log *slog.Logger) (*envelope.Result, error) {
+func (r *Runner) execute(work context.Context, w *envelope.Work, log *slog.Logger) (*envelope.Result, error) {
 	attempt := max(w.Attempt, 1)
 	res := &envelope.Result{
 		ExecutionID: w.ExecutionID, FlowID: w.FlowID, Revision: w.Revision, NodeID: w.Node.ID, Token: w.Token,
