@@ -54,6 +54,8 @@ type Config struct {
 	// PartnerTopicsRestricted makes tenants without a partner-topic list of their own use no
 	// partner topic at all (administrators set lists with PATCH /api/v1/tenants/{id}).
 	PartnerTopicsRestricted bool
+	// DeadLetters lists, replays and discards dead letters; without it those routes answer 503.
+	DeadLetters DeadLetters
 }
 
 // Server holds the handlers' dependencies.
@@ -116,6 +118,7 @@ func New(cfg Config) *fiber.App {
 	s.mountConnections(v1)
 	s.mountConnectors(v1)
 	s.mountExecutions(v1)
+	s.mountDeadLetters(v1)
 	s.mountErrors(v1)
 
 	// FlowMate partner API routes, same handlers and shapes. They sit at the root, so only their

@@ -42,7 +42,7 @@ const claimPoll = 100 * time.Millisecond
 
 // process handles one fetched record and reports whether its offset may be committed: the
 // record's Result (or its dead-letter copy) is acknowledged by the broker. stop ends waiting
-// (for a claim, for a retry); work ends everything, after the drain bound.
+// (for a claim, for the store); work ends everything, after the drain bound.
 func (r *Runner) process(stop, work context.Context, m kafka.Message) bool {
 	if err := r.cfg.Kafka.RecordKeys.Verify(m); err != nil {
 		reason := "record authentication failed: " + err.Error()
