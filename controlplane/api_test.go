@@ -24,6 +24,8 @@ import (
 
 	"github.com/flowd/flowd/connectors/catalog"
 	"github.com/flowd/flowd/controlplane"
+	"github.com/flowd/flowd/internal/deadletters"
+	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/outbox"
@@ -42,6 +44,8 @@ type env struct {
 	admin  string
 	prefix string
 	keys   *secrets.Keyring
+	// dls serves the dead-letter routes when the env was made withDeadLetters.
+	dls *deadletters.Service
 }
 
 const testBodyLimit = 64 << 10
@@ -50,12 +54,16 @@ const testBodyLimit = 64 << 10
 type envOption func(*envOptions)
 
 type envOptions struct {
-	log     *slog.Logger
-	catalog *catalog.Catalog
+	log         *slog.Logger
+	catalog     *catalog.Catalog
+	deadLetters bool
 }
 
 // withCatalog installs connectors, so flows are validated against their manifests.
 func withCatalog(c *catalog.Catalog) envOption { return func(o *envOptions) { o.catalog = c } }
+
+// withDeadLetters serves the dead-letter routes (replays go to the env's topics).
+func withDeadLetters() envOption { return func(o *envOptions) { o.deadLetters = true } }
 
 // withLog makes the env's API log through l (to search the logs, say).
 func withLog(l *slog.Logger) envOption { return func(o *envOptions) { o.log = l } }
@@ -96,8 +104,19 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app := controlplane.New(controlplane.Config{Store: st, Relay: relay, Log: log, BodyLimit: testBodyLimit, AutoConfirm: true, Secrets: keys, Catalog: o.catalog})
-	return &env{t: t, app: app, rdb: rdb, st: st, kcfg: kcfg, admin: admin, prefix: prefix, keys: keys}
+	cfg := controlplane.Config{Store: st, Relay: relay, Log: log, BodyLimit: testBodyLimit, AutoConfirm: true, Secrets: keys, Catalog: o.catalog}
+	var dls *deadletters.Service
+	if o.deadLetters {
+		if err := kafkax.EnsureTopics(ctx, kcfg, envelope.TopicIngest, envelope.TopicResults, envelope.PoolTopic("")); err != nil {
+			t.Fatalf("ensure topics: %v", err)
+		}
+		if dls, err = deadletters.New(deadletters.Config{Kafka: kcfg, Store: st, Writer: w, Log: log}); err != nil {
+			t.Fatal(err)
+		}
+		cfg.DeadLetters = dls
+	}
+	app := controlplane.New(cfg)
+	return &env{t: t, app: app, rdb: rdb, st: st, kcfg: kcfg, admin: admin, prefix: prefix, keys: keys, dls: dls}
 }
 
 // on returns the env reporting to a subtest's t.

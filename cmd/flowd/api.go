@@ -33,5 +33,6 @@ func newAPICmd() *cobra.Command {
 	cmd.Flags().IntVar(&opt.bodyLimit, "body-limit", controlplane.DefaultBodyLimit, "largest request body in bytes")
 	cmd.Flags().BoolVar(&opt.autoConfirm, "confirm-lifecycle", false, "confirm flow start/stop in the api role itself (only for deployments without a router)")
 	cmd.Flags().DurationVar(&opt.lifecycleWait, "lifecycle-wait", 10*time.Second, "how long start/stop wait for the router's confirmation before answering 202")
+	opt.deadLetters.register(cmd)
 	return cmd
 }

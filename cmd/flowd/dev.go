@@ -178,9 +178,13 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions
 	if err != nil {
 		return nil, err
 	}
+	dls, err := newDeadLetters(c, opt.deadLetters)
+	if err != nil {
+		return nil, err
+	}
 	apiApp := controlplane.New(controlplane.Config{
 		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: cat, Secrets: keys,
-		LifecycleWait: 10 * time.Second, DevEcho: true, ReservedTopic: c.kcfg.Reserved,
+		LifecycleWait: 10 * time.Second, DevEcho: true, ReservedTopic: c.kcfg.Reserved, DeadLetters: dls,
 	})
 	// The roles are built and run exactly as `flowd ingest`, `flowd router` and `flowd runner`
 	// build and run them (roles.go), with their default settings.
@@ -197,8 +201,9 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions
 		return nil, err
 	}
 	// Ready means: the ingest follows flow events, the router consumes and confirms lifecycle
-	// changes, the runner takes work. Only then does the listener open.
-	e.roles, err = runRoles(ctx, c.log, namedRole{"ingest", e.ingest}, namedRole{"router", rt}, namedRole{"runner", rn})
+	// changes, the runner takes work, dead letters are indexed. Only then does the listener open.
+	e.roles, err = runRoles(ctx, c.log, namedRole{"ingest", e.ingest}, namedRole{"router", rt}, namedRole{"runner", rn},
+		namedRole{"dead letters", dls})
 	if err != nil {
 		_ = e.host.Close()
 		_ = e.ingest.Close()

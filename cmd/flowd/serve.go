@@ -212,6 +212,7 @@ type apiOptions struct {
 	autoConfirm   bool
 	lifecycleWait time.Duration
 	devEcho       bool
+	deadLetters   deadLetterOptions
 	// onReady runs once the API listens, with the admin token to print (empty if not new).
 	onReady func(token string)
 }
@@ -239,10 +240,20 @@ func serveAPI(ctx context.Context, in *infra, opt apiOptions) error {
 	if err != nil {
 		return err
 	}
+	dls, err := newDeadLetters(c, opt.deadLetters)
+	if err != nil {
+		return err
+	}
+	// The dead-letter indexer runs beside the API, stopped after the listener is shut down.
+	roles, err := runRoles(ctx, c.log, namedRole{"dead letters", dls})
+	if err != nil {
+		return err
+	}
+	defer roles.stop()
 	app := controlplane.New(controlplane.Config{
 		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: cat, Secrets: keys,
 		AutoConfirm: opt.autoConfirm, LifecycleWait: opt.lifecycleWait, DevEcho: opt.devEcho, ReservedTopic: c.kcfg.Reserved,
-		PartnerTopicsRestricted: in.partnerTopicsRestricted,
+		PartnerTopicsRestricted: in.partnerTopicsRestricted, DeadLetters: dls,
 	})
 	return listenAndServe(ctx, app, opt.addr, func() {
 		if opt.onReady != nil {
