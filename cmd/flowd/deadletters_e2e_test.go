@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +18,7 @@ import (
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/identity"
+	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/testrig"
 )
 
@@ -159,6 +163,50 @@ func TestDeadLetterReplayedAfterTheFix(t *testing.T) {
 	execs, total, err := p.st.FlowExecutions(ctx, flowID, "", 0, 10)
 	if err != nil || total != 1 || execs[0].ID != execID {
 		t.Fatalf("the flow's executions: %d %v", total, err)
+	}
+}
+
+// The api role on its own indexes dead letters and serves them.
+func TestAPIRoleIndexesDeadLetters(t *testing.T) {
+	p := newPipeline(t, 1, connectorPolicy{})
+	p.kcfg.RecordKeys = testrig.RecordKeys()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready, done := make(chan struct{}), make(chan error, 1)
+	opt := apiOptions{addr: addr, connectorsDir: filepath.Join(p.dir, "connectors"), bodyLimit: 64 << 10, adminToken: p.token,
+		autoConfirm: true, onReady: func(string) { close(ready) }}
+	go func() { done <- serveAPI(ctx, p.in, opt) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("api: %v", err)
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("api did not start: %v", err)
+	}
+	p.base = "http://" + addr
+
+	// A runner refused a work item: its dead letter shows in the API.
+	w := kafkax.NewProducer(p.kcfg)
+	t.Cleanup(func() { _ = w.Close() })
+	work := kafka.Message{Topic: p.kcfg.Topic(envelope.PoolTopic("")), Key: []byte("x1"), Value: []byte(`{"executionId":"x1","flowId":"f1"}`)}
+	p.kcfg.RecordKeys.Sign(&work)
+	sendCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
+	defer stop()
+	if err := p.kcfg.NewDeadLetters(w, p.kcfg.Topic(envelope.TopicDLQ), slog.Default()).Send(sendCtx, work, "work item refused: no such activation"); err != nil {
+		t.Fatal(err)
+	}
+	dl := p.deadLettersOf(p.token, "?filter[topic]="+envelope.PoolTopic(""), 1)[0]
+	if dl["executionId"] != "x1" || dl["flowId"] != "f1" || dl["reason"] != "work item refused: no such activation" {
+		t.Fatalf("dead letter: %v", dl)
 	}
 }
 
