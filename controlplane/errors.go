@@ -51,20 +51,12 @@ func (s *Server) resolveErrors(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	var in struct {
-		ExecutionIDs []string `json:"executionIds"`
-		Code         string   `json:"code"`
-	}
+	var in selection
 	if err := decodeBody(c, &in); err != nil {
 		return err
 	}
-	switch {
-	case len(in.ExecutionIDs) == 0 && in.Code == "":
-		return fail(fiber.StatusBadRequest, problem.New("required", "/executionIds", "name the failed executions to resolve (executionIds) or an error code (code)"))
-	case len(in.ExecutionIDs) > 0 && in.Code != "":
-		return fail(fiber.StatusBadRequest, problem.New("invalid", "/code", "give executionIds or code, not both"))
-	case len(in.ExecutionIDs) > maxResolve:
-		return fail(fiber.StatusBadRequest, problem.New("too_large", "/executionIds", "at most %d executions per call", maxResolve))
+	if err := in.check("resolve"); err != nil {
+		return err
 	}
 	ctx := c.UserContext()
 	ids := in.ExecutionIDs
@@ -91,12 +83,30 @@ func historyAge(f *flowdoc.Flow) time.Duration {
 	return store.DefaultExecutionRetention
 }
 
-// retryRequest is the body of the retry routes.
-type retryRequest struct {
-	// Revision is "original" (the revision the execution ran, the default) or "current".
-	Revision     string   `json:"revision"`
+// selection names a flow's failed executions: by id, or every open one of an error code.
+type selection struct {
 	ExecutionIDs []string `json:"executionIds"`
 	Code         string   `json:"code"`
+}
+
+// check refuses a selection that names nothing, both ways, or too many; verb says what it is for.
+func (sel selection) check(verb string) error {
+	switch {
+	case len(sel.ExecutionIDs) == 0 && sel.Code == "":
+		return fail(fiber.StatusBadRequest, problem.New("required", "/executionIds", "name the failed executions to %s (executionIds) or an error code (code)", verb))
+	case len(sel.ExecutionIDs) > 0 && sel.Code != "":
+		return fail(fiber.StatusBadRequest, problem.New("invalid", "/code", "give executionIds or code, not both"))
+	case len(sel.ExecutionIDs) > maxResolve:
+		return fail(fiber.StatusBadRequest, problem.New("too_large", "/executionIds", "at most %d executions per call", maxResolve))
+	}
+	return nil
+}
+
+// retryRequest is the body of the retry routes.
+type retryRequest struct {
+	selection
+	// Revision is "original" (the revision the execution ran, the default) or "current".
+	Revision string `json:"revision"`
 }
 
 func (in retryRequest) revision(f *flowdoc.Flow) (int, error) {
@@ -188,13 +198,8 @@ func (s *Server) retryErrors(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case len(in.ExecutionIDs) == 0 && in.Code == "":
-		return fail(fiber.StatusBadRequest, problem.New("required", "/executionIds", "name the failed executions to retry (executionIds) or an error code (code)"))
-	case len(in.ExecutionIDs) > 0 && in.Code != "":
-		return fail(fiber.StatusBadRequest, problem.New("invalid", "/code", "give executionIds or code, not both"))
-	case len(in.ExecutionIDs) > maxResolve:
-		return fail(fiber.StatusBadRequest, problem.New("too_large", "/executionIds", "at most %d executions per call", maxResolve))
+	if err := in.check("retry"); err != nil {
+		return err
 	}
 	ctx := c.UserContext()
 	open, err := s.st.OpenFailures(ctx, f.ID, in.Code, maxResolve)
