@@ -130,7 +130,7 @@ func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest)
 		if err != nil {
 			return nil, err
 		}
-		return ch, r.addHistory(pol, cur, ch)
+		return ch, r.ended(g, pol, cur, ch)
 	})
 	if err != nil {
 		return err
@@ -167,7 +167,7 @@ func (r *Router) handleResult(ctx context.Context, m kafka.Message) error {
 		if err != nil || ch == nil {
 			return ch, err
 		}
-		return ch, r.addHistory(pol, cur, ch)
+		return ch, r.ended(g, pol, cur, ch)
 	})
 	if errors.Is(err, errUnusable) {
 		return r.deadLetter(ctx, m, err.Error())
@@ -355,6 +355,26 @@ func (r *Router) handleFailure(g *graph.Graph, exec *envelope.Execution, st *exe
 		out.Status, out.Error = envelope.StatusFailed, st.Failure
 	}
 	return out, nil
+}
+
+// ended adds what a change that ends an execution produces besides its work: the history
+// record and, for a failure of a flow that notifies, the failure.
+func (r *Router) ended(g *graph.Graph, pol store.ExecPolicy, cur *store.ExecState, ch *store.ExecChange) error {
+	if err := r.addHistory(pol, cur, ch); err != nil {
+		return err
+	}
+	e := ch.Execution
+	if e == nil || e.Status != envelope.StatusFailed || g.Flow().Notifications == nil ||
+		(cur.Execution != nil && envelope.Terminal(cur.Execution.Status)) {
+		return nil
+	}
+	at := time.Now().UTC()
+	if e.FinishedAt != nil {
+		at = *e.FinishedAt
+	}
+	ch.Records = append(ch.Records, store.Record{Topic: r.cfg.Kafka.Topic(envelope.TopicNotifications), Key: []byte(e.FlowID),
+		Value: mustJSON(envelope.Failure{FlowID: e.FlowID, ExecutionID: e.ID, Revision: e.Revision, Error: e.Error, FailedAt: at})})
+	return nil
 }
 
 // addHistory adds the flowd.history record to the change that ends an execution: the record

@@ -172,7 +172,7 @@ func (r *Router) Run(ctx context.Context) error {
 		return errors.New("router: Run called twice")
 	}
 	if err := kafkax.EnsureTopics(ctx, r.cfg.Kafka, envelope.TopicIngest, envelope.TopicResults,
-		envelope.TopicDLQ, envelope.TopicHistory, events.TopicName, envelope.PoolTopic("")); err != nil {
+		envelope.TopicDLQ, envelope.TopicHistory, envelope.TopicNotifications, events.TopicName, envelope.PoolTopic("")); err != nil {
 		return fmt.Errorf("router: create topics: %w", err)
 	}
 	r.pools[envelope.PoolTopic("")] = true

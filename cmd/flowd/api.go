@@ -34,5 +34,6 @@ func newAPICmd() *cobra.Command {
 	cmd.Flags().BoolVar(&opt.autoConfirm, "confirm-lifecycle", false, "confirm flow start/stop in the api role itself (only for deployments without a router)")
 	cmd.Flags().DurationVar(&opt.lifecycleWait, "lifecycle-wait", 10*time.Second, "how long start/stop wait for the router's confirmation before answering 202")
 	opt.deadLetters.register(cmd)
+	opt.notify.register(cmd, "")
 	return cmd
 }

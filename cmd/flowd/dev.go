@@ -54,6 +54,7 @@ Redis (data lost on exit). It is for trying flowd on one machine, not for produc
 	cmd.Flags().IntVar(&opt.bodyLimit, "body-limit", 1<<20, "largest request body in bytes")
 	// Loopback by default: the example flow calls the dev echo route on 127.0.0.1.
 	connectors.register(cmd, "loopback")
+	opt.notify.register(cmd, "loopback")
 	return cmd
 }
 
@@ -156,7 +157,8 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions
 			c.close()
 		}
 	}()
-	topics := []string{events.TopicName, envelope.TopicIngest, envelope.TopicResults, envelope.TopicDLQ, envelope.TopicHistory, envelope.PoolTopic(envelope.DefaultPool)}
+	topics := []string{events.TopicName, envelope.TopicIngest, envelope.TopicResults, envelope.TopicDLQ, envelope.TopicHistory,
+		envelope.TopicNotifications, envelope.PoolTopic(envelope.DefaultPool)}
 	if err := kafkax.EnsureTopics(ctx, c.kcfg, topics...); err != nil {
 		return nil, fmt.Errorf("create topics: %w", err)
 	}
@@ -202,8 +204,12 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions
 	}
 	// Ready means: the ingest follows flow events, the router consumes and confirms lifecycle
 	// changes, the runner takes work, dead letters are indexed. Only then does the listener open.
+	nt, err := newNotifier(c, keys, opt.notify, c.log)
+	if err != nil {
+		return nil, err
+	}
 	e.roles, err = runRoles(ctx, c.log, namedRole{"ingest", e.ingest}, namedRole{"router", rt}, namedRole{"runner", rn},
-		namedRole{"dead letters", dls})
+		namedRole{"dead letters", dls}, namedRole{"notifier", nt})
 	if err != nil {
 		_ = e.host.Close()
 		_ = e.ingest.Close()

@@ -39,6 +39,7 @@ type pipeline struct {
 	// redisAddr is where flowd's Redis listens: a target a tenant must not reach.
 	redisAddr string
 	ropt      routerOptions
+	nopt      notifyOptions
 }
 
 // startPipeline runs the roles; opts adjust their settings (e.g. SASL, a Redis password).
@@ -94,7 +95,7 @@ func (p *pipeline) start() {
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
-	opt := apiOptions{addr: addr, connectorsDir: filepath.Join(p.dir, "connectors"), bodyLimit: 1 << 20, adminToken: p.token}
+	opt := apiOptions{addr: addr, connectorsDir: filepath.Join(p.dir, "connectors"), bodyLimit: 1 << 20, adminToken: p.token, notify: p.nopt}
 	ctx, cancel := context.WithCancel(context.Background())
 	all, err := startAll(ctx, p.in, opt, p.ropt, p.pol)
 	if err != nil {

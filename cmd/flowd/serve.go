@@ -213,6 +213,7 @@ type apiOptions struct {
 	lifecycleWait time.Duration
 	devEcho       bool
 	deadLetters   deadLetterOptions
+	notify        notifyOptions
 	// onReady runs once the API listens, with the admin token to print (empty if not new).
 	onReady func(token string)
 }
@@ -244,8 +245,13 @@ func serveAPI(ctx context.Context, in *infra, opt apiOptions) error {
 	if err != nil {
 		return err
 	}
-	// The dead-letter indexer runs beside the API, stopped after the listener is shut down.
-	roles, err := runRoles(ctx, c.log, namedRole{"dead letters", dls})
+	nt, err := newNotifier(c, keys, opt.notify, c.log)
+	if err != nil {
+		return err
+	}
+	// The dead-letter indexer and the failure notifier run beside the API, stopped after the
+	// listener is shut down.
+	roles, err := runRoles(ctx, c.log, namedRole{"dead letters", dls}, namedRole{"notifier", nt})
 	if err != nil {
 		return err
 	}

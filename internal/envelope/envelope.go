@@ -16,6 +16,9 @@ const (
 	TopicResults = "results"
 	TopicDLQ     = "dlq"
 	TopicHistory = "history"
+	// TopicNotifications carries the failures of flows that notify someone (Failure, keyed by
+	// flow id), produced with the change that fails the execution.
+	TopicNotifications = "notifications"
 	// TopicStepsPrefix + pool is a runner pool's work topic, e.g. "steps.default".
 	TopicStepsPrefix = "steps."
 	// DefaultPool runs nodes that name no pool.
@@ -210,6 +213,16 @@ type Step struct {
 	DurationMs int64      `json:"durationMs,omitempty"`
 	// RetryAt is when the next attempt of a step waiting to be retried is due.
 	RetryAt *time.Time `json:"retryAt,omitempty"`
+}
+
+// Failure is what flowd.notifications carries: an execution of a flow with notifications
+// failed.
+type Failure struct {
+	FlowID      string    `json:"flowId"`
+	ExecutionID string    `json:"executionId"`
+	Revision    int       `json:"revision"`
+	Error       *Error    `json:"error,omitempty"`
+	FailedAt    time.Time `json:"failedAt"`
 }
 
 // History is what flowd.history carries for each ended execution (key: its id): the record

@@ -64,23 +64,25 @@ const (
 // Flow is a flow document. ID, Type, Status, StatusReason, Revision, CreatedAt and UpdatedAt
 // are managed by the server; clients may echo them back.
 type Flow struct {
-	ID           string         `json:"id,omitempty"`
-	Name         string         `json:"name"`
-	Description  string         `json:"description,omitempty"`
-	Type         string         `json:"type,omitempty"` // derived: trigger kind: webhook|kafka|schedule|poll
-	Status       string         `json:"status,omitempty"`
-	StatusReason *StatusReason  `json:"statusReason,omitempty"`
-	Revision     int            `json:"revision,omitempty"`
-	Graph        Graph          `json:"graph"`
-	Owners       []Owner        `json:"owners,omitempty"`
-	FromTemplate string         `json:"fromTemplate,omitempty"`
-	Payload      *Payload       `json:"payload,omitempty"`
-	Retry        *Retry         `json:"retry,omitempty"` // default of the action nodes' retry
-	OnError      *OnError       `json:"onError,omitempty"`
-	Settings     map[string]any `json:"settings,omitempty"`
-	History      *History       `json:"history,omitempty"`
-	CreatedAt    *time.Time     `json:"createdAt,omitempty"`
-	UpdatedAt    *time.Time     `json:"updatedAt,omitempty"`
+	ID           string        `json:"id,omitempty"`
+	Name         string        `json:"name"`
+	Description  string        `json:"description,omitempty"`
+	Type         string        `json:"type,omitempty"` // derived: trigger kind: webhook|kafka|schedule|poll
+	Status       string        `json:"status,omitempty"`
+	StatusReason *StatusReason `json:"statusReason,omitempty"`
+	Revision     int           `json:"revision,omitempty"`
+	Graph        Graph         `json:"graph"`
+	Owners       []Owner       `json:"owners,omitempty"`
+	FromTemplate string        `json:"fromTemplate,omitempty"`
+	Payload      *Payload      `json:"payload,omitempty"`
+	Retry        *Retry        `json:"retry,omitempty"` // default of the action nodes' retry
+	OnError      *OnError      `json:"onError,omitempty"`
+	// Notifications tell people when an execution of the flow fails.
+	Notifications *Notifications `json:"notifications,omitempty"`
+	Settings      map[string]any `json:"settings,omitempty"`
+	History       *History       `json:"history,omitempty"`
+	CreatedAt     *time.Time     `json:"createdAt,omitempty"`
+	UpdatedAt     *time.Time     `json:"updatedAt,omitempty"`
 }
 
 // Graph is the nodes and the edges between them.
@@ -166,6 +168,41 @@ type Retry struct {
 // {"error": {code, message, ...}, "execution": {"id", "flowId", "revision"}} as its input.
 type OnError struct {
 	Node string `json:"node"`
+}
+
+// Notifications say whom to tell when an execution fails: the first failure at once, the
+// ones that follow within Digest in one digest at its end.
+type Notifications struct {
+	Webhook *WebhookNotification `json:"webhook,omitempty"`
+	Email   *EmailNotification   `json:"email,omitempty"`
+	Digest  string               `json:"digest,omitempty"` // window of a digest [5m]
+}
+
+// WebhookNotification is a POST of the failure summary, signed with HMAC-SHA256 by the secret
+// of Connection (an api_key or bearer connection the flow's owners may use) when it is set.
+type WebhookNotification struct {
+	URL        string `json:"url"`
+	Connection string `json:"connection,omitempty"`
+}
+
+// EmailNotification is a plain-text mail to every address.
+type EmailNotification struct {
+	To []string `json:"to"`
+}
+
+// Bounds of Notifications.Digest.
+const (
+	DefaultDigest = 5 * time.Minute
+	MinDigest     = time.Second
+	MaxDigest     = 24 * time.Hour
+)
+
+// DigestWindow is n's digest window, or the default.
+func (n *Notifications) DigestWindow() time.Duration {
+	if d, err := time.ParseDuration(n.Digest); err == nil && d >= MinDigest && d <= MaxDigest {
+		return d
+	}
+	return DefaultDigest
 }
 
 // IsTrigger reports whether the node starts executions.

@@ -78,6 +78,9 @@ func (v *validator) run() {
 	v.owners()
 	v.history()
 	v.retry("/retry", v.f.Retry)
+	if n := v.f.Notifications; n != nil {
+		v.duration("/notifications/digest", "digest", n.Digest, MinDigest, MaxDigest)
+	}
 	v.nodes()
 	triggers := v.triggers()
 	inbound := v.edges()

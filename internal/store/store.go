@@ -76,6 +76,10 @@
 //	P flow:{<fid>}:ignored:<rid>        string  partner record already counted as ignored (for the
 //	                                            redelivery window)
 //	P flow:{<fid>}:trigger              string  the router's report on the flow's trigger (expires)
+//	P notify:{<fid>}:gate               string  set while the flow's notification window is open (expires)
+//	P notify:{<fid>}:pending            list    failures kept for the flow's next digest (notify.go)
+//	P notify:{<fid>}:count              string  how many failures the next digest reports
+//	P {notify}:due                      zset    flow id -> when its digest is due (ms)
 //	P flow:{<fid>}:resolved             set     failed executions an operator marked resolved (errors.go)
 //
 // The control plane (flows, identity, connections, the outbox) is small, changes rarely and
