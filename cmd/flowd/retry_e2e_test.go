@@ -254,3 +254,36 @@ func TestOnErrorRunsWhenRetriesAreExhausted(t *testing.T) {
 		t.Fatalf("the partner saw %d attempts, want 3", c)
 	}
 }
+
+// A partner's 400 is not retried: the http step takes its error port, and the branch there
+// runs (the execution handles the failure and succeeds).
+func TestClientErrorTakesTheErrorPort(t *testing.T) {
+	p := startPipeline(t)
+	var calls atomic.Int64
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		calls.Add(1)
+		http.Error(w, `{"reason":"unknown customer"}`, http.StatusBadRequest)
+	}))
+	t.Cleanup(sink.Close)
+	id := p.flow(`{"name":"error-port","graph":{"nodes":[{"id":"in","type":"trigger.webhook"},
+	    {"id":"call","type":"action","connector":"http","action":"request","config":{"method":"POST","url":"` + sink.URL + `/customers","body":{"n":1}}},
+	    {"id":"ok","type":"action","connector":"transform","action":"map","config":{"fields":{"done":"true"}}},
+	    {"id":"rejected","type":"action","connector":"transform","action":"map","config":{"fields":{"status":"input.status"}}}],
+	  "edges":[{"source":"in","target":"call"},{"source":"call","target":"ok","port":"success"},{"source":"call","target":"rejected","port":"error"}]}}`)
+	st, body := p.post("/hooks/"+id, `{}`)
+	if st != 202 {
+		t.Fatalf("webhook: %d %v", st, body)
+	}
+	ex, steps := p.finished(body["data"].(map[string]any)["executionId"].(string))
+	by := stepsByNode(steps)
+	if ex.Status != envelope.StatusSucceeded || len(by["rejected"]) != 1 || by["rejected"][0].Status != envelope.StepSucceeded ||
+		string(by["rejected"][0].Output) != `{"status":400}` || by["call"][0].Port != "error" || by["call"][0].Attempt != 1 {
+		t.Fatalf("execution %s, steps %+v", ex.Status, by)
+	}
+	if len(by["ok"]) == 1 && by["ok"][0].Status != envelope.StepSkipped {
+		t.Fatalf("the success branch ran: %+v", by["ok"])
+	}
+	if calls.Load() != 1 {
+		t.Fatalf("the partner saw %d calls, want 1 (a 400 is not retried)", calls.Load())
+	}
+}
