@@ -17,13 +17,15 @@ import (
 )
 
 type received struct {
+	path      string
 	body      []byte
 	signature string
 	event     string
 }
 
-// Five executions fail in a burst: the first is notified at once, by a signed webhook and an
-// e-mail through a real SMTP server; the other four arrive in one digest when the window ends.
+// Five executions fail in a burst once their retries are exhausted: each runs the flow's
+// onError handler; the first is notified at once, by a signed webhook and an e-mail through a
+// real SMTP server; the other four arrive in one digest when the window ends.
 func TestFailureNotificationsAreThrottledIntoDigests(t *testing.T) {
 	smtp := testrig.SMTP(t)
 	p := newPipeline(t, 2, connectorPolicy{egressAllow: "127.0.0.1/32"})
@@ -35,7 +37,7 @@ func TestFailureNotificationsAreThrottledIntoDigests(t *testing.T) {
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		mu.Lock()
-		hooks = append(hooks, received{body: b, signature: r.Header.Get(notify.HeaderSignature), event: r.Header.Get(notify.HeaderEvent)})
+		hooks = append(hooks, received{path: r.URL.Path, body: b, signature: r.Header.Get(notify.HeaderSignature), event: r.Header.Get(notify.HeaderEvent)})
 		mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	}))
@@ -50,11 +52,14 @@ func TestFailureNotificationsAreThrottledIntoDigests(t *testing.T) {
 		t.Fatalf("connection: %d %v", st, conn)
 	}
 	connID := conn["data"].(map[string]any)["id"].(string)
-	id := p.flow(`{"name":"orders-sync","retry":{"maxAttempts":1},
+	id := p.flow(`{"name":"orders-sync","retry":{"maxAttempts":2,"initialInterval":"100ms","jitter":0},
+	  "onError":{"node":"tell"},
 	  "notifications":{"webhook":{"url":"` + receiver.URL + `/flowd","connection":"` + connID + `"},
 	                   "email":{"to":["ops@example.com"]},"digest":"4s"},
 	  "graph":{"nodes":[{"id":"in","type":"trigger.webhook"},
-	    {"id":"call","type":"action","connector":"http","action":"request","config":{"method":"GET","url":"` + sink.URL + `/x"}}],
+	    {"id":"call","type":"action","connector":"http","action":"request","config":{"method":"GET","url":"` + sink.URL + `/x"}},
+	    {"id":"tell","type":"action","connector":"http","action":"request",
+	     "config":{"method":"POST","url":"` + receiver.URL + `/onerror","body":{"execution":"{{ input.execution.id }}"}}}],
 	  "edges":[{"source":"in","target":"call"}]}}`)
 	var execs []string
 	for i := range 5 {
@@ -65,21 +70,35 @@ func TestFailureNotificationsAreThrottledIntoDigests(t *testing.T) {
 		execs = append(execs, body["data"].(map[string]any)["executionId"].(string))
 	}
 	for _, e := range execs {
-		if ex, _ := p.finished(e); ex.Status != envelope.StatusFailed {
-			t.Fatalf("execution %s: %s", e, ex.Status)
+		ex, steps := p.finished(e)
+		call := stepsByNode(steps)["call"]
+		if ex.Status != envelope.StatusFailed || len(call) != 1 || call[0].Attempt != 2 || len(call[0].Attempts) != 1 {
+			t.Fatalf("execution %s: %s, call %+v (want failed after 2 attempts)", e, ex.Status, call)
 		}
 	}
 
-	// Two webhooks: the first failure, then the digest of the four others.
+	// Five onError calls, and two notifications: the first failure, then the digest of the
+	// four others.
 	var got []received
+	handled := 0
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		mu.Lock()
-		got = append([]received(nil), hooks...)
+		got, handled = nil, 0
+		for _, h := range hooks {
+			if h.path == "/onerror" {
+				handled++
+			} else {
+				got = append(got, h)
+			}
+		}
 		mu.Unlock()
-		if len(got) >= 2 || time.Now().After(deadline) {
+		if (len(got) >= 2 && handled >= 5) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond) // polling the receiver with a deadline
+	}
+	if handled != 5 {
+		t.Fatalf("the onError handler ran %d times, want once per failed execution (5)", handled)
 	}
 	if len(got) != 2 {
 		t.Fatalf("%d webhook notifications, want the first failure and one digest", len(got))
