@@ -243,18 +243,11 @@ func (r *Router) forever(ctx context.Context, what string, fn func(context.Conte
 }
 
 func (r *Router) reconcileEvery(ctx context.Context) {
-	t := time.NewTicker(r.cfg.ReconcileInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := r.reconcileAll(ctx); err != nil && ctx.Err() == nil {
-				r.log.Warn("periodic reconcile incomplete", "err", err)
-			}
+	backoff.Every(ctx, r.cfg.ReconcileInterval, func() {
+		if err := r.reconcileAll(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("periodic reconcile incomplete", "err", err)
 		}
-	}
+	})
 }
 
 // policy is the execution policy of a flow: the router's, with the flow's history settings

@@ -126,3 +126,18 @@ func TestSleep(t *testing.T) {
 		t.Fatal("Sleep reported a full wait after ctx ended")
 	}
 }
+
+func TestEveryCallsUntilTheContextEnds(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := 0
+	Every(ctx, time.Microsecond, func() {
+		calls++
+		if calls == 3 {
+			cancel()
+		}
+	})
+	if calls != 3 {
+		t.Fatalf("%d calls, want 3 (then the context ended)", calls)
+	}
+}

@@ -464,18 +464,11 @@ func (s *Service) produce(ctx context.Context, dls ...*store.DeadLetter) ([]*sto
 
 // sweep finishes replays whose lease ran out, every half lease, until ctx ends.
 func (s *Service) sweep(ctx context.Context) {
-	t := time.NewTicker(s.cfg.Lease / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	backoff.Every(ctx, s.cfg.Lease/2, func() {
 		if err := s.resumeStale(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("finishing interrupted replays failed; retrying later", "err", err)
 		}
-	}
+	})
 }
 
 // resumeStale takes over the replays whose lease ran out and produces their records again,

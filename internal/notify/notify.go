@@ -185,23 +185,16 @@ func (n *Notifier) notify(ctx context.Context, fl envelope.Failure) error {
 
 // digests sends the digests that are due, every second.
 func (n *Notifier) digests(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	backoff.Every(ctx, time.Second, func() {
 		ids, err := n.cfg.Store.NotifyDue(ctx, n.cfg.Now())
 		if err != nil {
 			n.log.Warn("due digests unavailable", "err", err)
-			continue
+			return
 		}
 		for _, id := range ids {
 			n.digest(ctx, id)
 		}
-	}
+	})
 }
 
 func (n *Notifier) digest(ctx context.Context, flowID string) {
