@@ -2,34 +2,17 @@ package controlplane_test
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/flowd/flowd/internal/envelope"
-	"github.com/flowd/flowd/internal/store"
 )
 
 // failed records a failed execution of flow with the error code.
 func (e *env) failed(id, flow, code string, at time.Time) {
 	e.t.Helper()
-	ctx := context.Background()
-	ex := &envelope.Execution{ID: id, FlowID: flow, Revision: 1, Trigger: "webhook", Status: envelope.StatusRunning, ReceivedAt: at, StartedAt: at}
-	if _, err := e.st.AdvanceExecution(ctx, store.Transition{ExecutionID: id, MessageID: "ingest"}, func(*store.ExecState) (*store.ExecChange, error) {
-		return &store.ExecChange{Execution: ex, State: json.RawMessage(`{}`)}, nil
-	}); err != nil {
-		e.t.Fatal(err)
-	}
-	end := *ex
-	done := at.Add(time.Second)
-	end.Status, end.FinishedAt = envelope.StatusFailed, &done
-	end.Error = &envelope.Error{Code: code, Message: code + " at " + id}
-	if _, err := e.st.AdvanceExecution(ctx, store.Transition{ExecutionID: id, MessageID: "end"}, func(*store.ExecState) (*store.ExecChange, error) {
-		return &store.ExecChange{Execution: &end}, nil
-	}); err != nil {
-		e.t.Fatal(err)
-	}
+	e.ended(id, flow, envelope.StatusFailed, &envelope.Error{Code: code, Message: code + " at " + id}, at)
 }
 
 // A flow's open errors are grouped by code, largest first; resolving them, one by one or by

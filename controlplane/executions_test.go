@@ -16,6 +16,13 @@ import (
 // with status unless that is running.
 func (e *env) execution(id, flow, status string, at time.Time) {
 	e.t.Helper()
+	e.ended(id, flow, status, nil, at)
+}
+
+// ended records an execution of flow received at at that ended (unless status is running)
+// with status and error.
+func (e *env) ended(id, flow, status string, fail *envelope.Error, at time.Time) {
+	e.t.Helper()
 	ctx := context.Background()
 	ex := &envelope.Execution{ID: id, FlowID: flow, Revision: 1, Trigger: "webhook", Status: envelope.StatusRunning, ReceivedAt: at, StartedAt: at}
 	if _, err := e.st.AdvanceExecution(ctx, store.Transition{ExecutionID: id, MessageID: "ingest"}, func(*store.ExecState) (*store.ExecChange, error) {
@@ -28,7 +35,7 @@ func (e *env) execution(id, flow, status string, at time.Time) {
 	}
 	end := *ex
 	done := at.Add(time.Second)
-	end.Status, end.FinishedAt = status, &done
+	end.Status, end.FinishedAt, end.Error = status, &done, fail
 	if _, err := e.st.AdvanceExecution(ctx, store.Transition{ExecutionID: id, MessageID: "end"}, func(*store.ExecState) (*store.ExecChange, error) {
 		return &store.ExecChange{Execution: &end}, nil
 	}); err != nil {

@@ -315,11 +315,11 @@ func (d *decisions) produceDue(at time.Time) {
 }
 
 func TestDecideRetryableFailureWaitsInTheDelayQueue(t *testing.T) {
-	d := newDecisions(t, Config{})
+	at := time.Unix(5000, 0).UTC()
+	d := newDecisions(t, Config{Now: func() time.Time { return at }})
 	f := d.twoSteps()
 	d.mustHandle(d.ingest(f, "x1"))
 	a := d.work(d.w.take())[0]
-	before := time.Now()
 	d.mustHandle(d.result(a, retryable("http_5xx"), ""))
 	if n := len(d.w.take()); n != 0 {
 		t.Fatalf("a retried step produced %d records at once; its next attempt must wait", n)
@@ -330,7 +330,7 @@ func TestDecideRetryableFailureWaitsInTheDelayQueue(t *testing.T) {
 	}
 	due := waiting[0].Record.Due
 	// The default policy: 1s, ±10%.
-	if wait := due.Sub(before); wait < 850*time.Millisecond || wait > 1200*time.Millisecond+time.Since(before) {
+	if wait := due.Sub(at); wait < 900*time.Millisecond || wait > 1100*time.Millisecond {
 		t.Fatalf("next attempt due in %s, want about 1s", wait)
 	}
 	var steps []envelope.Step
@@ -567,5 +567,23 @@ func TestDecideOnErrorHandlerRunsWhenTheExecutionFails(t *testing.T) {
 	}
 	if status["A"] != envelope.StepFailed || status["notify"] != envelope.StepSucceeded || status["log"] != envelope.StepSucceeded || status["B"] != envelope.StepSucceeded {
 		t.Fatalf("steps %v", status)
+	}
+}
+
+// A record asking to retry an execution of another flow, or one that is gone, replays nothing:
+// it is dead-lettered.
+func TestDecideRetryOfAnotherFlowsExecutionIsRefused(t *testing.T) {
+	d := newDecisions(t, Config{})
+	f := d.twoSteps()
+	g := d.st.save(flowdoc.Flow{ID: "f2", Name: "other", Owners: f.Owners, Graph: f.Graph})
+	d.mustHandle(d.ingest(g, "y1"))
+	d.w.take()
+	for _, of := range []string{"y1", "gone"} {
+		d.mustHandle(d.record(envelope.TopicIngest, envelope.Ingest{ExecutionID: "r-" + of, FlowID: f.ID, Revision: 1,
+			Trigger: "webhook", Input: json.RawMessage(`{}`), RetryOf: of}, true))
+		reasons := d.deadLetters(d.w.take())
+		if len(reasons) != 1 || d.st.execution("r-"+of) != nil {
+			t.Fatalf("retry of %s: dead letters %q", of, reasons)
+		}
 	}
 }

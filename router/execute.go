@@ -100,7 +100,7 @@ func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest)
 		in.Input = json.RawMessage("null")
 	}
 	pol := r.policy(g.Flow())
-	rp, err := r.recorded(ctx, in.RetryOf)
+	rp, err := r.recorded(ctx, in.RetryOf, g.Flow().ID)
 	if err != nil {
 		return err
 	}

@@ -28,14 +28,21 @@ type replaySource struct {
 	steps map[string]envelope.Step // succeeded action steps with their whole output, by token
 }
 
-// recorded loads the steps of the execution a retry retries (none when id is "").
-func (r *Router) recorded(ctx context.Context, id string) (replaySource, error) {
+// recorded loads the steps of the execution a retry of flowID retries (none when id is "").
+func (r *Router) recorded(ctx context.Context, id, flowID string) (replaySource, error) {
 	if id == "" {
 		return replaySource{}, nil
 	}
 	x, err := r.cfg.Store.Execution(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return replaySource{}, fmt.Errorf("%w: retried execution %s is gone", errUnusable, id)
+	}
 	if err != nil {
 		return replaySource{}, fmt.Errorf("load retried execution %s: %w", id, err)
+	}
+	if x.FlowID != flowID {
+		// The record says so, the store does not: no outputs of another flow are replayed.
+		return replaySource{}, fmt.Errorf("%w: a retry of flow %s names execution %s, of flow %s", errUnusable, flowID, id, x.FlowID)
 	}
 	steps, err := r.cfg.Store.ExecutionSteps(ctx, id)
 	if err != nil {

@@ -2,12 +2,10 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -73,29 +71,7 @@ func TestBodyOverTheLimitIs413OnEveryRoute(t *testing.T) {
 	})
 	t.Run("api", func(t *testing.T) {
 		p := newPipeline(t, 1, connectorPolicy{})
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		_ = ln.Close()
-		ctx, cancel := context.WithCancel(context.Background())
-		ready, done := make(chan struct{}), make(chan error, 1)
-		opt := apiOptions{addr: addr, connectorsDir: filepath.Join(p.dir, "connectors"), bodyLimit: 64 << 10, adminToken: p.token,
-			autoConfirm: true, onReady: func(string) { close(ready) }}
-		go func() { done <- serveAPI(ctx, p.in, opt) }()
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("api: %v", err)
-			}
-		})
-		select {
-		case <-ready:
-		case err := <-done:
-			t.Fatalf("api did not start: %v", err)
-		}
-		p.base = "http://" + addr
+		p.startAPIRole()
 		overLimit(t, p.base, p.token, "64 KiB", 16<<20, "/api/v1/flows", "/api/v1/flows/f1", "/flows", "/nowhere")
 	})
 }

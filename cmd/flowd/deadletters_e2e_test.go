@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -170,29 +168,7 @@ func TestDeadLetterReplayedAfterTheFix(t *testing.T) {
 func TestAPIRoleIndexesDeadLetters(t *testing.T) {
 	p := newPipeline(t, 1, connectorPolicy{})
 	p.kcfg.RecordKeys = testrig.RecordKeys()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready, done := make(chan struct{}), make(chan error, 1)
-	opt := apiOptions{addr: addr, connectorsDir: filepath.Join(p.dir, "connectors"), bodyLimit: 64 << 10, adminToken: p.token,
-		autoConfirm: true, onReady: func(string) { close(ready) }}
-	go func() { done <- serveAPI(ctx, p.in, opt) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("api: %v", err)
-		}
-	})
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("api did not start: %v", err)
-	}
-	p.base = "http://" + addr
+	p.startAPIRole()
 
 	// A runner refused a work item: its dead letter shows in the API.
 	w := kafkax.NewProducer(p.kcfg)

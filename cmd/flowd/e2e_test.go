@@ -124,6 +124,36 @@ func (p *pipeline) start() {
 	p.base = "http://" + addr
 }
 
+// startAPIRole runs the api role alone on p's infrastructure (64 KiB body limit, lifecycle
+// confirmed by itself), as `flowd api` does, and points p at it.
+func (p *pipeline) startAPIRole() {
+	t := p.t
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready, done := make(chan struct{}), make(chan error, 1)
+	opt := apiOptions{addr: addr, connectorsDir: filepath.Join(p.dir, "connectors"), bodyLimit: 64 << 10, adminToken: p.token,
+		autoConfirm: true, onReady: func(string) { close(ready) }}
+	go func() { done <- serveAPI(ctx, p.in, opt) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("api: %v", err)
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("api did not start: %v", err)
+	}
+	p.base = "http://" + addr
+}
+
 func (p *pipeline) post(path, body string) (int, map[string]any) {
 	p.t.Helper()
 	token := ""

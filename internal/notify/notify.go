@@ -302,14 +302,31 @@ func (n *Notifier) mail(e *flowdoc.EmailNotification, msg message) error {
 	if n.cfg.SMTPAddr == "" {
 		return errors.New("no SMTP server configured (--smtp-addr)")
 	}
-	subject := fmt.Sprintf("[flowd] %s: execution failed", msg.FlowName)
+	var auth smtp.Auth
+	if n.cfg.SMTPUsername != "" {
+		host, _, _ := strings.Cut(n.cfg.SMTPAddr, ":")
+		auth = smtp.PlainAuth("", n.cfg.SMTPUsername, n.cfg.SMTPPassword, host)
+	}
+	return smtp.SendMail(n.cfg.SMTPAddr, auth, n.cfg.SMTPFrom, e.To, []byte(mailText(n.cfg.SMTPFrom, e.To, msg)))
+}
+
+// mailText is the plain-text mail of msg.
+func mailText(from string, to []string, msg message) string {
+	// A flow's name is tenant input: no line break of it may start a header of its own.
+	name := strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, msg.FlowName)
+	subject := fmt.Sprintf("[flowd] %s: execution failed", name)
 	if msg.Count > 1 || msg.Event != "execution.failed" {
-		subject = fmt.Sprintf("[flowd] %s: %d executions failed", msg.FlowName, msg.Count)
+		subject = fmt.Sprintf("[flowd] %s: %d executions failed", name, msg.Count)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
-		n.cfg.SMTPFrom, strings.Join(e.To, ", "), subject, msg.SentAt.Format(time.RFC1123Z))
-	fmt.Fprintf(&b, "Flow %s (%s): %d failed execution(s).\r\n\r\n", msg.FlowName, msg.FlowID, msg.Count)
+		from, strings.Join(to, ", "), subject, msg.SentAt.Format(time.RFC1123Z))
+	fmt.Fprintf(&b, "Flow %s (%s): %d failed execution(s).\r\n\r\n", name, msg.FlowID, msg.Count)
 	for _, s := range msg.Failures {
 		code, text := "", ""
 		if s.Error != nil {
@@ -320,12 +337,7 @@ func (n *Notifier) mail(e *flowdoc.EmailNotification, msg message) error {
 	if int(msg.Count) > len(msg.Failures) {
 		fmt.Fprintf(&b, "... and %d more.\r\n", int(msg.Count)-len(msg.Failures))
 	}
-	var auth smtp.Auth
-	if n.cfg.SMTPUsername != "" {
-		host, _, _ := strings.Cut(n.cfg.SMTPAddr, ":")
-		auth = smtp.PlainAuth("", n.cfg.SMTPUsername, n.cfg.SMTPPassword, host)
-	}
-	return smtp.SendMail(n.cfg.SMTPAddr, auth, n.cfg.SMTPFrom, e.To, []byte(b.String()))
+	return b.String()
 }
 
 func mustJSON(v any) []byte {
