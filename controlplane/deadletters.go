@@ -45,31 +45,40 @@ func (s *Server) mountDeadLetters(r fiber.Router) {
 // deadLetterView is a dead letter as the API shows it; the one-dead-letter answers add the
 // record's headers and value.
 type deadLetterView struct {
-	ID             string     `json:"id"`
-	Status         string     `json:"status"`
-	Reason         string     `json:"reason"`
-	Topic          string     `json:"topic"`
-	Partition      int        `json:"partition"`
-	Offset         int64      `json:"offset"`
-	Key            *string    `json:"key,omitempty"`
-	KeyBase64      string     `json:"keyBase64,omitempty"`
-	FlowID         string     `json:"flowId,omitempty"`
-	ExecutionID    string     `json:"executionId,omitempty"`
-	Authentic      bool       `json:"authentic"`
-	ValueBytes     int        `json:"valueBytes"`
-	Truncated      bool       `json:"truncated"`
-	DeadLetteredAt time.Time  `json:"deadLetteredAt"`
-	Replayable     bool       `json:"replayable"`
-	NotReplayable  string     `json:"notReplayableReason,omitempty"`
-	ReplayedBy     string     `json:"replayedBy,omitempty"`
-	ReplayedAt     *time.Time `json:"replayedAt,omitempty"`
-	DiscardedBy    string     `json:"discardedBy,omitempty"`
-	DiscardedAt    *time.Time `json:"discardedAt,omitempty"`
+	ID             string      `json:"id"`
+	Status         string      `json:"status"`
+	Reason         string      `json:"reason"`
+	Topic          string      `json:"topic"`
+	Partition      int         `json:"partition"`
+	Offset         int64       `json:"offset"`
+	Key            *string     `json:"key,omitempty"`
+	KeyBase64      string      `json:"keyBase64,omitempty"`
+	FlowID         string      `json:"flowId,omitempty"`
+	ExecutionID    string      `json:"executionId,omitempty"`
+	Authentic      bool        `json:"authentic"`
+	ParkedStep     *parkedView `json:"parkedStep,omitempty"`
+	ValueBytes     int         `json:"valueBytes"`
+	Truncated      bool        `json:"truncated"`
+	DeadLetteredAt time.Time   `json:"deadLetteredAt"`
+	Replayable     bool        `json:"replayable"`
+	NotReplayable  string      `json:"notReplayableReason,omitempty"`
+	ReplayedBy     string      `json:"replayedBy,omitempty"`
+	ReplayedAt     *time.Time  `json:"replayedAt,omitempty"`
+	DiscardedBy    string      `json:"discardedBy,omitempty"`
+	DiscardedAt    *time.Time  `json:"discardedAt,omitempty"`
 
 	Headers     []headerView    `json:"headers,omitempty"`
 	Value       json.RawMessage `json:"value,omitempty"`       // the value, when it is whole and JSON
 	ValueText   *string         `json:"valueText,omitempty"`   // else as text, when it is UTF-8
 	ValueBase64 string          `json:"valueBase64,omitempty"` // else in base64
+}
+
+// parkedView is the step a dead letter holds parked: replaying runs its attempt, discarding
+// fails it.
+type parkedView struct {
+	NodeID  string `json:"nodeId"`
+	Token   string `json:"token"`
+	Attempt int    `json:"attempt"`
 }
 
 type headerView struct {
@@ -94,6 +103,9 @@ func (s *Server) deadLetterView(dl *store.DeadLetter, full bool) deadLetterView 
 		FlowID: dl.FlowID, ExecutionID: dl.ExecutionID, Authentic: dl.Authentic, ValueBytes: dl.ValueBytes,
 		Truncated: dl.Truncated, DeadLetteredAt: dl.At, Replayable: why == "", NotReplayable: why,
 		ReplayedBy: dl.ReplayedBy, ReplayedAt: dl.ReplayedAt, DiscardedBy: dl.DiscardedBy, DiscardedAt: dl.DiscardedAt,
+	}
+	if pk := dl.Parked; pk != nil {
+		v.ParkedStep = &parkedView{NodeID: pk.NodeID, Token: pk.Token, Attempt: pk.Attempt}
 	}
 	if len(dl.Key) > 0 {
 		v.Key, v.KeyBase64 = text(dl.Key)
@@ -150,6 +162,9 @@ func deadLetterFilter(flowID string, f deadletters.Filter, path func(string) str
 	if len(flowID) > 200 {
 		ps = append(ps, problem.New("invalid_parameter", path("flowId"), "a flow id has at most 200 characters"))
 	}
+	if len(f.ExecutionID) > 200 {
+		ps = append(ps, problem.New("invalid_parameter", path("executionId"), "an execution id has at most 200 characters"))
+	}
 	if len(f.Reason) > 200 {
 		ps = append(ps, problem.New("invalid_parameter", path("reason"), "the reason filter is limited to 200 characters"))
 	}
@@ -176,7 +191,8 @@ func (s *Server) listDeadLetters(c *fiber.Ctx) error {
 		return err
 	}
 	flowID := c.Query("filter[flowId]")
-	f := deadletters.Filter{Reason: c.Query("filter[reason]"), Topic: c.Query("filter[topic]"), Status: c.Query("filter[status]")}
+	f := deadletters.Filter{ExecutionID: c.Query("filter[executionId]"), Reason: c.Query("filter[reason]"),
+		Topic: c.Query("filter[topic]"), Status: c.Query("filter[status]")}
 	ps := deadLetterFilter(flowID, f, func(name string) string { return "filter[" + name + "]" })
 	if !lp.desc {
 		ps = append(ps, problem.New("invalid_parameter", "sort", "dead letters are listed newest first (sort=-deadLetteredAt)"))
@@ -297,6 +313,11 @@ func (s *Server) discardDeadLetter(c *fiber.Ctx) error {
 		return err
 	}
 	dl, err = s.cfg.DeadLetters.Discard(c.UserContext(), dl.ID, p.User.ID)
+	if errors.Is(err, deadletters.ErrPending) {
+		s.log.Warn("discarded a parked step's dead letter, but its failure was not acknowledged", "id", dl.ID, "err", err)
+		return fail(fiber.StatusServiceUnavailable, problem.New("not_acknowledged", "",
+			"the dead letter is discarded, but failing its parked step was not acknowledged by Kafka; discard it again"))
+	}
 	if err != nil {
 		return deadLetterConflict(err, dl)
 	}
@@ -306,10 +327,11 @@ func (s *Server) discardDeadLetter(c *fiber.Ctx) error {
 // replayRequest is the body of POST /dead-letters/replay.
 type replayRequest struct {
 	Filter *struct {
-		FlowID string `json:"flowId"`
-		Reason string `json:"reason"`
-		Topic  string `json:"topic"`
-		Status string `json:"status"`
+		FlowID      string `json:"flowId"`
+		ExecutionID string `json:"executionId"`
+		Reason      string `json:"reason"`
+		Topic       string `json:"topic"`
+		Status      string `json:"status"`
 	} `json:"filter"`
 	Limit *int `json:"limit"`
 }
@@ -338,12 +360,12 @@ func (s *Server) replayDeadLetters(c *fiber.Ctx) error {
 		}
 		limit = *in.Limit
 	}
-	if in.Filter == nil || (in.Filter.FlowID == "" && in.Filter.Reason == "" && in.Filter.Topic == "") {
-		ps = append(ps, problem.New("required", "/filter", "filter must name a flowId, a reason or a topic"))
+	if in.Filter == nil || (in.Filter.FlowID == "" && in.Filter.ExecutionID == "" && in.Filter.Reason == "" && in.Filter.Topic == "") {
+		ps = append(ps, problem.New("required", "/filter", "filter must name a flowId, an executionId, a reason or a topic"))
 		return fail(fiber.StatusBadRequest, ps...)
 	}
 	fl := *in.Filter
-	f := deadletters.Filter{Reason: fl.Reason, Topic: fl.Topic, Status: fl.Status}
+	f := deadletters.Filter{ExecutionID: fl.ExecutionID, Reason: fl.Reason, Topic: fl.Topic, Status: fl.Status}
 	if f.Status == "" {
 		f.Status = store.DeadLetterOpen
 	}

@@ -587,3 +587,167 @@ func TestDecideRetryOfAnotherFlowsExecutionIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// parkingFlow is twoSteps whose steps park on the dead-letter topic after two attempts.
+func (d *decisions) parkingFlow() *flowdoc.Flow {
+	f := d.twoSteps()
+	f.Retry = &flowdoc.Retry{MaxAttempts: 2, InitialInterval: "1ms", Exhausted: flowdoc.ExhaustedDeadLetter}
+	return d.st.save(*f)
+}
+
+// parkA runs execution id of f until A's retries ran out, and returns A's parked work item as
+// the dead letter holds it, and when its expiry is due.
+func (d *decisions) parkA(f *flowdoc.Flow, id string) (envelope.Work, kafka.Message, time.Time) {
+	d.t.Helper()
+	d.mustHandle(d.ingest(f, id))
+	a := d.work(d.w.take())[0]
+	d.mustHandle(d.result(a, retryable("http_5xx"), ""))
+	d.produceDue(d.st.waiting()[0].Record.Due)
+	a2 := d.work(d.w.take())[0]
+	d.mustHandle(d.result(a2, retryable("http_5xx"), ""))
+	out := d.w.take()
+	if reasons := d.deadLetters(out); len(reasons) != 1 || !strings.Contains(reasons[0], "retries exhausted") {
+		d.t.Fatalf("after the last attempt: dead letters %q", reasons)
+	}
+	orig, _, ok := kafkax.Original(out[0])
+	if !ok || orig.Topic != d.r.cfg.Kafka.Topic(envelope.PoolTopic("")) {
+		d.t.Fatalf("the dead letter's original: %+v", orig)
+	}
+	orig.Topic = d.r.cfg.Kafka.Topic(envelope.PoolTopic(""))
+	ws := d.work([]kafka.Message{orig}) // signed by a flowd role: replayable
+	waiting := d.st.waiting()
+	if len(waiting) != 1 || waiting[0].Record.Topic != d.r.cfg.Kafka.Topic(envelope.TopicResults) {
+		d.t.Fatalf("delay queue after parking: %+v", waiting)
+	}
+	return ws[0], orig, waiting[0].Record.Due
+}
+
+// A step whose retries ran out, in a flow that says deadLetter, waits on flowd.dlq: its
+// execution keeps running, replaying the work item runs the step again, and an unreplayed one
+// fails when the park times out, exactly once.
+func TestDecideExhaustedRetriesParkTheStepOnTheDeadLetterTopic(t *testing.T) {
+	at := time.Unix(5000, 0).UTC()
+	d := newDecisions(t, Config{Now: func() time.Time { return at }, ParkTimeout: time.Hour})
+	f := d.parkingFlow()
+	w, orig, expiry := d.parkA(f, "x1")
+	if w.Attempt != 3 || !w.Deadline.IsZero() || w.TimeoutMs != DefaultStepTimeout.Milliseconds() {
+		t.Fatalf("parked work item: attempt %d deadline %s timeout %dms; want attempt 3, its deadline set when it runs", w.Attempt, w.Deadline, w.TimeoutMs)
+	}
+	var pk envelope.Parked
+	for _, h := range orig.Headers {
+		if h.Key == envelope.HeaderParked {
+			_ = json.Unmarshal(h.Value, &pk)
+		}
+	}
+	if pk != (envelope.Parked{ExecutionID: "x1", FlowID: f.ID, Revision: f.Revision, NodeID: "A", Token: w.Token, Attempt: 3}) {
+		t.Fatalf("parked header %+v", pk)
+	}
+	if wait := expiry.Sub(at); wait < time.Hour || wait > time.Hour+time.Second {
+		t.Fatalf("expiry due %s after the execution started, want the park timeout after the last attempt", wait)
+	}
+	if e := d.st.execution("x1"); e.Status != envelope.StatusRunning {
+		t.Fatalf("execution %s while its step is parked", e.Status)
+	}
+	for _, s := range d.st.stepsOf("x1") {
+		if s.NodeID == "A" && (s.Status != envelope.StepDeadLettered || s.Attempt != 2 || len(s.Attempts) != 2 || s.Error == nil) {
+			t.Fatalf("parked step of A: %+v", s)
+		}
+	}
+
+	// Replayed after the fix: attempt 3 succeeds and the execution goes on to B.
+	d.mustHandle(d.result(w, nil, `{"ok":true}`))
+	if b := d.work(d.w.take()); len(b) != 1 || b[0].Node.ID != "B" {
+		t.Fatalf("after the replayed step succeeded: %+v", b)
+	}
+	// The expiry, due later, finds nothing pending: nothing changes.
+	d.produceDue(expiry)
+	exp := d.w.take()
+	if len(exp) != 1 {
+		t.Fatalf("expiry produced %d records", len(exp))
+	}
+	d.st.forgetMarkers("x1")
+	d.mustHandle(exp[0])
+	for _, s := range d.st.stepsOf("x1") {
+		if s.NodeID == "A" && (s.Status != envelope.StepSucceeded || s.Attempt != 3) {
+			t.Fatalf("step of A after a late expiry: %+v", s)
+		}
+	}
+	if e := d.st.execution("x1"); e.Status != envelope.StatusRunning {
+		t.Fatalf("execution %s after a late expiry", e.Status)
+	}
+}
+
+func TestDecideParkedStepFailsWhenNobodyActsOnIt(t *testing.T) {
+	d := newDecisions(t, Config{ParkTimeout: time.Hour})
+	f := d.parkingFlow()
+	_, _, expiry := d.parkA(f, "x1")
+	d.produceDue(expiry)
+	d.mustHandle(d.w.take()[0])
+	e := d.st.execution("x1")
+	if e.Status != envelope.StatusFailed || e.Error == nil || e.Error.Code != envelope.CodeDeadLetterExpired {
+		t.Fatalf("execution %+v, want failed with %s", e, envelope.CodeDeadLetterExpired)
+	}
+	for _, s := range d.st.stepsOf("x1") {
+		if s.NodeID == "A" && (s.Status != envelope.StepFailed || s.Attempt != 3 || len(s.Attempts) != 2) {
+			t.Fatalf("step of A: %+v", s)
+		}
+	}
+}
+
+// A replay that fails again parks the step again; the first park's expiry, arriving once its
+// marker is gone, is a late copy of an attempt already recorded and changes nothing.
+func TestDecideReplayThatFailsParksAgain(t *testing.T) {
+	d := newDecisions(t, Config{ParkTimeout: time.Hour})
+	f := d.parkingFlow()
+	w, _, _ := d.parkA(f, "x1")
+	d.mustHandle(d.result(w, retryable("http_5xx"), ""))
+	out := d.w.take()
+	if reasons := d.deadLetters(out); len(reasons) != 1 {
+		t.Fatalf("a replay that failed: dead letters %q", reasons)
+	}
+	orig, _, _ := kafkax.Original(out[0])
+	if w2 := d.work([]kafka.Message{orig}); w2[0].Attempt != 4 {
+		t.Fatalf("second park's work item is attempt %d, want 4", w2[0].Attempt)
+	}
+	var first kafka.Message
+	for _, dl := range d.st.waiting() {
+		var res envelope.Result
+		if json.Unmarshal(dl.Record.Value, &res) == nil && res.Attempt == 3 {
+			first = d.r.message(dl.Record)
+		}
+	}
+	if first.Topic == "" {
+		t.Fatal("the first park's expiry is not in the delay queue")
+	}
+	d.st.forgetMarkers("x1")
+	d.mustHandle(first)
+	if e := d.st.execution("x1"); e.Status != envelope.StatusRunning {
+		t.Fatalf("execution %s after the first park's expiry; the second park still waits", e.Status)
+	}
+}
+
+func TestRetryPolicyParks(t *testing.T) {
+	t.Parallel()
+	p := flowdoc.RetryOf(flowdoc.DefaultRetry, &flowdoc.Flow{Retry: &flowdoc.Retry{Exhausted: flowdoc.ExhaustedDeadLetter, On: []string{"http_5xx"}}},
+		&flowdoc.Node{})
+	for _, c := range []struct {
+		code      string
+		retryable bool
+		attempt   int
+		want      bool
+	}{
+		{"http_5xx", true, 3, true},   // ran out
+		{"http_5xx", true, 2, false},  // retried instead
+		{"http_5xx", false, 3, false}, // not retryable: the error port
+		{"http_429", true, 3, false},  // not a code the policy retries
+	} {
+		if got := p.Parks(c.code, c.retryable, c.attempt); got != c.want {
+			t.Errorf("Parks(%s, %v, %d) = %v", c.code, c.retryable, c.attempt, got)
+		}
+	}
+	node := flowdoc.RetryOf(flowdoc.DefaultRetry, &flowdoc.Flow{Retry: &flowdoc.Retry{Exhausted: flowdoc.ExhaustedDeadLetter}},
+		&flowdoc.Node{Retry: &flowdoc.Retry{Exhausted: flowdoc.ExhaustedFail}})
+	if node.Parks("x", true, 3) {
+		t.Error("a node's exhausted: fail does not override its flow's deadLetter")
+	}
+}

@@ -197,6 +197,11 @@ func (r *Router) applyResult(g *graph.Graph, res *envelope.Result, cur *store.Ex
 	if err := json.Unmarshal(cur.Pending, &p); err != nil {
 		return nil, fmt.Errorf("%w: pending activation %s: %w", errUnusable, res.Token, err)
 	}
+	if n := len(p.Attempts); n > 0 && res.Attempt <= p.Attempts[n-1].Attempt {
+		// An attempt that failed and was retried or parked already: a late copy of its result
+		// (or the expiry of a dead letter that was replayed since) changes nothing.
+		return nil, nil
+	}
 	now := r.now()
 	if res.Error != nil && exec.Status == envelope.StatusRunning {
 		if ch, err := r.retryLater(g, exec, res, &p, cur, now); ch != nil || err != nil {
@@ -458,13 +463,19 @@ func (r *Router) workContext(g *graph.Graph, gc graph.Context, prior, outputs ma
 }
 
 // workRecord is the work item of one attempt of an action node, starting at start (its
-// deadline is the node's timeout later).
+// deadline is the node's timeout later; a zero start leaves the deadline to the runner that
+// takes it: a parked item).
 func (r *Router) workRecord(g *graph.Graph, exec *envelope.Execution, wctx map[string]json.RawMessage,
 	node *flowdoc.Node, token string, input json.RawMessage, attempt int, start time.Time) (store.Record, error) {
 	w := envelope.Work{
 		ExecutionID: exec.ID, FlowID: exec.FlowID, Revision: exec.Revision, Token: token,
 		Attempt: attempt, Node: *node, Owners: g.Flow().Owners, Input: input, Context: wctx,
-		IdempotencyKey: idempotencyBase(exec) + ":" + token, Deadline: start.Add(flowdoc.StepTimeout(r.cfg.StepTimeout, node)),
+		IdempotencyKey: idempotencyBase(exec) + ":" + token,
+	}
+	if timeout := flowdoc.StepTimeout(r.cfg.StepTimeout, node); start.IsZero() {
+		w.TimeoutMs = timeout.Milliseconds()
+	} else {
+		w.Deadline = start.Add(timeout)
 	}
 	val, err := json.Marshal(&w)
 	if err != nil {
@@ -477,10 +488,10 @@ func (r *Router) workRecord(g *graph.Graph, exec *envelope.Execution, wctx map[s
 	return store.Record{Topic: r.cfg.Kafka.Topic(envelope.PoolTopic(node.Pool)), Key: []byte(exec.ID), Value: val}, nil
 }
 
-// retryLater holds the next attempt of a failed step back in the delay queue when the node's
-// retry policy tries the failure again: the activation stays pending with the failed attempt
-// noted, the step shows retrying until then, and nothing else of the execution changes. It
-// returns nil when the failure is final.
+// retryLater holds the next attempt of a failed step back when the node's retry policy tries
+// the failure again, or parks it on the dead-letter topic when its retries ran out and the
+// policy says so: the activation stays pending with the failed attempt noted and nothing else
+// of the execution changes. It returns nil when the failure is final.
 func (r *Router) retryLater(g *graph.Graph, exec *envelope.Execution, res *envelope.Result, p *pending,
 	cur *store.ExecState, now time.Time) (*store.ExecChange, error) {
 	node := g.Node(res.NodeID)
@@ -488,7 +499,8 @@ func (r *Router) retryLater(g *graph.Graph, exec *envelope.Execution, res *envel
 		return nil, nil
 	}
 	pol := flowdoc.RetryOf(r.cfg.Retry, g.Flow(), node)
-	if !pol.Retries(res.Error.Code, res.Error.Retryable, res.Attempt) {
+	retry := pol.Retries(res.Error.Code, res.Error.Retryable, res.Attempt)
+	if !retry && !pol.Parks(res.Error.Code, res.Error.Retryable, res.Attempt) {
 		return nil, nil
 	}
 	started := res.StartedAt
@@ -502,27 +514,63 @@ func (r *Router) retryLater(g *graph.Graph, exec *envelope.Execution, res *envel
 	next := *p
 	next.Attempts = append(slices.Clone(p.Attempts), envelope.Attempt{
 		Attempt: res.Attempt, Error: res.Error, StartedAt: started, FinishedAt: finished})
-	due := now.Add(pol.Delay(res.Attempt, time.Duration(res.Error.RetryAfterMs)*time.Millisecond))
 	gc := r.graphContext(exec, cur.Outputs)
 	wctx, err := r.workContext(g, gc, cur.Outputs, nil)
 	if err != nil {
 		return nil, err
 	}
-	rec, err := r.workRecord(g, exec, wctx, node, res.Token, p.Input, res.Attempt+1, due)
-	if err != nil {
-		return nil, err
-	}
-	rec.Due = due
 	step := envelope.Step{
 		ExecutionID: exec.ID, NodeID: res.NodeID, Token: res.Token, Type: node.Type,
 		Status: envelope.StepRetrying, Attempt: res.Attempt + 1, Input: p.Input, Error: res.Error,
-		Attempts: next.Attempts, StartedAt: p.DispatchedAt, RetryAt: &due,
+		Attempts: next.Attempts, StartedAt: p.DispatchedAt,
+	}
+	var recs []store.Record
+	if retry {
+		due := now.Add(pol.Delay(res.Attempt, time.Duration(res.Error.RetryAfterMs)*time.Millisecond))
+		rec, err := r.workRecord(g, exec, wctx, node, res.Token, p.Input, res.Attempt+1, due)
+		if err != nil {
+			return nil, err
+		}
+		rec.Due, step.RetryAt = due, &due
+		recs = []store.Record{rec}
+	} else {
+		rec, err := r.workRecord(g, exec, wctx, node, res.Token, p.Input, res.Attempt+1, time.Time{})
+		if err != nil {
+			return nil, err
+		}
+		recs = r.parked(exec, res, rec, now)
+		step.Status, step.Attempt = envelope.StepDeadLettered, res.Attempt
 	}
 	return &store.ExecChange{
 		Steps:      []envelope.Step{step},
 		AddPending: map[string]json.RawMessage{res.Token: mustJSON(next)},
-		Records:    []store.Record{rec},
+		Records:    recs,
 	}, nil
+}
+
+// parked are the records of a step parked because its retries ran out: the next attempt's
+// work item w on the dead-letter topic (replaying it runs the step again), and that attempt's
+// failure, held back in the delay queue until the dead letter's retention ends, so a step
+// nobody replays or discards does not keep its execution running for ever (a replay or a
+// discard before then makes it a late copy, which changes nothing).
+func (r *Router) parked(exec *envelope.Execution, res *envelope.Result, w store.Record, now time.Time) []store.Record {
+	pk := envelope.Parked{ExecutionID: exec.ID, FlowID: exec.FlowID, Revision: exec.Revision,
+		NodeID: res.NodeID, Token: res.Token, Attempt: res.Attempt + 1}
+	// The work item as the runners' topic would carry it, signed, so the dead letter is a
+	// flowd role's record that the API may replay.
+	orig := kafka.Message{Topic: w.Topic, Key: w.Key, Value: w.Value, Partition: -1, Offset: -1,
+		Headers: []kafka.Header{{Key: envelope.HeaderParked, Value: mustJSON(pk)}}}
+	r.cfg.Kafka.RecordKeys.Sign(&orig)
+	reason := fmt.Sprintf("retries exhausted: step %s failed %d time(s), last with %s", res.NodeID, res.Attempt, res.Error.Error())
+	dl := r.cfg.Kafka.DeadLetter(r.cfg.Kafka.Topic(envelope.TopicDLQ), orig, reason)
+	rec := store.Record{Topic: dl.Topic, Key: dl.Key, Value: dl.Value, Headers: make(map[string]string, len(dl.Headers))}
+	for _, h := range dl.Headers {
+		rec.Headers[h.Key] = string(h.Value) // the dead letter's own signature is made again when produced
+	}
+	expiry := pk.Failed(&envelope.Error{Code: envelope.CodeDeadLetterExpired, Message: fmt.Sprintf(
+		"the step's dead letter was neither replayed nor discarded within %s (%s)", r.cfg.ParkTimeout, reason)}, now.Add(r.cfg.ParkTimeout))
+	return []store.Record{rec, {Topic: r.cfg.Kafka.Topic(envelope.TopicResults), Key: []byte(exec.ID),
+		Value: mustJSON(expiry), Due: now.Add(r.cfg.ParkTimeout)}}
 }
 
 // finalReply answers a synchronous caller whose flow ended without a respond node: the last

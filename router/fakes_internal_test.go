@@ -254,6 +254,15 @@ func (s *fakeStore) Done(_ context.Context, ids ...string) error {
 }
 
 // waiting returns the records in the delay queue.
+// forgetMarkers drops an execution's markers, as their redelivery window ending does.
+func (s *fakeStore) forgetMarkers(execID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.execs[execID]; e != nil {
+		e.msgs = map[string][]store.Record{}
+	}
+}
+
 func (s *fakeStore) waiting() []store.Delayed {
 	s.mu.Lock()
 	defer s.mu.Unlock()

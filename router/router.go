@@ -32,6 +32,7 @@ import (
 // Defaults of Config.
 const (
 	DefaultStepTimeout       = 5 * time.Minute
+	DefaultParkTimeout       = 7 * 24 * time.Hour
 	DefaultCacheSize         = 1024
 	DefaultDrainTimeout      = 10 * time.Second
 	DefaultReconcileInterval = 30 * time.Second
@@ -59,6 +60,10 @@ type Config struct {
 	// Retry is the retry policy of action nodes whose flow and node set none (default
 	// flowdoc.DefaultRetry).
 	Retry flowdoc.RetryPolicy
+	// ParkTimeout is how long a step parked on the dead-letter topic (retry.exhausted:
+	// deadLetter) waits to be replayed or discarded before it fails (default 7 days, the
+	// dead letters' default retention).
+	ParkTimeout time.Duration
 	// CacheSize bounds the compiled flow revisions kept in memory (default 1024).
 	CacheSize int
 	// Concurrency bounds the records each consumer processes at once (default
@@ -123,6 +128,9 @@ func New(cfg Config) (*Router, error) {
 	}
 	if cfg.Retry.MaxAttempts <= 0 {
 		cfg.Retry = flowdoc.DefaultRetry
+	}
+	if cfg.ParkTimeout <= 0 {
+		cfg.ParkTimeout = DefaultParkTimeout
 	}
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = DefaultCacheSize

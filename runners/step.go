@@ -211,6 +211,10 @@ func (r *Runner) record(ctx context.Context, key store.RunKey, claim store.RunCl
 // when it gave the item up (shutdown).
 func (r *Runner) execute(work context.Context, w *envelope.Work, log *slog.Logger) (*envelope.Result, error) {
 	attempt := max(w.Attempt, 1)
+	if w.Deadline.IsZero() && w.TimeoutMs > 0 {
+		// A parked step replayed from the dead-letter topic: its time starts now.
+		w.Deadline = time.Now().Add(time.Duration(w.TimeoutMs) * time.Millisecond)
+	}
 	res := &envelope.Result{
 		ExecutionID: w.ExecutionID, FlowID: w.FlowID, Revision: w.Revision, NodeID: w.Node.ID, Token: w.Token,
 		Attempt: attempt, StartedAt: time.Now().UTC(),

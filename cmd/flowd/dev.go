@@ -142,6 +142,9 @@ type everything struct {
 }
 
 func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions, connectors connectorPolicy) (*everything, error) {
+	if ropt.parkTimeout == 0 {
+		ropt.parkTimeout = opt.deadLetters.retention // a parked step fails when its dead letter goes
+	}
 	env, err := connectors.env(in, slog.Default())
 	if err != nil {
 		return nil, err

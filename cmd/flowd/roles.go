@@ -51,7 +51,7 @@ func newRouter(c *conn, in *infra, opt routerOptions) (*router.Router, error) {
 	}
 	return router.New(router.Config{
 		Kafka: c.kcfg, Store: c.st, Log: c.log, GroupID: opt.group, Relay: c.relay, PartnerTopicsRestricted: in.partnerTopicsRestricted,
-		Policy: pol, StepTimeout: opt.stepTimeout, DrainTimeout: opt.drain, HistoryStream: opt.stream,
+		Policy: pol, StepTimeout: opt.stepTimeout, ParkTimeout: opt.parkTimeout, DrainTimeout: opt.drain, HistoryStream: opt.stream,
 	})
 }
 
@@ -73,7 +73,7 @@ func (opt routerOptions) policy(in *infra) (store.ExecPolicy, error) {
 		}
 		pol.Budget = n
 	}
-	if err := checkEnvDurations("FLOWD_EXECUTION_RETENTION", "FLOWD_REDELIVERY_WINDOW"); err != nil {
+	if err := checkEnvDurations("FLOWD_EXECUTION_RETENTION", "FLOWD_REDELIVERY_WINDOW", "FLOWD_PARKED_STEP_TIMEOUT"); err != nil {
 		return pol, err
 	}
 	return pol, nil

@@ -20,6 +20,7 @@ type routerOptions struct {
 	budget        string
 	stream        bool
 	stepTimeout   time.Duration
+	parkTimeout   time.Duration
 	drain         time.Duration
 }
 
@@ -49,6 +50,8 @@ work through Kafka consumer groups. It also confirms flow starts and stops (run 
 	f.StringVar(&opt.budget, "history-budget", envOr("FLOWD_HISTORY_BUDGET", "0"), "Redis memory for the executions of every flow together, e.g. 2GiB; beyond it the oldest succeeded executions are deleted first, failed ones last (0: no budget; env FLOWD_HISTORY_BUDGET)")
 	f.IntVar(&opt.snapshotLimit, "snapshot-limit", store.DefaultSnapshotLimit, "bytes of a step's input and output kept in its record")
 	f.DurationVar(&opt.stepTimeout, "step-timeout", router.DefaultStepTimeout, "deadline of each work item")
+	f.DurationVar(&opt.parkTimeout, "parked-step-timeout", envDuration("FLOWD_PARKED_STEP_TIMEOUT", router.DefaultParkTimeout),
+		"how long a step parked on flowd.dlq (retry.exhausted: deadLetter) waits to be replayed or discarded before it fails; keep it within the api role's --dead-letter-retention (env FLOWD_PARKED_STEP_TIMEOUT)")
 	f.DurationVar(&opt.drain, "drain-timeout", router.DefaultDrainTimeout, "how long in-flight records may take to finish on shutdown")
 	return cmd
 }

@@ -258,6 +258,12 @@ func (s *Service) index(ctx context.Context, m kafka.Message) error {
 		if h.Key != busauth.HeaderName { // a replay is signed anew
 			dl.Headers = append(dl.Headers, store.Header{Key: h.Key, Value: h.Value})
 		}
+		if h.Key == envelope.HeaderParked && dl.Authentic {
+			var pk envelope.Parked
+			if json.Unmarshal(h.Value, &pk) == nil && pk.ExecutionID == names.ExecutionID && pk.FlowID == names.FlowID {
+				dl.Parked = &pk
+			}
+		}
 	}
 	dl.Value = orig.Value
 	if len(dl.Value) > s.cfg.MaxValueBytes {
@@ -303,13 +309,14 @@ func (s *Service) replayableTopic(topic string) bool {
 
 // Filter narrows a list of dead letters; empty fields match everything.
 type Filter struct {
-	Reason string // a part of the reason, in any case
-	Topic  string // the original topic, by its full name or without the topic prefix
-	Status string
+	ExecutionID string
+	Reason      string // a part of the reason, in any case
+	Topic       string // the original topic, by its full name or without the topic prefix
+	Status      string
 }
 
 func (s *Service) matches(dl *store.DeadLetter, f Filter) bool {
-	return (f.Status == "" || dl.Status == f.Status) &&
+	return (f.Status == "" || dl.Status == f.Status) && (f.ExecutionID == "" || dl.ExecutionID == f.ExecutionID) &&
 		(f.Topic == "" || dl.Topic == f.Topic || dl.Topic == s.cfg.Kafka.Topic(f.Topic)) &&
 		(f.Reason == "" || strings.Contains(strings.ToLower(dl.Reason), strings.ToLower(f.Reason)))
 }
@@ -336,9 +343,31 @@ func (s *Service) Get(ctx context.Context, id string) (*store.DeadLetter, error)
 	return s.cfg.Store.DeadLetter(ctx, id)
 }
 
-// Discard marks a dead letter discarded by by (see store.DiscardDeadLetter).
+// Discard marks a dead letter discarded by by (see store.DiscardDeadLetter). Discarding a
+// parked step's dead letter fails the step: its failure goes to the results topic, where the
+// router applies it as the step's last attempt (its error port, else the execution fails). An
+// error wrapping ErrPending says Kafka did not acknowledge that failure: the dead letter is
+// discarded, and discarding it again produces the failure again (the router applies it once).
 func (s *Service) Discard(ctx context.Context, id, by string) (*store.DeadLetter, error) {
-	return s.cfg.Store.DiscardDeadLetter(ctx, id, by, s.now())
+	dl, err := s.cfg.Store.DiscardDeadLetter(ctx, id, by, s.now())
+	if err != nil || dl.Parked == nil {
+		return dl, err
+	}
+	res := dl.Parked.Failed(&envelope.Error{Code: envelope.CodeDeadLetterDiscarded,
+		Message: fmt.Sprintf("the step's dead letter %s was discarded (%s)", id, dl.Reason)}, s.now())
+	val, err := json.Marshal(res)
+	if err != nil {
+		return dl, fmt.Errorf("encode the failure of the parked step: %w", err)
+	}
+	m := kafka.Message{Topic: s.cfg.Kafka.Topic(envelope.TopicResults), Key: []byte(res.ExecutionID), Value: val}
+	s.cfg.Kafka.RecordKeys.Sign(&m)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ProduceTimeout)
+	defer cancel()
+	if err := s.cfg.Writer.WriteMessages(ctx, m); err != nil {
+		return dl, fmt.Errorf("%w: failing the parked step: %w", ErrPending, err)
+	}
+	s.log.Info("dead letter of a parked step discarded: the step fails", "id", id, "flow", dl.FlowID, "execution", dl.ExecutionID, "node", dl.Parked.NodeID, "by", by)
+	return dl, nil
 }
 
 // Replay re-produces the dead letter's original record to its original topic, signed anew,

@@ -148,6 +148,17 @@ func (r *rig) status(id, want string) *store.DeadLetter {
 // replays reads topic from its start to a marker produced now and returns the records replayed
 // from dead letters on it.
 func (r *rig) replays(name string) []kafka.Message {
+	var out []kafka.Message
+	for _, m := range r.records(name) {
+		if header(m, deadletters.HeaderReplayOf) != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// records reads topic from its start to a marker produced now and returns what it holds.
+func (r *rig) records(name string) []kafka.Message {
 	r.t.Helper()
 	ctx := ctxFor(r.t)
 	marker := testrig.Unique("marker")
@@ -165,7 +176,7 @@ func (r *rig) replays(name string) []kafka.Message {
 		if string(m.Value) == marker {
 			return out
 		}
-		if header(m, deadletters.HeaderReplayOf) != "" {
+		if !strings.HasPrefix(string(m.Key), "marker") { // an earlier call's
 			out = append(out, m)
 		}
 	}
@@ -347,5 +358,68 @@ func TestReplayManyReports(t *testing.T) {
 	}
 	if got := r.replays(envelope.TopicIngest); len(got) != 2 {
 		t.Fatalf("%d replayed records, want 2", len(got))
+	}
+}
+
+// parkedWork is a work item the router parked on the dead-letter topic, signed or not.
+func (r *rig) parkedWork(execution string, sign bool) kafka.Message {
+	pk := envelope.Parked{ExecutionID: execution, FlowID: "f1", Revision: 1, NodeID: "A", Token: "t-" + execution, Attempt: 3}
+	v, _ := json.Marshal(envelope.Work{ExecutionID: execution, FlowID: "f1", Revision: 1, Token: pk.Token, Attempt: 3, TimeoutMs: 1000})
+	hv, _ := json.Marshal(pk)
+	m := kafka.Message{Topic: r.kcfg.Topic(envelope.PoolTopic("")), Partition: -1, Offset: -1, Key: []byte(execution), Value: v,
+		Headers: []kafka.Header{{Key: envelope.HeaderParked, Value: hv}}}
+	if sign {
+		r.kcfg.RecordKeys.Sign(&m)
+	}
+	return m
+}
+
+// Discarding the dead letter of a parked step fails that step: its failure goes to the results
+// topic, signed, for the attempt the dead letter held. A record no flowd role wrote parks
+// nothing: discarding it produces nothing.
+func TestDiscardingAParkedStepFailsIt(t *testing.T) {
+	r := newRig(t)
+	r.deadLetter(r.parkedWork("x1", true), "retries exhausted: step A failed 2 time(s)")
+	r.deadLetter(r.parkedWork("x2", false), "retries exhausted: forged")
+	svc := r.service()
+	dls := await(t, svc, 2)
+	byExec := map[string]store.DeadLetter{}
+	for _, dl := range dls {
+		byExec[dl.ExecutionID] = dl
+	}
+	parked, forged := byExec["x1"], byExec["x2"]
+	if parked.Parked == nil || parked.Parked.Token != "t-x1" || parked.Parked.Attempt != 3 || forged.Parked != nil {
+		t.Fatalf("parked steps: authentic %+v, forged %+v", parked.Parked, forged.Parked)
+	}
+	ctx := ctxFor(t)
+	if _, err := svc.Discard(ctx, forged.ID, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if recs := r.records(envelope.TopicResults); len(recs) != 0 {
+		t.Fatalf("discarding a forged dead letter produced %d results", len(recs))
+	}
+
+	r.w.fail.Store(1)
+	if _, err := svc.Discard(ctx, parked.ID, "alice"); !errors.Is(err, deadletters.ErrPending) {
+		t.Fatalf("discard while the broker fails: %v, want ErrPending", err)
+	}
+	r.status(parked.ID, store.DeadLetterDiscarded)
+	if _, err := svc.Discard(ctx, parked.ID, "alice"); err != nil {
+		t.Fatalf("discarding again: %v", err)
+	}
+	recs := r.records(envelope.TopicResults)
+	if len(recs) != 1 {
+		t.Fatalf("%d results after the discard, want the parked step's failure", len(recs))
+	}
+	if err := r.kcfg.RecordKeys.Verify(recs[0]); err != nil {
+		t.Fatalf("the failure is not signed: %v", err)
+	}
+	var res envelope.Result
+	if err := json.Unmarshal(recs[0].Value, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.ExecutionID != "x1" || res.Token != "t-x1" || res.Attempt != 3 || res.NodeID != "A" || res.Error == nil ||
+		res.Error.Code != envelope.CodeDeadLetterDiscarded || res.Error.Retryable || string(recs[0].Key) != "x1" {
+		t.Fatalf("failure of the parked step: %+v", res)
 	}
 }

@@ -85,6 +85,36 @@ type Work struct {
 	Context        map[string]json.RawMessage `json:"context,omitempty"`
 	IdempotencyKey string                     `json:"idempotencyKey"` // stable across attempts and redeliveries
 	Deadline       time.Time                  `json:"deadline"`
+	// TimeoutMs, on a work item without a Deadline (one parked as a dead letter, run whenever
+	// it is replayed), is its deadline from when a runner takes it.
+	TimeoutMs int64 `json:"timeoutMs,omitempty"`
+}
+
+// HeaderParked marks the work item of a step parked on flowd.dlq because its retries ran out
+// (a flow's retry.exhausted: deadLetter). Its value is the Parked step, so the dead letter can
+// be discarded (failing the step) even when its value was kept only in part.
+const HeaderParked = "flowd-parked"
+
+// Parked names the activation and the attempt a parked work item would run.
+type Parked struct {
+	ExecutionID string `json:"executionId"`
+	FlowID      string `json:"flowId"`
+	Revision    int    `json:"revision"`
+	NodeID      string `json:"nodeId"`
+	Token       string `json:"token"`
+	Attempt     int    `json:"attempt"`
+}
+
+// Codes of the failure that ends a parked step without running it again.
+const (
+	CodeDeadLetterDiscarded = "dead_letter_discarded"
+	CodeDeadLetterExpired   = "dead_letter_expired"
+)
+
+// Failed is the result that fails the parked step p with e.
+func (p Parked) Failed(e *Error, at time.Time) Result {
+	return Result{ExecutionID: p.ExecutionID, FlowID: p.FlowID, Revision: p.Revision, NodeID: p.NodeID,
+		Token: p.Token, Attempt: p.Attempt, Error: e, StartedAt: at, FinishedAt: at}
 }
 
 // Activation is a node activation the router sent to a runner and awaits the result of, kept
@@ -185,6 +215,8 @@ const (
 	StepFailed    = "failed"
 	StepSkipped   = "skipped"
 	StepRetrying  = "retrying" // failed, and waits for its next attempt (RetryAt)
+	// StepDeadLettered: its retries ran out and it waits on flowd.dlq to be replayed or discarded.
+	StepDeadLettered = "deadLettered"
 )
 
 // Step is one node activation within an execution. Input and Output are snapshots, truncated

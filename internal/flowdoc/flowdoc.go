@@ -157,11 +157,21 @@ type Retry struct {
 	Multiplier      float64  `json:"multiplier,omitempty"`
 	Jitter          *float64 `json:"jitter,omitempty"` // a pointer: 0 (no jitter) is a choice
 	On              []string `json:"on,omitempty"`
+	// Exhausted is what becomes of a step whose retryable failure ran out of attempts:
+	// ExhaustedFail (the default) fails it (its error port, else the execution);
+	// ExhaustedDeadLetter parks it on flowd.dlq until the dead letter is replayed or discarded.
+	Exhausted string `json:"exhausted,omitempty"`
 	// Backoff and MaxBackoff are the former names of InitialInterval and MaxInterval, still
 	// read (the new names win when both are set).
 	Backoff    string `json:"backoff,omitempty"`
 	MaxBackoff string `json:"maxBackoff,omitempty"`
 }
+
+// Values of Retry.Exhausted.
+const (
+	ExhaustedFail       = "fail"
+	ExhaustedDeadLetter = "deadLetter"
+)
 
 // OnError names the root of the sub-graph that runs when an execution fails: a node no edge
 // leads to, with the nodes reachable from it, apart from the trigger's graph. It receives

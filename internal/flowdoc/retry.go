@@ -23,6 +23,8 @@ type RetryPolicy struct {
 	MaxAttempts int            // attempts in all, counting the first
 	Backoff     backoff.Policy // the wait before each retry
 	On          []string       // retry only these codes; empty: every retryable error
+	// DeadLetter parks a step whose retries ran out on flowd.dlq instead of failing it.
+	DeadLetter bool
 }
 
 // DefaultRetry is the router's policy for flows and nodes that set none.
@@ -64,6 +66,12 @@ func (r *Retry) over(p RetryPolicy) RetryPolicy {
 	if r.On != nil {
 		p.On = r.On
 	}
+	switch r.Exhausted {
+	case ExhaustedFail:
+		p.DeadLetter = false
+	case ExhaustedDeadLetter:
+		p.DeadLetter = true
+	}
 	return p
 }
 
@@ -86,6 +94,12 @@ func (p RetryPolicy) Retries(code string, retryable bool, attempt int) bool {
 		return false
 	}
 	return len(p.On) == 0 || slices.Contains(p.On, code)
+}
+
+// Parks reports whether a failure on this attempt is parked as a dead letter: the policy
+// says so, and the failure is one it retries but the attempts ran out.
+func (p RetryPolicy) Parks(code string, retryable bool, attempt int) bool {
+	return p.DeadLetter && retryable && attempt >= p.MaxAttempts && (len(p.On) == 0 || slices.Contains(p.On, code))
 }
 
 // Delay is the wait before the attempt after attempt: the policy's backoff, or the

@@ -38,6 +38,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flowd/flowd/internal/envelope"
 )
 
 // Statuses of a dead letter.
@@ -82,6 +84,9 @@ type DeadLetter struct {
 	ExecutionID string `json:"executionId,omitempty"`
 	// Authentic says the original carried a valid signature of a flowd role.
 	Authentic bool `json:"authentic"`
+	// Parked is the step whose work item this is, when its retries ran out and it waits here
+	// (authentic dead letters only): discarding the dead letter fails that step.
+	Parked *envelope.Parked `json:"parked,omitempty"`
 	// ValueBytes is the original value's size; Truncated says Value holds only its start.
 	ValueBytes int       `json:"valueBytes"`
 	Truncated  bool      `json:"truncated,omitempty"`
