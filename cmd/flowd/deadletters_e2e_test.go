@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -194,5 +197,98 @@ func counterHandler(mu *sync.Mutex, calls map[string]int) http.HandlerFunc {
 		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{}`)
+	}
+}
+
+// A flow that says retry.exhausted: deadLetter parks a step whose retries ran out on
+// flowd.dlq: the execution keeps running, the dead letter names it and its step, replaying it
+// after the fix runs the step once more and the execution succeeds (a second replay runs
+// nothing), and discarding another one fails its execution with the discard as its error.
+func TestExhaustedRetriesParkTheStepAsADeadLetter(t *testing.T) {
+	p := startPipeline(t)
+	var broken atomic.Bool
+	broken.Store(true)
+	var mu sync.Mutex
+	calls := map[string]int{}
+	ok := counterHandler(&mu, calls)
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !broken.Load() {
+			ok(w, r)
+			return
+		}
+		mu.Lock()
+		calls[r.URL.Path]++
+		mu.Unlock()
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(sink.Close)
+	callsOf := func(path string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return calls[path]
+	}
+
+	id := p.flow(`{"name":"parking","retry":{"maxAttempts":2,"initialInterval":"50ms","jitter":0,"exhausted":"deadLetter"},
+	  "graph":{"nodes":[{"id":"in","type":"trigger.webhook"},
+	    {"id":"call","type":"action","connector":"http","action":"request",
+	     "config":{"method":"POST","url":"` + sink.URL + `/orders/{{ input.n }}"}}],
+	  "edges":[{"source":"in","target":"call"}]}}`)
+	accept := func(n int) string {
+		st, body := p.post("/hooks/"+id, fmt.Sprintf(`{"n":%d}`, n))
+		if st != 202 {
+			t.Fatalf("webhook: %d %v", st, body)
+		}
+		return body["data"].(map[string]any)["executionId"].(string)
+	}
+	x1, x2 := accept(1), accept(2)
+	parked := func(exec string) map[string]any {
+		dl := p.deadLettersOf(p.token, "?filter[executionId]="+exec, 1)[0]
+		step, _ := dl["parkedStep"].(map[string]any)
+		if dl["flowId"] != id || dl["topic"] != p.kcfg.Topic(envelope.PoolTopic("")) || dl["replayable"] != true ||
+			!strings.Contains(dl["reason"].(string), "retries exhausted") || step["nodeId"] != "call" || step["attempt"] != float64(3) {
+			t.Fatalf("dead letter of %s: %v", exec, dl)
+		}
+		return dl
+	}
+	dl1, dl2 := parked(x1), parked(x2)
+	ctx := context.Background()
+	for _, x := range []string{x1, x2} {
+		ex, err := p.st.Execution(ctx, x)
+		if err != nil || ex.Status != envelope.StatusRunning {
+			t.Fatalf("execution %s while its step is parked: %+v %v", x, ex, err)
+		}
+		steps, _ := p.st.ExecutionSteps(ctx, x)
+		if call := stepsByNode(steps)["call"]; len(call) != 1 || call[0].Status != envelope.StepDeadLettered || len(call[0].Attempts) != 2 {
+			t.Fatalf("parked step of %s: %+v", x, call)
+		}
+	}
+
+	// The fix, then the replay: the step runs once more and the execution succeeds.
+	broken.Store(false)
+	st, body := p.call("POST", "/api/v1/dead-letters/"+dl1["id"].(string)+"/replay", p.token, "")
+	if st != 200 || body["data"].(map[string]any)["status"] != "replayed" {
+		t.Fatalf("replay: %d %v", st, body)
+	}
+	ex, steps := p.finished(x1)
+	call := stepsByNode(steps)["call"]
+	if ex.Status != envelope.StatusSucceeded || len(call) != 1 || call[0].Status != envelope.StepSucceeded || call[0].Attempt != 3 || len(call[0].Attempts) != 2 {
+		t.Fatalf("the replayed execution: %s %v, step %+v", ex.Status, ex.Error, call)
+	}
+	if st, body := p.call("POST", "/api/v1/dead-letters/"+dl1["id"].(string)+"/replay", p.token, ""); st != 409 || !problemAt(body, "already_replayed", "") {
+		t.Fatalf("second replay: %d %v", st, body)
+	}
+
+	// Discarded: the parked step fails, and with it the execution.
+	if st, body := p.call("DELETE", "/api/v1/dead-letters/"+dl2["id"].(string), p.token, ""); st != 200 || body["data"].(map[string]any)["status"] != "discarded" {
+		t.Fatalf("discard: %d %v", st, body)
+	}
+	ex, steps = p.finished(x2)
+	call = stepsByNode(steps)["call"]
+	if ex.Status != envelope.StatusFailed || ex.Error == nil || ex.Error.Code != envelope.CodeDeadLetterDiscarded ||
+		len(call) != 1 || call[0].Status != envelope.StepFailed || call[0].Attempt != 3 {
+		t.Fatalf("the discarded execution: %s %v, step %+v", ex.Status, ex.Error, call)
+	}
+	if n1, n2 := callsOf("/orders/1"), callsOf("/orders/2"); n1 != 3 || n2 != 2 {
+		t.Fatalf("the partner saw %d calls for order 1 (want 2 failed and the replay) and %d for order 2 (want the 2 failed)", n1, n2)
 	}
 }
