@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -222,4 +223,79 @@ func TestEgressThroughHost(t *testing.T) {
 	}
 	wantError(t, byID["private"], "egress_denied", false)
 	wantError(t, byID["metadata"], "egress_denied", false)
+}
+
+// TestPollThroughHost runs the poll trigger in the connector binary, as the router will: the
+// config and connection cross the plugin boundary, a cursor comes back and the next poll
+// resumes from it, and errors keep their code, retryability and Retry-After.
+func TestPollThroughHost(t *testing.T) {
+	dir := t.TempDir()
+	hosttest.Build(t, dir, map[string]string{"http": "."})
+	src := &feed{}
+	src.add(150)
+	var seen requests
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.add(r)
+		if r.URL.Path == "/busy" {
+			w.Header().Set("Retry-After", "9")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		src.serve(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	h, err := host.New(host.Options{Dir: dir, Env: []string{egress.EnvAllow + "=loopback"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	req := sdk.PollRequest{
+		Trigger:    "poll",
+		Config:     map[string]any{"url": srv.URL + "/orders", "cursorField": "id", "cursorParam": "after"},
+		Connection: &sdk.Connection{Type: "basic", Data: map[string]any{"username": "ada", "password": "pw"}},
+	}
+	res, err := h.Poll(ctx, "http", req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, res.Items); !reflect.DeepEqual(got, seq(1, 150)) {
+		t.Fatalf("first poll: %d items, want ids 1..150 in order", len(got))
+	}
+	uris, hdrs := seen.take()
+	if !reflect.DeepEqual(uris, []string{"/orders", "/orders?after=0&page=2"}) || hdrs[1].Get("Authorization") != "Basic "+base64.StdEncoding.EncodeToString([]byte("ada:pw")) {
+		t.Fatalf("first poll requested %v with Authorization %q", uris, hdrs[len(hdrs)-1].Get("Authorization"))
+	}
+
+	src.add(2)
+	req.Cursor = res.Cursor
+	if res, err = h.Poll(ctx, "http", req); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, res.Items); !reflect.DeepEqual(got, []string{"151", "152"}) {
+		t.Fatalf("second poll: items %v, want 151, 152", got)
+	}
+	if uris, _ := seen.take(); !reflect.DeepEqual(uris, []string{"/orders?after=150"}) {
+		t.Fatalf("second poll requested %v", uris)
+	}
+
+	req.Cursor = "garbage"
+	_, err = h.Poll(ctx, "http", req)
+	if e := sdk.AsError(err); e.Code != "invalid_cursor" || e.Retryable {
+		t.Fatalf("bad cursor: %+v, want a permanent invalid_cursor", e)
+	}
+	_, err = h.Poll(ctx, "http", sdk.PollRequest{Trigger: "poll", Config: map[string]any{"url": srv.URL + "/busy"}})
+	if e := sdk.AsError(err); e.Code != "http_5xx" || !e.Retryable || e.RetryAfter != 9*time.Second {
+		t.Fatalf("503: %+v, want a retryable http_5xx after 9s", e)
+	}
+
+	m, err := h.Manifest(ctx, "http")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.Triggers["poll"]; !ok || m.Version != version {
+		t.Fatalf("manifest through the host: triggers %v, version %s", m.Triggers, m.Version)
+	}
 }

@@ -1,6 +1,7 @@
 // Command http is flowd's built-in http connector: its request action calls an HTTP API with
 // method, URL, headers, query and body from the node's config and credentials from its
-// connection. The runners start it as a plugin; `http describe` prints its manifest.
+// connection; its poll trigger reads new items from a JSON list API, page by page, with a
+// cursor. The runners start it as a plugin; `http describe` prints its manifest.
 package main
 
 import (

@@ -360,11 +360,29 @@ func (c *connector) request(ctx context.Context, call sdk.Call[requestConfig, js
 	if err != nil {
 		return nil, err
 	}
+	log := slog.Default().With("execution", call.ExecutionID, "node", call.NodeID, "method", p.method, "url", redact(p.url))
+	resp, raw, err := c.send(ctx, p, log)
+	if err != nil {
+		return nil, err
+	}
+	port := "error"
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		port = "success"
+	}
+	return []sdk.Output{{Port: port, Data: responseData(resp, raw)}}, nil
+}
+
+// send makes p's request once, within p.timeout, and reads the response body (at most
+// p.maxBytes; the body is closed on return). It is the one path to the network of the request
+// action and the poll trigger, so both check the egress policy, present the same headers and
+// report failures alike: the transport's errors classified by failure, 429 and 5xx as
+// retryable errors with the wait a Retry-After asks for, an oversized body as
+// response_too_large. Any other status is the caller's to judge.
+func (c *connector) send(ctx context.Context, p *prepared, log *slog.Logger) (*http.Response, []byte, error) {
 	target := redact(p.url)
 	if err := c.precheck(p.url); err != nil {
-		return nil, sdk.Permanent("egress_denied", fmt.Errorf("%s %s: %w", p.method, target, err))
+		return nil, nil, sdk.Permanent("egress_denied", fmt.Errorf("%s %s: %w", p.method, target, err))
 	}
-	log := slog.Default().With("execution", call.ExecutionID, "node", call.NodeID, "method", p.method, "url", target)
 
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
@@ -374,7 +392,7 @@ func (c *connector) request(ctx context.Context, call sdk.Call[requestConfig, js
 	}
 	req, err := http.NewRequestWithContext(ctx, p.method, p.url.String(), body)
 	if err != nil {
-		return nil, sdk.Permanent("invalid_config", fmt.Errorf("%s %s: %w", p.method, target, err))
+		return nil, nil, sdk.Permanent("invalid_config", fmt.Errorf("%s %s: %w", p.method, target, err))
 	}
 	req.Header = p.header
 	if p.host != "" {
@@ -387,7 +405,7 @@ func (c *connector) request(ctx context.Context, call sdk.Call[requestConfig, js
 	start := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, failure(ctx, p, target, err)
+		return nil, nil, failure(ctx, p, target, err)
 	}
 	defer resp.Body.Close()
 	log = log.With("status", resp.StatusCode)
@@ -408,24 +426,19 @@ func (c *connector) request(ctx context.Context, call sdk.Call[requestConfig, js
 			msg += "; Retry-After not understood: " + strconv.Quote(header)
 		}
 		log.Debug("http request retryable", "duration", time.Since(start))
-		return nil, &sdk.Error{Code: code, Message: msg, Retryable: true, RetryAfter: wait}
+		return nil, nil, &sdk.Error{Code: code, Message: msg, Retryable: true, RetryAfter: wait}
 	}
 
 	raw, err := readLimited(resp, p.maxBytes)
 	if err != nil {
 		if errors.Is(err, errTooLarge) {
 			drain(resp.Body)
-			return nil, sdk.Errorf("response_too_large", "%s %s: %s: body exceeds maxResponseBytes (%d)", p.method, target, resp.Status, p.maxBytes)
+			return nil, nil, sdk.Errorf("response_too_large", "%s %s: %s: body exceeds maxResponseBytes (%d)", p.method, target, resp.Status, p.maxBytes)
 		}
-		return nil, failure(ctx, p, target, fmt.Errorf("reading response: %w", err))
+		return nil, nil, failure(ctx, p, target, fmt.Errorf("reading response: %w", err))
 	}
 	log.Debug("http request done", "duration", time.Since(start), "bytes", len(raw))
-
-	port := "error"
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		port = "success"
-	}
-	return []sdk.Output{{Port: port, Data: responseData(resp, raw)}}, nil
+	return resp, raw, nil
 }
 
 // precheck refuses a URL whose host is a refused address literal before any request starts, so

@@ -1,6 +1,6 @@
 // Package python holds the test of the Python example connector (greeter/): it runs the
-// connector through the Go host, handshake, AutoMTLS and all, proving the plugin protocol is
-// language-neutral.
+// connector through the Go host, handshake, AutoMTLS, actions and polls, proving the plugin
+// protocol is language-neutral.
 package python
 
 import (
@@ -133,9 +133,7 @@ func TestGreeterThroughHost(t *testing.T) {
 		}
 	}
 
-	if _, err := h.Poll(ctx, "greeter", sdk.PollRequest{Trigger: "none", Cursor: "c1"}); err != nil {
-		t.Errorf("poll: %v", err)
-	}
+	checkArrivals(ctx, t, h, m)
 
 	// Close asks the connector to shut down (go-plugin's GRPCController); it must exit.
 	var script string
@@ -157,6 +155,81 @@ func TestGreeterThroughHost(t *testing.T) {
 	}
 }
 
+// checkArrivals polls the greeter's arrivals trigger through the host, as the router does: the
+// first poll from an empty cursor returns the first guests and a cursor, each next poll with
+// the cursor it got returns the following guests, none repeated, until total; bad config, a
+// cursor that is not the trigger's and an unknown trigger are permanent errors.
+func checkArrivals(ctx context.Context, t *testing.T, h *host.Host, m *sdk.Manifest) {
+	t.Helper()
+	arrivals, ok := m.Triggers["arrivals"]
+	if !ok {
+		t.Fatalf("manifest triggers %v: want arrivals", m.Triggers)
+	}
+	var cfg struct {
+		Properties map[string]any `json:"properties"`
+	}
+	if err := json.Unmarshal(arrivals.ConfigSchema, &cfg); err != nil || cfg.Properties["batch"] == nil || cfg.Properties["total"] == nil {
+		t.Fatalf("arrivals config schema %s (%v): want batch and total", arrivals.ConfigSchema, err)
+	}
+
+	config := map[string]any{"batch": 3, "total": 8}
+	var (
+		cursor string
+		got    []string
+		seen   = map[string]bool{}
+	)
+	for i, want := range [][]string{{"guest-1", "guest-2", "guest-3"}, {"guest-4", "guest-5", "guest-6"}, {"guest-7", "guest-8"}, nil} {
+		res, err := h.Poll(ctx, "greeter", sdk.PollRequest{Trigger: "arrivals", Config: config, Cursor: cursor})
+		if err != nil {
+			t.Fatalf("poll %d (cursor %q): %v", i+1, cursor, err)
+		}
+		got = got[:0]
+		for _, it := range res.Items {
+			item, _ := it.(map[string]any)
+			id, _ := item["id"].(string)
+			if seen[id] {
+				t.Errorf("poll %d: %s again", i+1, id)
+			}
+			seen[id] = true
+			got = append(got, id)
+			if n := strings.TrimPrefix(id, "guest-"); item["number"] != json.Number(n) || item["name"] != "Guest "+n {
+				t.Errorf("poll %d: item %v, want number %s and name Guest %s", i+1, item, n, n)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("poll %d (cursor %q): items %v, want %v", i+1, cursor, got, want)
+		}
+		switch {
+		case len(want) > 0 && (res.Cursor == "" || res.Cursor == cursor):
+			t.Fatalf("poll %d: cursor %q after cursor %q: want a new one", i+1, res.Cursor, cursor)
+		case len(want) == 0 && res.Cursor != cursor:
+			t.Fatalf("poll with nothing new: cursor %q, want %q unchanged", res.Cursor, cursor)
+		}
+		cursor = res.Cursor
+	}
+
+	// Without total the guests keep coming; the default batch is 3.
+	res, err := h.Poll(ctx, "greeter", sdk.PollRequest{Trigger: "arrivals", Cursor: cursor})
+	if err != nil || len(res.Items) != 3 || res.Items[0].(map[string]any)["id"] != "guest-9" {
+		t.Fatalf("poll without config after %q: %v, %v: want guest-9..11", cursor, res.Items, err)
+	}
+
+	for _, tc := range []struct {
+		req  sdk.PollRequest
+		code string
+	}{
+		{sdk.PollRequest{Trigger: "arrivals", Cursor: "not-a-number"}, "invalid_cursor"},
+		{sdk.PollRequest{Trigger: "arrivals", Config: map[string]any{"batch": 0}}, "invalid_config"},
+		{sdk.PollRequest{Trigger: "departures"}, "unknown_trigger"},
+	} {
+		_, err := h.Poll(ctx, "greeter", tc.req)
+		var e *sdk.Error
+		if !errors.As(err, &e) || e.Code != tc.code || e.Retryable {
+			t.Errorf("poll %+v: %v, want a permanent %s", tc.req, err, tc.code)
+		}
+	}
+}
+
 func TestGreeterDescribe(t *testing.T) {
 	greeterDir, err := filepath.Abs("greeter")
 	if err != nil {
@@ -175,6 +248,9 @@ func TestGreeterDescribe(t *testing.T) {
 	}
 	if _, ok := m.Actions["greet"]; m.Name != "greeter" || !ok {
 		t.Fatalf("manifest %+v", m)
+	}
+	if _, ok := m.Triggers["arrivals"]; !ok {
+		t.Fatalf("manifest triggers %v: want arrivals", m.Triggers)
 	}
 
 	// Started by hand, without the host's cookie, it refuses and says why.

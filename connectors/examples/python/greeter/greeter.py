@@ -3,7 +3,8 @@
 It proves the connector protocol is language-neutral: it speaks hashicorp/go-plugin's handshake
 and mutual TLS (AutoMTLS) as the Go SDK does, with grpcio's own TLS, serves the
 flowd.connector.v1.Connector service and the gRPC health service, and exits when its parent (the
-flowd host) dies. Its one action, greet, turns {"name": "Ada"} into {"message": "Hello, Ada!"}.
+flowd host) dies. Its one action, greet, turns {"name": "Ada"} into {"message": "Hello, Ada!"}; its
+polling trigger, arrivals, announces guests a few at a time, resuming from a cursor.
 
 Run `greeter describe` to print the manifest. Logs go to stderr as JSON lines in hclog's shape
 (@level, @message, @timestamp), which the host re-logs under the connector's name; stdout belongs
@@ -31,9 +32,13 @@ APP_PROTOCOL_VERSIONS = (1,)  # flowd connector protocols this connector speaks
 PARENT_PID_ENV = "FLOWD_CONNECTOR_PARENT_PID"
 MAX_MESSAGE_SIZE = 32 << 20  # sdk.MaxMessageSize: the same bound both ways
 
+# The arrivals trigger's bounds (its config schema says the same).
+DEFAULT_BATCH = 3
+MAX_BATCH = 100
+
 MANIFEST = {
     "name": "greeter",
-    "version": "1.0.0",
+    "version": "1.1.0",
     "description": "Example connector in Python: greets someone by name.",
     "actions": {
         "greet": {
@@ -56,6 +61,33 @@ MANIFEST = {
                 "type": "object",
                 "required": ["message"],
                 "properties": {"message": {"type": "string"}},
+            },
+        }
+    },
+    "triggers": {
+        "arrivals": {
+            "title": "Arrivals",
+            "description": "Guests arriving, numbered from 1: each poll returns the next `batch` guests "
+            "after the cursor, up to `total` guests when it is set. Each guest is an item "
+            '{"id": "guest-<n>", "number": n, "name": "Guest <n>"}, ready for greet.',
+            "configSchema": {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "batch": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": DEFAULT_BATCH, "description": "guests per poll"},
+                    "total": {"type": "integer", "minimum": 0, "description": "guests in all; unset: no end"},
+                },
+            },
+            "outputSchema": {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "required": ["id", "number", "name"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "number": {"type": "integer", "minimum": 1},
+                    "name": {"type": "string"},
+                },
             },
         }
     },
@@ -117,6 +149,43 @@ def greet(config, item):
     return {"message": f"{greeting}, {item['name']}!"}
 
 
+def integer(config, key, default, minimum, maximum=None):
+    """config[key] as an int within bounds (None or absent: default), else invalid_config."""
+    value = config.get(key)
+    if value is None:
+        return default
+    # JSON numbers like 3.0 are integers to a schema; booleans are not numbers.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ItemError("invalid_config", f"config.{key} must be an integer {bounds}, got {json.dumps(value)}")
+    return value
+
+
+def arrivals(config, cursor):
+    """The arrivals trigger: the guests after cursor (the number of the last guest returned, as a
+    decimal string; "" before the first poll) and the cursor to resume from. Raises ItemError for
+    bad config or a cursor that is not this trigger's."""
+    if not isinstance(config, dict):
+        raise ItemError("invalid_config", "config must be an object")
+    batch = integer(config, "batch", DEFAULT_BATCH, 1, MAX_BATCH)
+    total = integer(config, "total", None, 0)
+    if cursor == "":
+        last = 0
+    elif cursor.isascii() and cursor.isdigit():
+        last = int(cursor)
+    else:
+        raise ItemError("invalid_cursor", f"cursor {cursor[:40]!r} is not this trigger's: want the number of the last guest")
+    end = last + batch if total is None else min(last + batch, total)
+    items = [{"id": f"guest-{n}", "number": n, "name": f"Guest {n}"} for n in range(last + 1, end + 1)]
+    # Nothing new keeps the cursor as it was.
+    return items, (str(items[-1]["number"]) if items else cursor)
+
+
+TRIGGERS = {"arrivals": arrivals}
+
+
 def decode(data, default):
     """Decodes a JSON payload; an absent or null document is the default."""
     if not data:
@@ -135,8 +204,22 @@ def make_servicer(pb2, pb2_grpc):
             return pb2.ExecuteResponse(results=[self._run(inv, pb2) for inv in request.invocations])
 
         def Poll(self, request, context):
-            # greeter has no triggers: nothing new, cursor unchanged.
-            return pb2.PollResponse(cursor=request.cursor)
+            # A failed poll is reported in the response's error, never as a gRPC error.
+            trigger = TRIGGERS.get(request.trigger)
+            if trigger is None:
+                return pb2.PollResponse(error=pb2.Error(code="unknown_trigger", message=f"connector greeter has no trigger {request.trigger!r}"))
+            try:
+                config = decode(request.config_json, {})
+            except ValueError as e:  # json.JSONDecodeError
+                return pb2.PollResponse(error=pb2.Error(code="invalid_json", message=str(e)))
+            try:
+                items, cursor = trigger(config, request.cursor)
+            except ItemError as e:
+                return pb2.PollResponse(error=e.to_proto(pb2))
+            except Exception as e:
+                log.exception("poll failed", extra={"fields": {"trigger": request.trigger}})
+                return pb2.PollResponse(error=pb2.Error(code="panic", message=f"{request.trigger} failed: {e}"))
+            return pb2.PollResponse(items_json=[json.dumps(item).encode() for item in items], cursor=cursor)
 
         @staticmethod
         def _run(inv, pb2):
