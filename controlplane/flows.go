@@ -170,6 +170,15 @@ func (s *Server) getFlow(c *fiber.Ctx) error {
 		if view.TriggerStatus, err = s.st.TriggerStatus(c.UserContext(), f.ID); err != nil {
 			return err
 		}
+		if t := f.Trigger(); t != nil && t.Type == flowdoc.TypeSchedule {
+			next, ok, err := s.st.NextRun(c.UserContext(), f.ID)
+			if err != nil {
+				return err
+			}
+			if ok {
+				view.NextRunAt = &next
+			}
+		}
 	}
 	return sendData(c, fiber.StatusOK, view)
 }
@@ -179,6 +188,8 @@ func (s *Server) getFlow(c *fiber.Ctx) error {
 type flowView struct {
 	*flowdoc.Flow
 	TriggerStatus json.RawMessage `json:"triggerStatus,omitempty"`
+	// NextRunAt is when a running schedule flow fires next (absent until a router set it up).
+	NextRunAt *time.Time `json:"nextRunAt,omitempty"`
 }
 
 func setETag(c *fiber.Ctx, f *flowdoc.Flow) {
@@ -186,7 +197,7 @@ func setETag(c *fiber.Ctx, f *flowdoc.Flow) {
 }
 
 // readOnly are the fields the server manages; clients may echo them back and they are ignored.
-var readOnly = []string{"id", "status", "statusReason", "revision", "type", "createdAt", "updatedAt", "triggerStatus"}
+var readOnly = []string{"id", "status", "statusReason", "revision", "type", "createdAt", "updatedAt", "triggerStatus", "nextRunAt"}
 
 // bodyObject turns a JSON or YAML request body into a JSON object without server fields, and
 // returns the status it named ("" if none), which only start and stop change.
@@ -204,6 +215,23 @@ func bodyObject(c *fiber.Ctx) (map[string]any, string, error) {
 		delete(obj, k)
 	}
 	return obj, status, nil
+}
+
+// revalidate checks a stored flow as a save would.
+func (s *Server) revalidate(f *flowdoc.Flow) error {
+	raw, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("encode flow %s: %w", f.ID, err)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return fmt.Errorf("decode flow %s: %w", f.ID, err)
+	}
+	for _, k := range readOnly {
+		delete(obj, k)
+	}
+	_, err = s.decodeFlow(obj)
+	return err
 }
 
 // decodeFlow validates a flow document (schema and graph semantics), reporting every problem.
@@ -497,6 +525,11 @@ func (s *Server) startFlow(c *fiber.Ctx) error {
 	if f, err := s.visibleFlow(c); err == nil {
 		if ps := flowdoc.ReservedTopicProblems(f, s.cfg.ReservedTopic); len(ps) > 0 {
 			return fail(fiber.StatusBadRequest, ps...)
+		}
+		// A flow stored before a check existed (a trigger config's schema, a connector's)
+		// is checked again, so it cannot fail at run time for what a save would refuse.
+		if err := s.revalidate(f); err != nil {
+			return err
 		}
 		if err := s.checkTopics(c.UserContext(), f); err != nil {
 			return err

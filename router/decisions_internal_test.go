@@ -751,3 +751,91 @@ func TestRetryPolicyParks(t *testing.T) {
 		t.Error("a node's exhausted: fail does not override its flow's deadLetter")
 	}
 }
+
+// scheduled is a flow started by a schedule of every second, saved as revision 1.
+func (d *decisions) scheduled() *flowdoc.Flow {
+	return d.st.save(flowdoc.Flow{ID: "s1", Name: "ticking", Status: flowdoc.StatusActive,
+		Owners: []flowdoc.Owner{{ID: "u1", Type: flowdoc.OwnerUser}},
+		Graph: flowdoc.Graph{
+			Nodes: []flowdoc.Node{{ID: "t", Type: flowdoc.TypeSchedule, Config: map[string]any{"cron": "@every 1s", "input": map[string]any{"k": 1}}},
+				{ID: "A", Type: flowdoc.TypeAction, Connector: "c", Action: "a"}},
+			Edges: []flowdoc.Edge{{Source: "t", Target: "A"}},
+		}})
+}
+
+// Two routers share a schedule: each tick is fired by one of them, its execution carries the
+// tick, and firing a tick again starts nothing twice. A stopped flow's schedule fires no more.
+func TestDecideScheduleFiresEachTickOnce(t *testing.T) {
+	start := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	d := newDecisions(t, Config{Now: func() time.Time { return start }})
+	other, err := New(Config{Store: d.st, Kafka: d.r.cfg.Kafka, Now: func() time.Time { return start }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ow := &fakeWriter{}
+	other.useWriter(ow)
+	f := d.scheduled()
+	ctx := context.Background()
+	if err := d.r.ensureSchedule(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.ensureSchedule(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	var fired []kafka.Message
+	for i := 1; i <= 3; i++ {
+		at := start.Add(time.Duration(i) * time.Second)
+		for _, r := range []*Router{d.r, other} {
+			r.cfg.Now = func() time.Time { return at }
+			if _, err := r.schedules.drain(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fired = append(append(fired, d.w.take()...), ow.take()...)
+		if len(fired) != i {
+			t.Fatalf("after tick %d: %d ingest records", i, len(fired))
+		}
+	}
+	seen := map[string]bool{}
+	for i, m := range fired {
+		var in envelope.Ingest
+		if err := json.Unmarshal(m.Value, &in); err != nil {
+			t.Fatal(err)
+		}
+		want := start.Add(time.Duration(i+1) * time.Second)
+		if in.ScheduledAt == nil || !in.ScheduledAt.Equal(want) || in.ExecutionID != ScheduledExecutionID(f.ID, want) ||
+			in.Trigger != "schedule" || seen[in.ExecutionID] {
+			t.Fatalf("tick %d: %+v", i, in)
+		}
+		seen[in.ExecutionID] = true
+		if string(in.Input) != `{"scheduledAt":"`+want.Format(time.RFC3339)+`","input":{"k":1}}` {
+			t.Fatalf("tick input %s", in.Input)
+		}
+	}
+	// The execution of a tick, started twice, runs once, and carries its tick.
+	d.mustHandle(d.signed(fired[0]))
+	d.mustHandle(d.signed(fired[0]))
+	if ws := d.work(d.w.take()); len(ws) != 1 {
+		t.Fatalf("a tick started %d steps", len(ws))
+	}
+	var first envelope.Ingest
+	_ = json.Unmarshal(fired[0].Value, &first)
+	if e := d.st.execution(first.ExecutionID); e == nil || e.ScheduledAt == nil || !e.ScheduledAt.Equal(*first.ScheduledAt) {
+		t.Fatalf("tick's execution %+v", e)
+	}
+
+	stopped := *f
+	stopped.Status = flowdoc.StatusInactive
+	d.st.save(stopped)
+	cur, _ := d.st.Flow(ctx, f.ID)
+	if err := d.r.ensureSchedule(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	d.r.cfg.Now = func() time.Time { return start.Add(time.Minute) }
+	if _, err := d.r.schedules.drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(d.w.take()); n != 0 {
+		t.Fatalf("a stopped flow's schedule fired %d ticks", n)
+	}
+}

@@ -116,6 +116,7 @@ func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest)
 		exec := &envelope.Execution{
 			ID: in.ExecutionID, FlowID: g.Flow().ID, Revision: g.Flow().Revision, Trigger: in.Trigger,
 			Status: envelope.StatusRunning, ReceivedAt: in.ReceivedAt.UTC(), StartedAt: now, RetryOf: rp.root,
+			ScheduledAt: in.ScheduledAt,
 		}
 		st := &execState{Sync: in.Sync}
 		gc := r.graphContext(exec, cur.Outputs)

@@ -26,6 +26,12 @@ type fakeStore struct {
 	ignored  map[string]bool
 	statuses map[string][]byte
 	delayed  map[string]store.Delayed
+	scheds   map[string]*fakeSchedule
+}
+
+type fakeSchedule struct {
+	rev             int
+	last, next, due time.Time
 }
 
 type fakeExecution struct {
@@ -40,7 +46,7 @@ type fakeExecution struct {
 
 func newFakeStore() *fakeStore {
 	return &fakeStore{flows: map[string][]flowdoc.Flow{}, execs: map[string]*fakeExecution{},
-		ignored: map[string]bool{}, statuses: map[string][]byte{}, delayed: map[string]store.Delayed{}}
+		ignored: map[string]bool{}, statuses: map[string][]byte{}, delayed: map[string]store.Delayed{}, scheds: map[string]*fakeSchedule{}}
 }
 
 // save stores f as its flow's next revision.
@@ -254,6 +260,59 @@ func (s *fakeStore) Done(_ context.Context, ids ...string) error {
 }
 
 // waiting returns the records in the delay queue.
+func (s *fakeStore) EnsureSchedule(_ context.Context, flowID string, rev int, next, now time.Time) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc := s.scheds[flowID]
+	if sc != nil && sc.rev == rev {
+		return false, nil
+	}
+	if sc == nil {
+		sc = &fakeSchedule{last: now}
+		s.scheds[flowID] = sc
+	}
+	sc.rev, sc.next, sc.due = rev, next, next
+	return true, nil
+}
+
+func (s *fakeStore) DropSchedule(_ context.Context, flowID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.scheds, flowID)
+	return nil
+}
+
+func (s *fakeStore) TakeDueSchedules(_ context.Context, now time.Time, lease time.Duration, n int) ([]store.DueSchedule, time.Time, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []store.DueSchedule
+	var next time.Time
+	for id, sc := range s.scheds {
+		if !sc.due.After(now) && len(out) < n {
+			sc.due = now.Add(lease)
+			out = append(out, store.DueSchedule{FlowID: id, Revision: sc.rev, Last: sc.last})
+		}
+		if next.IsZero() || sc.due.Before(next) {
+			next = sc.due
+		}
+	}
+	return out, next, nil
+}
+
+func (s *fakeStore) FiredSchedule(_ context.Context, flowID string, rev int, last, next time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc := s.scheds[flowID]
+	if sc == nil || sc.rev != rev {
+		return nil
+	}
+	if last.After(sc.last) {
+		sc.last = last
+	}
+	sc.next, sc.due = next, next
+	return nil
+}
+
 // forgetMarkers drops an execution's markers, as their redelivery window ending does.
 func (s *fakeStore) forgetMarkers(execID string) {
 	s.mu.Lock()

@@ -26,7 +26,7 @@ func (r *Router) reconcile(ctx context.Context, flowID string) (int, error) {
 	if errors.Is(err, store.ErrNotFound) {
 		r.partners.drop(flowID)
 		r.graphs.dropFlow(flowID)
-		return 0, nil
+		return 0, r.cfg.Store.DropSchedule(ctx, flowID)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("load flow %s: %w", flowID, err)
@@ -35,6 +35,9 @@ func (r *Router) reconcile(ctx context.Context, flowID string) (int, error) {
 }
 
 func (r *Router) reconcileFlow(ctx context.Context, f *flowdoc.Flow) error {
+	if err := r.ensureSchedule(ctx, f); err != nil {
+		return err
+	}
 	if !flowdoc.Runs(f.Status) {
 		r.partners.drop(f.ID)
 		return nil

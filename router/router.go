@@ -97,6 +97,7 @@ type Router struct {
 	graphs       *graphs
 	partners     *partners
 	delays       *delayQueue
+	schedules    *scheduler
 	topicIngest  string
 	topicResults string
 	ready        chan struct{}
@@ -158,6 +159,7 @@ func New(cfg Config) (*Router, error) {
 	}
 	r.partners = &partners{r: r, subs: map[string]*subscription{}, reported: map[string]time.Time{}}
 	r.delays = newDelayQueue(r)
+	r.schedules = newScheduler(r)
 	return r, nil
 }
 
@@ -227,6 +229,7 @@ func (r *Router) Run(ctx context.Context) error {
 	})
 	spawn(func() { r.reconcileEvery(ctx) })
 	spawn(func() { r.delays.run(ctx) })
+	spawn(func() { r.schedules.run(ctx) })
 	close(r.ready)
 	r.log.Info("router running", "group", r.cfg.GroupID, "ingest", r.topicIngest, "results", r.topicResults)
 	<-ctx.Done()

@@ -42,6 +42,7 @@ type Store interface {
 	Flows
 	Executions
 	Delays
+	Schedules
 	TriggerStatuses
 	topicpolicy.Directory
 }

@@ -49,6 +49,8 @@ type Ingest struct {
 	// RetryOf names the failed execution this one retries: the steps that succeeded there
 	// are not run again, their recorded outputs are used.
 	RetryOf string `json:"retryOf,omitempty"`
+	// ScheduledAt is the tick of a trigger.schedule flow this execution runs for.
+	ScheduledAt *time.Time `json:"scheduledAt,omitempty"`
 }
 
 // HTTPRequest is what a webhook trigger saw besides the body.
@@ -206,6 +208,8 @@ type Execution struct {
 	// its steps' idempotency keys are that execution's, so a partner sees a retried call as
 	// the same call.
 	RetryOf string `json:"retryOf,omitempty"`
+	// ScheduledAt is the tick this execution runs for, when a schedule started it.
+	ScheduledAt *time.Time `json:"scheduledAt,omitempty"`
 }
 
 // Step statuses.

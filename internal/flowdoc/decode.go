@@ -39,6 +39,7 @@ const (
 	CodeInvalidExpression = "invalid_expression"
 	CodeMergeInbound      = "merge_inbound"
 	CodeInvalidOnError    = "invalid_on_error"
+	CodeInvalidSchedule   = "invalid_schedule"
 	CodeInvalidConfig     = "invalid_config"
 	CodeUnknownConnector  = "unknown_connector"
 	CodeUnknownAction     = "unknown_action"

@@ -16,6 +16,7 @@ import (
 	"github.com/flowd/flowd/internal/expression"
 	"github.com/flowd/flowd/internal/problem"
 	"github.com/flowd/flowd/internal/problem/schemaproblem"
+	"github.com/flowd/flowd/internal/schedule"
 )
 
 // Options plugs connector knowledge into validation; nil hooks skip those checks.
@@ -157,6 +158,19 @@ func (v *validator) retry(path string, r *Retry) {
 	}
 }
 
+// schedule checks what the schema cannot: that the cron expression parses and the time zone
+// exists, with the parser the scheduler uses.
+func (v *validator) schedule(n *Node, p string) {
+	if n.Config == nil {
+		return // the schema says config is required
+	}
+	_, err := schedule.Parse(n.Config)
+	var se *schedule.Error
+	if errors.As(err, &se) {
+		v.add(CodeInvalidSchedule, p+"/config/"+se.Field, "%s", se.Msg)
+	}
+}
+
 func (v *validator) timeout(path, val string) {
 	v.duration(path, "timeout", val, MinStepTimeout, MaxStepTimeout)
 }
@@ -213,6 +227,8 @@ func (v *validator) nodes() {
 		case TypePoll:
 			v.requireField(p, "connector", n.Connector)
 			v.requireField(p, "trigger", n.Trigger)
+		case TypeSchedule:
+			v.schedule(n, p)
 		}
 		skip := ""
 		switch n.Type {

@@ -39,6 +39,10 @@
 //	P {delay}:due                       zset    id of each record held back (a step's retry) -> when it
 //	                                            is due (ms); a producer taking it pushes it a lease ahead
 //	P {delay}:recs                      hash    id -> the record (Record JSON) to produce when due
+//	P {sched}:due                       zset    flow id of each running schedule flow -> when it is due (ms);
+//	                                            a router taking it pushes it a lease ahead
+//	P {sched}:rev|last|next             hash    flow id -> the revision its schedule is set up for, the last
+//	                                            tick fired (ms; the start when none), the next tick (ms)
 //	P {dlq}:all                         zset    every dead letter's id, by when it was dead-lettered (ms);
 //	                                            trimmed to the retention and to a number
 //	P {dlq}:flow:<fid>                  zset    the same for one flow's dead letters (expires with the newest)
