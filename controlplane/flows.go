@@ -170,8 +170,11 @@ func (s *Server) getFlow(c *fiber.Ctx) error {
 		if view.TriggerStatus, err = s.st.TriggerStatus(c.UserContext(), f.ID); err != nil {
 			return err
 		}
-		if t := f.Trigger(); t != nil && t.Type == flowdoc.TypeSchedule {
+		if t := f.Trigger(); t != nil && (t.Type == flowdoc.TypeSchedule || t.Type == flowdoc.TypePoll) {
 			next, ok, err := s.st.NextRun(c.UserContext(), f.ID)
+			if t.Type == flowdoc.TypePoll {
+				next, ok, err = s.st.NextPoll(c.UserContext(), f.ID)
+			}
 			if err != nil {
 				return err
 			}
@@ -188,7 +191,8 @@ func (s *Server) getFlow(c *fiber.Ctx) error {
 type flowView struct {
 	*flowdoc.Flow
 	TriggerStatus json.RawMessage `json:"triggerStatus,omitempty"`
-	// NextRunAt is when a running schedule flow fires next (absent until a router set it up).
+	// NextRunAt is when a running schedule flow fires next, or a poll flow polls next (absent
+	// until a router set it up).
 	NextRunAt *time.Time `json:"nextRunAt,omitempty"`
 }
 
@@ -531,6 +535,7 @@ func (s *Server) startFlow(c *fiber.Ctx) error {
 		if err := s.revalidate(f); err != nil {
 			return err
 		}
+
 		if err := s.checkTopics(c.UserContext(), f); err != nil {
 			return err
 		}

@@ -25,6 +25,7 @@ type Flows interface {
 	Revision(ctx context.Context, id string, n int) (*flowdoc.Flow, error)
 	TriggerStatus(ctx context.Context, flowID string) ([]byte, error)
 	NextRun(ctx context.Context, flowID string) (time.Time, bool, error)
+	NextPoll(ctx context.Context, flowID string) (time.Time, bool, error)
 }
 
 // Identity holds tenants, users and their API tokens.

@@ -313,6 +313,12 @@ func (s *fakeStore) FiredSchedule(_ context.Context, flowID string, rev int, las
 	return nil
 }
 
+func (s *fakeStore) EnsurePoll(context.Context, string, string, int, time.Time) (bool, error) {
+	return false, nil
+}
+
+func (s *fakeStore) DropPoll(context.Context, string, bool) error { return nil }
+
 // forgetMarkers drops an execution's markers, as their redelivery window ending does.
 func (s *fakeStore) forgetMarkers(execID string) {
 	s.mu.Lock()

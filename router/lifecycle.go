@@ -26,7 +26,7 @@ func (r *Router) reconcile(ctx context.Context, flowID string) (int, error) {
 	if errors.Is(err, store.ErrNotFound) {
 		r.partners.drop(flowID)
 		r.graphs.dropFlow(flowID)
-		return 0, r.cfg.Store.DropSchedule(ctx, flowID)
+		return 0, errors.Join(r.cfg.Store.DropSchedule(ctx, flowID), r.cfg.Store.DropPoll(ctx, flowID, true))
 	}
 	if err != nil {
 		return 0, fmt.Errorf("load flow %s: %w", flowID, err)
@@ -36,6 +36,9 @@ func (r *Router) reconcile(ctx context.Context, flowID string) (int, error) {
 
 func (r *Router) reconcileFlow(ctx context.Context, f *flowdoc.Flow) error {
 	if err := r.ensureSchedule(ctx, f); err != nil {
+		return err
+	}
+	if err := r.ensurePoll(ctx, f); err != nil {
 		return err
 	}
 	if !flowdoc.Runs(f.Status) {

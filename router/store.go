@@ -43,6 +43,7 @@ type Store interface {
 	Executions
 	Delays
 	Schedules
+	Polls
 	TriggerStatuses
 	topicpolicy.Directory
 }

@@ -36,6 +36,7 @@ type fakeRuns struct {
 	down    int             // BeginRun calls still to fail
 	onBegin func(calls int) // called (unlocked) after each BeginRun
 	nextID  int
+	fakePolls
 }
 
 func newFakeRuns() *fakeRuns {

@@ -208,10 +208,21 @@ func (r *Runner) Run(ctx context.Context) error {
 
 	r.log.Info("runner started", "topic", r.topic, "group", r.cfg.GroupID, "concurrency", r.cfg.Concurrency)
 	close(r.ready)
+	// The pool's runners also run its flows' poll triggers: they host the connectors.
+	polling := make(chan struct{})
+	if p, ok := r.cfg.Host.(Poller); ok {
+		go func() {
+			defer close(polling)
+			r.poll(ctx, p, r.cfg.Store)
+		}()
+	} else {
+		close(polling)
+	}
 	consume.Run(ctx, consume.Config{
 		Name: "work", Reader: reader, Handle: r.process, Log: r.log,
 		Concurrency: r.cfg.Concurrency, MaxUncommitted: r.cfg.MaxUncommitted, DrainTimeout: r.cfg.DrainTimeout,
 	})
+	<-polling
 	cancelWork()
 	r.log.Info("runner stopped")
 	return nil

@@ -27,6 +27,7 @@ type Runs interface {
 type Store interface {
 	Revisions
 	Runs
+	Polls
 }
 
 var _ Store = (*store.Store)(nil)

@@ -104,7 +104,24 @@ type Node struct {
 	Connection  string         `json:"connection,omitempty"`
 	Retry       *Retry         `json:"retry,omitempty"`
 	Timeout     string         `json:"timeout,omitempty"` // each attempt's deadline (actions)
-	Pool        string         `json:"pool,omitempty"`
+	// Interval is how often a trigger.poll node polls (default DefaultPollInterval).
+	Interval string `json:"interval,omitempty"`
+	Pool     string `json:"pool,omitempty"`
+}
+
+// Bounds and default of a poll trigger's interval.
+const (
+	DefaultPollInterval = time.Minute
+	MinPollInterval     = time.Second
+	MaxPollInterval     = 24 * time.Hour
+)
+
+// PollInterval is how often n polls: its interval, else the default.
+func PollInterval(n *Node) time.Duration {
+	if d, err := time.ParseDuration(n.Interval); err == nil && d >= MinPollInterval && d <= MaxPollInterval {
+		return d
+	}
+	return DefaultPollInterval
 }
 
 // Edge carries data from Source to Target, optionally from a named output Port of the source

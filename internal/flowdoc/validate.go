@@ -230,6 +230,11 @@ func (v *validator) nodes() {
 		case TypeSchedule:
 			v.schedule(n, p)
 		}
+		if n.Type == TypePoll {
+			v.duration(p+"/interval", "interval", n.Interval, MinPollInterval, MaxPollInterval)
+		} else if n.Interval != "" {
+			v.add(schemaproblem.CodeAdditionalProperty, p+"/interval", "interval applies to trigger.poll nodes, not to a %s node", n.Type)
+		}
 		skip := ""
 		switch n.Type {
 		case TypeIf, TypeFilter:
