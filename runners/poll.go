@@ -38,6 +38,8 @@ const (
 	// longer than a connector call may take.
 	pollLease = 2 * time.Minute
 	pollIdle  = time.Second
+	// pollRetryMin is the shortest wait before a failed poll is tried again.
+	pollRetryMin = 5 * time.Second
 	// MaxPollItems bounds the items one poll may start: more are refused as the trigger's
 	// error, since the cursor could not advance past part of them.
 	MaxPollItems = 10000
@@ -101,9 +103,20 @@ func (r *Runner) drainPolls(ctx context.Context, p Poller, polls Polls) (time.Ti
 		return time.Time{}, err
 	}
 	for _, d := range due {
-		if err := r.pollOnce(ctx, p, polls, d); err != nil && ctx.Err() == nil {
-			// Left leased: polled again once the lease runs out.
-			r.log.Warn("poll failed; it is tried again later", "flow", d.FlowID, "revision", d.Revision, "err", err)
+		err := r.pollOnce(ctx, p, polls, d)
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		// The cursor stays; the poll is tried again after its interval (at least
+		// pollRetryMin), or, when even that cannot be recorded, once its lease runs out.
+		retry := pollRetryMin
+		if f, ferr := r.revs.get(ctx, d.FlowID, d.Revision); ferr == nil && f.Trigger() != nil {
+			retry = max(retry, flowdoc.PollInterval(f.Trigger()))
+		}
+		r.log.Warn("poll failed; it is tried again later", "flow", d.FlowID, "revision", d.Revision, "in", retry, "err", err)
+		now := time.Now().UTC()
+		if err := polls.PolledItems(ctx, d.FlowID, r.cfg.Pool, d.Revision, d.Cursor, nil, now, now.Add(retry)); err != nil {
+			r.log.Warn("poller: could not reschedule a failed poll", "flow", d.FlowID, "err", err)
 		}
 	}
 	return next, nil

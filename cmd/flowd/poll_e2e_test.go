@@ -38,7 +38,7 @@ func (s *orderSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	total := s.total
 	s.mu.Unlock()
-	var items []map[string]any
+	items := []map[string]any{}
 	for id := after + 1; id <= min(after+100, total); id++ {
 		items = append(items, map[string]any{"id": id, "amount": id * 10})
 	}
