@@ -34,9 +34,10 @@ type Polls interface {
 // Tunables of the poller.
 const (
 	pollBatch = 20
-	// pollLease is how long a runner that took a due poll has to run it before another may;
-	// longer than a connector call may take.
-	pollLease = 2 * time.Minute
+	// pollLease is how long a runner that took a due poll has before another may take it: a
+	// runner that died mid-poll delays the poll by this much. A poll that takes longer may run
+	// twice at once, which is harmless (items are recognised by id).
+	pollLease = 20 * time.Second
 	pollIdle  = time.Second
 	// pollRetryMin is the shortest wait before a failed poll is tried again.
 	pollRetryMin = 5 * time.Second

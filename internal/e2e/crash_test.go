@@ -91,6 +91,8 @@ type crashRig struct {
 	redisURL  string
 	lap       func(string)
 	steps     []string // the flow's action nodes, in order
+	apiURL    string
+	token     string // an administrator's
 }
 
 // crashOptions shape a crashRig.
@@ -100,6 +102,13 @@ type crashOptions struct {
 	args    []string // more flags for every role
 	// thirdStep adds a third action to the flow (call → shape → label).
 	thirdStep bool
+	// flow, when set, is the flow to start instead of the webhook one, given the URL of the
+	// test's HTTP server, which serves handler (instead of the sink) when that is set.
+	flow    func(url string) map[string]any
+	handler http.Handler
+	// keepAll keeps every execution in Redis (no history budget), for tests that count them
+	// through the API.
+	keepAll bool
 }
 
 // startCrashRig builds flowd and the connectors, starts api, ingest, router and the named
@@ -143,7 +152,11 @@ func startCrashRig(t *testing.T, opt crashOptions) (context.Context, *crashRig) 
 	// 3. The sink the flow's http step calls: counts each Idempotency-Key and remembers which
 	// webhook (n) each key was sent for.
 	sink := newCrashSink()
-	srv := httptest.NewServer(sink)
+	var handler http.Handler = sink
+	if opt.handler != nil {
+		handler = opt.handler
+	}
+	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)
 
 	lap("build")
@@ -174,6 +187,9 @@ func startCrashRig(t *testing.T, opt crashOptions) (context.Context, *crashRig) 
 		// A small budget: pruning for the budget runs along with the flow's count retention.
 		// flowd.history is where verify finds every execution.
 		{name: "router", args: append([]string{"router", "--history-budget", "192KiB", "--history-stream"}, common...)},
+	}
+	if opt.keepAll {
+		roles[2].args = append([]string{"router"}, common...)
 	}
 	for _, name := range opt.runners {
 		// The sink listens on loopback, which the runner's connectors reach only when allowed.
@@ -222,6 +238,9 @@ func startCrashRig(t *testing.T, opt crashOptions) (context.Context, *crashRig) 
 			},
 		},
 	}
+	if opt.flow != nil {
+		flow = opt.flow(srv.URL)
+	}
 	if opt.thirdStep {
 		graph := flow["graph"].(map[string]any)
 		graph["nodes"] = append(graph["nodes"].([]any), map[string]any{"id": "label", "type": "action", "connector": "transform", "action": "map", "config": map[string]any{
@@ -251,6 +270,9 @@ func startCrashRig(t *testing.T, opt crashOptions) (context.Context, *crashRig) 
 		return got.Data.Status == "active", "status " + got.Data.Status
 	}, procs["router"])
 	crashPoll(ctx, t, 60*time.Second, "ingest to take webhooks for the flow", func() (bool, string) {
+		if opt.flow != nil {
+			return true, "" // not a webhook flow
+		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodHead, ingestURL+"/hooks/"+flowID, nil)
 		resp, err := hc.Do(req)
 		if err != nil {
@@ -261,7 +283,7 @@ func startCrashRig(t *testing.T, opt crashOptions) (context.Context, *crashRig) 
 	}, procs["ingest"])
 
 	return ctx, &crashRig{procs: procs, hc: hc, ingestURL: ingestURL, flowID: flowID, sink: sink, connDir: connDir,
-		brokers: brokers, unique: unique, redisURL: redisURL, lap: lap, steps: steps}
+		brokers: brokers, unique: unique, redisURL: redisURL, lap: lap, steps: steps, apiURL: apiURL, token: adminToken}
 }
 
 // verify checks that every accepted webhook ended as one succeeded execution whose steps each
