@@ -51,33 +51,9 @@ func (q *delayQueue) kick() {
 
 // run produces due records until ctx ends.
 func (q *delayQueue) run(ctx context.Context) {
-	b := backoff.New(100*time.Millisecond, 5*time.Second)
-	for {
-		next, err := q.drain(ctx)
-		wait := delayIdle
-		switch {
-		case err != nil:
-			if ctx.Err() != nil {
-				return
-			}
-			wait = b.Next()
-			q.r.log.Warn("delay queue: producing due records failed; retrying", "err", err, "in", wait)
-		case !next.IsZero():
-			b.Reset()
-			wait = min(max(time.Until(next), 0), delayIdle)
-		default:
-			b.Reset()
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-q.wake:
-		case <-t.C:
-		}
-		t.Stop()
-	}
+	backoff.UntilDue(ctx, q.wake, delayIdle, func() (time.Time, error) { return q.drain(ctx) }, func(err error, wait time.Duration) {
+		q.r.log.Warn("delay queue: producing due records failed; retrying", "err", err, "in", wait)
+	})
 }
 
 // drain produces every record due now and returns when the earliest one left is due.

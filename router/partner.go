@@ -150,7 +150,15 @@ func (p *partners) subscribe(ctx context.Context, f *flowdoc.Flow, spec partnerS
 		return err
 	}
 	group := p.r.cfg.GroupID + "-" + f.ID
-	if err := startAtEnd(ctx, p.r.cfg.Kafka, group, spec.topic); err != nil {
+	err = startAtEnd(ctx, p.r.cfg.Kafka, group, spec.topic)
+	if errors.Is(err, kafka.UnknownTopicOrPartition) && p.r.cfg.CreatePartnerTopics {
+		// A developer's broker: the topic is created, as producing to it would.
+		if err = kafkax.EnsureTopicsNamed(ctx, p.r.cfg.Kafka, spec.topic); err == nil {
+			p.r.log.Info("created the partner topic of a flow", "flow", f.ID, "topic", spec.topic)
+			err = startAtEnd(ctx, p.r.cfg.Kafka, group, spec.topic)
+		}
+	}
+	if err != nil {
 		return topicFault(fmt.Errorf("partner topic %s of flow %s: %w", spec.topic, f.ID, err), "partner topic", spec.topic)
 	}
 	reader := kafka.NewReader(p.r.cfg.Kafka.GroupReader(kafka.ReaderConfig{
@@ -372,12 +380,17 @@ func setStartAtEnd(ctx context.Context, c offsetAdmin, group, topic string) erro
 		parts = append(parts, p.ID)
 	}
 	of, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
-	if err != nil {
+	// GROUP_ID_NOT_FOUND is how some brokers (the embedded one of flowd dev among them) say a
+	// group has never committed: no offsets yet, which is exactly the case this function
+	// exists for. Some answer it for the request, some in the answer.
+	noGroup := errors.Is(err, kafka.GroupIdNotFound)
+	if err != nil && !noGroup {
 		return fmt.Errorf("committed offsets of %s: %w", group, err)
 	}
-	// GROUP_ID_NOT_FOUND is how some brokers say a group has never committed: no offsets yet,
-	// which is exactly the case this function exists for.
-	noGroup := errors.Is(of.Error, kafka.GroupIdNotFound)
+	if of == nil {
+		of = &kafka.OffsetFetchResponse{}
+	}
+	noGroup = noGroup || errors.Is(of.Error, kafka.GroupIdNotFound)
 	if of.Error != nil && !noGroup {
 		return fmt.Errorf("committed offsets of %s: %w", group, of.Error)
 	}
@@ -415,6 +428,12 @@ func setStartAtEnd(ctx context.Context, c offsetAdmin, group, topic string) erro
 	// Generation -1 without a member is an administrative commit: accepted only while the group
 	// has no members. If another router already consumes, it has its own offsets anyway.
 	res, err := c.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: group, GenerationID: -1, Topics: map[string][]kafka.OffsetCommit{topic: commits}})
+	if errors.Is(err, kafka.GroupIdNotFound) {
+		// A broker that keeps no offsets for a group before it has members (the embedded one
+		// of flowd dev): the group's reader starts at the topic's first offset then, so a
+		// flow reads what is on a topic it is the first to read; nothing is skipped.
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("set starting offsets of %s: %w", group, err)
 	}

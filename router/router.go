@@ -60,6 +60,9 @@ type Config struct {
 	// Retry is the retry policy of action nodes whose flow and node set none (default
 	// flowdoc.DefaultRetry).
 	Retry flowdoc.RetryPolicy
+	// CreatePartnerTopics creates a partner topic that does not exist when its flow starts,
+	// instead of failing the start (flowd dev, whose embedded broker is a developer's).
+	CreatePartnerTopics bool
 	// ParkTimeout is how long a step parked on the dead-letter topic (retry.exhausted:
 	// deadLetter) waits to be replayed or discarded before it fails (default 7 days, the
 	// dead letters' default retention).

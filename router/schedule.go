@@ -90,33 +90,9 @@ func (s *scheduler) kick() {
 
 // run fires due schedules until ctx ends.
 func (s *scheduler) run(ctx context.Context) {
-	b := backoff.New(100*time.Millisecond, 5*time.Second)
-	for {
-		next, err := s.drain(ctx)
-		wait := scheduleIdle
-		switch {
-		case err != nil:
-			if ctx.Err() != nil {
-				return
-			}
-			wait = b.Next()
-			s.r.log.Warn("scheduler: firing due schedules failed; retrying", "err", err, "in", wait)
-		case !next.IsZero():
-			b.Reset()
-			wait = min(max(time.Until(next), 0), scheduleIdle)
-		default:
-			b.Reset()
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-s.wake:
-		case <-t.C:
-		}
-		t.Stop()
-	}
+	backoff.UntilDue(ctx, s.wake, scheduleIdle, func() (time.Time, error) { return s.drain(ctx) }, func(err error, wait time.Duration) {
+		s.r.log.Warn("scheduler: firing due schedules failed; retrying", "err", err, "in", wait)
+	})
 }
 
 // drain fires every schedule due now and returns when the earliest one left is due.

@@ -75,27 +75,9 @@ func ItemID(item json.RawMessage) string {
 
 // poll runs the due polls of the runner's pool until ctx ends.
 func (r *Runner) poll(ctx context.Context, p Poller, polls Polls) {
-	b := backoff.New(100*time.Millisecond, 5*time.Second)
-	for {
-		next, err := r.drainPolls(ctx, p, polls)
-		wait := pollIdle
-		switch {
-		case err != nil:
-			if ctx.Err() != nil {
-				return
-			}
-			wait = b.Next()
-			r.log.Warn("poller: taking due polls failed; retrying", "err", err, "in", wait)
-		case !next.IsZero():
-			b.Reset()
-			wait = min(max(time.Until(next), 0), pollIdle)
-		default:
-			b.Reset()
-		}
-		if !backoff.Sleep(ctx, wait) {
-			return
-		}
-	}
+	backoff.UntilDue(ctx, nil, pollIdle, func() (time.Time, error) { return r.drainPolls(ctx, p, polls) }, func(err error, wait time.Duration) {
+		r.log.Warn("poller: taking due polls failed; retrying", "err", err, "in", wait)
+	})
 }
 
 func (r *Runner) drainPolls(ctx context.Context, p Poller, polls Polls) (time.Time, error) {

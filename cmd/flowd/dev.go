@@ -98,7 +98,7 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 			return err
 		}
 	}
-	all, err := startAll(ctx, in, opt, routerOptions{}, connectors)
+	all, err := startAll(ctx, in, opt, routerOptions{createPartnerTopics: true}, connectors)
 	if err != nil {
 		return err
 	}

@@ -178,6 +178,24 @@ func (p *pipeline) flow(doc string) string {
 	return id
 }
 
+// awaitExecutions polls until flowID has want executions, failing at once when it has more.
+func (p *pipeline) awaitExecutions(flowID string, want int) {
+	p.t.Helper()
+	for deadline := time.Now().Add(90 * time.Second); ; {
+		_, total, err := p.st.FlowExecutions(context.Background(), flowID, "", 0, 1)
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		if total == want {
+			return
+		}
+		if total > want || time.Now().After(deadline) {
+			p.t.Fatalf("flow %s has %d executions, want %d", flowID, total, want)
+		}
+		time.Sleep(50 * time.Millisecond) // polling Redis with a deadline
+	}
+}
+
 // finished polls until the execution has ended.
 func (p *pipeline) finished(id string) (*envelope.Execution, []envelope.Step) {
 	p.t.Helper()

@@ -67,26 +67,9 @@ func TestPollStartsAnExecutionPerNewItem(t *testing.T) {
 		t.Fatalf("flow view without nextRunAt: %d %v", st, body)
 	}
 
-	executions := func(want int) {
-		t.Helper()
-		ctx := context.Background()
-		for deadline := time.Now().Add(90 * time.Second); ; {
-			_, total, err := p.st.FlowExecutions(ctx, id, "", 0, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if total == want {
-				return
-			}
-			if total > want || time.Now().After(deadline) {
-				t.Fatalf("%d executions, want %d", total, want)
-			}
-			time.Sleep(50 * time.Millisecond) // polling Redis with a deadline
-		}
-	}
-	executions(250)
+	p.awaitExecutions(id, 250)
 	src.add(30)
-	executions(280)
+	p.awaitExecutions(id, 280)
 	// More polls find nothing new.
 	for seen, deadline := src.polls.Load(), time.Now().Add(30*time.Second); src.polls.Load() < seen+3; {
 		if time.Now().After(deadline) {
@@ -94,7 +77,7 @@ func TestPollStartsAnExecutionPerNewItem(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond) // polling the source's counter with a deadline
 	}
-	executions(280)
+	p.awaitExecutions(id, 280)
 	ctx := context.Background()
 	for _, n := range []int{1, 100, 101, 250, 251, 280} {
 		ex, err := p.st.Execution(ctx, runners.PollExecutionID(id, strconv.Itoa(n)))

@@ -51,7 +51,7 @@ func newRouter(c *conn, in *infra, opt routerOptions) (*router.Router, error) {
 	}
 	return router.New(router.Config{
 		Kafka: c.kcfg, Store: c.st, Log: c.log, GroupID: opt.group, Relay: c.relay, PartnerTopicsRestricted: in.partnerTopicsRestricted,
-		Policy: pol, StepTimeout: opt.stepTimeout, ParkTimeout: opt.parkTimeout, DrainTimeout: opt.drain, HistoryStream: opt.stream,
+		Policy: pol, StepTimeout: opt.stepTimeout, ParkTimeout: opt.parkTimeout, CreatePartnerTopics: opt.createPartnerTopics, DrainTimeout: opt.drain, HistoryStream: opt.stream,
 	})
 }
 

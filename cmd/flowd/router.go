@@ -21,7 +21,9 @@ type routerOptions struct {
 	stream        bool
 	stepTimeout   time.Duration
 	parkTimeout   time.Duration
-	drain         time.Duration
+	// createPartnerTopics: flowd dev creates partner topics as its embedded broker would.
+	createPartnerTopics bool
+	drain               time.Duration
 }
 
 func newRouterCmd() *cobra.Command {

@@ -117,3 +117,37 @@ func Every(ctx context.Context, interval time.Duration, fn func()) {
 		}
 	}
 }
+
+// UntilDue runs step until ctx ends, the loop of a due queue (delayed records, schedules,
+// polls): after a step it sleeps until the next due time step returned (none: idle), at most
+// idle, so work queued by another process is seen within it, or until wake fires; after an
+// error, which it hands to failed with the wait, it backs off from 100ms to 5s instead.
+func UntilDue(ctx context.Context, wake <-chan struct{}, idle time.Duration, step func() (time.Time, error), failed func(err error, wait time.Duration)) {
+	b := New(100*time.Millisecond, 5*time.Second)
+	for {
+		next, err := step()
+		wait := idle
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				return
+			}
+			wait = b.Next()
+			failed(err, wait)
+		case !next.IsZero():
+			b.Reset()
+			wait = min(max(time.Until(next), 0), idle)
+		default:
+			b.Reset()
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}

@@ -44,6 +44,9 @@ func StartBroker(ctx context.Context, dataDir string, log *slog.Logger) (brokers
 		kfake.DataDir(filepath.Join(dataDir, "kafka")),
 		kfake.ClusterID("flowd-dev"),
 		kfake.DefaultNumPartitions(kafkax.DefaultPartitions),
+		// A developer broker: producing to (or subscribing to) a topic that does not exist
+		// creates it, as a fresh Kafka with auto.create.topics.enable does.
+		kfake.AllowAutoTopicCreation(),
 		kfake.WithLogger(kfakeLogger{log.With("component", "kfake")}),
 		kfake.ListenFn(func(string, string) (net.Listener, error) {
 			if handed {

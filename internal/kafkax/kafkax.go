@@ -181,18 +181,24 @@ func Ping(ctx context.Context, cfg Config) error {
 // waits until the cluster metadata shows every partition of each with a leader, so the first
 // produce or fetch does not race topic creation.
 func EnsureTopics(ctx context.Context, cfg Config, names ...string) error {
+	topics := make([]string, len(names))
+	for i, n := range names {
+		topics[i] = cfg.Topic(n)
+	}
+	return EnsureTopicsNamed(ctx, cfg, topics...)
+}
+
+// EnsureTopicsNamed is EnsureTopics for topics given by their full names (a partner's topic,
+// which flowd dev creates as a developer broker would).
+func EnsureTopicsNamed(ctx context.Context, cfg Config, topics ...string) error {
 	cfg = cfg.withDefaults()
-	if len(names) == 0 {
+	if len(topics) == 0 {
 		return nil
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, ensureTimeout)
 		defer cancel()
-	}
-	topics := make([]string, len(names))
-	for i, n := range names {
-		topics[i] = cfg.Topic(n)
 	}
 
 	c, closeFn, err := client(cfg, 250*time.Millisecond, topics)
@@ -209,7 +215,7 @@ func EnsureTopics(ctx context.Context, cfg Config, names ...string) error {
 	if err != nil {
 		return err
 	}
-	req := &kafka.CreateTopicsRequest{Topics: make([]kafka.TopicConfig, len(names))}
+	req := &kafka.CreateTopicsRequest{Topics: make([]kafka.TopicConfig, len(topics))}
 	for i, t := range topics {
 		req.Topics[i] = kafka.TopicConfig{
 			Topic:             t,

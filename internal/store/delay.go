@@ -15,7 +15,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -54,50 +53,22 @@ func (s *Store) Schedule(ctx context.Context, recs ...Delayed) error {
 	return nil
 }
 
-// takeDueScript leases up to ARGV[3] records due at ARGV[1] (ms) until ARGV[2] and returns
-// their ids and records, then the due time of the earliest record left (or -1).
-var takeDueScript = redis.NewScript(`
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, id in ipairs(ids) do
-  local v = redis.call('HGET', KEYS[2], id)
-  if v then
-    redis.call('ZADD', KEYS[1], ARGV[2], id)
-    table.insert(out, id)
-    table.insert(out, v)
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if first[2] then table.insert(out, first[2]) else table.insert(out, '-1') end
-return out`)
-
 // TakeDue leases up to n records due at now for lease and returns them, with when the
 // earliest record still waiting is due (zero when none is). Done removes what was produced;
 // what is not done is due again when the lease runs out.
 func (s *Store) TakeDue(ctx context.Context, now time.Time, lease time.Duration, n int) ([]Delayed, time.Time, error) {
 	due, vals := s.delayKeys()
-	res, err := takeDueScript.Run(ctx, s.rdb, []string{due, vals},
-		now.UnixMilli(), now.Add(lease).UnixMilli(), n).StringSlice()
+	rows, next, err := s.takeLeased(ctx, []string{due, vals}, now, lease, n)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("take due records: %w", err)
+		return nil, time.Time{}, err
 	}
-	var next time.Time
-	if last := res[len(res)-1]; last != "-1" {
-		ms, err := strconv.ParseFloat(last, 64)
-		if err == nil {
-			next = time.UnixMilli(int64(ms))
-		}
-	}
-	res = res[:len(res)-1]
-	out := make([]Delayed, 0, len(res)/2)
-	for i := 0; i+1 < len(res); i += 2 {
+	out := make([]Delayed, 0, len(rows))
+	for _, row := range rows {
 		var rec Record
-		if err := json.Unmarshal([]byte(res[i+1]), &rec); err != nil {
-			return nil, time.Time{}, fmt.Errorf("decode delayed record %s: %w", res[i], err)
+		if err := json.Unmarshal([]byte(row[1]), &rec); err != nil {
+			return nil, time.Time{}, fmt.Errorf("decode delayed record %s: %w", row[0], err)
 		}
-		out = append(out, Delayed{ID: res[i], Record: rec})
+		out = append(out, Delayed{ID: row[0], Record: rec})
 	}
 	return out, next, nil
 }

@@ -96,40 +96,19 @@ func (s *Store) DropPoll(ctx context.Context, flowID string, forget bool) error 
 	return nil
 }
 
-// takePollsScript leases up to ARGV[3] polls due at ARGV[1] (ms) until ARGV[2] and returns
-// each one's flow id, revision and cursor, then when the earliest one left is due (or -1).
-var takePollsScript = redis.NewScript(`
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], ARGV[2], id)
-  table.insert(out, id)
-  table.insert(out, redis.call('HGET', KEYS[2], id) or '0|')
-  table.insert(out, redis.call('HGET', KEYS[3], id) or '')
-end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if first[2] then table.insert(out, first[2]) else table.insert(out, '-1') end
-return out`)
-
 // TakeDuePolls leases up to n polls of pool due at now for lease, and returns them with when
 // the earliest poll left is due (zero: none).
 func (s *Store) TakeDuePolls(ctx context.Context, pool string, now time.Time, lease time.Duration, n int) ([]DuePoll, time.Time, error) {
-	vals, err := takePollsScript.Run(ctx, s.rdb, s.pollKeys(pool), now.UnixMilli(), now.Add(lease).UnixMilli(), n).StringSlice()
+	k := s.pollKeys(pool)
+	rows, next, err := s.takeLeased(ctx, []string{k[0], k[1], k[2]}, now, lease, n)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("take due polls: %w", err)
+		return nil, time.Time{}, err
 	}
-	var next time.Time
-	if len(vals) > 0 {
-		if ms, err := strconv.ParseFloat(vals[len(vals)-1], 64); err == nil && ms >= 0 {
-			next = time.UnixMilli(int64(ms)).UTC()
-		}
-		vals = vals[:len(vals)-1]
-	}
-	out := make([]DuePoll, 0, len(vals)/3)
-	for i := 0; i+2 < len(vals); i += 3 {
-		revStr, _, _ := strings.Cut(vals[i+1], "|")
+	out := make([]DuePoll, 0, len(rows))
+	for _, row := range rows {
+		revStr, _, _ := strings.Cut(row[1], "|")
 		rev, _ := strconv.Atoi(revStr)
-		out = append(out, DuePoll{FlowID: vals[i], Revision: rev, Cursor: vals[i+2]})
+		out = append(out, DuePoll{FlowID: row[0], Revision: rev, Cursor: row[2]})
 	}
 	return out, next, nil
 }

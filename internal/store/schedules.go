@@ -66,41 +66,19 @@ func (s *Store) DropSchedule(ctx context.Context, flowID string) error {
 	return nil
 }
 
-// takeSchedulesScript leases up to ARGV[3] schedules due at ARGV[1] (ms) until ARGV[2] and
-// returns each one's flow id, revision and last tick, then when the earliest one left is due
-// (or -1).
-var takeSchedulesScript = redis.NewScript(`
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], ARGV[2], id)
-  table.insert(out, id)
-  table.insert(out, redis.call('HGET', KEYS[2], id) or '0')
-  table.insert(out, redis.call('HGET', KEYS[3], id) or '0')
-end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if first[2] then table.insert(out, first[2]) else table.insert(out, '-1') end
-return out`)
-
 // TakeDueSchedules leases up to n schedules due at now for lease, and returns them with when
 // the earliest schedule left is due (zero: none).
 func (s *Store) TakeDueSchedules(ctx context.Context, now time.Time, lease time.Duration, n int) ([]DueSchedule, time.Time, error) {
-	vals, err := takeSchedulesScript.Run(ctx, s.rdb, s.scheduleKeys(), now.UnixMilli(), now.Add(lease).UnixMilli(), n).StringSlice()
+	k := s.scheduleKeys()
+	rows, next, err := s.takeLeased(ctx, []string{k[0], k[1], k[2]}, now, lease, n)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("take due schedules: %w", err)
+		return nil, time.Time{}, err
 	}
-	var next time.Time
-	if len(vals) > 0 {
-		if ms, err := strconv.ParseFloat(vals[len(vals)-1], 64); err == nil && ms >= 0 {
-			next = time.UnixMilli(int64(ms)).UTC()
-		}
-		vals = vals[:len(vals)-1]
-	}
-	out := make([]DueSchedule, 0, len(vals)/3)
-	for i := 0; i+2 < len(vals); i += 3 {
-		rev, _ := strconv.Atoi(vals[i+1])
-		d := DueSchedule{FlowID: vals[i], Revision: rev}
-		if ms, _ := strconv.ParseInt(vals[i+2], 10, 64); ms > 0 {
+	out := make([]DueSchedule, 0, len(rows))
+	for _, row := range rows {
+		rev, _ := strconv.Atoi(row[1])
+		d := DueSchedule{FlowID: row[0], Revision: rev}
+		if ms, _ := strconv.ParseInt(row[2], 10, 64); ms > 0 {
 			d.Last = time.UnixMilli(ms).UTC()
 		}
 		out = append(out, d)
