@@ -39,8 +39,8 @@ const (
 	// twice at once, which is harmless (items are recognised by id).
 	pollLease = 20 * time.Second
 	pollIdle  = time.Second
-	// pollRetryMin is the shortest wait before a failed poll is tried again.
-	pollRetryMin = 5 * time.Second
+	// pollRetryFloor is the shortest wait before a failed poll is tried again.
+	pollRetryFloor = 5 * time.Second
 	// MaxPollItems bounds the items one poll may start: more are refused as the trigger's
 	// error, since the cursor could not advance past part of them.
 	MaxPollItems = 10000
@@ -91,8 +91,8 @@ func (r *Runner) drainPolls(ctx context.Context, p Poller, polls Polls) (time.Ti
 			continue
 		}
 		// The cursor stays; the poll is tried again after its interval (at least
-		// pollRetryMin), or, when even that cannot be recorded, once its lease runs out.
-		retry := pollRetryMin
+		// pollRetryFloor), or, when even that cannot be recorded, once its lease runs out.
+		retry := pollRetryFloor
 		if f, ferr := r.revs.get(ctx, d.FlowID, d.Revision); ferr == nil && f.Trigger() != nil {
 			retry = max(retry, flowdoc.PollInterval(f.Trigger()))
 		}

@@ -405,33 +405,33 @@ func TestPollStatuses(t *testing.T) {
 	if e := pollErr(t, map[string]any{"url": srv.URL + "/limited"}, "", "http_429", true); e.RetryAfter != 3*time.Second {
 		t.Errorf("429: RetryAfter %s, want 3s", e.RetryAfter)
 	}
-	pollErr(t, map[string]any{"url": srv.URL + "/first"}, "", "http_5xx", true)
+	_ = pollErr(t, map[string]any{"url": srv.URL + "/first"}, "", "http_5xx", true)
 	if uris, _ := seen.take(); !reflect.DeepEqual(uris, []string{"/busy", "/limited", "/first", "/busy"}) {
 		t.Fatalf("requested %v", uris)
 	}
 	if e := pollErr(t, map[string]any{"url": srv.URL + "/denied"}, "", "http_4xx", false); !strings.Contains(e.Message, "401") || !strings.Contains(e.Message, "token expired") {
 		t.Errorf("401: %q, want the status and the body's start", e.Message)
 	}
-	pollErr(t, map[string]any{"url": srv.URL + "/nope"}, "", "http_4xx", false)
+	_ = pollErr(t, map[string]any{"url": srv.URL + "/nope"}, "", "http_4xx", false)
 }
 
 // TestPollTimeoutAndConnection: a page that does not answer within timeoutMs and a refused
 // connection are retryable.
 func TestPollTimeoutAndConnection(t *testing.T) {
 	release := make(chan struct{})
-	slow, _ := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+	slow, _ := newServer(t, func(_ http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 		case <-release:
 		}
 	})
 	t.Cleanup(func() { close(release) })
-	pollErr(t, map[string]any{"url": slow.URL, "timeoutMs": 50}, "", "timeout", true)
+	_ = pollErr(t, map[string]any{"url": slow.URL, "timeoutMs": 50}, "", "timeout", true)
 
 	gone := httptest.NewServer(http.NotFoundHandler())
 	url := gone.URL
 	gone.Close()
-	pollErr(t, map[string]any{"url": url}, "", "connection", true)
+	_ = pollErr(t, map[string]any{"url": url}, "", "connection", true)
 }
 
 // TestPollCursorAndConfigErrors: a cursor that is not the trigger's, and configs the schema
@@ -439,7 +439,7 @@ func TestPollTimeoutAndConnection(t *testing.T) {
 func TestPollCursorAndConfigErrors(t *testing.T) {
 	srv, rec := newServer(t, jsonOK)
 	for _, cursor := range []string{"not json", `["after"]`, `{"after": 5}`, `{"etag": "a\r\nX-Injected: 1"}`} {
-		pollErr(t, map[string]any{"url": srv.URL}, cursor, "invalid_cursor", false)
+		_ = pollErr(t, map[string]any{"url": srv.URL}, cursor, "invalid_cursor", false)
 	}
 	for name, cfg := range map[string]map[string]any{
 		"no url":                    {},
@@ -452,7 +452,7 @@ func TestPollCursorAndConfigErrors(t *testing.T) {
 		"maxPages 101":              {"url": srv.URL, "maxPages": 101},
 		"timeoutMs 0":               {"url": srv.URL, "timeoutMs": 0},
 	} {
-		t.Run(name, func(t *testing.T) { pollErr(t, cfg, "", "invalid_config", false) })
+		t.Run(name, func(t *testing.T) { _ = pollErr(t, cfg, "", "invalid_config", false) })
 	}
 	if _, _, uri, _ := rec.last(); uri != "" {
 		t.Fatalf("a refused poll reached the server: %s", uri)
