@@ -839,3 +839,32 @@ func TestDecideScheduleFiresEachTickOnce(t *testing.T) {
 		t.Fatalf("a stopped flow's schedule fired %d ticks", n)
 	}
 }
+
+// Expressions see where an execution came from: a partner record's topic, key and headers,
+// and a schedule's tick, on every step.
+func TestDecideExecutionContextNamesItsSource(t *testing.T) {
+	d := newDecisions(t, Config{})
+	f := d.st.save(flowdoc.Flow{ID: "k1", Name: "partner", Status: flowdoc.StatusActive,
+		Owners: []flowdoc.Owner{{ID: "u1", Type: flowdoc.OwnerUser}},
+		Graph: flowdoc.Graph{
+			Nodes: []flowdoc.Node{{ID: "t", Type: flowdoc.TypeKafka, Config: map[string]any{"topic": "orders"}},
+				{ID: "A", Type: flowdoc.TypeAction, Connector: "c", Action: "a"},
+				{ID: "B", Type: flowdoc.TypeAction, Connector: "c", Action: "b"}},
+			Edges: []flowdoc.Edge{{Source: "t", Target: "A"}, {Source: "A", Target: "B"}},
+		}})
+	src := &envelope.KafkaSource{Topic: "orders", Partition: 2, Offset: 7, Key: "acme", Headers: map[string]string{"type": "order.created"}}
+	d.mustHandle(d.record(envelope.TopicIngest, envelope.Ingest{ExecutionID: "x1", FlowID: f.ID, Revision: f.Revision,
+		Trigger: "kafka", ReceivedAt: time.Unix(1000, 0).UTC(), Input: json.RawMessage(`{}`), Source: src}, true))
+	a := d.work(d.w.take())[0]
+	d.mustHandle(d.result(a, nil, `{"ok":true}`))
+	b := d.work(d.w.take())[0]
+	for _, w := range []envelope.Work{a, b} {
+		var env struct {
+			Source envelope.KafkaSource `json:"source"`
+		}
+		if err := json.Unmarshal(w.Context["execution"], &env); err != nil || env.Source.Key != "acme" ||
+			env.Source.Headers["type"] != "order.created" || env.Source.Offset != 7 {
+			t.Fatalf("step %s sees execution %s (%v)", w.Node.ID, w.Context["execution"], err)
+		}
+	}
+}

@@ -116,7 +116,7 @@ func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest)
 		exec := &envelope.Execution{
 			ID: in.ExecutionID, FlowID: g.Flow().ID, Revision: g.Flow().Revision, Trigger: in.Trigger,
 			Status: envelope.StatusRunning, ReceivedAt: in.ReceivedAt.UTC(), StartedAt: now, RetryOf: rp.root,
-			ScheduledAt: in.ScheduledAt,
+			ScheduledAt: in.ScheduledAt, Source: in.Source,
 		}
 		st := &execState{Sync: in.Sync}
 		gc := r.graphContext(exec, cur.Outputs)
@@ -281,7 +281,11 @@ func stepOutput(outs []envelope.Output) (json.RawMessage, string) {
 }
 
 func (r *Router) graphContext(exec *envelope.Execution, steps map[string]json.RawMessage) graph.Context {
-	return graph.Context{ExecutionID: exec.ID, Trigger: exec.Trigger, ReceivedAt: exec.ReceivedAt, Steps: steps}
+	c := graph.Context{ExecutionID: exec.ID, Trigger: exec.Trigger, ReceivedAt: exec.ReceivedAt, ScheduledAt: exec.ScheduledAt, Steps: steps}
+	if exec.Source != nil {
+		c.Source = exec.Source
+	}
+	return c
 }
 
 // change turns a graph outcome into the store change: records, bookkeeping, the work to

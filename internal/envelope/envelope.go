@@ -210,6 +210,8 @@ type Execution struct {
 	RetryOf string `json:"retryOf,omitempty"`
 	// ScheduledAt is the tick this execution runs for, when a schedule started it.
 	ScheduledAt *time.Time `json:"scheduledAt,omitempty"`
+	// Source is the partner record that started it, when a partner topic did.
+	Source *KafkaSource `json:"source,omitempty"`
 }
 
 // Step statuses.

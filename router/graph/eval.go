@@ -56,6 +56,10 @@ type Context struct {
 	ExecutionID string
 	Trigger     string
 	ReceivedAt  time.Time
+	// ScheduledAt is the tick of a schedule's execution; Source the partner record of a
+	// partner topic's (its topic, partition, offset, key and headers).
+	ScheduledAt *time.Time
+	Source      any
 	// Steps is the latest output of every node completed before this transition.
 	Steps map[string]json.RawMessage
 }
@@ -820,8 +824,15 @@ func (g *Graph) WorkContext(c Context, steps map[string]json.RawMessage) (map[st
 }
 
 func execEnv(c Context) map[string]any {
-	return map[string]any{
+	env := map[string]any{
 		"id": c.ExecutionID, "trigger": c.Trigger,
 		"receivedAt": c.ReceivedAt.UTC().Format(time.RFC3339Nano),
 	}
+	if c.ScheduledAt != nil {
+		env["scheduledAt"] = c.ScheduledAt.UTC().Format(time.RFC3339Nano)
+	}
+	if c.Source != nil {
+		env["source"] = c.Source
+	}
+	return env
 }
