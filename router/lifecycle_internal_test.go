@@ -15,6 +15,7 @@ import (
 type fakeAdmin struct {
 	topicErr  error // metadata error of the topic
 	fetch     *kafka.OffsetFetchResponse
+	fetchErr  error // the OffsetFetch request fails with it
 	ends      map[int]int64
 	committed []kafka.OffsetCommit
 }
@@ -30,6 +31,9 @@ func (f *fakeAdmin) Metadata(_ context.Context, req *kafka.MetadataRequest) (*ka
 }
 
 func (f *fakeAdmin) OffsetFetch(context.Context, *kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
+	if f.fetchErr != nil {
+		return nil, f.fetchErr
+	}
 	return f.fetch, nil
 }
 
@@ -68,7 +72,7 @@ func TestStartAtEndTreatsGroupIDNotFoundAsNoOffsets(t *testing.T) {
 
 	// The whole group unknown (a broker's answer for a group that never committed).
 	f := &fakeAdmin{ends: ends, fetch: &kafka.OffsetFetchResponse{Error: kafka.GroupIdNotFound}}
-	if err := setStartAtEnd(ctx, f, "g", "partner"); err != nil {
+	if err := setStartAtEnd(ctx, f, "g", "partner", true); err != nil {
 		t.Fatalf("GROUP_ID_NOT_FOUND is an error: %v", err)
 	}
 	if got := committedAt(f.committed); len(got) != 2 || got[0] != 7 || got[1] != 3 {
@@ -78,16 +82,31 @@ func TestStartAtEndTreatsGroupIDNotFoundAsNoOffsets(t *testing.T) {
 	// Per partition, next to one the group has committed: that one keeps its position.
 	f = &fakeAdmin{ends: ends, fetch: &kafka.OffsetFetchResponse{Topics: map[string][]kafka.OffsetFetchPartition{"partner": {
 		{Partition: 0, CommittedOffset: 2}, {Partition: 1, CommittedOffset: -1, Error: kafka.GroupIdNotFound}}}}}
-	if err := setStartAtEnd(ctx, f, "g", "partner"); err != nil {
+	if err := setStartAtEnd(ctx, f, "g", "partner", true); err != nil {
 		t.Fatal(err)
 	}
 	if got := committedAt(f.committed); len(got) != 1 || got[1] != 3 {
 		t.Fatalf("starting offsets %v, want only partition 1 at 3", got)
 	}
 
+	// The same said for the whole request, as flowd dev's embedded broker does.
+	f = &fakeAdmin{ends: ends, fetchErr: kafka.GroupIdNotFound}
+	if err := setStartAtEnd(ctx, f, "g", "partner", true); err != nil {
+		t.Fatalf("GROUP_ID_NOT_FOUND for the request is an error: %v", err)
+	}
+	if got := committedAt(f.committed); len(got) != 2 || got[0] != 7 {
+		t.Fatalf("starting offsets %v, want the ends %v", got, ends)
+	}
+
+	// startOffset earliest: nothing is committed, the reader starts at the first record.
+	f = &fakeAdmin{ends: ends, fetch: &kafka.OffsetFetchResponse{Error: kafka.GroupIdNotFound}}
+	if err := setStartAtEnd(ctx, f, "g", "partner", false); err != nil || len(f.committed) != 0 {
+		t.Fatalf("earliest: %v, committed %v", err, f.committed)
+	}
+
 	// Any other group error still is one.
 	f = &fakeAdmin{ends: ends, fetch: &kafka.OffsetFetchResponse{Error: kafka.GroupAuthorizationFailed}}
-	if err := setStartAtEnd(ctx, f, "g", "partner"); !errors.Is(err, kafka.GroupAuthorizationFailed) || len(f.committed) != 0 {
+	if err := setStartAtEnd(ctx, f, "g", "partner", true); !errors.Is(err, kafka.GroupAuthorizationFailed) || len(f.committed) != 0 {
 		t.Fatalf("group authorisation failure: %v, committed %v", err, f.committed)
 	}
 }
@@ -102,7 +121,7 @@ func TestMissingOrForbiddenPartnerTopicFailsTheFlowForGood(t *testing.T) {
 		{kafka.InvalidTopic, flowdoc.ReasonTopicInvalid},
 	} {
 		f := &fakeAdmin{topicErr: tc.err, fetch: &kafka.OffsetFetchResponse{}}
-		err := topicFault(fmt.Errorf("partner topic x: %w", setStartAtEnd(context.Background(), f, "g", "x")), "partner topic", "x")
+		err := topicFault(fmt.Errorf("partner topic x: %w", setStartAtEnd(context.Background(), f, "g", "x", true)), "partner topic", "x")
 		var ff *flowFault
 		if !errors.As(err, &ff) || ff.reason.Code != tc.code || ff.reason.Message == "" || !errors.Is(err, tc.err) {
 			t.Errorf("%v: got %v, want a fault %s", tc.err, err, tc.code)

@@ -23,6 +23,8 @@ type partnerSpec struct {
 	topic   string
 	key     *string           // exact match when set
 	headers map[string]string // every one must match exactly
+	// earliest: a new flow reads the topic from its first record, not from its end.
+	earliest bool
 }
 
 func specOf(n *flowdoc.Node) (partnerSpec, error) {
@@ -32,6 +34,7 @@ func specOf(n *flowdoc.Node) (partnerSpec, error) {
 		return s, fmt.Errorf("trigger %s has no config.topic", n.ID)
 	}
 	s.topic = topic
+	s.earliest = n.Config["startOffset"] == "earliest"
 	if k, ok := n.Config["key"].(string); ok {
 		s.key = &k
 	}
@@ -150,12 +153,12 @@ func (p *partners) subscribe(ctx context.Context, f *flowdoc.Flow, spec partnerS
 		return err
 	}
 	group := p.r.cfg.GroupID + "-" + f.ID
-	err = startAtEnd(ctx, p.r.cfg.Kafka, group, spec.topic)
+	err = startAtEnd(ctx, p.r.cfg.Kafka, group, spec.topic, !spec.earliest)
 	if errors.Is(err, kafka.UnknownTopicOrPartition) && p.r.cfg.CreatePartnerTopics {
 		// A developer's broker: the topic is created, as producing to it would.
 		if err = kafkax.EnsureTopicsNamed(ctx, p.r.cfg.Kafka, spec.topic); err == nil {
 			p.r.log.Info("created the partner topic of a flow", "flow", f.ID, "topic", spec.topic)
-			err = startAtEnd(ctx, p.r.cfg.Kafka, group, spec.topic)
+			err = startAtEnd(ctx, p.r.cfg.Kafka, group, spec.topic, !spec.earliest)
 		}
 	}
 	if err != nil {
@@ -352,16 +355,19 @@ type offsetAdmin interface {
 // topic's whole history. A group that has committed keeps its position. A topic that does not
 // exist (or that flowd may not describe) is an error wrapping the broker's code: the flow
 // cannot consume it, and saying so beats a subscription that silently reads nothing.
-func startAtEnd(ctx context.Context, cfg kafkax.Config, group, topic string) error {
+//
+// With atEnd false it only checks that the topic exists: the group's reader then starts a new
+// group at the topic's first record (startOffset: earliest).
+func startAtEnd(ctx context.Context, cfg kafkax.Config, group, topic string, atEnd bool) error {
 	ctx, cancel := context.WithTimeout(ctx, partnerSetupTimeout)
 	defer cancel()
 	tr := cfg.Transport()
 	tr.ClientID, tr.MetadataTopics = "flowd-router", []string{topic}
 	defer tr.CloseIdleConnections()
-	return setStartAtEnd(ctx, &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}, group, topic)
+	return setStartAtEnd(ctx, &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}, group, topic, atEnd)
 }
 
-func setStartAtEnd(ctx context.Context, c offsetAdmin, group, topic string) error {
+func setStartAtEnd(ctx context.Context, c offsetAdmin, group, topic string, atEnd bool) error {
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return fmt.Errorf("metadata: %w", err)
@@ -374,6 +380,9 @@ func setStartAtEnd(ctx context.Context, c offsetAdmin, group, topic string) erro
 	}
 	if len(md.Topics[0].Partitions) == 0 {
 		return fmt.Errorf("metadata of %s: no partitions: %w", topic, kafka.UnknownTopicOrPartition)
+	}
+	if !atEnd {
+		return nil
 	}
 	var parts []int
 	for _, p := range md.Topics[0].Partitions {
