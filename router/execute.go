@@ -281,11 +281,8 @@ func stepOutput(outs []envelope.Output) (json.RawMessage, string) {
 }
 
 func (r *Router) graphContext(exec *envelope.Execution, steps map[string]json.RawMessage) graph.Context {
-	c := graph.Context{ExecutionID: exec.ID, Trigger: exec.Trigger, ReceivedAt: exec.ReceivedAt, ScheduledAt: exec.ScheduledAt, Steps: steps}
-	if exec.Source != nil {
-		c.Source = exec.Source
-	}
-	return c
+	return graph.Context{ExecutionID: exec.ID, Trigger: exec.Trigger, ReceivedAt: exec.ReceivedAt,
+		ScheduledAt: exec.ScheduledAt, Source: exec.Source, Steps: steps}
 }
 
 // change turns a graph outcome into the store change: records, bookkeeping, the work to
@@ -529,20 +526,18 @@ func (r *Router) retryLater(g *graph.Graph, exec *envelope.Execution, res *envel
 		Status: envelope.StepRetrying, Attempt: res.Attempt + 1, Input: p.Input, Error: res.Error,
 		Attempts: next.Attempts, StartedAt: p.DispatchedAt,
 	}
-	var recs []store.Record
+	var due time.Time // zero for a parked item: its deadline starts when a runner takes it
 	if retry {
-		due := now.Add(pol.Delay(res.Attempt, time.Duration(res.Error.RetryAfterMs)*time.Millisecond))
-		rec, err := r.workRecord(g, exec, wctx, node, res.Token, p.Input, res.Attempt+1, due)
-		if err != nil {
-			return nil, err
-		}
-		rec.Due, step.RetryAt = due, &due
-		recs = []store.Record{rec}
+		due = now.Add(pol.Delay(res.Attempt, time.Duration(res.Error.RetryAfterMs)*time.Millisecond))
+	}
+	rec, err := r.workRecord(g, exec, wctx, node, res.Token, p.Input, res.Attempt+1, due)
+	if err != nil {
+		return nil, err
+	}
+	recs := []store.Record{rec}
+	if retry {
+		recs[0].Due, step.RetryAt = due, &due
 	} else {
-		rec, err := r.workRecord(g, exec, wctx, node, res.Token, p.Input, res.Attempt+1, time.Time{})
-		if err != nil {
-			return nil, err
-		}
 		recs = r.parked(exec, res, rec, now)
 		step.Status, step.Attempt = envelope.StepDeadLettered, res.Attempt
 	}

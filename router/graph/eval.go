@@ -59,7 +59,7 @@ type Context struct {
 	// ScheduledAt is the tick of a schedule's execution; Source the partner record of a
 	// partner topic's (its topic, partition, offset, key and headers).
 	ScheduledAt *time.Time
-	Source      any
+	Source      *envelope.KafkaSource
 	// Steps is the latest output of every node completed before this transition.
 	Steps map[string]json.RawMessage
 }
