@@ -49,7 +49,7 @@ func TestFlowLifecycleFromEveryStatus(t *testing.T) {
 	}
 
 	// A failed flow shows why, can be listed by status, changed and started again.
-	reason := &flowdoc.StatusReason{Code: flowdoc.ReasonPartnerTopicMissing, Message: `partner topic "orders" does not exist`}
+	reason := &flowdoc.StatusReason{Code: flowdoc.ReasonTopicDenied, Message: `flowd is not authorised to use partner topic "orders"`}
 	e.setStatus(id, flowdoc.StatusFailed, reason)
 	got := e.must(200, e.call("GET", "/api/v1/flows/"+id, e.admin, nil)).data()
 	if sr, _ := got["statusReason"].(map[string]any); got["status"] != "failed" || sr["code"] != reason.Code || sr["message"] != reason.Message {

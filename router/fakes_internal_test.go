@@ -27,6 +27,7 @@ type fakeStore struct {
 	statuses map[string][]byte
 	delayed  map[string]store.Delayed
 	scheds   map[string]*fakeSchedule
+	awaited  map[string]string // flow id -> partner topic it started before
 }
 
 type fakeSchedule struct {
@@ -46,7 +47,8 @@ type fakeExecution struct {
 
 func newFakeStore() *fakeStore {
 	return &fakeStore{flows: map[string][]flowdoc.Flow{}, execs: map[string]*fakeExecution{},
-		ignored: map[string]bool{}, statuses: map[string][]byte{}, delayed: map[string]store.Delayed{}, scheds: map[string]*fakeSchedule{}}
+		ignored: map[string]bool{}, statuses: map[string][]byte{}, delayed: map[string]store.Delayed{}, scheds: map[string]*fakeSchedule{},
+		awaited: map[string]string{}}
 }
 
 // save stores f as its flow's next revision.
@@ -212,6 +214,26 @@ func (s *fakeStore) SetTriggerStatus(_ context.Context, flowID string, report []
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.statuses[flowID] = report
+	return nil
+}
+
+func (s *fakeStore) AwaitPartnerTopic(_ context.Context, flowID, topic string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.awaited[flowID] = topic
+	return nil
+}
+
+func (s *fakeStore) PartnerTopicAwaited(_ context.Context, flowID, topic string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.awaited[flowID] == topic, nil
+}
+
+func (s *fakeStore) ForgetAwaitedTopic(_ context.Context, flowID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.awaited, flowID)
 	return nil
 }
 

@@ -26,7 +26,8 @@ func (r *Router) reconcile(ctx context.Context, flowID string) (int, error) {
 	if errors.Is(err, store.ErrNotFound) {
 		r.partners.drop(flowID)
 		r.graphs.dropFlow(flowID)
-		return 0, errors.Join(r.cfg.Store.DropSchedule(ctx, flowID), r.cfg.Store.DropPoll(ctx, flowID, true))
+		return 0, errors.Join(r.cfg.Store.DropSchedule(ctx, flowID), r.cfg.Store.DropPoll(ctx, flowID, true),
+			r.cfg.Store.ForgetAwaitedTopic(ctx, flowID))
 	}
 	if err != nil {
 		return 0, fmt.Errorf("load flow %s: %w", flowID, err)
@@ -186,6 +187,12 @@ func (r *Router) confirm(ctx context.Context, ev events.Event) error {
 		}
 		return r.markFailed(ctx, ev.FlowID, rev, ev.Tenant, reason, err)
 	}
+	if action == flowdoc.ActionStopped {
+		// Started again, a flow whose partner topic appeared meanwhile starts at its end.
+		if err := r.cfg.Store.ForgetAwaitedTopic(ctx, ev.FlowID); err != nil {
+			return err
+		}
+	}
 	f, err := r.cfg.Store.UpdateFlow(ctx, ev.FlowID, func(cur *flowdoc.Flow) (store.Mutation, error) {
 		to, ok := flowdoc.Next(action, cur.Status)
 		if !ok {
@@ -279,8 +286,8 @@ func ownerTenant(f *flowdoc.Flow) string {
 	return ""
 }
 
-// flowFault is why a flow cannot run that retrying will not change (a partner topic that
-// does not exist or is not flowd's to read, a revision that does not compile): the flow is
+// flowFault is why a flow cannot run that retrying will not change (a partner topic that is
+// not flowd's to read, a revision that does not compile): the flow is
 // marked failed with reason at once.
 type flowFault struct {
 	reason flowdoc.StatusReason
@@ -299,8 +306,6 @@ func faultf(code string, err error, format string, args ...any) *flowFault {
 // itself otherwise. what names the topic's role for the message ("partner topic").
 func topicFault(err error, what, topic string) error {
 	switch {
-	case errors.Is(err, kafka.UnknownTopicOrPartition):
-		return faultf(flowdoc.ReasonPartnerTopicMissing, err, "%s %q does not exist", what, topic)
 	case errors.Is(err, kafka.TopicAuthorizationFailed), errors.Is(err, kafka.GroupAuthorizationFailed),
 		errors.Is(err, kafka.ClusterAuthorizationFailed):
 		return faultf(flowdoc.ReasonTopicDenied, err, "flowd is not authorised to use %s %q", what, topic)

@@ -11,12 +11,13 @@ import (
 	"github.com/flowd/flowd/internal/flowdoc"
 )
 
-// fakeAdmin answers startAtEnd's four requests from fixed data and records the commit.
+// fakeAdmin answers setStart's four requests from fixed data and records the commit.
 type fakeAdmin struct {
 	topicErr  error // metadata error of the topic
 	fetch     *kafka.OffsetFetchResponse
 	fetchErr  error // the OffsetFetch request fails with it
 	ends      map[int]int64
+	firsts    map[int]int64
 	committed []kafka.OffsetCommit
 }
 
@@ -41,7 +42,8 @@ func (f *fakeAdmin) ListOffsets(_ context.Context, req *kafka.ListOffsetsRequest
 	res := &kafka.ListOffsetsResponse{Topics: map[string][]kafka.PartitionOffsets{}}
 	for topic, reqs := range req.Topics {
 		for _, r := range reqs {
-			res.Topics[topic] = append(res.Topics[topic], kafka.PartitionOffsets{Partition: r.Partition, LastOffset: f.ends[r.Partition]})
+			res.Topics[topic] = append(res.Topics[topic], kafka.PartitionOffsets{Partition: r.Partition,
+				FirstOffset: f.firsts[r.Partition], LastOffset: f.ends[r.Partition]})
 		}
 	}
 	return res, nil
@@ -66,13 +68,13 @@ func committedAt(cs []kafka.OffsetCommit) map[int]int64 {
 	return out
 }
 
-func TestStartAtEndTreatsGroupIDNotFoundAsNoOffsets(t *testing.T) {
+func TestStartingOffsetsTreatGroupIDNotFoundAsNoOffsets(t *testing.T) {
 	ctx := context.Background()
 	ends := map[int]int64{0: 7, 1: 3}
 
 	// The whole group unknown (a broker's answer for a group that never committed).
 	f := &fakeAdmin{ends: ends, fetch: &kafka.OffsetFetchResponse{Error: kafka.GroupIdNotFound}}
-	if err := setStartAtEnd(ctx, f, "g", "partner", true); err != nil {
+	if err := setStart(ctx, f, "g", "partner", fromEnd); err != nil {
 		t.Fatalf("GROUP_ID_NOT_FOUND is an error: %v", err)
 	}
 	if got := committedAt(f.committed); len(got) != 2 || got[0] != 7 || got[1] != 3 {
@@ -82,7 +84,7 @@ func TestStartAtEndTreatsGroupIDNotFoundAsNoOffsets(t *testing.T) {
 	// Per partition, next to one the group has committed: that one keeps its position.
 	f = &fakeAdmin{ends: ends, fetch: &kafka.OffsetFetchResponse{Topics: map[string][]kafka.OffsetFetchPartition{"partner": {
 		{Partition: 0, CommittedOffset: 2}, {Partition: 1, CommittedOffset: -1, Error: kafka.GroupIdNotFound}}}}}
-	if err := setStartAtEnd(ctx, f, "g", "partner", true); err != nil {
+	if err := setStart(ctx, f, "g", "partner", fromEnd); err != nil {
 		t.Fatal(err)
 	}
 	if got := committedAt(f.committed); len(got) != 1 || got[1] != 3 {
@@ -91,7 +93,7 @@ func TestStartAtEndTreatsGroupIDNotFoundAsNoOffsets(t *testing.T) {
 
 	// The same said for the whole request, as flowd dev's embedded broker does.
 	f = &fakeAdmin{ends: ends, fetchErr: kafka.GroupIdNotFound}
-	if err := setStartAtEnd(ctx, f, "g", "partner", true); err != nil {
+	if err := setStart(ctx, f, "g", "partner", fromEnd); err != nil {
 		t.Fatalf("GROUP_ID_NOT_FOUND for the request is an error: %v", err)
 	}
 	if got := committedAt(f.committed); len(got) != 2 || got[0] != 7 {
@@ -100,32 +102,47 @@ func TestStartAtEndTreatsGroupIDNotFoundAsNoOffsets(t *testing.T) {
 
 	// startOffset earliest: nothing is committed, the reader starts at the first record.
 	f = &fakeAdmin{ends: ends, fetch: &kafka.OffsetFetchResponse{Error: kafka.GroupIdNotFound}}
-	if err := setStartAtEnd(ctx, f, "g", "partner", false); err != nil || len(f.committed) != 0 {
+	if err := setStart(ctx, f, "g", "partner", fromReader); err != nil || len(f.committed) != 0 {
 		t.Fatalf("earliest: %v, committed %v", err, f.committed)
+	}
+
+	// A topic created after the flow started: its first records, committed, unless the group
+	// has an offset of its own.
+	f = &fakeAdmin{ends: ends, firsts: map[int]int64{0: 4, 1: 0}, fetch: &kafka.OffsetFetchResponse{Topics: map[string][]kafka.OffsetFetchPartition{"partner": {
+		{Partition: 0, CommittedOffset: -1}, {Partition: 1, CommittedOffset: 2}}}}}
+	if err := setStart(ctx, f, "g", "partner", fromFirst); err != nil {
+		t.Fatal(err)
+	}
+	if got := committedAt(f.committed); len(got) != 1 || got[0] != 4 {
+		t.Fatalf("starting offsets %v, want only partition 0 at its first offset 4", got)
 	}
 
 	// Any other group error still is one.
 	f = &fakeAdmin{ends: ends, fetch: &kafka.OffsetFetchResponse{Error: kafka.GroupAuthorizationFailed}}
-	if err := setStartAtEnd(ctx, f, "g", "partner", true); !errors.Is(err, kafka.GroupAuthorizationFailed) || len(f.committed) != 0 {
+	if err := setStart(ctx, f, "g", "partner", fromEnd); !errors.Is(err, kafka.GroupAuthorizationFailed) || len(f.committed) != 0 {
 		t.Fatalf("group authorisation failure: %v, committed %v", err, f.committed)
 	}
 }
 
-func TestMissingOrForbiddenPartnerTopicFailsTheFlowForGood(t *testing.T) {
+func TestForbiddenPartnerTopicFailsTheFlowForGood(t *testing.T) {
 	for _, tc := range []struct {
 		err  error
 		code string
 	}{
-		{kafka.UnknownTopicOrPartition, flowdoc.ReasonPartnerTopicMissing},
 		{kafka.TopicAuthorizationFailed, flowdoc.ReasonTopicDenied},
 		{kafka.InvalidTopic, flowdoc.ReasonTopicInvalid},
 	} {
 		f := &fakeAdmin{topicErr: tc.err, fetch: &kafka.OffsetFetchResponse{}}
-		err := topicFault(fmt.Errorf("partner topic x: %w", setStartAtEnd(context.Background(), f, "g", "x", true)), "partner topic", "x")
+		err := topicFault(fmt.Errorf("partner topic x: %w", setStart(context.Background(), f, "g", "x", fromEnd)), "partner topic", "x")
 		var ff *flowFault
 		if !errors.As(err, &ff) || ff.reason.Code != tc.code || ff.reason.Message == "" || !errors.Is(err, tc.err) {
 			t.Errorf("%v: got %v, want a fault %s", tc.err, err, tc.code)
 		}
+	}
+	// A topic that does not exist yet is waited for, not a fault (partners.await).
+	f := &fakeAdmin{topicErr: kafka.UnknownTopicOrPartition}
+	if err := topicFault(setStart(context.Background(), f, "g", "x", fromEnd), "partner topic", "x"); !errors.Is(err, kafka.UnknownTopicOrPartition) || errors.As(err, new(*flowFault)) {
+		t.Errorf("missing topic: %v", err)
 	}
 	// A broker that does not answer in time may answer next time: not a fault.
 	if err := topicFault(fmt.Errorf("metadata: %w", kafka.RequestTimedOut), "partner topic", "x"); errors.As(err, new(*flowFault)) {

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/kafkax"
@@ -79,6 +81,8 @@ type subscription struct {
 	g        *graph.Graph
 	cancel   context.CancelFunc
 	done     chan struct{}
+	// waiting: the partner topic does not exist yet (see await).
+	waiting atomic.Bool
 }
 
 // partners keeps this instance's subscriptions in step with the flows that want one. All
@@ -130,12 +134,14 @@ func (p *partners) ensure(ctx context.Context, f *flowdoc.Flow) error {
 	// Describing the topic is Kafka I/O: done outside the lock, which stops and starts
 	// subscriptions.
 	if p.reportDue(f.ID) {
-		p.report(ctx, f.ID, spec.topic)
+		p.report(ctx, f.ID, spec.topic, p.waiting(f.ID))
 	}
 	return nil
 }
 
-// subscribe starts f's reader on its partner topic unless it runs already for f's revision.
+// subscribe starts f's reader on its partner topic unless it runs already for f's revision. A
+// topic that does not exist yet is waited for: the flow runs, says so in its trigger status,
+// and reads the topic from its first record once a partner creates it.
 func (p *partners) subscribe(ctx context.Context, f *flowdoc.Flow, spec partnerSpec) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -153,43 +159,106 @@ func (p *partners) subscribe(ctx context.Context, f *flowdoc.Flow, spec partnerS
 		return err
 	}
 	group := p.r.cfg.GroupID + "-" + f.ID
-	err = startAtEnd(ctx, p.r.cfg.Kafka, group, spec.topic, !spec.earliest)
+	from := fromEnd
+	if spec.earliest {
+		from = fromReader
+	} else if awaited, err := p.r.cfg.Store.PartnerTopicAwaited(ctx, f.ID, spec.topic); err != nil {
+		return err
+	} else if awaited {
+		from = fromFirst
+	}
+	err = startAt(ctx, p.r.cfg.Kafka, group, spec.topic, from)
 	if errors.Is(err, kafka.UnknownTopicOrPartition) && p.r.cfg.CreatePartnerTopics {
 		// A developer's broker: the topic is created, as producing to it would.
 		if err = kafkax.EnsureTopicsNamed(ctx, p.r.cfg.Kafka, spec.topic); err == nil {
 			p.r.log.Info("created the partner topic of a flow", "flow", f.ID, "topic", spec.topic)
-			err = startAtEnd(ctx, p.r.cfg.Kafka, group, spec.topic, !spec.earliest)
+			err = startAt(ctx, p.r.cfg.Kafka, group, spec.topic, from)
 		}
 	}
-	if err != nil {
+	waiting := errors.Is(err, kafka.UnknownTopicOrPartition)
+	if waiting {
+		// Everything produced to the topic once it exists comes after the start; noted in
+		// Redis so that a router restarting before the group has offsets agrees.
+		if from == fromEnd {
+			if err := p.r.cfg.Store.AwaitPartnerTopic(ctx, f.ID, spec.topic); err != nil {
+				return err
+			}
+			from = fromFirst
+		}
+	} else if err != nil {
 		return topicFault(fmt.Errorf("partner topic %s of flow %s: %w", spec.topic, f.ID, err), "partner topic", spec.topic)
 	}
-	reader := kafka.NewReader(p.r.cfg.Kafka.GroupReader(kafka.ReaderConfig{
-		GroupID:     group,
-		Topic:       spec.topic,
-		StartOffset: kafka.FirstOffset, // only for partitions created after startAtEnd ran
-		MaxWait:     500 * time.Millisecond,
-	}))
 	subCtx, cancel := context.WithCancel(p.base)
 	sub := &subscription{flowID: f.ID, revision: f.Revision, spec: spec, g: g, cancel: cancel, done: make(chan struct{})}
+	sub.waiting.Store(waiting)
 	name := "partner " + spec.topic + " for flow " + f.ID
 	go func() {
 		defer close(sub.done)
+		if waiting && !p.await(subCtx, sub, group, from) {
+			return
+		}
+		reader := kafka.NewReader(p.r.cfg.Kafka.GroupReader(kafka.ReaderConfig{
+			GroupID:     group,
+			Topic:       spec.topic,
+			StartOffset: kafka.FirstOffset, // only for partitions the group has no offset on (see startAt)
+			MaxWait:     500 * time.Millisecond,
+		}))
 		p.r.consumeWith(subCtx, name, reader, func(ctx context.Context, m kafka.Message) error { return p.r.handlePartner(ctx, sub, m) })
 	}()
 	p.subs[f.ID] = sub
-	p.r.log.Info("subscribed to partner topic", "flow", f.ID, "revision", f.Revision, "topic", spec.topic, "group", group)
+	if waiting {
+		p.r.log.Info("partner topic does not exist yet; the flow waits for it", "flow", f.ID, "revision", f.Revision, "topic", spec.topic)
+	} else {
+		p.r.log.Info("subscribed to partner topic", "flow", f.ID, "revision", f.Revision, "topic", spec.topic, "group", group)
+	}
 	delete(p.reported, f.ID) // a new subscription is reported at once
 	return nil
+}
+
+// awaitTopicPoll bounds how long a created partner topic goes unnoticed. Nothing is lost
+// meanwhile (the group starts at the topic's first record); the records only wait.
+var awaitTopicPoll = backoff.Policy{Initial: 500 * time.Millisecond, Max: 10 * time.Second}
+
+// await waits until sub's partner topic exists, then gives the group its starting offsets. It
+// reports false when the subscription ended first.
+func (p *partners) await(ctx context.Context, sub *subscription, group string, from startFrom) bool {
+	b := &backoff.Backoff{Policy: awaitTopicPoll}
+	for b.Wait(ctx) {
+		err := startAt(ctx, p.r.cfg.Kafka, group, sub.spec.topic, from)
+		if errors.Is(err, kafka.UnknownTopicOrPartition) {
+			continue
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				p.r.log.Warn("cannot set up an awaited partner topic; will retry", "flow", sub.flowID, "topic", sub.spec.topic, "err", err)
+			}
+			continue
+		}
+		if from == fromFirst {
+			// The group has its offsets now; a failure here only leaves a note that no longer
+			// changes anything.
+			if err := p.r.cfg.Store.ForgetAwaitedTopic(ctx, sub.flowID); err != nil {
+				p.r.log.Warn("cannot clear an awaited partner topic", "flow", sub.flowID, "err", err)
+			}
+		}
+		sub.waiting.Store(false)
+		p.r.log.Info("partner topic created; consuming it from its first record", "flow", sub.flowID, "topic", sub.spec.topic, "group", group)
+		p.report(ctx, sub.flowID, sub.spec.topic, false)
+		return true
+	}
+	return false
 }
 
 // partnerStatus is the router's report on a partner topic, shown with the flow
 // (triggerStatus): the partner owns the topic, and its replication bounds what flowd can
 // promise about the records on it.
 type partnerStatus struct {
-	Type string `json:"type"` // the trigger's type
-	kafkax.TopicReplication
-	// Warning says, in a sentence, how the topic is less durable than flowd's own topics.
+	Type  string `json:"type"` // the trigger's type
+	State string `json:"state"`
+	Topic string `json:"topic"`
+	*kafkax.TopicReplication
+	// Warning says, in a sentence, how the topic is less durable than flowd's own topics, or
+	// that it does not exist yet.
 	Warning   string    `json:"warning,omitempty"`
 	CheckedAt time.Time `json:"checkedAt"`
 }
@@ -207,22 +276,35 @@ func (p *partners) reportDue(flowID string) bool {
 	return true
 }
 
+// The states of a partner topic trigger.
+const (
+	partnerConsuming = "consuming"
+	partnerAwaited   = "waitingForTopic"
+)
+
 // report describes a subscribed flow's partner topic and saves it for the API; the report
 // expires if no router renews it. A failure only leaves the last report in place: the
 // subscription itself is what matters.
-func (p *partners) report(ctx context.Context, flowID, topic string) {
+func (p *partners) report(ctx context.Context, flowID, topic string, waiting bool) {
 	now := p.r.now()
-	reps, err := kafkax.DescribeReplication(ctx, p.r.cfg.Kafka, topic)
-	if err != nil {
-		p.r.log.Warn("cannot describe a partner topic", "flow", flowID, "topic", topic, "err", err)
-		return
-	}
-	st := partnerStatus{Type: flowdoc.TypeKafka, TopicReplication: reps[topic], CheckedAt: now.UTC()}
-	st.Warning = partnerWarning(st.TopicReplication, kafkax.Durability{
-		ReplicationFactor: p.r.cfg.Kafka.ReplicationFactor, MinInsyncReplicas: p.r.cfg.Kafka.MinInsyncReplicas,
-	})
-	if st.Warning != "" {
-		p.r.log.Warn("partner topic less durable than flowd's own", "flow", flowID, "topic", topic, "warning", st.Warning)
+	st := partnerStatus{Type: flowdoc.TypeKafka, State: partnerConsuming, Topic: topic, CheckedAt: now.UTC()}
+	if waiting {
+		st.State = partnerAwaited
+		st.Warning = fmt.Sprintf("partner topic %q does not exist yet: the flow reads it from its first record once it is created", topic)
+	} else {
+		reps, err := kafkax.DescribeReplication(ctx, p.r.cfg.Kafka, topic)
+		if err != nil {
+			p.r.log.Warn("cannot describe a partner topic", "flow", flowID, "topic", topic, "err", err)
+			return
+		}
+		rep := reps[topic]
+		st.TopicReplication = &rep
+		st.Warning = partnerWarning(rep, kafkax.Durability{
+			ReplicationFactor: p.r.cfg.Kafka.ReplicationFactor, MinInsyncReplicas: p.r.cfg.Kafka.MinInsyncReplicas,
+		})
+		if st.Warning != "" {
+			p.r.log.Warn("partner topic less durable than flowd's own", "flow", flowID, "topic", topic, "warning", st.Warning)
+		}
 	}
 	b, err := json.Marshal(st)
 	if err == nil {
@@ -231,6 +313,14 @@ func (p *partners) report(ctx context.Context, flowID, topic string) {
 	if err != nil {
 		p.r.log.Warn("cannot save a partner topic's status", "flow", flowID, "err", err)
 	}
+}
+
+// waiting reports whether this instance waits for flowID's partner topic to exist.
+func (p *partners) waiting(flowID string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.subs[flowID]
+	return s != nil && s.waiting.Load()
 }
 
 // partnerWarning says how a partner topic falls short of the replication flowd gives its own
@@ -350,24 +440,34 @@ type offsetAdmin interface {
 	OffsetCommit(context.Context, *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error)
 }
 
-// startAtEnd gives a consumer group that has never committed on topic a starting point at the
-// topic's current end, so a flow consumes what is produced after it started rather than the
-// topic's whole history. A group that has committed keeps its position. A topic that does not
-// exist (or that flowd may not describe) is an error wrapping the broker's code: the flow
-// cannot consume it, and saying so beats a subscription that silently reads nothing.
-//
-// With atEnd false it only checks that the topic exists: the group's reader then starts a new
-// group at the topic's first record (startOffset: earliest).
-func startAtEnd(ctx context.Context, cfg kafkax.Config, group, topic string, atEnd bool) error {
+// startFrom is where a consumer group that has never committed on a partner topic begins.
+type startFrom int
+
+const (
+	// fromEnd (startOffset latest): at the topic's current end, so a new flow consumes what is
+	// produced after it started rather than the topic's whole history.
+	fromEnd startFrom = iota
+	// fromFirst: at the topic's first record, committed (the topic appeared after the flow
+	// started, so all of it is new).
+	fromFirst
+	// fromReader (startOffset earliest): nothing is committed; the group's reader starts at
+	// the first record.
+	fromReader
+)
+
+// startAt gives a consumer group that has never committed on topic its starting point (from).
+// A group that has committed keeps its position. A topic that does not exist (or that flowd
+// may not describe) is an error wrapping the broker's code.
+func startAt(ctx context.Context, cfg kafkax.Config, group, topic string, from startFrom) error {
 	ctx, cancel := context.WithTimeout(ctx, partnerSetupTimeout)
 	defer cancel()
 	tr := cfg.Transport()
 	tr.ClientID, tr.MetadataTopics = "flowd-router", []string{topic}
 	defer tr.CloseIdleConnections()
-	return setStartAtEnd(ctx, &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}, group, topic, atEnd)
+	return setStart(ctx, &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}, group, topic, from)
 }
 
-func setStartAtEnd(ctx context.Context, c offsetAdmin, group, topic string, atEnd bool) error {
+func setStart(ctx context.Context, c offsetAdmin, group, topic string, from startFrom) error {
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return fmt.Errorf("metadata: %w", err)
@@ -381,7 +481,7 @@ func setStartAtEnd(ctx context.Context, c offsetAdmin, group, topic string, atEn
 	if len(md.Topics[0].Partitions) == 0 {
 		return fmt.Errorf("metadata of %s: no partitions: %w", topic, kafka.UnknownTopicOrPartition)
 	}
-	if !atEnd {
+	if from == fromReader {
 		return nil
 	}
 	var parts []int
@@ -403,10 +503,14 @@ func setStartAtEnd(ctx context.Context, c offsetAdmin, group, topic string, atEn
 	if of.Error != nil && !noGroup {
 		return fmt.Errorf("committed offsets of %s: %w", group, of.Error)
 	}
+	offsetOf := kafka.LastOffsetOf
+	if from == fromFirst {
+		offsetOf = kafka.FirstOffsetOf
+	}
 	var missing []kafka.OffsetRequest
 	if noGroup {
 		for _, p := range parts {
-			missing = append(missing, kafka.LastOffsetOf(p))
+			missing = append(missing, offsetOf(p))
 		}
 	}
 	for _, p := range of.Topics[topic] {
@@ -415,7 +519,7 @@ func setStartAtEnd(ctx context.Context, c offsetAdmin, group, topic string, atEn
 		}
 		switch {
 		case errors.Is(p.Error, kafka.GroupIdNotFound), p.Error == nil && p.CommittedOffset < 0:
-			missing = append(missing, kafka.LastOffsetOf(p.Partition))
+			missing = append(missing, offsetOf(p.Partition))
 		case p.Error != nil:
 			return fmt.Errorf("committed offset of %s on %s/%d: %w", group, topic, p.Partition, p.Error)
 		}
@@ -425,14 +529,18 @@ func setStartAtEnd(ctx context.Context, c offsetAdmin, group, topic string, atEn
 	}
 	lo, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: missing}})
 	if err != nil {
-		return fmt.Errorf("end offsets of %s: %w", topic, err)
+		return fmt.Errorf("starting offsets of %s: %w", topic, err)
 	}
 	commits := make([]kafka.OffsetCommit, 0, len(missing))
 	for _, p := range lo.Topics[topic] {
 		if p.Error != nil {
-			return fmt.Errorf("end offset of %s/%d: %w", topic, p.Partition, p.Error)
+			return fmt.Errorf("starting offset of %s/%d: %w", topic, p.Partition, p.Error)
 		}
-		commits = append(commits, kafka.OffsetCommit{Partition: p.Partition, Offset: p.LastOffset})
+		at := p.LastOffset
+		if from == fromFirst {
+			at = p.FirstOffset
+		}
+		commits = append(commits, kafka.OffsetCommit{Partition: p.Partition, Offset: at})
 	}
 	// Generation -1 without a member is an administrative commit: accepted only while the group
 	// has no members. If another router already consumes, it has its own offsets anyway.

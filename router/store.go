@@ -31,9 +31,13 @@ type Executions interface {
 	ExecutionSteps(ctx context.Context, id string) ([]envelope.Step, error)
 }
 
-// TriggerStatuses keeps what the router reports about partner-topic triggers.
+// TriggerStatuses keeps what the router reports about partner-topic triggers, and which flows
+// started before their partner topic existed.
 type TriggerStatuses interface {
 	SetTriggerStatus(ctx context.Context, flowID string, report []byte, ttl time.Duration) error
+	AwaitPartnerTopic(ctx context.Context, flowID, topic string) error
+	PartnerTopicAwaited(ctx context.Context, flowID, topic string) (bool, error)
+	ForgetAwaitedTopic(ctx context.Context, flowID string) error
 }
 
 // Store is every part of the state the router uses; the identity directory answers which

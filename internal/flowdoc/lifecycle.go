@@ -111,8 +111,6 @@ type StatusReason struct {
 
 // Reason codes of a failed flow.
 const (
-	// ReasonPartnerTopicMissing: the trigger's partner topic does not exist.
-	ReasonPartnerTopicMissing = "partner_topic_missing"
 	// ReasonTopicDenied: flowd is not authorised to use a topic the flow needs.
 	ReasonTopicDenied = "topic_denied"
 	// ReasonTopicInvalid: a topic the flow needs is invalid or refused by the broker's policy.

@@ -39,3 +39,42 @@ func (s *Store) TriggerStatus(ctx context.Context, flowID string) ([]byte, error
 	}
 	return b, nil
 }
+
+// A flow started before its partner topic existed reads that topic from its first record once
+// it appears: everything on it was produced after the start. The router remembers that here
+// until the group has offsets of its own, so a router restarting in between does not start the
+// group at the topic's end instead.
+//
+//	P flow:{<fid>}:awaited   string   the partner topic the flow waits for
+
+func (s *Store) awaitedKey(flowID string) string {
+	return s.tagged("flow", keyID(flowID), "awaited")
+}
+
+// AwaitPartnerTopic records that flowID started before its partner topic existed.
+func (s *Store) AwaitPartnerTopic(ctx context.Context, flowID, topic string) error {
+	if err := s.rdb.Set(ctx, s.awaitedKey(flowID), topic, 0).Err(); err != nil {
+		return fmt.Errorf("note that flow %s awaits topic %s: %w", flowID, topic, err)
+	}
+	return nil
+}
+
+// PartnerTopicAwaited reports whether flowID started before topic existed and has not read it yet.
+func (s *Store) PartnerTopicAwaited(ctx context.Context, flowID, topic string) (bool, error) {
+	got, err := s.rdb.Get(ctx, s.awaitedKey(flowID)).Result()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("load whether flow %s awaits its topic: %w", flowID, err)
+	}
+	return got == topic, nil
+}
+
+// ForgetAwaitedTopic drops the note (the group has offsets now, or the flow stopped).
+func (s *Store) ForgetAwaitedTopic(ctx context.Context, flowID string) error {
+	if err := s.rdb.Del(ctx, s.awaitedKey(flowID)).Err(); err != nil {
+		return fmt.Errorf("forget the awaited topic of flow %s: %w", flowID, err)
+	}
+	return nil
+}
