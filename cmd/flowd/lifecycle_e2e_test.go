@@ -242,7 +242,6 @@ func TestOneFlowsFailureIsItsOwn(t *testing.T) {
 		t.Fatalf("A sees B's flow: %d", st)
 	}
 
-
 	// B's third flow was active before a restart but its work topic cannot be created: the
 	// start-up reconcile marks it failed, once, and the periodic ones leave it so.
 	forcedActive := p.forceFlow(tenantB, flowdoc.StatusActive, "",
