@@ -1,7 +1,9 @@
 package controlplane
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -95,6 +97,9 @@ func (s *Server) listAllExecutions(c *fiber.Ctx) error {
 type executionView struct {
 	envelope.Execution
 	Steps []envelope.Step `json:"steps"`
+	// Warnings say why a running execution may not be moving: a step waits in a pool no
+	// runner serves (path: the step in Steps).
+	Warnings []problem.Problem `json:"warnings,omitempty"`
 }
 
 func (s *Server) getExecution(c *fiber.Ctx) error {
@@ -126,7 +131,33 @@ func (s *Server) getExecution(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return sendData(c, fiber.StatusOK, executionView{Execution: *ex, Steps: steps})
+	return sendData(c, fiber.StatusOK, executionView{Execution: *ex, Steps: steps, Warnings: s.stuckSteps(ctx, ex, steps)})
+}
+
+// stuckSteps warns of each running step of a running execution whose pool has no live runner.
+// Finding out is advice: a failure is logged and warns of nothing.
+func (s *Server) stuckSteps(ctx context.Context, ex *envelope.Execution, steps []envelope.Step) []problem.Problem {
+	if ex.Status != envelope.StatusRunning || !slices.ContainsFunc(steps, func(st envelope.Step) bool { return st.Status == envelope.StepRunning }) {
+		return nil
+	}
+	rev, err := s.st.Revision(ctx, ex.FlowID, ex.Revision)
+	if err != nil {
+		s.log.Warn("cannot load an execution's revision", "execution", ex.ID, "err", err)
+		return nil
+	}
+	pools, served, err := s.nodePools(ctx, rev)
+	if err != nil {
+		s.log.Warn("cannot tell which pools have runners", "execution", ex.ID, "err", err)
+		return nil
+	}
+	var ws []problem.Problem
+	for i, st := range steps {
+		if p, ok := pools[st.NodeID]; ok && st.Status == envelope.StepRunning && !served[p] {
+			ws = append(ws, problem.New(codePoolUnserved, fmt.Sprintf("/steps/%d", i),
+				"no runner serves pool %q: step %s waits until one runs (flowd runner --pool %s)", p, st.NodeID, p))
+		}
+	}
+	return ws
 }
 
 // maxStatsRange bounds one stats query (per-minute buckets).

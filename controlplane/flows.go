@@ -14,6 +14,7 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/identity"
@@ -539,8 +540,66 @@ func (s *Server) startFlow(c *fiber.Ctx) error {
 		if err := s.checkTopics(c.UserContext(), f); err != nil {
 			return err
 		}
+		return s.lifecycle(c, flowdoc.ActionStart, flowdoc.ActionStarted, s.unservedPools(c.UserContext(), f)...)
 	}
 	return s.lifecycle(c, flowdoc.ActionStart, flowdoc.ActionStarted)
+}
+
+// unservedPools warns of each node of f that runs in a pool no live runner serves: the flow
+// starts, but its steps there wait until such a runner runs. A failure to find out is only
+// logged: the warning is advice, the start is what was asked.
+func (s *Server) unservedPools(ctx context.Context, f *flowdoc.Flow) []problem.Problem {
+	pools, served, err := s.nodePools(ctx, f)
+	if err != nil {
+		s.log.Warn("cannot tell which pools have runners", "flow", f.ID, "err", err)
+		return nil
+	}
+	var ws []problem.Problem
+	for i, n := range f.Graph.Nodes {
+		p, ok := pools[n.ID]
+		if !ok || served[p] {
+			continue
+		}
+		path := fmt.Sprintf("/graph/nodes/%d", i)
+		if n.Pool != "" {
+			path += "/pool"
+		}
+		ws = append(ws, problem.New(codePoolUnserved, path,
+			"no runner serves pool %q: node %s waits until one runs (flowd runner --pool %s)", p, n.ID, p))
+	}
+	return ws
+}
+
+// nodePools maps each node of f that a runner runs to its pool, and tells which of those
+// pools have a live runner.
+func (s *Server) nodePools(ctx context.Context, f *flowdoc.Flow) (map[string]string, map[string]bool, error) {
+	pools := map[string]string{}
+	var names []string
+	for i := range f.Graph.Nodes {
+		n := &f.Graph.Nodes[i]
+		if p := nodePool(n); p != "" {
+			pools[n.ID] = p
+			if !slices.Contains(names, p) {
+				names = append(names, p)
+			}
+		}
+	}
+	served, err := s.st.ServedPools(ctx, names, time.Now())
+	return pools, served, err
+}
+
+// codePoolUnserved is the warning of a step in a pool no runner serves.
+const codePoolUnserved = "pool_unserved"
+
+// nodePool is the runner pool n runs in, "" for a node no runner runs.
+func nodePool(n *flowdoc.Node) string {
+	if n.Type != flowdoc.TypeAction && n.Type != flowdoc.TypePoll {
+		return ""
+	}
+	if n.Pool == "" {
+		return envelope.DefaultPool
+	}
+	return n.Pool
 }
 
 func (s *Server) stopFlow(c *fiber.Ctx) error {
@@ -566,7 +625,8 @@ func transient(status string) bool {
 
 // lifecycle applies the owner's action, then waits for the router's confirm action (until a
 // router confirms lifecycle changes, the API confirms them itself when AutoConfirm is set).
-func (s *Server) lifecycle(c *fiber.Ctx, action, confirm flowdoc.Action) error {
+// warnings go with the answer, beside the flow.
+func (s *Server) lifecycle(c *fiber.Ctx, action, confirm flowdoc.Action, warnings ...problem.Problem) error {
 	p, err := require(c, identity.PermFlowsControl)
 	if err != nil {
 		return err
@@ -594,6 +654,9 @@ func (s *Server) lifecycle(c *fiber.Ctx, action, confirm flowdoc.Action) error {
 	status := fiber.StatusOK
 	if transient(f.Status) {
 		status = fiber.StatusAccepted
+	}
+	if len(warnings) > 0 {
+		return c.Status(status).JSON(fiber.Map{"data": f, "warnings": warnings})
 	}
 	return sendData(c, status, f)
 }

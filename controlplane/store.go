@@ -71,12 +71,18 @@ type Executions interface {
 	RetryExecution(ctx context.Context, id string, revision int, ev events.Event, ttl time.Duration) (string, bool, error)
 }
 
+// Runners says which runner pools have a live runner.
+type Runners interface {
+	ServedPools(ctx context.Context, pools []string, now time.Time) (map[string]bool, error)
+}
+
 // Store is every part of the state the control plane uses; Ping backs its readiness.
 type Store interface {
 	Flows
 	Identity
 	Connections
 	Executions
+	Runners
 	Ping(ctx context.Context) error
 }
 

@@ -39,6 +39,10 @@ type fakeRuns struct {
 	fakePolls
 }
 
+func (s *fakeRuns) ServePool(context.Context, string, string, time.Time, time.Time) error { return nil }
+
+func (s *fakeRuns) LeavePool(context.Context, string, string) error { return nil }
+
 func newFakeRuns() *fakeRuns {
 	return &fakeRuns{flows: map[string]*flowdoc.Flow{}, exec: map[string]*envelope.Execution{},
 		pending: map[string]*envelope.Activation{}, done: map[store.RunKey]bool{}, claims: map[store.RunKey]string{}}

@@ -218,11 +218,17 @@ func (r *Runner) Run(ctx context.Context) error {
 	} else {
 		close(polling)
 	}
+	serving := make(chan struct{})
+	go func() {
+		defer close(serving)
+		r.serve(ctx)
+	}()
 	consume.Run(ctx, consume.Config{
 		Name: "work", Reader: reader, Handle: r.process, Log: r.log,
 		Concurrency: r.cfg.Concurrency, MaxUncommitted: r.cfg.MaxUncommitted, DrainTimeout: r.cfg.DrainTimeout,
 	})
 	<-polling
+	<-serving
 	cancelWork()
 	r.log.Info("runner stopped")
 	return nil

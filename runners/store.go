@@ -28,6 +28,7 @@ type Store interface {
 	Revisions
 	Runs
 	Polls
+	Pools
 }
 
 var _ Store = (*store.Store)(nil)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -498,5 +499,53 @@ func TestExecutionsAPI(t *testing.T) {
 	}
 	if st, none := p.get("/api/v1/executions", eve); st != 200 || len(none["data"].([]any)) != 0 || none["meta"].(map[string]any)["total"] != float64(0) {
 		t.Fatalf("executions of every flow for another tenant: %d %v", st, none)
+	}
+
+	// A step in a pool no runner serves: the start warns with the node's path, and the
+	// execution waiting there says so; a flow whose pools are served is warned of nothing.
+	if _, m := p.post("/api/v1/flows/"+id+"/stop", ""); m["warnings"] != nil {
+		t.Fatalf("stop warns: %v", m)
+	}
+	if st, m := p.post("/api/v1/flows/"+id+"/start", ""); st != 200 || m["warnings"] != nil {
+		t.Fatalf("a flow on the served default pool: %d %v", st, m)
+	}
+	pool := testrig.Unique("nobody")
+	st, m := p.post("/api/v1/flows", `{"name":"unserved","graph":{"nodes":[
+		{"id":"hook","type":"trigger.webhook"},
+		{"id":"t","type":"action","connector":"transform","action":"map","config":{"fields":{"v":"input.x"}}},
+		{"id":"u","type":"action","connector":"transform","action":"map","pool":"`+pool+`","config":{"fields":{"v":"input.v"}}}],
+		"edges":[{"source":"hook","target":"t"},{"source":"t","target":"u"}]}}`)
+	if st != 201 {
+		t.Fatalf("create: %d %v", st, m)
+	}
+	unserved := m["data"].(map[string]any)["id"].(string)
+	st, m = p.post("/api/v1/flows/"+unserved+"/start", "")
+	ws, _ := m["warnings"].([]any)
+	if st != 200 || m["data"].(map[string]any)["status"] != "active" || len(ws) != 1 {
+		t.Fatalf("start on an unserved pool: %d %v, want active with one warning", st, m)
+	}
+	if w := ws[0].(map[string]any); w["code"] != "pool_unserved" || w["path"] != "/graph/nodes/2/pool" || !strings.Contains(w["message"].(string), pool) {
+		t.Fatalf("warning %v", w)
+	}
+	_, body := p.post("/hooks/"+unserved, `{"x":7}`)
+	waiting := body["data"].(map[string]any)["executionId"].(string)
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		st, one = p.get("/api/v1/executions/"+waiting, p.token)
+		data, _ = one["data"].(map[string]any)
+		ws, _ = data["warnings"].([]any)
+		if st == 200 && len(ws) == 1 {
+			steps := data["steps"].([]any)
+			w := ws[0].(map[string]any)
+			i, _ := strconv.Atoi(strings.TrimPrefix(w["path"].(string), "/steps/"))
+			if data["status"] != "running" || w["code"] != "pool_unserved" || i >= len(steps) ||
+				steps[i].(map[string]any)["nodeId"] != "u" || steps[i].(map[string]any)["status"] != "running" {
+				t.Fatalf("waiting execution: %v", data)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the execution waiting on pool %s does not say so: %d %v", pool, st, one)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the API with a deadline
 	}
 }

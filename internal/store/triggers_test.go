@@ -118,3 +118,42 @@ func testPolls(t *testing.T, b testrig.RedisBackend) {
 		t.Fatalf("a deleted flow's poll remembers %v", seen)
 	}
 }
+
+func TestRunnerPools(t *testing.T) { onEachRedis(t, testRunnerPools) }
+
+// A pool is served while a runner's membership lasts: not before it joins, not after it lapses
+// or leaves; another pool's runners do not count.
+func testRunnerPools(t *testing.T, b testrig.RedisBackend) {
+	ctx := execTestCtx(t)
+	st, _, _ := newExecStore(t, b)
+	now := time.Now().Truncate(time.Millisecond)
+	served := func(at time.Time) map[string]bool {
+		t.Helper()
+		got, err := st.ServedPools(ctx, []string{"default", "gpu:{x}"}, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := served(now); got["default"] || got["gpu:{x}"] || len(got) != 2 {
+		t.Fatalf("no runner yet: %v", got)
+	}
+	if err := st.ServePool(ctx, "default", "r1", now, now.Add(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.ServePool(ctx, "gpu:{x}", "r2", now, now.Add(10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got := served(now.Add(5 * time.Second)); !got["default"] || !got["gpu:{x}"] {
+		t.Fatalf("both served: %v", got)
+	}
+	if got := served(now.Add(20 * time.Second)); !got["default"] || got["gpu:{x}"] {
+		t.Fatalf("r2 lapsed: %v", got)
+	}
+	if err := st.LeavePool(ctx, "default", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := served(now); got["default"] || !got["gpu:{x}"] {
+		t.Fatalf("r1 left: %v", got)
+	}
+}
