@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/testrig"
 	"github.com/flowd/flowd/runners"
 )
 
@@ -86,6 +89,39 @@ func TestPollStartsAnExecutionPerNewItem(t *testing.T) {
 		}
 		if ex.Trigger != "poll" || (ex.Status != envelope.StatusSucceeded && ex.Status != envelope.StatusRunning) {
 			t.Fatalf("order %d: %+v", n, ex)
+		}
+	}
+}
+
+// The Python example connector's poll trigger feeds a flow through router and runner as a Go
+// connector's does: each guest it announces starts one execution, greeted by the same
+// connector's action.
+func TestPythonConnectorPollFeedsAFlow(t *testing.T) {
+	greeterDir, err := filepath.Abs(filepath.Join("..", "..", "connectors", "examples", "python", "greeter"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The host passes FLOWD_CONNECTOR_* on to connectors: the launcher runs greeter.py with it.
+	t.Setenv("FLOWD_CONNECTOR_PYTHON", testrig.GreeterPython(t, greeterDir))
+	p := newPipeline(t, 2, connectorPolicy{egressAllow: "127.0.0.1/32"})
+	if err := os.Symlink(filepath.Join(greeterDir, "greeter"), filepath.Join(p.dir, "connectors", "greeter")); err != nil {
+		t.Fatal(err)
+	}
+	p.start()
+	id := p.flow(`{"name":"guests","graph":{"nodes":[
+	    {"id":"arrivals","type":"trigger.poll","connector":"greeter","trigger":"arrivals","interval":"1s","config":{"batch":5,"total":12}},
+	    {"id":"greet","type":"action","connector":"greeter","action":"greet","config":{"greeting":"Welcome"}}],
+	  "edges":[{"source":"arrivals","target":"greet"}]}}`)
+	p.awaitExecutions(id, 12)
+	for n := 1; n <= 12; n++ {
+		ex, steps := p.finished(runners.PollExecutionID(id, fmt.Sprintf("guest-%d", n)))
+		var out struct {
+			Message string `json:"message"`
+		}
+		by := stepsByNode(steps)
+		if ex.Status != envelope.StatusSucceeded || ex.Trigger != "poll" || len(by["greet"]) != 1 ||
+			json.Unmarshal(by["greet"][0].Output, &out) != nil || out.Message != fmt.Sprintf("Welcome, Guest %d!", n) {
+			t.Fatalf("guest %d: %+v %+v", n, ex, steps)
 		}
 	}
 }
