@@ -6,11 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/segmentio/kafka-go"
 
 	"github.com/flowd/flowd/internal/devenv"
 	"github.com/flowd/flowd/internal/testrig"
@@ -18,8 +17,7 @@ import (
 
 // On the embedded broker of flowd dev, a partner-topic flow on a topic nobody created yet
 // starts (the broker creates topics as a developer broker does), a partner producing to it
-// (as kcat -P would) starts one execution per record, and a webhook flow starts and stops
-// beside it.
+// with kcat -P starts one execution per record, and a webhook flow starts and stops beside it.
 func TestDevPartnerTopicOnTheEmbeddedBroker(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -40,14 +38,12 @@ func TestDevPartnerTopicOnTheEmbeddedBroker(t *testing.T) {
 	    {"id":"t","type":"action","connector":"transform","action":"map","config":{"fields":{"v":"input"}}}],
 	  "edges":[{"source":"in","target":"t"}]}}`)
 
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, AllowAutoTopicCreation: true, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
-	defer func() { _ = w.Close() }()
 	const n = 20
+	var lines []string
 	for i := range n {
-		if err := w.WriteMessages(ctx, kafka.Message{Key: []byte(fmt.Sprint(i)), Value: []byte(fmt.Sprintf(`{"order":%d}`, i))}); err != nil {
-			t.Fatal(err)
-		}
+		lines = append(lines, fmt.Sprintf(`%d:{"order":%d}`, i, i))
 	}
+	kcatProduce(ctx, t, brokers, topic, lines...)
 	p.awaitExecutions(id, n)
 	execs, _, err := p.st.FlowExecutions(ctx, id, "", 0, n)
 	if err != nil {
@@ -61,20 +57,16 @@ func TestDevPartnerTopicOnTheEmbeddedBroker(t *testing.T) {
 	// A topic a partner created by producing, before the flow started: the flow reads what is
 	// produced after its start.
 	early := testrig.Unique("partner.early.")
-	w2 := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: early, AllowAutoTopicCreation: true, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
-	defer func() { _ = w2.Close() }()
-	if err := w2.WriteMessages(ctx, kafka.Message{Value: []byte(`{"before":true}`)}); err != nil {
-		t.Fatal(err)
-	}
+	kcatProduce(ctx, t, brokers, early, `k:{"before":true}`)
 	second := p.flow(`{"name":"from a partner's topic","graph":{"nodes":[
 	    {"id":"orders","type":"trigger.kafka","config":{"topic":"` + early + `"}},
 	    {"id":"shape","type":"action","connector":"transform","action":"map","config":{"fields":{"v":"input"}}}],
 	  "edges":[{"source":"orders","target":"shape"}]}}`)
+	lines = lines[:0]
 	for i := range 5 {
-		if err := w2.WriteMessages(ctx, kafka.Message{Value: []byte(fmt.Sprintf(`{"after":%d}`, i))}); err != nil {
-			t.Fatal(err)
-		}
+		lines = append(lines, fmt.Sprintf(`k:{"after":%d}`, i))
 	}
+	kcatProduce(ctx, t, brokers, early, lines...)
 	p.awaitExecutions(second, 5)
 
 	for _, action := range []string{"stop", "start", "stop"} {
@@ -84,5 +76,15 @@ func TestDevPartnerTopicOnTheEmbeddedBroker(t *testing.T) {
 	}
 	if st, m := p.post("/api/v1/flows/"+id+"/stop", ""); st != http.StatusOK || m["data"].(map[string]any)["status"] != "inactive" {
 		t.Fatalf("stop the partner flow: %d %v", st, m)
+	}
+}
+
+// kcatProduce produces lines ("key:value") to topic with kcat, as a partner would.
+func kcatProduce(ctx context.Context, t *testing.T, brokers []string, topic string, lines ...string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, "kcat", "-P", "-b", strings.Join(brokers, ","), "-t", topic, "-K:", "-X", "acks=all")
+	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kcat -P -t %s: %v\n%s", topic, err, out)
 	}
 }
