@@ -14,6 +14,7 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/flowdoc"
@@ -328,7 +329,7 @@ func (s *Server) createFlow(c *fiber.Ctx) error {
 	now := s.cfg.Now().UTC()
 	f.ID, f.Status, f.Revision, f.Type = identity.NewID(), flowdoc.StatusInactive, 1, flowdoc.DerivedType(f)
 	f.CreatedAt, f.UpdatedAt = &now, &now
-	if err := s.checkTopics(ctx, f); err != nil {
+	if err := s.checkAccess(ctx, f); err != nil {
 		return err
 	}
 	if err := s.st.CreateFlow(ctx, f, s.event(events.FlowCreated, f, p)); err != nil {
@@ -406,7 +407,7 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 		if len(next.Owners) == 0 {
 			return store.Mutation{}, fail(fiber.StatusBadRequest, problem.New("required", "/owners", "a flow needs at least one owner"))
 		}
-		if err := s.checkTopics(ctx, next); err != nil {
+		if err := s.checkAccess(ctx, next); err != nil {
 			return store.Mutation{}, err
 		}
 		now := s.cfg.Now().UTC()
@@ -537,7 +538,7 @@ func (s *Server) startFlow(c *fiber.Ctx) error {
 			return err
 		}
 
-		if err := s.checkTopics(c.UserContext(), f); err != nil {
+		if err := s.checkAccess(c.UserContext(), f); err != nil {
 			return err
 		}
 		return s.lifecycle(c, flowdoc.ActionStart, flowdoc.ActionStarted, s.unservedPools(c.UserContext(), f)...)
@@ -606,16 +607,53 @@ func (s *Server) stopFlow(c *fiber.Ctx) error {
 	return s.lifecycle(c, flowdoc.ActionStop, flowdoc.ActionStopped)
 }
 
-// checkTopics refuses a flow using partner topics one of its tenants may not use.
-func (s *Server) checkTopics(ctx context.Context, f *flowdoc.Flow) error {
+// checkAccess refuses a flow using partner topics one of its tenants may not use, or a
+// webhook auth connection its owners may not use or that cannot verify that auth: such a flow
+// would fail at run time for what its document says.
+func (s *Server) checkAccess(ctx context.Context, f *flowdoc.Flow) error {
 	ps, err := s.topics.Check(ctx, f)
 	if err != nil {
 		return err
 	}
-	if len(ps) > 0 {
+	aps, err := s.authProblems(ctx, f)
+	if err != nil {
+		return err
+	}
+	if ps = append(ps, aps...); len(ps) > 0 {
 		return fail(fiber.StatusBadRequest, ps...)
 	}
 	return nil
+}
+
+// authProblems checks the connection a webhook trigger's auth names, as ingest will use it.
+func (s *Server) authProblems(ctx context.Context, f *flowdoc.Flow) ([]problem.Problem, error) {
+	for i, n := range f.Graph.Nodes {
+		if n.Type != flowdoc.TypeWebhook {
+			continue
+		}
+		auth, _ := n.Config["auth"].(map[string]any)
+		typ, _ := auth["type"].(string)
+		id, _ := auth["connection"].(string)
+		if id == "" || (typ != connections.WebhookAuthBearer && typ != connections.WebhookAuthHMAC) {
+			continue
+		}
+		path := fmt.Sprintf("/graph/nodes/%d/config/auth/connection", i)
+		c, err := s.st.Connection(ctx, id)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && !connections.CanUse(c, f.Owners)) {
+			// One answer for both: no probing for other owners' connections.
+			return []problem.Problem{problem.New("connection_unavailable", path,
+				"connection %q does not exist or the flow's owners may not use it", id)}, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := connections.WebhookSecretField(typ, c.Type); !ok {
+			return []problem.Problem{problem.New("connection_type", path,
+				"%s auth verifies requests with a connection of type %s; connection %q is of type %s",
+				typ, strings.Join(connections.WebhookConnectionTypes(typ), " or "), id, c.Type)}, nil
+		}
+	}
+	return nil, nil
 }
 
 // transient reports whether a flow waits for a router's confirmation.

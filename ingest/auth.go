@@ -18,13 +18,6 @@ import (
 	"github.com/flowd/flowd/internal/store"
 )
 
-// Auth types of a webhook trigger's config.auth.
-const (
-	authNone   = "none"
-	authBearer = "bearer"
-	authHMAC   = "hmac"
-)
-
 // DefaultSignatureHeader carries the HMAC signature when config.auth.header is not set.
 const DefaultSignatureHeader = "X-Signature"
 
@@ -35,20 +28,6 @@ type authConfig struct {
 	Connection string
 	Header     string // hmac: where the signature is
 	Prefix     string // hmac: e.g. "sha256=" before the hex digest
-}
-
-// secretField is the one field of a connection ingest may decrypt for this auth type. Ingest
-// decrypts nothing else: connectors' credentials are opened by runners only.
-func secretField(authType, connType string) (string, bool) {
-	switch {
-	case authType == authBearer && connType == connections.TypeBearer:
-		return "token", true
-	case authType == authHMAC && connType == connections.TypeAPIKey:
-		return "key", true
-	case authType == authHMAC && connType == connections.TypeBasic:
-		return "password", true
-	}
-	return "", false
 }
 
 // errMisconfigured marks problems in a flow's trigger config or its auth connection: the
@@ -71,7 +50,7 @@ func (s *Server) loadSecret(ctx context.Context, a authConfig, owners []flowdoc.
 		// Same words as a missing one in the log a flow owner may see: no probing.
 		return nil, fmt.Errorf("%w: auth connection %s does not exist or the flow's owners may not use it", errMisconfigured, a.Connection)
 	}
-	field, ok := secretField(a.Type, c.Type)
+	field, ok := connections.WebhookSecretField(a.Type, c.Type)
 	if !ok {
 		return nil, fmt.Errorf("%w: %s auth cannot use a connection of type %q", errMisconfigured, a.Type, c.Type)
 	}
@@ -93,7 +72,7 @@ func unauthorized(challenge, format string, args ...any) *httpproblem.Error {
 // authenticate checks the request against the flow's auth; every comparison is constant-time.
 func authenticate(c *fiber.Ctx, m *flowMeta) *httpproblem.Error {
 	switch m.auth.Type {
-	case authBearer:
+	case connections.WebhookAuthBearer:
 		h := c.Get(fiber.HeaderAuthorization)
 		scheme, token, ok := strings.Cut(strings.TrimSpace(h), " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
@@ -104,7 +83,7 @@ func authenticate(c *fiber.Ctx, m *flowMeta) *httpproblem.Error {
 		if !hmac.Equal(got[:], want[:]) {
 			return unauthorized(`Bearer realm="flowd", error="invalid_token"`, "the bearer token is not valid")
 		}
-	case authHMAC:
+	case connections.WebhookAuthHMAC:
 		sig := strings.TrimSpace(c.Get(m.auth.Header))
 		if sig == "" {
 			return unauthorized("", "the %s header with the HMAC-SHA256 signature of the body is required", m.auth.Header)

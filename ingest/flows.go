@@ -14,6 +14,7 @@ import (
 
 	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/events"
+	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/store"
 )
@@ -75,7 +76,7 @@ func (s *Server) loadFlow(ctx context.Context, id string) (*flowMeta, error) {
 		}
 		m.output = compileShape(f.Payload.OutputParameters)
 	}
-	if m.auth.Type != authNone {
+	if m.auth.Type != connections.WebhookAuthNone {
 		m.secret, err = s.loadSecret(ctx, m.auth, f.Owners)
 		if errors.Is(err, errMisconfigured) {
 			m.misconfig = err
@@ -108,7 +109,7 @@ func parseTrigger(cfg map[string]any, defTimeout time.Duration) (isSync bool, ti
 	}
 	timeout = min(timeout, MaxSyncTimeout)
 
-	auth = authConfig{Type: authNone}
+	auth = authConfig{Type: connections.WebhookAuthNone}
 	raw, ok := cfg["auth"]
 	if !ok || raw == nil {
 		return isSync, timeout, auth, nil
@@ -140,16 +141,16 @@ func parseTrigger(cfg map[string]any, defTimeout time.Duration) (isSync bool, ti
 		return false, 0, auth, err
 	}
 	switch auth.Type {
-	case "", authNone:
-		auth = authConfig{Type: authNone}
-	case authBearer, authHMAC:
+	case "", connections.WebhookAuthNone:
+		auth = authConfig{Type: connections.WebhookAuthNone}
+	case connections.WebhookAuthBearer, connections.WebhookAuthHMAC:
 		if auth.Connection == "" {
 			return false, 0, auth, bad("auth.connection (the id of a stored connection holding the secret) is required for %s auth", auth.Type)
 		}
 		if _, ok := a["token"]; ok {
 			return false, 0, auth, bad("auth.token: secrets do not belong in a flow; store the token as a bearer connection and name it in auth.connection")
 		}
-		if auth.Type == authHMAC && auth.Header == "" {
+		if auth.Type == connections.WebhookAuthHMAC && auth.Header == "" {
 			auth.Header = DefaultSignatureHeader
 		}
 		auth.Header = http.CanonicalHeaderKey(auth.Header)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"mime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,6 +52,10 @@ func (s *Server) head(c *fiber.Ctx) error {
 	return c.SendStatus(fiber.StatusOK)
 }
 
+// misconfiguredRetryAfter (seconds) paces partners retrying a misconfigured webhook: it waits
+// for a person, not for a broker.
+const misconfiguredRetryAfter = 60
+
 func (s *Server) hook(c *fiber.Ctx) error { return s.accept(c, hookInput, "") }
 
 func (s *Server) flowMate(c *fiber.Ctx) error { return s.accept(c, flowMateInput, "/data") }
@@ -66,7 +71,11 @@ func (s *Server) accept(c *fiber.Ctx, input func(*fiber.Ctx) ([]byte, *httpprobl
 		if !m.warned.Swap(true) { // once per cache entry, not once per request
 			s.log.Warn("webhook refused: flow misconfigured", "flow", m.id, "revision", m.revision, "err", m.misconfig)
 		}
-		return fail(fiber.StatusInternalServerError, problem.New(codeMisconfigured, "", "this webhook cannot take requests until its flow's configuration is fixed"))
+		// Not the partner's fault, nor a fault of flowd's: what the flow uses changed since it
+		// was checked (its auth connection deleted, the ingest role's secret key missing).
+		// A partner retrying later succeeds once the owner fixes it.
+		return fail(fiber.StatusServiceUnavailable, problem.New(codeMisconfigured, "", "this webhook cannot take requests until its flow's configuration is fixed")).
+			With(fiber.HeaderRetryAfter, strconv.Itoa(misconfiguredRetryAfter))
 	}
 	if herr := authenticate(c, m); herr != nil {
 		return herr

@@ -701,7 +701,7 @@ func TestHMACAuth(t *testing.T) {
 	// A connection the flow's owners may not use makes the hook refuse everything.
 	foreign := e.connection("api_key", "key", "theirs", "someone-else")
 	stolen := e.flow(flowOpts{active: true, config: map[string]any{"auth": map[string]any{"type": "hmac", "connection": foreign}}})
-	r := e.must(500, e.do("POST", "/hooks/"+stolen, "application/json", body, "X-Signature", sign("theirs", body)))
+	r := e.must(503, e.do("POST", "/hooks/"+stolen, "application/json", body, "X-Signature", sign("theirs", body)))
 	if got := r.problems(); len(got) != 1 || got[0] != "flow_misconfigured@" || strings.Contains(string(r.raw), foreign) {
 		t.Fatalf("foreign connection: %s", r.raw)
 	}
@@ -728,7 +728,7 @@ func TestBearerAuth(t *testing.T) {
 	}
 	// A token in clear in the flow is refused, not used.
 	inline := e.flow(flowOpts{active: true, config: map[string]any{"auth": map[string]any{"type": "bearer", "connection": conn, "token": "x"}}})
-	e.must(500, e.do("POST", "/hooks/"+inline, "application/json", `{}`, "Authorization", "Bearer x"))
+	e.must(503, e.do("POST", "/hooks/"+inline, "application/json", `{}`, "Authorization", "Bearer x"))
 }
 
 func TestSyncMode(t *testing.T) {

@@ -160,6 +160,11 @@ func latestExecution(flowID string, ticks []time.Time) string {
 func TestTriggerConfigsAreCheckedWhenSaved(t *testing.T) {
 	p := startPipeline(t)
 	action := `{"id":"a","type":"action","connector":"transform","action":"map","config":{"fields":{"v":"input"}}}`
+	st, conn := p.post("/api/v1/connections", `{"name":"signing","type":"api_key","data":{"key":"s3cret"}}`)
+	if st != 201 {
+		t.Fatalf("connection: %d %v", st, conn)
+	}
+	apiKey := conn["data"].(map[string]any)["id"].(string)
 	for _, c := range []struct {
 		trigger, path string
 	}{
@@ -169,6 +174,8 @@ func TestTriggerConfigsAreCheckedWhenSaved(t *testing.T) {
 		{`{"id":"t","type":"trigger.webhook","config":{"auth":{"type":"bearer","connection":"c1","token":"s3cret"}}}`, "/graph/nodes/0/config/auth/token"},
 		{`{"id":"t","type":"trigger.webhook","config":{"auth":{"type":"basic","connection":"c1"}}}`, "/graph/nodes/0/config/auth/type"},
 		{`{"id":"t","type":"trigger.webhook","config":{"moed":"sync"}}`, "/graph/nodes/0/config/moed"},
+		{`{"id":"t","type":"trigger.webhook","config":{"auth":{"type":"bearer","connection":"no-such-connection"}}}`, "/graph/nodes/0/config/auth/connection"},
+		{`{"id":"t","type":"trigger.webhook","config":{"auth":{"type":"bearer","connection":"` + apiKey + `"}}}`, "/graph/nodes/0/config/auth/connection"},
 		{`{"id":"t","type":"trigger.kafka","config":{}}`, "/graph/nodes/0/config/topic"},
 		{`{"id":"t","type":"trigger.kafka","config":{"topic":"orders","headers":{"type":1}}}`, "/graph/nodes/0/config/headers/type"},
 		{`{"id":"t","type":"trigger.schedule","config":{"cron":"61 * * * *"}}`, "/graph/nodes/0/config/cron"},
@@ -181,6 +188,12 @@ func TestTriggerConfigsAreCheckedWhenSaved(t *testing.T) {
 		if st != 400 || !problemPath(body, c.path) {
 			t.Errorf("%s: %d %v, want 400 with a problem at %s", c.trigger, st, body, c.path)
 		}
+	}
+	// The same connection where it fits: saved, started, and the webhook verifies with it.
+	id := p.flow(`{"name":"signed","graph":{"nodes":[{"id":"t","type":"trigger.webhook","config":{"auth":{"type":"hmac","connection":"` + apiKey + `"}}},` + action + `],
+	  "edges":[{"source":"t","target":"a"}]}}`)
+	if st, body := p.post("/hooks/"+id, `{}`); st != 401 {
+		t.Fatalf("unsigned request to a signed webhook: %d %v", st, body)
 	}
 }
 

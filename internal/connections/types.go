@@ -327,3 +327,36 @@ func Seal(kr *secrets.Keyring, conn *store.Connection, d Change) error {
 	conn.TokenExpiresAt = d.expires
 	return nil
 }
+
+// Auth types of a webhook trigger's config.auth (schemas/trigger-webhook.schema.json).
+const (
+	WebhookAuthNone   = "none"
+	WebhookAuthBearer = "bearer"
+	WebhookAuthHMAC   = "hmac"
+)
+
+// WebhookSecretField is the one field of a connection of type connType that webhook auth of
+// authType verifies requests with; false when that type cannot serve it. Ingest decrypts
+// nothing else: connectors' credentials are opened by runners only.
+func WebhookSecretField(authType, connType string) (string, bool) {
+	switch {
+	case authType == WebhookAuthBearer && connType == TypeBearer:
+		return "token", true
+	case authType == WebhookAuthHMAC && connType == TypeAPIKey:
+		return "key", true
+	case authType == WebhookAuthHMAC && connType == TypeBasic:
+		return "password", true
+	}
+	return "", false
+}
+
+// WebhookConnectionTypes lists the connection types webhook auth of authType can use.
+func WebhookConnectionTypes(authType string) []string {
+	var out []string
+	for _, t := range []string{TypeAPIKey, TypeBasic, TypeBearer, TypeOAuth2} {
+		if _, ok := WebhookSecretField(authType, t); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
