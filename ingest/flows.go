@@ -13,8 +13,8 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/flowd/flowd/internal/backoff"
-	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/connections"
+	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/store"
 )
