@@ -17,8 +17,12 @@ PROTOC_GEN_GO_GRPC = .cache/bin/protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION)
 # grpcio-tools generates the Python stubs; its minor version follows the Go grpc module.
 GRPCIO_TOOLS_VERSION ?= 1.85.1
 PY_GEN_VENV = .cache/py-grpcio-tools-$(GRPCIO_TOOLS_VERSION)
-CONNECTOR_PROTO = connectors/proto/connector/v1/connector.proto
+CONNECTOR_PROTO = connectors/sdk/proto/connector/v1/connector.proto
 PY_GREETER = connectors/examples/python/greeter
+
+# Go modules of the repository: flowd itself and the connector SDK (its own module, so that a
+# connector depending on it does not pull flowd's server code).
+MODULES = . connectors/sdk
 
 # Built-in connectors: every connectors/<name>/ with a main.go becomes bin/connectors/<name>.
 CONNECTORS = $(patsubst %/main.go,%,$(wildcard connectors/*/main.go))
@@ -46,17 +50,17 @@ test-in-rig: fmt-check vet
 
 # test-unit: no rig; the integration tests skip and say so.
 test-unit:
-	$(GO) test -count=1 ./...
+	for m in $(MODULES); do (cd $$m && $(GO) test -count=1 ./...) || exit 1; done
 
 fmt-check:
 	@files=$$(find . -path ./.cache -prune -o -name '*.go' -print | xargs -r $(GOFMT) -l); \
 	if [ -n "$$files" ]; then echo "gofmt -w needed on:"; echo "$$files"; exit 1; fi
 
 vet:
-	$(GO) vet ./...
+	for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 
 lint: $(GOLANGCI_LINT)
-	$(GOLANGCI_LINT) run ./...
+	for m in $(MODULES); do (cd $$m && $(CURDIR)/$(GOLANGCI_LINT) run ./...) || exit 1; done
 
 $(GOLANGCI_LINT):
 	GOBIN=$(CURDIR)/.cache/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
@@ -66,9 +70,9 @@ $(GOLANGCI_LINT):
 # Python stubs of the example connector.
 generate: $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC)
 	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler" >&2; exit 1; }
-	protoc -I connectors/proto \
-		--plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_out=connectors/proto --go_opt=paths=source_relative \
-		--plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GO_GRPC) --go-grpc_out=connectors/proto --go-grpc_opt=paths=source_relative \
+	protoc -I connectors/sdk/proto \
+		--plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_out=connectors/sdk/proto --go_opt=paths=source_relative \
+		--plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GO_GRPC) --go-grpc_out=connectors/sdk/proto --go-grpc_opt=paths=source_relative \
 		$(CONNECTOR_PROTO)
 	@if command -v python3 >/dev/null; then \
 		set -e; \

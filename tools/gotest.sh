@@ -6,8 +6,12 @@
 set -uo pipefail
 mkdir -p .cache
 log=.cache/go-test.log
-go test "$@" -v ./... >"$log" 2>&1
-rc=$?
+# Every module of the repository: flowd and the connector SDK (connectors/sdk/go.mod).
+: >"$log"
+rc=0
+for mod in . connectors/sdk; do
+	(cd "$mod" && go test "$@" -v ./...) >>"$log" 2>&1 || rc=$?
+done
 grep -E '^(--- (PASS|FAIL|SKIP)|ok |FAIL|\?|panic:)|rig_test.go:.*(kafka broker|redis-server)' "$log"
 if [ $rc -ne 0 ]; then
 	echo

@@ -18,8 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	connectorv1 "github.com/flowd/flowd/connectors/proto/connector/v1"
 	"github.com/flowd/flowd/connectors/sdk"
+	connectorv1 "github.com/flowd/flowd/connectors/sdk/proto/connector/v1"
 )
 
 // Error codes the host puts in results (sdk.Error.Code) for failures of its own.

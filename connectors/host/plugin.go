@@ -17,8 +17,8 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	connectorv1 "github.com/flowd/flowd/connectors/proto/connector/v1"
 	"github.com/flowd/flowd/connectors/sdk"
+	connectorv1 "github.com/flowd/flowd/connectors/sdk/proto/connector/v1"
 )
 
 // clientPlugin is the host side of the go-plugin wiring (the SDK has the server side).

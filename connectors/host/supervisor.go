@@ -19,8 +19,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	connectorv1 "github.com/flowd/flowd/connectors/proto/connector/v1"
 	"github.com/flowd/flowd/connectors/sdk"
+	connectorv1 "github.com/flowd/flowd/connectors/sdk/proto/connector/v1"
 	"github.com/flowd/flowd/internal/backoff"
 )
 

@@ -9,7 +9,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
-	connectorv1 "github.com/flowd/flowd/connectors/proto/connector/v1"
+	connectorv1 "github.com/flowd/flowd/connectors/sdk/proto/connector/v1"
 )
 
 // Handshake is shared by the host and every connector. The cookie only tells a person who runs

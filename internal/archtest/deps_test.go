@@ -3,6 +3,7 @@ package archtest
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -37,6 +38,29 @@ func TestCoreDoesNotDependOnThePluginStack(t *testing.T) {
 					t.Errorf("%s depends on %s", pkg, d)
 				}
 			}
+		}
+	}
+}
+
+// The connector SDK is a module of its own: a connector that depends on it gets the plugin
+// stack and nothing of flowd's server (no store, no Kafka, no Redis, no HTTP framework).
+func TestSDKModuleStandsAlone(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", "./...")
+	cmd.Dir = "../../connectors/sdk"
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps in connectors/sdk: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, "github.com/hashicorp/go-plugin") {
+		t.Fatalf("the SDK's dependencies lack go-plugin: %v", deps)
+	}
+	for _, d := range deps {
+		switch {
+		case strings.HasPrefix(d, "github.com/flowd/flowd/") && !strings.HasPrefix(d, "github.com/flowd/flowd/connectors/sdk"):
+			t.Errorf("the SDK depends on flowd's %s", d)
+		case strings.HasPrefix(d, "github.com/segmentio/"), strings.HasPrefix(d, "github.com/redis/"), strings.HasPrefix(d, "github.com/gofiber/"):
+			t.Errorf("the SDK depends on %s", d)
 		}
 	}
 }

@@ -779,7 +779,7 @@ const file_connector_v1_connector_proto_rawDesc = "" +
 	"\tConnector\x12U\n" +
 	"\bDescribe\x12#.flowd.connector.v1.DescribeRequest\x1a$.flowd.connector.v1.DescribeResponse\x12R\n" +
 	"\aExecute\x12\".flowd.connector.v1.ExecuteRequest\x1a#.flowd.connector.v1.ExecuteResponse\x12I\n" +
-	"\x04Poll\x12\x1f.flowd.connector.v1.PollRequest\x1a .flowd.connector.v1.PollResponseBBZ@github.com/flowd/flowd/connectors/proto/connector/v1;connectorv1b\x06proto3"
+	"\x04Poll\x12\x1f.flowd.connector.v1.PollRequest\x1a .flowd.connector.v1.PollResponseBFZDgithub.com/flowd/flowd/connectors/sdk/proto/connector/v1;connectorv1b\x06proto3"
 
 var (
 	file_connector_v1_connector_proto_rawDescOnce sync.Once
