@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -257,8 +258,16 @@ func TestOneFlowsFailureIsItsOwn(t *testing.T) {
 	produce := func(keys ...string) {
 		t.Helper()
 		for _, k := range keys {
-			if err := w.WriteMessages(context.Background(), kafka.Message{Topic: "partner." + missing, Key: []byte(k), Value: []byte(`{"x":"` + k + `"}`)}); err != nil {
-				t.Fatal(err)
+			// A topic just created may not have a leader yet: retried until it has.
+			for deadline := time.Now().Add(30 * time.Second); ; {
+				err := w.WriteMessages(context.Background(), kafka.Message{Topic: "partner." + missing, Key: []byte(k), Value: []byte(`{"x":"` + k + `"}`)})
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, kafka.UnknownTopicOrPartition) && !errors.Is(err, kafka.LeaderNotAvailable) || time.Now().After(deadline) {
+					t.Fatal(err)
+				}
+				time.Sleep(100 * time.Millisecond) // polling the broker with a deadline
 			}
 		}
 	}
