@@ -1,5 +1,6 @@
-"""Runs a connector's handlers as the protocol asks, for the gRPC server and the testing helpers
-alike: JSON documents in, JSON documents out, every failure an ItemError for that item alone."""
+"""Runs a connector's handlers as the protocol asks, for the gRPC server and
+flowd_connector.testing alike: JSON documents in, JSON documents out, every failure an ItemError
+for that item alone."""
 
 import json
 import logging
@@ -16,7 +17,8 @@ WireConnection = tuple[str, bytes] | None
 class Handlers:
     """A connector's manifest and handlers, checked to agree: every declared action and trigger
     has a handler and every handler is declared, so a typo fails at start rather than per call.
-    A kind given as None is not checked and has no handlers (the testing helpers run one kind)."""
+    A kind given as None is not checked and has no handlers: flowd_connector.testing runs one
+    kind."""
 
     def __init__(self, manifest: dict, actions: dict[str, Callable] | None, triggers: dict[str, Callable] | None):
         if not isinstance(manifest, dict) or not isinstance(manifest.get("name"), str) or not manifest["name"]:

@@ -40,7 +40,7 @@ def main(manifest: dict, actions: dict | None, triggers: dict | None, argv: list
     except ValueError as e:
         sys.stderr.write(f"{e}\n")
         return 2
-    if argv[:1] == ["describe"] and len(argv) == 1:
+    if argv == ["describe"]:
         sys.stdout.write(json.dumps(manifest, indent=2) + "\n")
         sys.stdout.flush()
         return 0
