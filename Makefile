@@ -18,7 +18,8 @@ PROTOC_GEN_GO_GRPC = .cache/bin/protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION)
 GRPCIO_TOOLS_VERSION ?= 1.85.1
 PY_GEN_VENV = .cache/py-grpcio-tools-$(GRPCIO_TOOLS_VERSION)
 CONNECTOR_PROTO = connectors/sdk/proto/connector/v1/connector.proto
-PY_GREETER = connectors/examples/python/greeter
+# The Python SDK's package (connectors/sdk/python/flowd_connector) holds the Python stubs.
+PY_SDK = connectors/sdk/python
 
 # Go modules of the repository: flowd itself and the connector SDK (its own module, so that a
 # connector depending on it does not pull flowd's server code).
@@ -67,7 +68,8 @@ $(GOLANGCI_LINT):
 	mv .cache/bin/golangci-lint $@
 
 # generate: the connector protocol's Go code (checked in) and, when python3 is present, the
-# Python stubs of the example connector.
+# Python stubs of the Python SDK, generated as flowd_connector/connector.proto so that they import
+# each other through the package.
 generate: $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC)
 	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler" >&2; exit 1; }
 	protoc -I connectors/sdk/proto \
@@ -77,10 +79,9 @@ generate: $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC)
 	@if command -v python3 >/dev/null; then \
 		set -e; \
 		test -x $(PY_GEN_VENV)/bin/python || { python3 -m venv $(PY_GEN_VENV) && $(PY_GEN_VENV)/bin/pip install -q grpcio-tools==$(GRPCIO_TOOLS_VERSION); }; \
-		mkdir -p $(PY_GREETER); \
-		echo "grpc_tools.protoc -> $(PY_GREETER)"; \
-		$(PY_GEN_VENV)/bin/python -m grpc_tools.protoc -I $(dir $(CONNECTOR_PROTO)) \
-			--python_out=$(PY_GREETER) --grpc_python_out=$(PY_GREETER) $(CONNECTOR_PROTO); \
+		echo "grpc_tools.protoc -> $(PY_SDK)/flowd_connector"; \
+		$(PY_GEN_VENV)/bin/python -m grpc_tools.protoc -I flowd_connector=$(dir $(CONNECTOR_PROTO)) \
+			--python_out=$(PY_SDK) --grpc_python_out=$(PY_SDK) $(CONNECTOR_PROTO); \
 	else echo "python3 not found: Python stubs not regenerated" >&2; fi
 
 $(PROTOC_GEN_GO):

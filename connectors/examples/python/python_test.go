@@ -1,6 +1,6 @@
-// Package python holds the test of the Python example connector (greeter/): it runs the
-// connector through the Go host, handshake, AutoMTLS, actions and polls, proving the plugin
-// protocol is language-neutral.
+// Package python holds the tests of the Python example connector (greeter/) and of the scaffold's
+// Python template: they run the connectors through the Go host, handshake, AutoMTLS, actions and
+// polls, proving the plugin protocol is language-neutral.
 package python
 
 import (
@@ -362,6 +362,131 @@ func TestGreeterHandshake(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		_ = orphan.Process.Kill()
 		t.Fatal("orphaned greeter still runs after 30s")
+	}
+}
+
+// TestPythonTemplateThroughHost renders the scaffold's Python template as the scaffold does (its
+// three placeholders, in file names and contents) and runs what a new connector starts as: its
+// unit tests, describe, and its action and trigger through the host.
+func TestPythonTemplateThroughHost(t *testing.T) {
+	greeterDir, err := filepath.Abs("greeter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdkDir, err := filepath.Abs(filepath.Join("..", "..", "sdk", "python"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	python := testrig.GreeterPython(t, greeterDir)
+	const name, module = "tick-echo", "tick_echo"
+	src := filepath.Join(t.TempDir(), name)
+	renderTemplate(t, filepath.Join("..", "..", "scaffold", "templates", "python"), src,
+		strings.NewReplacer("__name__", name), strings.NewReplacer("{{.Name}}", name, "{{.Module}}", module, "{{.SDKDir}}", sdkDir))
+
+	unit := exec.Command(python, "-B", "-m", "unittest")
+	unit.Dir = src
+	if out, err := unit.CombinedOutput(); err != nil {
+		t.Fatalf("python -m unittest in the rendered connector: %v\n%s", err, out)
+	}
+	describe := exec.Command(filepath.Join(src, name), "describe")
+	describe.Env = append(os.Environ(), "FLOWD_CONNECTOR_PYTHON="+python)
+	out, err := describe.Output()
+	if err != nil {
+		t.Fatalf("%s describe: %v", name, err)
+	}
+	var described sdk.Manifest
+	if err := json.Unmarshal(out, &described); err != nil || described.Name != name {
+		t.Fatalf("%s describe printed %q (%v): want the manifest of %s", name, out, err, name)
+	}
+
+	logs := newTestWriter(t) // registered first: its cleanup runs after the host's
+	dir := t.TempDir()
+	if err := os.Symlink(filepath.Join(src, name), filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+	h, err := host.New(host.Options{
+		Dir:    dir,
+		Env:    []string{"FLOWD_CONNECTOR_PYTHON=" + python},
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	m, err := h.Manifest(ctx, name) // the host validates it against the manifest schema
+	if err != nil {
+		t.Fatalf("start %s through the host: %v", name, err)
+	}
+	if _, ok := m.Actions["echo"]; !ok {
+		t.Fatalf("manifest actions %v: want echo", m.Actions)
+	}
+	if _, ok := m.Triggers["ticks"]; !ok {
+		t.Fatalf("manifest triggers %v: want ticks", m.Triggers)
+	}
+
+	results, err := h.Execute(ctx, name, []sdk.Invocation{
+		{ID: "hi", Action: "echo", Config: map[string]any{"prefix": "> "}, Input: map[string]any{"text": "hi"}},
+		{ID: "none", Action: "echo", Input: map[string]any{}},
+	})
+	if err != nil {
+		t.Fatalf("execute: %v", err)
+	}
+	if r := results[0]; r.Error != nil || len(r.Outputs) != 1 || !reflect.DeepEqual(r.Outputs[0].Data, map[string]any{"message": "> hi"}) {
+		t.Errorf("echo: %+v, want one output {message: \"> hi\"}", r)
+	}
+	if r := results[1]; r.Error == nil || r.Error.Code != "invalid_input" || r.Error.Retryable {
+		t.Errorf("echo without text: %+v, want a permanent invalid_input", r)
+	}
+
+	cursor := ""
+	for i, want := range [][]string{{"tick-1", "tick-2"}, {"tick-3"}, nil} {
+		res, err := h.Poll(ctx, name, sdk.PollRequest{Trigger: "ticks", Config: map[string]any{"total": 3, "batch": 2}, Cursor: cursor})
+		if err != nil {
+			t.Fatalf("poll %d (cursor %q): %v", i+1, cursor, err)
+		}
+		var got []string
+		for _, it := range res.Items {
+			item, _ := it.(map[string]any)
+			id, _ := item["id"].(string)
+			got = append(got, id)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("poll %d (cursor %q): items %v, want %v", i+1, cursor, got, want)
+		}
+		cursor = res.Cursor
+	}
+	if cursor != "3" {
+		t.Errorf("cursor after the last tick: %q, want 3", cursor)
+	}
+}
+
+// renderTemplate writes the template directory tmpl into dst with names and contents replaced,
+// the launcher (the file named __name__) executable, as connectors/scaffold renders it.
+func renderTemplate(t *testing.T, tmpl, dst string, names, contents *strings.Replacer) {
+	t.Helper()
+	entries, err := os.ReadDir(tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(tmpl, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mode := os.FileMode(0o644)
+		if e.Name() == "__name__" {
+			mode = 0o755
+		}
+		target := filepath.Join(dst, contents.Replace(names.Replace(e.Name())))
+		if err := os.WriteFile(target, []byte(contents.Replace(string(data))), mode); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-import connector_pb2 as connector__pb2
+from flowd_connector import connector_pb2 as flowd__connector_dot_connector__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in connector_pb2_grpc.py depends on'
+        + ' but the generated code in flowd_connector/connector_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,18 +36,18 @@ class ConnectorStub:
         """
         self.Describe = channel.unary_unary(
                 '/flowd.connector.v1.Connector/Describe',
-                request_serializer=connector__pb2.DescribeRequest.SerializeToString,
-                response_deserializer=connector__pb2.DescribeResponse.FromString,
+                request_serializer=flowd__connector_dot_connector__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=flowd__connector_dot_connector__pb2.DescribeResponse.FromString,
                 _registered_method=True)
         self.Execute = channel.unary_unary(
                 '/flowd.connector.v1.Connector/Execute',
-                request_serializer=connector__pb2.ExecuteRequest.SerializeToString,
-                response_deserializer=connector__pb2.ExecuteResponse.FromString,
+                request_serializer=flowd__connector_dot_connector__pb2.ExecuteRequest.SerializeToString,
+                response_deserializer=flowd__connector_dot_connector__pb2.ExecuteResponse.FromString,
                 _registered_method=True)
         self.Poll = channel.unary_unary(
                 '/flowd.connector.v1.Connector/Poll',
-                request_serializer=connector__pb2.PollRequest.SerializeToString,
-                response_deserializer=connector__pb2.PollResponse.FromString,
+                request_serializer=flowd__connector_dot_connector__pb2.PollRequest.SerializeToString,
+                response_deserializer=flowd__connector_dot_connector__pb2.PollResponse.FromString,
                 _registered_method=True)
 
 
@@ -83,18 +83,18 @@ def add_ConnectorServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Describe': grpc.unary_unary_rpc_method_handler(
                     servicer.Describe,
-                    request_deserializer=connector__pb2.DescribeRequest.FromString,
-                    response_serializer=connector__pb2.DescribeResponse.SerializeToString,
+                    request_deserializer=flowd__connector_dot_connector__pb2.DescribeRequest.FromString,
+                    response_serializer=flowd__connector_dot_connector__pb2.DescribeResponse.SerializeToString,
             ),
             'Execute': grpc.unary_unary_rpc_method_handler(
                     servicer.Execute,
-                    request_deserializer=connector__pb2.ExecuteRequest.FromString,
-                    response_serializer=connector__pb2.ExecuteResponse.SerializeToString,
+                    request_deserializer=flowd__connector_dot_connector__pb2.ExecuteRequest.FromString,
+                    response_serializer=flowd__connector_dot_connector__pb2.ExecuteResponse.SerializeToString,
             ),
             'Poll': grpc.unary_unary_rpc_method_handler(
                     servicer.Poll,
-                    request_deserializer=connector__pb2.PollRequest.FromString,
-                    response_serializer=connector__pb2.PollResponse.SerializeToString,
+                    request_deserializer=flowd__connector_dot_connector__pb2.PollRequest.FromString,
+                    response_serializer=flowd__connector_dot_connector__pb2.PollResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -122,8 +122,8 @@ class Connector:
             request,
             target,
             '/flowd.connector.v1.Connector/Describe',
-            connector__pb2.DescribeRequest.SerializeToString,
-            connector__pb2.DescribeResponse.FromString,
+            flowd__connector_dot_connector__pb2.DescribeRequest.SerializeToString,
+            flowd__connector_dot_connector__pb2.DescribeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -149,8 +149,8 @@ class Connector:
             request,
             target,
             '/flowd.connector.v1.Connector/Execute',
-            connector__pb2.ExecuteRequest.SerializeToString,
-            connector__pb2.ExecuteResponse.FromString,
+            flowd__connector_dot_connector__pb2.ExecuteRequest.SerializeToString,
+            flowd__connector_dot_connector__pb2.ExecuteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -176,8 +176,8 @@ class Connector:
             request,
             target,
             '/flowd.connector.v1.Connector/Poll',
-            connector__pb2.PollRequest.SerializeToString,
-            connector__pb2.PollResponse.FromString,
+            flowd__connector_dot_connector__pb2.PollRequest.SerializeToString,
+            flowd__connector_dot_connector__pb2.PollResponse.FromString,
             options,
             channel_credentials,
             insecure,
