@@ -29,7 +29,7 @@ func newScaffoldCmd() *cobra.Command {
 				// A flowd checkout around the working directory or the binary: build against it.
 				wd, _ := os.Getwd()
 				exe, _ := os.Executable()
-				sdkDir = scaffold.FindSDK(lang, wd, filepath.Dir(exe))
+				sdkDir = scaffold.FindSDK(wd, filepath.Dir(exe))
 			} else if abs, err := filepath.Abs(sdkDir); err == nil {
 				sdkDir = abs
 			}
@@ -48,6 +48,6 @@ func newScaffoldCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&lang, "lang", "go", "language: "+strings.Join(scaffold.Languages, " or "))
 	cmd.Flags().StringVar(&dir, "dir", "", "where to write the project [./NAME]")
-	cmd.Flags().StringVar(&sdkDir, "sdk-dir", "", "the SDK to build against (connectors/sdk, or connectors/sdk/python for Python) [found in a flowd checkout around the working directory, else the published one]")
+	cmd.Flags().StringVar(&sdkDir, "sdk-dir", envOr("FLOWD_SDK_DIR", ""), "a flowd checkout's connectors/sdk to build against (env FLOWD_SDK_DIR) [found in a checkout around the working directory or the flowd binary, else the published SDK]")
 	return cmd
 }

@@ -37,8 +37,9 @@ type Options struct {
 	Name string // the connector's name: lowercase letters, digits and dashes
 	Lang string // go or python
 	Dir  string // where to write; must not exist or be empty
-	// SDKDir is the SDK to build against: for Go the directory of the SDK module (a replace
-	// in go.mod), for Python the SDK package to pip install. Empty: the published one.
+	// SDKDir is the SDK to build against, a flowd checkout's connectors/sdk: Go projects use
+	// the module there (a replace in go.mod), Python ones pip install its python/ package.
+	// Empty: the published SDK.
 	SDKDir string
 }
 
@@ -64,6 +65,9 @@ func Write(o Options) ([]string, error) {
 		return nil, err
 	}
 	d := data{Name: o.Name, Module: strings.ReplaceAll(o.Name, "-", "_"), SDKDir: o.SDKDir}
+	if o.Lang == "python" && o.SDKDir != "" {
+		d.SDKDir = filepath.Join(o.SDKDir, "python")
+	}
 	root := path.Join("templates", o.Lang)
 	var written []string
 	err := fs.WalkDir(templates, root, func(p string, e fs.DirEntry, err error) error {
@@ -117,18 +121,13 @@ func render(name, text string, d data) (string, error) {
 	return out.String(), nil
 }
 
-// FindSDK looks for the SDK of lang in a flowd checkout at or above each of dirs: the Go
-// module's directory (connectors/sdk) or the Python package's (connectors/sdk/python). It
-// returns "" when none is found.
-func FindSDK(lang string, dirs ...string) string {
+// FindSDK looks for the SDK (connectors/sdk) of a flowd checkout at or above each of dirs, and
+// returns "" when there is none.
+func FindSDK(dirs ...string) string {
 	rel := filepath.Join("connectors", "sdk")
-	marker := "go.mod"
-	if lang == "python" {
-		rel, marker = filepath.Join(rel, "python"), "pyproject.toml"
-	}
 	for _, d := range dirs {
 		for d != "" {
-			if _, err := os.Stat(filepath.Join(d, rel, marker)); err == nil {
+			if _, err := os.Stat(filepath.Join(d, rel, "go.mod")); err == nil {
 				return filepath.Join(d, rel)
 			}
 			parent := filepath.Dir(d)
