@@ -452,3 +452,17 @@ func TestRawFields(t *testing.T) {
 		t.Error("a schema that is not JSON passed")
 	}
 }
+
+func TestInvokePoll(t *testing.T) {
+	c := testConnector()
+	res, err := InvokePoll(context.Background(), c, PollRequest{Trigger: "tick", Config: map[string]any{"n": 3}, Cursor: "c"})
+	if err != nil || len(res.Items) != 1 || res.Items[0] != json.Number("3") || res.Cursor != "c+" {
+		t.Fatalf("poll: %+v %v", res, err)
+	}
+	if _, err := InvokePoll(context.Background(), c, PollRequest{Trigger: "nope"}); err == nil || err.Code != "unknown_trigger" {
+		t.Fatalf("unknown trigger: %v", err)
+	}
+	if _, err := InvokePoll(context.Background(), c, PollRequest{Trigger: "tick", Config: map[string]any{"n": "three"}}); err == nil || err.Code != "invalid_config" {
+		t.Fatalf("undecodable config: %v", err)
+	}
+}
