@@ -43,6 +43,9 @@ type Options struct {
 	SDKDir string
 }
 
+// publishedPythonSDK is what pip installs the Python SDK from without a checkout.
+const publishedPythonSDK = "git+https://github.com/flowd/flowd#subdirectory=connectors/sdk/python"
+
 // data is what templates see.
 type data struct {
 	Name   string // as given
@@ -65,8 +68,11 @@ func Write(o Options) ([]string, error) {
 		return nil, err
 	}
 	d := data{Name: o.Name, Module: strings.ReplaceAll(o.Name, "-", "_"), SDKDir: o.SDKDir}
-	if o.Lang == "python" && o.SDKDir != "" {
-		d.SDKDir = filepath.Join(o.SDKDir, "python")
+	if o.Lang == "python" {
+		d.SDKDir = publishedPythonSDK
+		if o.SDKDir != "" {
+			d.SDKDir = filepath.Join(o.SDKDir, "python")
+		}
 	}
 	root := path.Join("templates", o.Lang)
 	var written []string
