@@ -42,4 +42,17 @@ func TestConnectorDiscoveryAndValidation(t *testing.T) {
 	if !strings.Contains(strings.Join(r.errCodes(), " "), "invalid_config@/graph/nodes/2/config/method") {
 		t.Fatalf("bad config: %s", r.raw)
 	}
+	// A missing required field and a field the schema does not allow: each refused, at its
+	// own path, as the plugin host refuses such a call.
+	for _, tc := range []struct{ from, to, want string }{
+		{`"url": "http://127.0.0.1:8080/dev/echo",`, ``, "invalid_config@/graph/nodes/2/config/url"},
+		{`"method": "POST"`, `"method": "POST", "colour": "red"`, "invalid_config@/graph/nodes/2/config/colour"},
+		{`"fields": {`, `"colour": "red", "fields": {`, "invalid_config@/graph/nodes/3/config/colour"},
+	} {
+		bad := strings.Replace(string(readmeFlow(t)), tc.from, tc.to, 1)
+		r := e.must(400, e.call("POST", "/api/v1/flows", e.admin, bad))
+		if got := r.errCodes(); len(got) != 1 || got[0] != tc.want {
+			t.Fatalf("config with %q: problems %v, want [%s]: %s", tc.to, got, tc.want, r.raw)
+		}
+	}
 }

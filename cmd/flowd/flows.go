@@ -2,12 +2,16 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -16,6 +20,7 @@ import (
 	"github.com/flowd/flowd/connectors/catalog"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/problem"
 )
 
 // remote are the flags of commands that talk to a running API.
@@ -205,14 +210,25 @@ func newValidateCmd() *cobra.Command {
 		Short: "Check flow documents offline: schema, graph, expressions and the connectors they use; exit 1 on any problem",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			stderr := cmd.ErrOrStderr()
+			// A directory named on purpose must be there; the default may be absent.
+			if cmd.Flags().Changed("connectors-dir") {
+				if _, err := os.Stat(connectorsDir); err != nil {
+					return fmt.Errorf("--connectors-dir: %w", err)
+				}
+			}
 			// The installed connectors, as the API checks them: names, actions, config schemas.
 			cat, err := catalog.Load(cmd.Context(), connectorsDir, slog.New(slog.DiscardHandler))
 			if err != nil {
 				return err
 			}
+			skipped := cat.Skipped()
+			for _, name := range slices.Sorted(maps.Keys(skipped)) {
+				fmt.Fprintf(stderr, "%s: connector skipped: %v\n", filepath.Join(connectorsDir, name), skipped[name])
+			}
 			opts := cat.ValidationOptions()
 			if cat.Len() == 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "no connectors in %s: connector nodes are not checked (pass --connectors-dir)\n", connectorsDir)
+				fmt.Fprintf(stderr, "no connectors in %s: connector nodes are not checked (pass --connectors-dir)\n", connectorsDir)
 			}
 			opts.ReservedTopic = kafkax.Config{TopicPrefix: topicPrefix}.Reserved
 			bad := 0
@@ -225,7 +241,15 @@ func newValidateCmd() *cobra.Command {
 				}
 				if err != nil {
 					bad++
-					fmt.Fprintf(cmd.ErrOrStderr(), "%s: %v\n", file, err)
+					// One line per problem, each naming the file: easy to read and to grep.
+					var ps problem.List
+					if !errors.As(err, &ps) {
+						fmt.Fprintf(stderr, "%s: %v\n", file, err)
+						continue
+					}
+					for _, p := range ps {
+						fmt.Fprintf(stderr, "%s: %s\n", file, p)
+					}
 					continue
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: ok\n", file)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/connectors/sdk"
+	"github.com/flowd/flowd/connectors/sdk/schemacheck"
 	"github.com/flowd/flowd/internal/flowdoc"
 )
 
@@ -112,7 +113,6 @@ func describe(ctx context.Context, path string) (*Entry, error) {
 
 func newEntry(m sdk.Manifest, path string) (*Entry, error) {
 	e := &Entry{Manifest: m, Path: path, configs: map[string]*jsonschema.Schema{}, raw: map[string][]string{}}
-	comp := jsonschema.NewCompiler()
 	add := func(kind, name string, raw json.RawMessage) error {
 		if len(raw) == 0 {
 			return nil
@@ -124,15 +124,8 @@ func newEntry(m sdk.Manifest, path string) (*Entry, error) {
 		if len(fields) > 0 {
 			e.raw[name] = fields
 		}
-		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
-		if err != nil {
-			return fmt.Errorf("%s %q: config schema is not JSON: %w", kind, name, err)
-		}
-		url := "flowd-connector:///" + m.Name + "/" + kind + "/" + name + "/config.json"
-		if err := comp.AddResource(url, doc); err != nil {
-			return err
-		}
-		s, err := comp.Compile(url)
+		// Compiled as the plugin host compiles it, so flows are judged as calls will be.
+		s, err := schemacheck.Compile("flowd-connector:///"+m.Name+"/"+kind+"/"+name+"/config.json", raw)
 		if err != nil {
 			return fmt.Errorf("%s %q: config schema: %w", kind, name, err)
 		}

@@ -213,6 +213,9 @@ func (h *Host) Execute(ctx context.Context, name string, items []sdk.Invocation)
 	sent := make(map[string]int, len(items)) // id -> index in items
 	for i := range items {
 		pi, err := encodeInvocation(&items[i], itemDeadline(items[i].Deadline))
+		if err == nil {
+			err = inst.checkInvocation(pi)
+		}
 		if err != nil {
 			results[i] = sdk.Result{ID: items[i].ID, Error: sdk.AsError(err)}
 			continue
@@ -263,6 +266,9 @@ func (h *Host) Poll(ctx context.Context, name string, req sdk.PollRequest) (sdk.
 	callCtx, cancel, itemDeadline := h.callContext(ctx, nil)
 	defer cancel()
 	preq, err := encodePoll(&req, itemDeadline(time.Time{}))
+	if err == nil {
+		err = inst.checkPoll(preq)
+	}
 	if err != nil {
 		return sdk.PollResult{}, err
 	}

@@ -54,6 +54,7 @@ type instance struct {
 	health   healthpb.HealthClient
 	manifest sdk.Manifest
 	raw      map[string][]string // action -> config fields it marks raw (sdk.RawFields)
+	schemas  *sdk.Schemas        // what every call is checked against (validate.go)
 	started  time.Time
 	pid      int
 }
@@ -222,6 +223,10 @@ func (s *supervisor) launch() (*instance, error) {
 	}
 	inst.manifest = *m
 	inst.raw = rawFields(m)
+	if inst.schemas, err = compileSchemas(s.name, m); err != nil {
+		client.Kill()
+		return nil, err
+	}
 	return inst, nil
 }
 

@@ -186,17 +186,28 @@ func encodeOutputs(outs []Output, ports []string) ([]Output, *Error) {
 	return enc, nil
 }
 
-// Invoke runs one invocation of c in process, through the same decoding, deadline, panic and
-// output checks as a served connector: for unit tests of handlers. Output data comes back
-// decoded from JSON (objects as map[string]any, numbers as json.Number), as the host returns it.
+// Invoke runs one invocation of c in process, through the same checks as a served connector
+// behind the flowd host: config and input against the action's schemas (a refused call is an
+// invalid_config or invalid_input error with its Problems, and the handler is not called),
+// then decoding, deadline, panic and output checks. It is for unit tests of handlers. Output
+// data comes back decoded from JSON (objects as map[string]any, numbers as json.Number), as
+// the host returns it.
 func Invoke(ctx context.Context, c Connector, inv Invocation) Result {
 	r, err := newEngine(c, slog.Default())
+	if err != nil {
+		return Result{ID: inv.ID, Error: &Error{Code: "invalid_connector", Message: err.Error()}}
+	}
+	// Compiled per call, as the host compiles them per start: a broken schema fails the call.
+	schemas, err := CompileSchemas(r.manifest)
 	if err != nil {
 		return Result{ID: inv.ID, Error: &Error{Code: "invalid_connector", Message: err.Error()}}
 	}
 	w, err := wireFromInvocation(inv)
 	if err != nil {
 		return Result{ID: inv.ID, Error: AsError(err)}
+	}
+	if e := schemas.CheckInvocation(w.Action, w.Config, w.Input); e != nil {
+		return Result{ID: inv.ID, Error: e}
 	}
 	res := r.execute(ctx, &w)
 	for i, o := range res.Outputs {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -298,7 +299,7 @@ func TestErrorJSON(t *testing.T) {
 		if err := json.Unmarshal([]byte(c.json), &back); err != nil {
 			t.Fatal(err)
 		}
-		if want := (Error{Code: c.err.Code, Message: c.err.Message, Retryable: c.err.Retryable, RetryAfter: c.back}); back != want {
+		if want := (Error{Code: c.err.Code, Message: c.err.Message, Retryable: c.err.Retryable, RetryAfter: c.back}); !reflect.DeepEqual(back, want) {
 			t.Errorf("%s decodes as %+v, want %+v", c.json, back, want)
 		}
 	}

@@ -89,19 +89,24 @@ type Error struct {
 	// again (an HTTP Retry-After, a rate limit's reset); 0 when there is no such hint. It
 	// travels in whole milliseconds (rounded up) and matters only when Retryable.
 	RetryAfter time.Duration
+	// Problems lists what was wrong with the call's config or input, each with its JSON
+	// pointer, when a schema check refused it (invalid_config, invalid_input). The host and
+	// Invoke fill it in; the plugin protocol carries only code, message and retry fields.
+	Problems []Problem
 }
 
 // errorJSON is Error's JSON form: RetryAfter as retryAfterMs, like the records carry it.
 type errorJSON struct {
-	Code         string `json:"code,omitempty"`
-	Message      string `json:"message"`
-	Retryable    bool   `json:"retryable"`
-	RetryAfterMs int64  `json:"retryAfterMs,omitempty"`
+	Code         string    `json:"code,omitempty"`
+	Message      string    `json:"message"`
+	Retryable    bool      `json:"retryable"`
+	RetryAfterMs int64     `json:"retryAfterMs,omitempty"`
+	Problems     []Problem `json:"problems,omitempty"`
 }
 
 // MarshalJSON writes RetryAfter as retryAfterMs.
 func (e Error) MarshalJSON() ([]byte, error) {
-	return json.Marshal(errorJSON{Code: e.Code, Message: e.Message, Retryable: e.Retryable, RetryAfterMs: RetryAfterMs(e.RetryAfter)})
+	return json.Marshal(errorJSON{Code: e.Code, Message: e.Message, Retryable: e.Retryable, RetryAfterMs: RetryAfterMs(e.RetryAfter), Problems: e.Problems})
 }
 
 // UnmarshalJSON reads retryAfterMs into RetryAfter.
@@ -110,7 +115,7 @@ func (e *Error) UnmarshalJSON(data []byte) error {
 	if err := json.Unmarshal(data, &j); err != nil {
 		return err
 	}
-	*e = Error{Code: j.Code, Message: j.Message, Retryable: j.Retryable, RetryAfter: RetryAfterFromMs(j.RetryAfterMs)}
+	*e = Error{Code: j.Code, Message: j.Message, Retryable: j.Retryable, RetryAfter: RetryAfterFromMs(j.RetryAfterMs), Problems: j.Problems}
 	return nil
 }
 

@@ -45,18 +45,22 @@ func Pointer(tokens ...string) string {
 	return b.String()
 }
 
+// String is the problem in one line: "path: message (code)".
+func (p Problem) String() string {
+	if p.Path != "" {
+		return fmt.Sprintf("%s: %s (%s)", p.Path, p.Message, p.Code)
+	}
+	return fmt.Sprintf("%s (%s)", p.Message, p.Code)
+}
+
 // List carries every problem found, so callers can report them all at once.
 type List []Problem
 
-// Error joins the problems into one line, for logs and the CLI.
+// Error joins the problems into one line, for logs.
 func (l List) Error() string {
-	parts := make([]string, 0, len(l))
-	for _, p := range l {
-		if p.Path != "" {
-			parts = append(parts, fmt.Sprintf("%s: %s (%s)", p.Path, p.Message, p.Code))
-		} else {
-			parts = append(parts, fmt.Sprintf("%s (%s)", p.Message, p.Code))
-		}
+	parts := make([]string, len(l))
+	for i, p := range l {
+		parts[i] = p.String()
 	}
 	return strings.Join(parts, "; ")
 }
