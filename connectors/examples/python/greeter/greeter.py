@@ -4,7 +4,9 @@ It proves the connector protocol is language-neutral: it speaks hashicorp/go-plu
 and mutual TLS (AutoMTLS) as the Go SDK does, with grpcio's own TLS, serves the
 flowd.connector.v1.Connector service and the gRPC health service, and exits when its parent (the
 flowd host) dies. Its one action, greet, turns {"name": "Ada"} into {"message": "Hello, Ada!"}; its
-polling trigger, arrivals, announces guests a few at a time, resuming from a cursor.
+polling trigger, arrivals, announces guests a few at a time, resuming from a cursor. It defines a
+connection type of its own, guestbook (greeter.guestbook: a URL and a secret token), which greet
+signs when its node has one.
 
 Run `greeter describe` to print the manifest. Logs go to stderr as JSON lines in hclog's shape
 (@level, @message, @timestamp), which the host re-logs under the connector's name; stdout belongs
@@ -31,6 +33,11 @@ CORE_PROTOCOL_VERSION = 1  # go-plugin's own handshake version
 APP_PROTOCOL_VERSIONS = (1,)  # flowd connector protocols this connector speaks
 PARENT_PID_ENV = "FLOWD_CONNECTOR_PARENT_PID"
 MAX_MESSAGE_SIZE = 32 << 20  # sdk.MaxMessageSize: the same bound both ways
+
+# The connection type greeter defines (MANIFEST["credentials"]); flowd names it
+# "<connector>.<name>".
+GUESTBOOK = "guestbook"
+GUESTBOOK_TYPE = "greeter." + GUESTBOOK
 
 # The arrivals trigger's bounds (its config schema says the same).
 DEFAULT_BATCH = 3
@@ -60,7 +67,10 @@ MANIFEST = {
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "type": "object",
                 "required": ["message"],
-                "properties": {"message": {"type": "string"}},
+                "properties": {
+                    "message": {"type": "string"},
+                    "guestbook": {"type": "string", "description": "the guestbook signed, when the node has a guestbook connection"},
+                },
             },
         }
     },
@@ -89,6 +99,25 @@ MANIFEST = {
                     "name": {"type": "string"},
                 },
             },
+        }
+    },
+    # A connection type of its own: users create it as type "greeter.guestbook"; the token is
+    # secret (encrypted by flowd, masked in its API, decrypted only for greeter's calls).
+    "credentials": {
+        GUESTBOOK: {
+            "title": "Guestbook",
+            "description": "The guestbook greet signs: its URL and the token that grants access.",
+            "schema": {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["url", "token"],
+                "properties": {
+                    "url": {"type": "string", "format": "uri", "description": "the guestbook's address"},
+                    "token": {"type": "string", "minLength": 1, "description": "access token"},
+                },
+            },
+            "secret": ["token"],
         }
     },
 }
@@ -137,8 +166,10 @@ def setup_logging():
     root.setLevel(level if level in ("DEBUG", "INFO", "WARN", "WARNING", "ERROR") else "INFO")
 
 
-def greet(config, item):
-    """The greet action: returns the output data, or raises ItemError for bad config or input."""
+def greet(config, item, connection=None):
+    """The greet action: returns the output data, or raises ItemError for bad config, input or
+    connection. connection is (type, data) when the node has one: a guestbook, whose URL the
+    output names (its token is a credential: never echoed)."""
     if not isinstance(config, dict):
         raise ItemError("invalid_config", "config must be an object")
     greeting = config.get("greeting") or "Hello"
@@ -146,7 +177,15 @@ def greet(config, item):
         raise ItemError("invalid_config", "config.greeting must be a string")
     if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
         raise ItemError("invalid_input", "input.name must be a non-empty string")
-    return {"message": f"{greeting}, {item['name']}!"}
+    out = {"message": f"{greeting}, {item['name']}!"}
+    if connection is not None:
+        typ, data = connection
+        if typ != GUESTBOOK_TYPE:
+            raise ItemError("invalid_connection", f"greet signs a {GUESTBOOK_TYPE} connection, not {typ!r}")
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str) or not isinstance(data.get("token"), str) or not data["token"]:
+            raise ItemError("invalid_connection", "a guestbook connection has a url and a token")
+        out["guestbook"] = data["url"]
+    return out
 
 
 def integer(config, key, default, minimum, maximum=None):
@@ -230,11 +269,12 @@ def make_servicer(pb2, pb2_grpc):
             try:
                 config = decode(inv.config_json, {})
                 item = decode(inv.input_json, None)
+                connection = (inv.connection.type, decode(inv.connection.data_json, {})) if inv.HasField("connection") else None
             except ValueError as e:  # json.JSONDecodeError
                 result.error.CopyFrom(pb2.Error(code="invalid_json", message=str(e)))
                 return result
             try:
-                data = greet(config, item)
+                data = greet(config, item, connection)
             except ItemError as e:
                 result.error.CopyFrom(e.to_proto(pb2))
                 return result
