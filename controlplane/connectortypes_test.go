@@ -11,8 +11,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flowd/flowd/connectors/catalog"
+	"github.com/flowd/flowd/controlplane"
 	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/store"
@@ -113,6 +115,19 @@ func TestConnectorDefinedConnectionTypes(t *testing.T) {
 	if err != nil || conn.Type != "crm.apiToken" || conn.Data["token"] != rotated || conn.Data["region"] != "eu" {
 		t.Fatalf("resolved %+v, %v", conn, err)
 	}
+
+	// An API role without the connector keeps serving the connection but cannot check new data.
+	bare := *e
+	bare.app = controlplane.New(controlplane.Config{Store: e.st, Relay: nopRelay{}, Secrets: e.keys, Now: time.Now})
+	brec := &recorder{env: &bare}
+	if r := bare.must(400, brec.do("PATCH", "/api/v1/connections/"+id, alice, map[string]any{"data": map[string]any{"region": "us"}})); codes(r) != "type_unavailable@/data" {
+		t.Fatalf("data PATCH without the connector: %s", r.raw)
+	}
+	masked("rename without the connector", bare.must(200, brec.do("PATCH", "/api/v1/connections/"+id, alice, map[string]any{"name": "crm old"})).data())
+	if storedToken() != rotated {
+		t.Fatal("a rename changed the token")
+	}
+	rec.bodies = append(rec.bodies, brec.bodies...)
 
 	for i, b := range rec.bodies {
 		for _, s := range []string{token, rotated} {
