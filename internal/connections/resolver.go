@@ -1,5 +1,5 @@
 // Package connections owns connections: their types and fields, the checks their data passes
-// (types.go), sealing and opening their secrets, and turning a stored connection into the
+// (types.go; for the types connectors define, connectortypes.go), sealing and opening their secrets, and turning a stored connection into the
 // credentials a connector needs, at call time, inside the runner (Resolver). It is the only
 // place that decrypts a connection (Open); what Resolve returns is handed to the connector for
 // one call and never written to Kafka, Redis or logs. OAuth2 access tokens are fetched or
