@@ -11,6 +11,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/identity"
 	"github.com/flowd/flowd/internal/problem"
@@ -90,8 +91,11 @@ func (s *Server) listConnections(c *fiber.Ctx) error {
 		return err
 	}
 	typ := c.Query("filter[type]")
-	if typ != "" && !slices.Contains(connections.Types, typ) {
-		return fail(fiber.StatusBadRequest, problem.New("invalid_parameter", "filter[type]", "filter[type] must be one of %s", strings.Join(connections.Types, ", ")))
+	// Any connector-defined type name is a fair filter: its connector may have been removed
+	// while connections of its type remain.
+	if typ != "" && !slices.Contains(connections.Types, typ) && !connections.IsConnectorType(typ) {
+		return fail(fiber.StatusBadRequest, problem.New("invalid_parameter", "filter[type]",
+			"filter[type] must be one of %s, or a connector-defined type <connector>.<name>", strings.Join(connections.Types, ", ")))
 	}
 	ctx := c.UserContext()
 	all, err := s.st.ConnectionsOwnedBy(ctx, p.User.ID)
@@ -232,6 +236,42 @@ func (s *Server) seal(conn *store.Connection, d connections.Change) error {
 	return connections.Seal(s.cfg.Secrets, conn, d)
 }
 
+// knownType reports whether connections of type typ can be created here: a built-in type, or
+// one an installed connector defines.
+func (s *Server) knownType(typ string) bool {
+	if slices.Contains(connections.Types, typ) {
+		return true
+	}
+	_, ok := s.cfg.Catalog.ConnectionType(typ)
+	return ok
+}
+
+// unknownType is the problem of a type nobody defines, listing what is known.
+func (s *Server) unknownType(typ string) problem.Problem {
+	defined := "no installed connector defines one"
+	if l := s.cfg.Catalog.ConnectionTypes(); len(l) > 0 {
+		defined = "installed: " + strings.Join(l, ", ")
+	}
+	return problem.New("invalid", "/type", "unknown type %q: type must be one of %s, or a type an installed connector defines, named <connector>.<name> (%s)",
+		typ, strings.Join(connections.Types, ", "), defined)
+}
+
+// mergeData checks data for a connection of type typ (cur nil on create): a built-in type by its
+// fields, a connector-defined one against the schema its connector declares.
+func (s *Server) mergeData(typ string, cur *store.Connection, data map[string]any) (connections.Change, problem.List) {
+	if slices.Contains(connections.Types, typ) {
+		return connections.Merge(typ, cur, data)
+	}
+	t, ok := s.cfg.Catalog.ConnectionType(typ)
+	if !ok {
+		// Only a stored connection gets here: its connector was removed since it was created.
+		conn, _, _ := sdk.ParseCredentialType(typ)
+		return connections.Change{}, problem.List{problem.New("type_unavailable", "/data",
+			"connection type %s is defined by connector %q, which is not installed here: its data cannot be checked", typ, conn)}
+	}
+	return t.Merge(cur, data)
+}
+
 func (s *Server) createConnection(c *fiber.Ctx) error {
 	p, err := require(c, identity.PermSecretsCreate)
 	if err != nil {
@@ -249,20 +289,21 @@ func (s *Server) createConnection(c *fiber.Ctx) error {
 	if in.typ != nil {
 		typ = *in.typ
 	}
-	if !slices.Contains(connections.Types, typ) {
-		ps = append(ps, problem.New("invalid", "/type", "type must be one of %s", strings.Join(connections.Types, ", ")))
+	known := s.knownType(typ)
+	if !known {
+		ps = append(ps, s.unknownType(typ))
 	}
 	shared := in.shared != nil && *in.shared
 	if shared && p.User.Tenant == "" {
 		ps = append(ps, problem.New("no_tenant", "/shared", "you belong to no tenant to share the connection with"))
 	}
 	var d connections.Change
-	if slices.Contains(connections.Types, typ) {
+	if known {
 		if !in.hasData {
 			in.data = map[string]any{}
 		}
 		var dps problem.List
-		d, dps = connections.Merge(typ, nil, in.data)
+		d, dps = s.mergeData(typ, nil, in.data)
 		ps = append(ps, dps...)
 	}
 	if len(ps) > 0 {
@@ -321,7 +362,7 @@ func (s *Server) patchConnection(c *fiber.Ctx) error {
 		var d connections.Change
 		if in.hasData && in.data != nil {
 			var dps problem.List
-			d, dps = connections.Merge(cur.Type, cur, in.data)
+			d, dps = s.mergeData(cur.Type, cur, in.data)
 			ps = append(ps, dps...)
 		}
 		if len(ps) > 0 {

@@ -285,7 +285,7 @@ func (r *Runner) resolve(ctx context.Context, w *envelope.Work) (*sdk.Connection
 	if r.cfg.Resolver == nil {
 		return nil, &sdk.Error{Code: CodeConnectionUnavailable, Message: "connection " + w.Node.Connection + ": this runner has no secret key to open connections"}
 	}
-	conn, err := r.cfg.Resolver.Resolve(ctx, w.Node.Connection, w.Owners)
+	conn, err := r.cfg.Resolver.Resolve(ctx, w.Node.Connection, w.Node.Connector, w.Owners)
 	if err == nil {
 		return conn, nil
 	}

@@ -1,7 +1,7 @@
 // Package catalog knows which connectors are installed: it reads each connector binary's
 // manifest (`<binary> describe`), validates it against schemas/connector.schema.json, and
-// answers what flow validation and the API need (actions, config schemas, ports) without
-// keeping plugin processes running.
+// answers what flow validation and the API need (actions, config schemas, ports, the
+// connection types connectors define) without keeping plugin processes running.
 package catalog
 
 import (
@@ -25,6 +25,7 @@ import (
 	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/connectors/sdk"
 	"github.com/flowd/flowd/connectors/sdk/schemacheck"
+	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/flowdoc"
 )
 
@@ -39,6 +40,8 @@ type Entry struct {
 	Path     string
 	configs  map[string]*jsonschema.Schema // action or trigger name -> compiled config schema
 	raw      map[string][]string           // action or trigger name -> config fields marked raw
+	// credentials are the connection types the connector defines, by full type name.
+	credentials map[string]*connections.ConnectorType
 }
 
 // Catalog is the set of connectors found in a directory. It is immutable once loaded.
@@ -112,7 +115,8 @@ func describe(ctx context.Context, path string) (*Entry, error) {
 }
 
 func newEntry(m sdk.Manifest, path string) (*Entry, error) {
-	e := &Entry{Manifest: m, Path: path, configs: map[string]*jsonschema.Schema{}, raw: map[string][]string{}}
+	e := &Entry{Manifest: m, Path: path, configs: map[string]*jsonschema.Schema{}, raw: map[string][]string{},
+		credentials: map[string]*connections.ConnectorType{}}
 	add := func(kind, name string, raw json.RawMessage) error {
 		if len(raw) == 0 {
 			return nil
@@ -142,7 +146,31 @@ func newEntry(m sdk.Manifest, path string) (*Entry, error) {
 			return nil, err
 		}
 	}
+	// Formats are asserted for credentials: a connection's data is checked once, when it is
+	// stored, and a malformed URL there would otherwise only surface in a failed step.
+	creds := jsonschema.NewCompiler()
+	creds.AssertFormat()
+	for name, c := range m.Credentials {
+		s, err := compile(creds, "flowd-connector:///"+m.Name+"/credentials/"+name+"/schema.json", c.Schema)
+		if err != nil {
+			return nil, fmt.Errorf("credential %q: schema: %w", name, err)
+		}
+		typ := sdk.CredentialType(m.Name, name)
+		e.credentials[typ] = &connections.ConnectorType{Name: typ, Connector: m.Name, Schema: s, Secret: c.Secret}
+	}
 	return e, nil
+}
+
+// compile compiles one schema document of a manifest with comp, registered under url.
+func compile(comp *jsonschema.Compiler, url string, raw json.RawMessage) (*jsonschema.Schema, error) {
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("not JSON: %w", err)
+	}
+	if err := comp.AddResource(url, doc); err != nil {
+		return nil, err
+	}
+	return comp.Compile(url)
 }
 
 // Dir is the directory the catalog was loaded from.
@@ -165,6 +193,32 @@ func (c *Catalog) Manifests() []sdk.Manifest {
 func (c *Catalog) Get(name string) (*Entry, bool) {
 	e, ok := c.entries[name]
 	return e, ok
+}
+
+// ConnectionType returns the connector-defined connection type typ ("<connector>.<name>").
+func (c *Catalog) ConnectionType(typ string) (*connections.ConnectorType, bool) {
+	conn, _, ok := sdk.ParseCredentialType(typ)
+	if !ok {
+		return nil, false
+	}
+	e, ok := c.entries[conn]
+	if !ok {
+		return nil, false
+	}
+	t, ok := e.credentials[typ]
+	return t, ok
+}
+
+// ConnectionTypes lists the connection types installed connectors define, sorted.
+func (c *Catalog) ConnectionTypes() []string {
+	var out []string
+	for _, e := range c.entries {
+		for typ := range e.credentials {
+			out = append(out, typ)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Skipped names the binaries that were not loaded and why.

@@ -19,7 +19,8 @@ import (
 const ManifestSchema = "connector.schema.json"
 
 // ValidateManifest checks a manifest document against schemas/connector.schema.json, checks
-// that every config, input and output schema in it compiles, and that its name is the
+// that every config, input, output and credential schema in it compiles (a credential's being
+// an object schema whose secret fields are string properties), and that its name is the
 // connector's (binary) name. The error wraps ErrInvalidManifest and a problem.List naming every
 // problem with its JSON pointer.
 func ValidateManifest(name string, data []byte) (*sdk.Manifest, error) {
@@ -63,7 +64,7 @@ func validateManifest(name string, data []byte) (*sdk.Manifest, error) {
 	return &m, nil
 }
 
-// compileEmbedded compiles each config/input/output schema, so a broken one is refused here
+// compileEmbedded compiles each config/input/output/credential schema, so a broken one is refused here
 // rather than when a flow is validated against it.
 func compileEmbedded(m *sdk.Manifest) problem.List {
 	var out problem.List
@@ -110,6 +111,42 @@ func compileEmbedded(m *sdk.Manifest) problem.List {
 		checkRaw(p+"/configSchema", t.ConfigSchema)
 		check(p+"/outputSchema", t.OutputSchema)
 	}
+	for _, n := range sortedKeys(m.Credentials) {
+		p := problem.Pointer("credentials", n)
+		check(p+"/schema", m.Credentials[n].Schema)
+		out = append(out, credentialProblems(p, m.Credentials[n])...)
+	}
+	return out
+}
+
+// credentialProblems checks what the connections API relies on in a credential's schema: it
+// describes an object, and each secret field is one of its string properties, so a secret is
+// always a string to encrypt, never a structure that would be stored in clear.
+func credentialProblems(path string, c sdk.CredentialSpec) problem.List {
+	var doc struct {
+		Type       any                        `json:"type"`
+		Properties map[string]json.RawMessage `json:"properties"`
+	}
+	if err := json.Unmarshal(c.Schema, &doc); err != nil {
+		return problem.List{problem.New("invalid_credential", path+"/schema", "a credential schema is an object schema: {\"type\": \"object\", \"properties\": ...}")}
+	}
+	var out problem.List
+	if doc.Type != "object" {
+		out = append(out, problem.New("invalid_credential", path+"/schema/type", "a credential schema describes an object: \"type\": \"object\""))
+	}
+	for i, name := range c.Secret {
+		var prop struct {
+			Type any `json:"type"`
+		}
+		raw, ok := doc.Properties[name]
+		if ok && (json.Unmarshal(raw, &prop) != nil || prop.Type != "string") {
+			ok = false
+		}
+		if !ok {
+			out = append(out, problem.New("invalid_credential", fmt.Sprintf("%s/secret/%d", path, i),
+				"secret field %q must be a property of the schema of type string", name))
+		}
+	}
 	return out
 }
 
@@ -130,9 +167,13 @@ func schemaProblems(e *jsonschema.ValidationError) problem.List {
 	leaves := schemaproblem.Leaves(e, "")
 	out := make(problem.List, len(leaves))
 	for i, l := range leaves {
-		if l.Code == schemaproblem.CodeAdditionalProperty && len(l.Location) == 2 &&
-			(l.Location[0] == "actions" || l.Location[0] == "triggers") {
-			l.Message = fmt.Sprintf("%q is not a valid name: a letter, then letters, digits, '_', '.' or '-'", l.Location[1])
+		if l.Code == schemaproblem.CodeAdditionalProperty && len(l.Location) == 2 {
+			switch l.Location[0] {
+			case "actions", "triggers":
+				l.Message = fmt.Sprintf("%q is not a valid name: a letter, then letters, digits, '_', '.' or '-'", l.Location[1])
+			case "credentials":
+				l.Message = fmt.Sprintf("%q is not a valid credential name: a lowercase letter, then letters, digits or '_'", l.Location[1])
+			}
 		}
 		out[i] = l.Problem
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 )
 
@@ -16,12 +17,43 @@ const ProtocolVersion = 1
 
 // Manifest describes a connector: what it can do and what it needs.
 type Manifest struct {
-	Name            string                 `json:"name"`
-	Version         string                 `json:"version"`
-	Description     string                 `json:"description,omitempty"`
-	Actions         map[string]ActionSpec  `json:"actions,omitempty"`
-	Triggers        map[string]TriggerSpec `json:"triggers,omitempty"`
-	CredentialTypes []string               `json:"credentialTypes,omitempty"` // basic, api_key, bearer, oauth2
+	Name        string                 `json:"name"`
+	Version     string                 `json:"version"`
+	Description string                 `json:"description,omitempty"`
+	Actions     map[string]ActionSpec  `json:"actions,omitempty"`
+	Triggers    map[string]TriggerSpec `json:"triggers,omitempty"`
+	// CredentialTypes are the built-in connection types the connector accepts: basic,
+	// api_key, bearer, oauth2.
+	CredentialTypes []string `json:"credentialTypes,omitempty"`
+	// Credentials are connection types the connector defines itself, by name. Users create
+	// them as type CredentialType(Name, name), e.g. "crm.apiToken"; only this connector's
+	// nodes may use them.
+	Credentials map[string]CredentialSpec `json:"credentials,omitempty"`
+}
+
+// CredentialSpec is a connection type a connector defines: the fields a user fills in, as a
+// JSON Schema 2020-12 object schema, and which of them are secret. Secret fields must be
+// string properties of the schema; flowd encrypts them at rest and masks them in responses.
+type CredentialSpec struct {
+	Title       string          `json:"title"`
+	Description string          `json:"description,omitempty"`
+	Schema      json.RawMessage `json:"schema"`
+	Secret      []string        `json:"secret,omitempty"`
+}
+
+// CredentialType is the connection type name of a connector-defined credential: the
+// connector's name, a dot, the credential's name. Built-in types hold no dot, so the two
+// never collide.
+func CredentialType(connector, name string) string { return connector + "." + name }
+
+// ParseCredentialType splits a connection type made by CredentialType; ok is false for
+// built-in types and malformed names.
+func ParseCredentialType(typ string) (connector, name string, ok bool) {
+	connector, name, ok = strings.Cut(typ, ".")
+	if !ok || connector == "" || name == "" || strings.Contains(name, ".") {
+		return "", "", false
+	}
+	return connector, name, true
 }
 
 // ActionSpec describes one action. Schemas are JSON Schema 2020-12 documents.
@@ -45,7 +77,9 @@ type TriggerSpec struct {
 
 // Connection is a resolved credential, handed to the connector only for the duration of a call.
 // Data holds the type's fields, e.g. basic: username, password; api_key: header, key;
-// bearer: token; oauth2: accessToken, tokenType.
+// bearer: token; oauth2: accessToken, tokenType. For a type the connector defines
+// (Manifest.Credentials, Type "<connector>.<name>") Data holds every field the user stored,
+// secrets decrypted.
 type Connection struct {
 	Type string         `json:"type"`
 	Data map[string]any `json:"data"`

@@ -60,7 +60,7 @@ func TestHTTPConnectorWithAnExpiringOAuth2Token(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			conn, err := r.res.Resolve(ctx, id, userOwner(owner))
+			conn, err := r.res.Resolve(ctx, id, "http", userOwner(owner))
 			if err != nil {
 				errs[i] = err
 				return

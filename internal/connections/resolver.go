@@ -1,5 +1,5 @@
 // Package connections owns connections: their types and fields, the checks their data passes
-// (types.go), sealing and opening their secrets, and turning a stored connection into the
+// (types.go; for the types connectors define, connectortypes.go), sealing and opening their secrets, and turning a stored connection into the
 // credentials a connector needs, at call time, inside the runner (Resolver). It is the only
 // place that decrypts a connection (Open); what Resolve returns is handed to the connector for
 // one call and never written to Kafka, Redis or logs. OAuth2 access tokens are fetched or
@@ -32,7 +32,7 @@ var ErrNotFound = errors.New("connection not found")
 
 // Error is a failed resolve, classified for the runner's retry policy.
 type Error struct {
-	Code      string // connection_not_found, connection_invalid, oauth2_token, unavailable
+	Code      string // connection_not_found, connection_invalid, connection_type, oauth2_token, unavailable
 	Retryable bool
 	Err       error
 }
@@ -103,10 +103,11 @@ func CanUse(c *store.Connection, owners []flowdoc.Owner) bool {
 	return c.Shared && c.Tenant != "" && slices.Contains(owners, flowdoc.Owner{ID: c.Tenant, Type: flowdoc.OwnerTenant})
 }
 
-// Resolve loads a connection for a flow with the given owners and returns it ready for a
-// connector: basic → username, password; api_key → header, key; bearer → token;
-// oauth2 → accessToken, tokenType.
-func (r *Resolver) Resolve(ctx context.Context, connectionID string, owners []flowdoc.Owner) (*sdk.Connection, error) {
+// Resolve loads a connection for a step of connector with the given owners and returns it
+// ready for the connector: basic → username, password; api_key → header, key; bearer → token;
+// oauth2 → accessToken, tokenType; a type a connector defines → every stored field, secrets
+// decrypted, for that connector only.
+func (r *Resolver) Resolve(ctx context.Context, connectionID, connector string, owners []flowdoc.Owner) (*sdk.Connection, error) {
 	c, err := r.load(ctx, connectionID)
 	if err != nil {
 		return nil, err
@@ -116,6 +117,17 @@ func (r *Resolver) Resolve(ctx context.Context, connectionID string, owners []fl
 		return nil, permanent("connection_not_found", fmt.Errorf("connection %s: %w", connectionID, ErrNotFound))
 	}
 	out := &sdk.Connection{Type: c.Type, Data: map[string]any{}}
+	if owner, _, ok := sdk.ParseCredentialType(c.Type); ok {
+		// Another connector's credentials are not this one's business, whatever the flow says.
+		if owner != connector {
+			return nil, permanent("connection_type", fmt.Errorf("connection %s is of type %s, which only connector %q may use, not %q", c.ID, c.Type, owner, connector))
+		}
+		maps.Copy(out.Data, c.Fields)
+		if err := r.open(c, out.Data, slices.Sorted(maps.Keys(c.Secrets))...); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
 	switch c.Type {
 	case TypeBasic:
 		out.Data["username"] = c.Fields["username"]

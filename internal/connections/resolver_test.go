@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,7 +208,7 @@ func TestConcurrentResolvesRefreshExactlyOnce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			started.Add(1)
-			conn, err := r.res.Resolve(ctx, id, userOwner(owner))
+			conn, err := r.res.Resolve(ctx, id, "http", userOwner(owner))
 			if err != nil {
 				errs[i] = err
 				return
@@ -256,7 +257,7 @@ func TestConcurrentResolvesRefreshExactlyOnce(t *testing.T) {
 	if c.TokenExpiresAt == nil || time.Until(*c.TokenExpiresAt) < 50*time.Minute {
 		t.Fatalf("stored expiry %v", c.TokenExpiresAt)
 	}
-	again, err := r.res.Resolve(ctx, id, userOwner(owner))
+	again, err := r.res.Resolve(ctx, id, "http", userOwner(owner))
 	if err != nil || again.Data["accessToken"] != issued[0] || again.Data["tokenType"] != "Bearer" || ts.refreshCalls.Load() != 1 {
 		t.Fatalf("resolve after refresh: %v %v, %d refresh calls", again, err, ts.refreshCalls.Load())
 	}
@@ -273,7 +274,7 @@ func TestClientCredentials(t *testing.T) {
 		map[string]string{"clientSecret": clientSecret}, nil)
 	ctx := context.Background()
 	for range 3 {
-		conn, err := r.res.Resolve(ctx, id, userOwner(owner))
+		conn, err := r.res.Resolve(ctx, id, "http", userOwner(owner))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -288,7 +289,7 @@ func TestClientCredentials(t *testing.T) {
 	bad := r.create("oauth2", owner, "", false,
 		map[string]any{"grant": "client_credentials", "tokenUrl": ts.URL + "/token", "clientId": "svc"},
 		map[string]string{"clientSecret": "wrong-" + clientSecret}, nil)
-	_, err := r.res.Resolve(ctx, bad, userOwner(owner))
+	_, err := r.res.Resolve(ctx, bad, "http", userOwner(owner))
 	var ce *connections.Error
 	if !errors.As(err, &ce) || ce.Code != "oauth2_token" || ce.Retryable {
 		t.Fatalf("refused client: %v", err)
@@ -311,7 +312,7 @@ func TestStaticTypesAndOwnership(t *testing.T) {
 		bearer: {"token": token},
 	}
 	for id, data := range want {
-		conn, err := r.res.Resolve(ctx, id, userOwner(alice))
+		conn, err := r.res.Resolve(ctx, id, "http", userOwner(alice))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -338,7 +339,7 @@ func TestStaticTypesAndOwnership(t *testing.T) {
 		{"missing connection", identity.NewID(), userOwner(alice), false},
 	}
 	for _, tc := range cases {
-		_, err := r.res.Resolve(ctx, tc.id, tc.owners)
+		_, err := r.res.Resolve(ctx, tc.id, "http", tc.owners)
 		if tc.ok != (err == nil) {
 			t.Fatalf("%s: err %v", tc.name, err)
 		}
@@ -349,7 +350,7 @@ func TestStaticTypesAndOwnership(t *testing.T) {
 	}
 	// A key that does not open the ciphertext is a permanent error, and leaks nothing.
 	other, _ := secrets.ParseKeys("k1:" + secrets.GenerateKey())
-	_, err := connections.NewResolver(r.st, other, nil, nil).Resolve(ctx, basic, userOwner(alice))
+	_, err := connections.NewResolver(r.st, other, nil, nil).Resolve(ctx, basic, "http", userOwner(alice))
 	var ce *connections.Error
 	if !errors.As(err, &ce) || ce.Code != "connection_invalid" || strings.Contains(err.Error(), password) {
 		t.Fatalf("wrong key: %v", err)
@@ -396,4 +397,43 @@ func TestRefreshLock(t *testing.T) {
 		t.Fatal("a stale holder released someone else's lock")
 	}
 	_ = next.Release(ctx)
+}
+
+// A connection of a type a connector defines reaches that connector with every field, its
+// secrets decrypted; any other connector is refused it.
+func TestConnectorDefinedTypeResolvesForItsConnectorOnly(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	alice := identity.NewID()
+	token, signing := "tok-"+testrig.Unique(""), "sig-"+testrig.Unique("")
+	id := r.create("crm.apiToken", alice, "", false,
+		map[string]any{"url": "https://crm.example/api", "region": map[string]any{"name": "eu", "retries": 3}},
+		map[string]string{"token": token, "signingKey": signing}, nil)
+
+	conn, err := r.res.Resolve(ctx, id, "crm", userOwner(alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"url": "https://crm.example/api", "region": map[string]any{"name": "eu", "retries": float64(3)},
+		"token": token, "signingKey": signing,
+	}
+	if conn.Type != "crm.apiToken" || !reflect.DeepEqual(conn.Data, want) {
+		t.Fatalf("resolved %s %v, want crm.apiToken %v", conn.Type, conn.Data, want)
+	}
+
+	for _, connector := range []string{"http", "crm2", ""} {
+		_, err := r.res.Resolve(ctx, id, connector, userOwner(alice))
+		var ce *connections.Error
+		if !errors.As(err, &ce) || ce.Code != "connection_type" || ce.Retryable ||
+			strings.Contains(err.Error(), token) || !strings.Contains(err.Error(), `only connector "crm"`) {
+			t.Fatalf("connector %q: err %v, want a permanent connection_type error", connector, err)
+		}
+	}
+	// Ownership is checked first, as for built-in types.
+	if _, err := r.res.Resolve(ctx, id, "crm", userOwner(identity.NewID())); !errors.Is(err, connections.ErrNotFound) {
+		t.Fatalf("another user's flow: %v", err)
+	}
+	r.assertNowhere(token, signing)
 }

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/big"
 	"os"
 	"os/exec"
@@ -99,13 +100,24 @@ func TestGreeterThroughHost(t *testing.T) {
 		{ID: "grace", Action: "greet", Input: map[string]any{"name": "Grace"}},
 		{ID: "nobody", Action: "greet", Config: map[string]any{"greeting": "Hi"}, Input: map[string]any{}},
 		{ID: "wave", Action: "wave", Input: map[string]any{"name": "Ada"}},
+		// The connection type greeter defines reaches it with every field, as the runner's
+		// resolver hands it over; another type is refused.
+		{ID: "signed", Action: "greet", Input: map[string]any{"name": "Ada"},
+			Connection: &sdk.Connection{Type: "greeter.guestbook", Data: map[string]any{"url": "https://guests.example/book", "token": "tok-guestbook"}}},
+		{ID: "foreign", Action: "greet", Input: map[string]any{"name": "Ada"},
+			Connection: &sdk.Connection{Type: "bearer", Data: map[string]any{"token": "tok-bearer"}}},
 	})
 	if err != nil {
 		t.Fatalf("execute: %v", err)
 	}
 	want := []struct {
 		message, errCode string
-	}{{"Hello, Ada!", ""}, {"Hello, Grace!", ""}, {"", "invalid_input"}, {"", "unknown_action"}}
+		extra            map[string]any
+	}{{"Hello, Ada!", "", nil}, {"Hello, Grace!", "", nil}, {"", "invalid_input", nil}, {"", "unknown_action", nil},
+		{"Hello, Ada!", "", map[string]any{"guestbook": "https://guests.example/book"}}, {"", "invalid_connection", nil}}
+	if len(results) != len(want) {
+		t.Fatalf("%d results, want %d", len(results), len(want))
+	}
 	for i, r := range results {
 		w := want[i]
 		if w.errCode != "" {
@@ -118,8 +130,10 @@ func TestGreeterThroughHost(t *testing.T) {
 			t.Errorf("result %s: %+v, want one output on the default port", r.ID, r)
 			continue
 		}
-		if got := r.Outputs[0].Data; !reflect.DeepEqual(got, map[string]any{"message": w.message}) {
-			t.Errorf("result %s: output %v, want message %q", r.ID, got, w.message)
+		wantData := map[string]any{"message": w.message}
+		maps.Copy(wantData, w.extra)
+		if got := r.Outputs[0].Data; !reflect.DeepEqual(got, wantData) {
+			t.Errorf("result %s: output %v, want %v", r.ID, got, wantData)
 		}
 	}
 
@@ -241,6 +255,13 @@ func TestGreeterDescribe(t *testing.T) {
 	}
 	if _, ok := m.Triggers["arrivals"]; !ok {
 		t.Fatalf("manifest triggers %v: want arrivals", m.Triggers)
+	}
+	// Its own connection type passes the host's checks, with the token secret.
+	if _, err := host.ValidateManifest("greeter", out); err != nil {
+		t.Fatalf("greeter's manifest: %v", err)
+	}
+	if gb, ok := m.Credentials["guestbook"]; !ok || !slices.Equal(gb.Secret, []string{"token"}) {
+		t.Fatalf("manifest credentials %+v: want guestbook with secret token", m.Credentials)
 	}
 
 	// Started by hand, without the host's cookie, it refuses and says why.

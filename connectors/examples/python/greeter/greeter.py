@@ -3,13 +3,19 @@
 gRPC, the health service, exiting with the host.
 
 Its one action, greet, turns {"name": "Ada"} into {"message": "Hello, Ada!"}; its polling
-trigger, arrivals, announces guests a few at a time, resuming from a cursor. Run `greeter
-describe` to print the manifest.
+trigger, arrivals, announces guests a few at a time, resuming from a cursor. It defines a
+connection type of its own, guestbook (greeter.guestbook: a URL and a secret token), which greet
+signs when its node has one. Run `greeter describe` to print the manifest.
 """
 
 import json
 
 from flowd_connector import ItemError, serve
+
+# The connection type greeter defines (MANIFEST["credentials"]); flowd names it
+# "<connector>.<name>".
+GUESTBOOK = "guestbook"
+GUESTBOOK_TYPE = "greeter." + GUESTBOOK
 
 # The arrivals trigger's bounds (its config schema says the same).
 DEFAULT_BATCH = 3
@@ -39,7 +45,10 @@ MANIFEST = {
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "type": "object",
                 "required": ["message"],
-                "properties": {"message": {"type": "string"}},
+                "properties": {
+                    "message": {"type": "string"},
+                    "guestbook": {"type": "string", "description": "the guestbook signed, when the node has a guestbook connection"},
+                },
             },
         }
     },
@@ -70,17 +79,46 @@ MANIFEST = {
             },
         }
     },
+    # A connection type of its own: users create it as type "greeter.guestbook"; the token is
+    # secret (encrypted by flowd, masked in its API, decrypted only for greeter's calls).
+    "credentials": {
+        GUESTBOOK: {
+            "title": "Guestbook",
+            "description": "The guestbook greet signs: its URL and the token that grants access.",
+            "schema": {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["url", "token"],
+                "properties": {
+                    "url": {"type": "string", "format": "uri", "description": "the guestbook's address"},
+                    "token": {"type": "string", "minLength": 1, "description": "access token"},
+                },
+            },
+            "secret": ["token"],
+        }
+    },
 }
 
 
 def greet(config, item, connection):
-    """The greet action: the output data, or ItemError for bad config or input."""
+    """The greet action: the output data, or ItemError for bad config, input or connection. A
+    guestbook connection is signed: the output names its URL (its token is a credential: never
+    echoed)."""
     greeting = config.get("greeting") or "Hello"
     if not isinstance(greeting, str):
         raise ItemError("invalid_config", "config.greeting must be a string")
     if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
         raise ItemError("invalid_input", "input.name must be a non-empty string")
-    return {"message": f"{greeting}, {item['name']}!"}
+    out = {"message": f"{greeting}, {item['name']}!"}
+    if connection is not None:
+        typ, data = connection.get("type"), connection.get("data")
+        if typ != GUESTBOOK_TYPE:
+            raise ItemError("invalid_connection", f"greet signs a {GUESTBOOK_TYPE} connection, not {typ!r}")
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str) or not isinstance(data.get("token"), str) or not data["token"]:
+            raise ItemError("invalid_connection", "a guestbook connection has a url and a token")
+        out["guestbook"] = data["url"]
+    return out
 
 
 def integer(config, key, default, minimum, maximum=None):

@@ -72,7 +72,7 @@ func (*DescribeRequest) Descriptor() ([]byte, []int) {
 type DescribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The manifest as a JSON object: name, version, description, actions, triggers,
-	// credentialTypes.
+	// credentialTypes, credentials.
 	ManifestJson  []byte `protobuf:"bytes,1,opt,name=manifest_json,json=manifestJson,proto3" json:"manifest_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -118,7 +118,7 @@ func (x *DescribeResponse) GetManifestJson() []byte {
 // Connection is a resolved credential, sent only for the duration of a call.
 type Connection struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// basic, api_key, bearer, oauth2.
+	// basic, api_key, bearer, oauth2, or a type the connector defines: <connector>.<name>.
 	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
 	// The type's fields as a JSON object.
 	DataJson      []byte `protobuf:"bytes,2,opt,name=data_json,json=dataJson,proto3" json:"data_json,omitempty"`
