@@ -245,3 +245,10 @@ func identity(ctx context.Context, path string) [sha256.Size]byte {
 	h.Sum(id[:0])
 	return id
 }
+
+// IsScript reports whether the connector executable at path (symlinks followed) is a script,
+// pinned by its package rather than by its own sha256.
+func IsScript(path string) (bool, error) {
+	_, script, err := resolveExecutable(path)
+	return script, err
+}
