@@ -495,10 +495,30 @@ func TestGreeterPinnedByPackage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	// A copy of the package: the test changes a file of it.
+	// A copy of the package, whose files the test changes; a .venv of the checkout stays out.
 	pkg := filepath.Join(t.TempDir(), "greeter")
-	if err := os.CopyFS(pkg, os.DirFS(greeterDir)); err != nil {
+	if err := os.MkdirAll(pkg, 0o755); err != nil {
 		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(greeterDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(filepath.Join(greeterDir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(pkg, e.Name()), data, info.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if pkg, err = filepath.EvalSymlinks(pkg); err != nil {
 		t.Fatal(err)
