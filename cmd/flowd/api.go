@@ -15,7 +15,10 @@ func newAPICmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "api",
 		Short: "Run the control plane: flow repository, identity and tokens (/api/v1)",
-		Args:  cobra.NoArgs,
+		Long: `flowd api serves /api/v1. It validates flows against the manifests of the connectors in
+--connectors-dir, which it rereads on SIGHUP (kill -HUP <pid>) after connectors are installed,
+upgraded or removed.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opt.adminToken = envOr("FLOWD_ADMIN_TOKEN", "")
 			opt.onReady = func(token string) {

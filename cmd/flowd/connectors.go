@@ -14,7 +14,7 @@ import (
 
 func newConnectorsCmd() *cobra.Command {
 	var dir string
-	cmd := &cobra.Command{Use: "connectors", Short: "Write, list, describe and invoke connectors (for connector authors)"}
+	cmd := &cobra.Command{Use: "connectors", Short: "Write, list, describe, invoke, install and pin connectors (for connector authors)"}
 	cmd.PersistentFlags().StringVar(&dir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries (env FLOWD_CONNECTORS_DIR)")
 	load := func(cmd *cobra.Command) (*catalog.Catalog, error) {
 		return catalog.Load(cmd.Context(), dir, slog.Default())
@@ -58,7 +58,7 @@ func newConnectorsCmd() *cobra.Command {
 			return printIndented(cmd.OutOrStdout(), raw)
 		},
 	}
-	cmd.AddCommand(list, describe, newInvokeCmd(&dir), newScaffoldCmd())
+	cmd.AddCommand(list, describe, newInvokeCmd(&dir), newPinCmd(&dir), newInstallCmd(&dir), newScaffoldCmd())
 	return cmd
 }
 

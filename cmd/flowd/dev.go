@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -41,7 +42,12 @@ func newDevCmd() *cobra.Command {
 		Short: "Run every role in one process with an embedded broker and Redis (for development)",
 		Long: `flowd dev runs the control plane with an embedded Kafka-protocol broker persisted under
 --data-dir and a Redis: a redis-server child process when one is on PATH, otherwise an in-memory
-Redis (data lost on exit). It is for trying flowd on one machine, not for production.`,
+Redis (data lost on exit). It is for trying flowd on one machine, not for production.
+
+It watches --connectors-dir: a connector built, installed, upgraded or removed there (for a
+script connector, any file of its folder changed) is picked up within about a second, without
+a restart. New calls run the new code; calls in flight finish on the old process. SIGHUP
+reloads at once.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDev(cmd.Context(), cmd.OutOrStdout(), dataDir, example, opt, connectors)
@@ -103,6 +109,7 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 		return err
 	}
 	defer all.close()
+	defer reloadOnHangup(ctx, log, func(ctx context.Context) error { return all.reloadConnectors(ctx, true) })()
 
 	return listenAndServe(ctx, all.app, opt.addr, func() {
 		base := "http://" + opt.addr
@@ -136,9 +143,15 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 type everything struct {
 	c      *conn
 	host   *host.Host
+	cat    *catalog.Catalog
 	app    *fiber.App
 	ingest *ingest.Server
 	roles  *running
+
+	stopWatch func() // stops the connectors dir watcher
+
+	reloading sync.Mutex // the watcher and SIGHUP reload one at a time
+	catStale  bool       // the catalog's last reload failed: the next one does it again
 }
 
 func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions, connectors connectorPolicy) (*everything, error) {
@@ -172,14 +185,14 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions
 	if err != nil {
 		return nil, err
 	}
-	cat, err := catalog.Load(ctx, opt.connectorsDir, c.log)
+	e.cat, err = catalog.Load(ctx, opt.connectorsDir, c.log)
 	if err != nil {
 		return nil, err
 	}
-	if cat.Len() == 0 {
+	if e.cat.Len() == 0 {
 		c.log.Warn("no connectors found: run `make build` first", "dir", opt.connectorsDir)
 	}
-	e.host, err = host.New(host.Options{Dir: opt.connectorsDir, Env: env, Logger: c.log})
+	e.host, err = host.New(host.Options{Dir: opt.connectorsDir, PinFile: connectors.pinFile, Env: env, Logger: c.log})
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +201,7 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions
 		return nil, err
 	}
 	apiApp := controlplane.New(controlplane.Config{
-		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: cat, Secrets: keys,
+		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: e.cat, Secrets: keys,
 		LifecycleWait: 10 * time.Second, DevEcho: true, ReservedTopic: c.kcfg.Reserved, DeadLetters: dls,
 	})
 	// The roles are built and run exactly as `flowd ingest`, `flowd router` and `flowd runner`
@@ -235,12 +248,38 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions
 		}
 		return nil
 	})
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		watchConnectors(watchCtx, c.log, devWatchInterval, func(ctx context.Context) error { return e.reloadConnectors(ctx, false) })
+	}()
+	e.stopWatch = func() { stopWatch(); <-watched }
 	ok = true
 	return e, nil
 }
 
-// close stops the roles (they drain), then connectors, ingest and connections.
+// reloadConnectors rereads the connectors dir: the host replaces what changed (calls in flight
+// finish on the old processes) and the API's catalog follows when anything did, or when forced.
+func (e *everything) reloadConnectors(ctx context.Context, force bool) error {
+	e.reloading.Lock()
+	defer e.reloading.Unlock()
+	changes, err := e.host.Reload(ctx)
+	if err != nil {
+		return err
+	}
+	if changes.Empty() && !force && !e.catStale {
+		return nil
+	}
+	err = e.cat.Reload(ctx, e.c.log)
+	e.catStale = err != nil
+	return err
+}
+
+// close stops the connectors watcher and the roles (they drain), then connectors, ingest and
+// connections.
 func (e *everything) close() {
+	e.stopWatch()
 	e.roles.stop()
 	_ = e.host.Close()
 	_ = e.ingest.Close()

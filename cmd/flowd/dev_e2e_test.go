@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/flowd/flowd/connectors/host/hosttest"
 	"github.com/flowd/flowd/internal/envelope"
 )
 
@@ -173,4 +175,47 @@ func TestDevWebhooksFollowTheFlowLifecycle(t *testing.T) {
 		t.Fatalf("executions of the flow: %d (%v), want one per 202: %d", total, err, len(acked))
 	}
 	t.Logf("%d webhooks acknowledged (%d in the burst), all ran; %d started after the delete", len(acked), inBurst, late)
+}
+
+// TestDevPicksUpInstalledConnectors: a connector installed into the connectors dir of a running
+// `flowd dev` (startAll) is listed by the API, accepted in flows and run by the runner within
+// about a second, without a restart.
+func TestDevPicksUpInstalledConnectors(t *testing.T) {
+	staging := t.TempDir()
+	hosttest.Build(t, staging, map[string]string{"code": "github.com/flowd/flowd/connectors/code"})
+	p := startPipeline(t)
+	doc := `{"name":"doubler","graph":{"nodes":[
+		{"id":"hook","type":"trigger.webhook","config":{"mode":"sync","timeoutMs":10000}},
+		{"id":"double","type":"action","connector":"code","action":"run","config":{"source":"return {doubled: input.n * 2};"}},
+		{"id":"answer","type":"respond","config":{"status":200}}],
+		"edges":[{"source":"hook","target":"double"},{"source":"double","target":"answer"}]}}`
+
+	if st, _ := p.get("/api/v1/connectors/code", p.token); st != http.StatusNotFound {
+		t.Fatalf("code before it is installed: %d, want 404", st)
+	}
+	if st, m := p.post("/api/v1/flows", doc); st != http.StatusBadRequest || !strings.Contains(fmt.Sprint(m), "unknown_connector") {
+		t.Fatalf("a flow using code before it is installed: %d %v, want 400 unknown_connector", st, m)
+	}
+
+	if _, _, err := installConnector(filepath.Join(staging, "code"), filepath.Join(p.dir, "connectors"), ""); err != nil {
+		t.Fatal(err)
+	}
+	installed := time.Now()
+	for {
+		st, m := p.get("/api/v1/connectors/code", p.token)
+		if st == http.StatusOK {
+			break
+		}
+		if time.Since(installed) > 15*time.Second { // about a second, with room for a busy machine
+			t.Fatalf("code still unknown %s after its install: %d %v", time.Since(installed), st, m)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the API against the deadline
+	}
+	t.Logf("code listed %s after its install", time.Since(installed).Round(time.Millisecond))
+
+	id := p.flow(doc)
+	st, body := p.post("/hooks/"+id, `{"n":21}`)
+	if st != http.StatusOK || fmt.Sprint(body["doubled"]) != "42" {
+		t.Fatalf("webhook through the installed connector: %d %v, want 200 with doubled 42", st, body)
+	}
 }

@@ -26,16 +26,17 @@ type runnerOptions struct {
 	groupID       string
 	concurrency   int
 	connectorsDir string
-	pinFile       string
 	secretKeyFile string
 	drainTimeout  time.Duration
 	connectors    connectorPolicy
 }
 
-// connectorPolicy is what connectors may reach, passed to them in their environment.
+// connectorPolicy is what connectors may reach, passed to them in their environment, and which
+// may start at all.
 type connectorPolicy struct {
 	egressAllow  string // addresses and hosts beyond the public internet
 	kafkaBrokers string // brokers the kafka connector may produce to
+	pinFile      string // only the connectors it pins start (host.Options.PinFile)
 }
 
 func (p *connectorPolicy) register(cmd *cobra.Command, egressDefault string) {
@@ -45,6 +46,8 @@ func (p *connectorPolicy) register(cmd *cobra.Command, egressDefault string) {
 			"that connectors may reach although loopback, private, link-local or otherwise internal (env FLOWD_EGRESS_ALLOW)")
 	f.StringVar(&p.kafkaBrokers, "kafka-connector-brokers", envOr("FLOWD_KAFKA_CONNECTOR_BROKERS", ""),
 		"comma-separated host:port brokers the kafka connector may produce to; none when empty (env FLOWD_KAFKA_CONNECTOR_BROKERS)")
+	f.StringVar(&p.pinFile, "pin-file", envOr("FLOWD_CONNECTORS_PIN_FILE", ""),
+		"pin file, as flowd connectors pin prints it: only listed connectors that match start; reread on reload (env FLOWD_CONNECTORS_PIN_FILE)")
 }
 
 // env validates the policy and returns it as the connectors' environment, with flowd's topic
@@ -87,8 +90,13 @@ func newRunnerCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "runner",
 		Short: "Run a runner pool: execute the steps on flowd.steps.<pool> through the connectors",
+		Long: `flowd runner consumes the steps of one pool and runs them through the connectors in
+--connectors-dir. On SIGHUP it rereads that directory and the pin file: new connectors become
+callable, removed ones unknown, and upgraded ones start anew for new steps while the steps in
+flight finish on the old process (see docs/connectors.md).`,
 		Example: `  flowd runner --pool default --concurrency 32 --connectors-dir bin/connectors
-  FLOWD_SECRET_KEY=... flowd runner --pool heavy --kafka-brokers kafka:9092 --redis-url redis://redis:6379/0`,
+  FLOWD_SECRET_KEY=... flowd runner --pool heavy --kafka-brokers kafka:9092 --redis-url redis://redis:6379/0
+  kill -HUP <pid>   # after installing or upgrading connectors`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// Main already stops on SIGTERM; this keeps the command graceful wherever it is run from.
@@ -103,7 +111,6 @@ func newRunnerCmd() *cobra.Command {
 	f.StringVar(&opt.groupID, "group-id", envOr("FLOWD_RUNNER_GROUP", ""), "consumer group (default <topic-prefix>runner-<pool>, e.g. flowd-runner-default)")
 	f.IntVar(&opt.concurrency, "concurrency", runners.DefaultConcurrency, "steps run at once by this process")
 	f.StringVar(&opt.connectorsDir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries (env FLOWD_CONNECTORS_DIR)")
-	f.StringVar(&opt.pinFile, "pin-file", envOr("FLOWD_CONNECTORS_PIN_FILE", ""), "sha256sum file: only listed connector binaries that match start (env FLOWD_CONNECTORS_PIN_FILE)")
 	f.StringVar(&opt.secretKeyFile, "secret-key-file", envOr("FLOWD_SECRET_KEY_FILE", ""), "file holding the AES-256 key(s) for connection secrets (or set FLOWD_SECRET_KEY)")
 	f.DurationVar(&opt.drainTimeout, "drain-timeout", runners.DefaultDrainTimeout, "on shutdown, how long running steps may finish before they are left for redelivery")
 	opt.connectors.register(cmd, "")
@@ -127,12 +134,13 @@ func serveRunner(ctx context.Context, in *infra, opt runnerOptions) error {
 		return err
 	}
 	defer c.close()
-	h, err := host.New(host.Options{Dir: opt.connectorsDir, PinFile: opt.pinFile, Env: env, Logger: c.log})
+	h, err := host.New(host.Options{Dir: opt.connectorsDir, PinFile: opt.connectors.pinFile, Env: env, Logger: c.log})
 	if err != nil {
 		return err
 	}
 	// The host goes last: steps still draining need their connector processes.
 	defer func() { _ = h.Close() }()
+	defer reloadOnHangup(ctx, c.log, func(ctx context.Context) error { _, err := h.Reload(ctx); return err })()
 	c.log.Info("connectors found", "dir", opt.connectorsDir, "connectors", h.List())
 	r, err := newRunner(c, in, h, keys, opt)
 	if err != nil {

@@ -237,6 +237,7 @@ func serveAPI(ctx context.Context, in *infra, opt apiOptions) error {
 		return err
 	}
 	c.log.Info("connectors loaded", "dir", opt.connectorsDir, "count", cat.Len())
+	defer reloadOnHangup(ctx, c.log, func(ctx context.Context) error { return cat.Reload(ctx, c.log) })()
 	keys, err := keyring(opt.secretKeyFile, false)
 	if err != nil {
 		return err

@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -44,21 +46,59 @@ type Entry struct {
 	credentials map[string]*connections.ConnectorType
 }
 
-// Catalog is the set of connectors found in a directory. It is immutable once loaded.
+// Catalog is the set of connectors found in a directory. It is safe for concurrent use; what
+// it holds changes only by Reload, at once for every reader.
 type Catalog struct {
-	dir     string
+	dir       string
+	cur       atomic.Pointer[contents]
+	reloading sync.Mutex // one Reload at a time
+}
+
+// contents is one reading of the directory, never modified.
+type contents struct {
 	entries map[string]*Entry
 	skipped map[string]error
 }
 
 // Empty is a catalog with no connectors: flow validation then does not check connectors.
-func Empty() *Catalog { return &Catalog{entries: map[string]*Entry{}, skipped: map[string]error{}} }
+func Empty() *Catalog {
+	c := &Catalog{}
+	c.cur.Store(&contents{entries: map[string]*Entry{}, skipped: map[string]error{}})
+	return c
+}
 
-// Load reads every executable in dir. A connector whose manifest cannot be read or is invalid
+// Load reads every executable in dir but hidden ones. A connector whose manifest cannot be read or is invalid
 // is skipped and reported by Skipped; a missing dir gives an empty catalog.
 func Load(ctx context.Context, dir string, log *slog.Logger) (*Catalog, error) {
-	c := Empty()
-	c.dir = dir
+	c := &Catalog{dir: dir}
+	cs, err := load(ctx, dir, log)
+	if err != nil {
+		return nil, err
+	}
+	c.cur.Store(cs)
+	return c, nil
+}
+
+// Reload reads the directory again (connectors installed, upgraded or removed since) and
+// replaces what the catalog holds; on an error it keeps what it had. An Empty catalog has no
+// directory and stays empty.
+func (c *Catalog) Reload(ctx context.Context, log *slog.Logger) error {
+	if c.dir == "" {
+		return nil
+	}
+	c.reloading.Lock()
+	defer c.reloading.Unlock()
+	cs, err := load(ctx, c.dir, log)
+	if err != nil {
+		return err
+	}
+	c.cur.Store(cs)
+	log.Info("connector catalog reloaded", "dir", c.dir, "connectors", len(cs.entries), "skipped", len(cs.skipped))
+	return nil
+}
+
+func load(ctx context.Context, dir string, log *slog.Logger) (*contents, error) {
+	c := &contents{entries: map[string]*Entry{}, skipped: map[string]error{}}
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		log.Warn("connectors directory does not exist; no connectors are installed", "dir", dir)
@@ -69,7 +109,8 @@ func Load(ctx context.Context, dir string, log *slog.Logger) (*Catalog, error) {
 	}
 	for _, de := range ents {
 		path := filepath.Join(dir, de.Name())
-		if !isExecutable(path) {
+		// Hidden files are not connectors, as for the host: an install's temporary file is one.
+		if strings.HasPrefix(de.Name(), ".") || !isExecutable(path) {
 			continue
 		}
 		e, err := describe(ctx, path)
@@ -177,12 +218,13 @@ func compile(comp *jsonschema.Compiler, url string, raw json.RawMessage) (*jsons
 func (c *Catalog) Dir() string { return c.dir }
 
 // Len is the number of usable connectors.
-func (c *Catalog) Len() int { return len(c.entries) }
+func (c *Catalog) Len() int { return len(c.cur.Load().entries) }
 
 // Manifests lists every connector's manifest, by name.
 func (c *Catalog) Manifests() []sdk.Manifest {
-	out := make([]sdk.Manifest, 0, len(c.entries))
-	for _, e := range c.entries {
+	entries := c.cur.Load().entries
+	out := make([]sdk.Manifest, 0, len(entries))
+	for _, e := range entries {
 		out = append(out, e.Manifest)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -191,7 +233,7 @@ func (c *Catalog) Manifests() []sdk.Manifest {
 
 // Get returns one connector.
 func (c *Catalog) Get(name string) (*Entry, bool) {
-	e, ok := c.entries[name]
+	e, ok := c.cur.Load().entries[name]
 	return e, ok
 }
 
@@ -222,17 +264,23 @@ func (c *Catalog) ConnectionTypes() []string {
 }
 
 // Skipped names the binaries that were not loaded and why.
-func (c *Catalog) Skipped() map[string]error { return c.skipped }
+func (c *Catalog) Skipped() map[string]error { return c.cur.Load().skipped }
 
-// ValidationOptions plugs the catalog into flow validation. An empty catalog checks nothing,
-// so an API role deployed without connector binaries still accepts flows.
+// ValidationOptions plugs the catalog into flow validation, as it is at each validation (a
+// Reload is seen at once). An empty catalog checks nothing, so an API role deployed without
+// connector binaries still accepts flows.
 func (c *Catalog) ValidationOptions() flowdoc.Options {
-	if c == nil || len(c.entries) == 0 {
+	if c == nil {
 		return flowdoc.Options{}
 	}
+	entries := func() map[string]*Entry { return c.cur.Load().entries }
 	return flowdoc.Options{
 		Lookup: func(conn, name string) (bool, bool) {
-			e, ok := c.entries[conn]
+			all := entries()
+			if len(all) == 0 {
+				return true, true // nothing installed: nothing to check against
+			}
+			e, ok := all[conn]
 			if !ok {
 				return false, false
 			}
@@ -241,7 +289,7 @@ func (c *Catalog) ValidationOptions() flowdoc.Options {
 			return true, isAction || isTrigger
 		},
 		ConfigSchema: func(conn, name string) (*jsonschema.Schema, bool) {
-			e, ok := c.entries[conn]
+			e, ok := entries()[conn]
 			if !ok {
 				return nil, false
 			}
@@ -249,13 +297,13 @@ func (c *Catalog) ValidationOptions() flowdoc.Options {
 			return s, ok
 		},
 		RawFields: func(conn, name string) []string {
-			if e, ok := c.entries[conn]; ok {
+			if e, ok := entries()[conn]; ok {
 				return e.raw[name]
 			}
 			return nil
 		},
 		ActionPorts: func(conn, name string) ([]string, bool) {
-			e, ok := c.entries[conn]
+			e, ok := entries()[conn]
 			if !ok {
 				return nil, false
 			}

@@ -85,3 +85,45 @@ func TestMissingDirIsAnEmptyCatalog(t *testing.T) {
 		t.Fatalf("an empty catalog must not reject connectors: %v", ps)
 	}
 }
+
+// TestReload: a catalog reloaded sees connectors installed and removed since it was loaded,
+// through the validation options taken before.
+func TestReload(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	dir := t.TempDir()
+	cat, err := catalog.Load(context.Background(), dir, log)
+	if err != nil || cat.Len() != 0 {
+		t.Fatalf("empty dir: %d connectors, %v", cat.Len(), err)
+	}
+	opts := cat.ValidationOptions()
+	flow := []byte(`{"name":"x","graph":{"nodes":[{"id":"h","type":"trigger.webhook"},{"id":"a","type":"action","connector":"ftp","action":"get"}],"edges":[{"source":"h","target":"a"}]}}`)
+	if _, ps := flowdoc.Decode(flow, opts); len(ps) > 0 {
+		t.Fatalf("nothing installed: %v", ps)
+	}
+
+	// Installed the safe way: built beside, renamed in.
+	staging := t.TempDir()
+	hosttest.Build(t, staging, map[string]string{"transform": "github.com/flowd/flowd/connectors/transform"})
+	if err := os.Rename(filepath.Join(staging, "transform"), filepath.Join(dir, "transform")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".transform.tmp"), []byte("#!/bin/sh\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := cat.Reload(context.Background(), log); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cat.Get("transform"); !ok || cat.Len() != 1 || len(cat.Skipped()) != 0 {
+		t.Fatalf("after install and reload: %v, skipped %v", cat.Manifests(), cat.Skipped())
+	}
+	if _, ps := flowdoc.Decode(flow, opts); len(ps) != 1 || ps[0].Code != "unknown_connector" {
+		t.Fatalf("with transform installed, ftp: %v, want unknown_connector", ps)
+	}
+
+	if err := os.Remove(filepath.Join(dir, "transform")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cat.Reload(context.Background(), log); err != nil || cat.Len() != 0 {
+		t.Fatalf("after removal: %d connectors, %v", cat.Len(), err)
+	}
+}

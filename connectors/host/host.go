@@ -2,15 +2,18 @@
 // binaries in a directory, starts each lazily (once per Host) through hashicorp/go-plugin with
 // mutual TLS (go-plugin's AutoMTLS protocol, with a P-256 host certificate) and optional sha256
 // pinning, validates its manifest, multiplexes concurrent calls over its one gRPC connection,
-// health-checks it, and restarts it with backoff after a crash.
+// health-checks it, and restarts it with backoff after a crash. Reload picks up connectors
+// installed, upgraded or removed since, without disturbing the calls in flight.
 package host
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,8 +38,8 @@ const (
 
 var (
 	ErrUnknownConnector = errors.New("unknown connector")
-	ErrNotPinned        = errors.New("connector binary is not in the pin file")
-	ErrChecksumMismatch = errors.New("connector binary does not match its pinned sha256")
+	ErrNotPinned        = errors.New("connector is not in the pin file")
+	ErrChecksumMismatch = errors.New("connector does not match its pinned sha256")
 	ErrInvalidManifest  = errors.New("invalid connector manifest")
 	ErrClosed           = errors.New("connector host is closed")
 )
@@ -44,7 +47,7 @@ var (
 // Options configures a Host; zero values take the defaults in brackets.
 type Options struct {
 	Dir               string        // where connector executables live ["bin/connectors"]
-	PinFile           string        // optional `sha256sum` output; when set, only listed binaries that match start
+	PinFile           string        // optional `sha256sum`-format file (Digest says what a pin covers); when set, only listed connectors that match start
 	CallTimeout       time.Duration // bound of one Execute or Poll call, capped by item deadlines [30s]
 	StartTimeout      time.Duration // handshake plus Describe [30s]
 	HealthInterval    time.Duration // between health checks of running connectors [10s]
@@ -81,38 +84,68 @@ func (o *Options) defaults() {
 type Host struct {
 	opts   Options
 	log    *slog.Logger
-	paths  map[string]string // connector name -> executable
-	pins   map[string][]byte // nil without a pin file
-	closed atomic.Bool
+	closed atomic.Bool // set under mu; read without it
 	stop   chan struct{}
-	loops  sync.WaitGroup
+	loops  sync.WaitGroup // the health loop and the drains of replaced connectors
+
+	reloading sync.Mutex // one Reload at a time, so an older scan never lands after a newer one
 
 	mu   sync.Mutex
-	sups map[string]*supervisor
+	sups map[string]*supervisor // every discovered connector; its process starts on first use
 }
 
 // New discovers the executables in opts.Dir (each one is a connector named after its file) and
 // reads the pin file. Nothing is started until first use.
 func New(opts Options) (*Host, error) {
 	opts.defaults()
-	paths, err := discover(opts.Dir)
+	h := &Host{
+		opts: opts,
+		log:  opts.Logger,
+		stop: make(chan struct{}),
+		sups: map[string]*supervisor{},
+	}
+	found, err := h.scan(context.Background())
 	if err != nil {
 		return nil, err
 	}
-	h := &Host{
-		opts:  opts,
-		log:   opts.Logger,
-		paths: paths,
-		stop:  make(chan struct{}),
-		sups:  map[string]*supervisor{},
-	}
-	if opts.PinFile != "" {
-		if h.pins, err = readPinFile(opts.PinFile); err != nil {
-			return nil, err
-		}
+	for name, f := range found {
+		h.sups[name] = h.newSupervisor(name, f)
 	}
 	h.loops.Go(h.healthLoop)
 	return h, nil
+}
+
+// discovered is one connector as a scan of the directory finds it.
+type discovered struct {
+	path string            // the executable in Dir, absolute
+	id   [sha256.Size]byte // identity of what it runs
+	pin  []byte            // its pinned sum; nil when the pin file does not list it
+}
+
+// scan discovers the connectors in Dir, with their identities and pins.
+func (h *Host) scan(ctx context.Context) (map[string]discovered, error) {
+	paths, err := discover(h.opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	var pins map[string][]byte
+	if h.opts.PinFile != "" {
+		if pins, err = readPinFile(h.opts.PinFile); err != nil {
+			return nil, err
+		}
+	}
+	found := make(map[string]discovered, len(paths))
+	for name, path := range paths {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		found[name] = discovered{path: path, id: identity(ctx, path), pin: pins[name]}
+	}
+	return found, nil
+}
+
+func (h *Host) newSupervisor(name string, f discovered) *supervisor {
+	return &supervisor{h: h, name: name, path: f.path, id: f.id, pin: f.pin, log: h.log.With("connector", name)}
 }
 
 func discover(dir string) (map[string]string, error) {
@@ -141,20 +174,18 @@ func discover(dir string) (map[string]string, error) {
 
 // List returns the names of the discovered connectors, sorted.
 func (h *Host) List() []string {
-	names := make([]string, 0, len(h.paths))
-	for n := range h.paths {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Sorted(maps.Keys(h.sups))
 }
 
 // Manifest returns the manifest the running connector described (starting it if needed).
 func (h *Host) Manifest(ctx context.Context, name string) (*sdk.Manifest, error) {
-	s, err := h.supervisor(name)
+	s, release, err := h.acquire(name)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	inst, err := s.get(ctx)
 	if err != nil {
 		return nil, err
@@ -168,10 +199,11 @@ func (h *Host) Manifest(ctx context.Context, name string) (*sdk.Manifest, error)
 // there. It starts the connector if needed and reads what the running one described, so it
 // follows the binary across restarts. An action the connector does not have has none.
 func (h *Host) RawFields(ctx context.Context, name, action string) ([]string, error) {
-	s, err := h.supervisor(name)
+	s, release, err := h.acquire(name)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	inst, err := s.get(ctx)
 	if err != nil {
 		return nil, err
@@ -197,10 +229,11 @@ func (h *Host) Execute(ctx context.Context, name string, items []sdk.Invocation)
 		}
 		seen[it.ID] = struct{}{}
 	}
-	s, err := h.supervisor(name)
+	s, release, err := h.acquire(name)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	inst, err := s.get(ctx)
 	if err != nil {
 		return nil, err
@@ -255,10 +288,11 @@ func (h *Host) Execute(ctx context.Context, name string, items []sdk.Invocation)
 // Poll asks a polling trigger of connector name for new items. Its error is an *sdk.Error
 // (retryable or not) for failures of the poll, or a plain error when the call could not be made.
 func (h *Host) Poll(ctx context.Context, name string, req sdk.PollRequest) (sdk.PollResult, error) {
-	s, err := h.supervisor(name)
+	s, release, err := h.acquire(name)
 	if err != nil {
 		return sdk.PollResult{}, err
 	}
+	defer release()
 	inst, err := s.get(ctx)
 	if err != nil {
 		return sdk.PollResult{}, err
@@ -327,22 +361,20 @@ func (h *Host) callContext(ctx context.Context, items []sdk.Invocation) (context
 	}
 }
 
-func (h *Host) supervisor(name string) (*supervisor, error) {
-	if h.closed.Load() {
-		return nil, ErrClosed
-	}
-	path, ok := h.paths[name]
-	if !ok {
-		return nil, fmt.Errorf("connector %q: %w (not an executable in %s)", name, ErrUnknownConnector, h.opts.Dir)
-	}
+// acquire returns the supervisor of connector name for one call, counted in flight until
+// release: a Reload that replaces the connector stops its process only after release.
+func (h *Host) acquire(name string) (*supervisor, func(), error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closed.Load() {
+		return nil, nil, ErrClosed
+	}
 	s, ok := h.sups[name]
 	if !ok {
-		s = &supervisor{h: h, name: name, path: path, log: h.log.With("connector", name)}
-		h.sups[name] = s
+		return nil, nil, fmt.Errorf("connector %q: %w (not an executable in %s)", name, ErrUnknownConnector, h.opts.Dir)
 	}
-	return s, nil
+	s.calls.Add(1)
+	return s, s.calls.Done, nil
 }
 
 func (h *Host) healthLoop() {
@@ -360,7 +392,10 @@ func (h *Host) healthLoop() {
 
 // Close stops health checks and kills every connector process; calls still running fail.
 func (h *Host) Close() error {
-	if h.closed.Swap(true) {
+	h.mu.Lock()
+	already := h.closed.Swap(true)
+	h.mu.Unlock()
+	if already {
 		return nil
 	}
 	close(h.stop)

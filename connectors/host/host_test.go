@@ -38,8 +38,10 @@ func TestMain(m *testing.M) {
 		plaintextPlugin() // never returns
 	}
 	code := m.Run()
-	if builtDir != "" {
-		_ = os.RemoveAll(builtDir)
+	for _, dir := range []string{builtDir, builtV2Dir} {
+		if dir != "" {
+			_ = os.RemoveAll(dir)
+		}
 	}
 	os.Exit(code)
 }
@@ -172,7 +174,7 @@ func TestListAndManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Version != "1.0.0" || len(m.Actions) != 7 {
+	if m.Version != "1.0.0" || len(m.Actions) != 8 {
 		t.Fatalf("manifest %+v", m)
 	}
 	if _, err := h.Manifest(ctxT(t), "nope"); !errors.Is(err, ErrUnknownConnector) {

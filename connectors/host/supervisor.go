@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -28,12 +30,16 @@ import (
 // shared by every caller waiting), notices when it dies, and spaces restarts with backoff.
 // go-plugin does not restart a dead plugin; this does.
 type supervisor struct {
-	h    *Host
-	name string
-	path string
-	log  *slog.Logger
+	h     *Host
+	name  string
+	path  string
+	id    [sha256.Size]byte // identity of what path runs when discovered (Reload compares it)
+	pin   []byte            // from the pin file; nil when it does not list the connector
+	log   *slog.Logger
+	calls sync.WaitGroup // calls in flight (Host.acquire), which a replaced connector drains
 
 	mu          sync.Mutex
+	stopped     bool        // shut down (host closed, or replaced by a reload): starts nothing more
 	cur         *instance   // nil when not running
 	round       *startRound // the start in progress, if any
 	failures    int         // consecutive failures (crashes, failed starts, failed health checks)
@@ -41,6 +47,9 @@ type supervisor struct {
 	lastErr     error
 	kills       sync.WaitGroup // kills of dead instances still running
 }
+
+// errReplaced: a call waited on a connector that a reload replaced or removed meanwhile.
+var errReplaced = errors.New("it was replaced or removed by a reload while the call waited")
 
 type startRound struct {
 	done chan struct{}
@@ -66,6 +75,10 @@ func (s *supervisor) get(ctx context.Context) (*instance, error) {
 			return nil, ErrClosed
 		}
 		s.mu.Lock()
+		if s.stopped {
+			s.mu.Unlock()
+			return nil, s.unavailable(errReplaced)
+		}
 		if inst := s.cur; inst != nil {
 			if !inst.client.Exited() {
 				s.mu.Unlock()
@@ -117,9 +130,14 @@ func (s *supervisor) start(round *startRound) {
 	defer s.mu.Unlock()
 	defer close(round.done)
 	s.round = nil
-	if err == nil && s.h.closed.Load() {
+	if err == nil && (s.h.closed.Load() || s.stopped) {
+		// Stopped while starting: what started must not outlive the shutdown.
 		s.killAsyncLocked(inst)
-		inst, err = nil, ErrClosed
+		round.err = ErrClosed
+		if !s.h.closed.Load() {
+			round.err = s.unavailable(errReplaced)
+		}
+		return
 	}
 	if err != nil {
 		s.failures++
@@ -136,13 +154,9 @@ func (s *supervisor) start(round *startRound) {
 // launch starts the process, completes the handshake and loads the manifest.
 func (s *supervisor) launch() (*instance, error) {
 	opts := &s.h.opts
-	var secure *plugin.SecureConfig
-	if s.h.pins != nil {
-		sum, ok := s.h.pins[s.name]
-		if !ok {
-			return nil, fmt.Errorf("connector %q: %w %s: refusing to start it", s.name, ErrNotPinned, opts.PinFile)
-		}
-		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+	secure, err := s.checkPin()
+	if err != nil {
+		return nil, err
 	}
 	tlsConf, certPEM, err := newClientTLS()
 	if err != nil {
@@ -228,6 +242,36 @@ func (s *supervisor) launch() (*instance, error) {
 		return nil, err
 	}
 	return inst, nil
+}
+
+// checkPin applies the pin file, when there is one. A binary is checked by go-plugin, on the
+// file it executes (the SecureConfig returned). A script is checked here, on its whole package:
+// its own hash would not cover the code it runs.
+func (s *supervisor) checkPin() (*plugin.SecureConfig, error) {
+	pinFile := s.h.opts.PinFile
+	if pinFile == "" {
+		return nil, nil
+	}
+	if s.pin == nil {
+		return nil, fmt.Errorf("connector %q: %w %s: refusing to start it", s.name, ErrNotPinned, pinFile)
+	}
+	resolved, script, err := resolveExecutable(s.path)
+	if err != nil {
+		return nil, s.unavailable(err)
+	}
+	if !script {
+		return &plugin.SecureConfig{Checksum: s.pin, Hash: sha256.New()}, nil
+	}
+	pkg := filepath.Dir(resolved)
+	sum, err := PackageDigest(context.Background(), pkg)
+	if err != nil {
+		return nil, fmt.Errorf("connector %q: %w: the digest of its package %s failed: %w: refusing to start it", s.name, ErrChecksumMismatch, pkg, err)
+	}
+	if !bytes.Equal(sum, s.pin) {
+		return nil, fmt.Errorf("connector %q: %w: its package %s (the folder of the script %s) has digest %x, not the %x pinned in %s: refusing to start it",
+			s.name, ErrChecksumMismatch, pkg, resolved, sum, s.pin, pinFile)
+	}
+	return nil, nil
 }
 
 // callError turns a failed gRPC call into the error every item of the call gets. A broken
@@ -326,6 +370,7 @@ func (s *supervisor) unavailable(err error) error {
 // shutdown waits for a start in progress, then kills the process and waits for it to go.
 func (s *supervisor) shutdown() {
 	s.mu.Lock()
+	s.stopped = true // first: a start still running kills what it started
 	round := s.round
 	s.mu.Unlock()
 	if round != nil {

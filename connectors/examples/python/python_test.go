@@ -10,6 +10,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -625,4 +626,118 @@ func (w *testWriter) Write(p []byte) (int, error) {
 		w.t.Log(sc.Text())
 	}
 	return len(p), nil
+}
+
+// TestGreeterPinnedByPackage: a script connector is pinned by the digest of its package (the
+// folder of its launcher), not by the launcher alone: pinned so, it starts; once a module
+// beside the launcher changes, the host refuses it, naming the package.
+func TestGreeterPinnedByPackage(t *testing.T) {
+	greeterDir, err := filepath.Abs("greeter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	python := testrig.GreeterPython(t, greeterDir)
+	logs := newTestWriter(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// A copy of the package, whose files the test changes; a .venv of the checkout stays out.
+	pkg := filepath.Join(t.TempDir(), "greeter")
+	if err := os.MkdirAll(pkg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(greeterDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(filepath.Join(greeterDir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(pkg, e.Name()), data, info.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pkg, err = filepath.EvalSymlinks(pkg); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(filepath.Join(pkg, "greeter"), filepath.Join(dir, "greeter")); err != nil {
+		t.Fatal(err)
+	}
+	pins, err := host.Pins(ctx, dir)
+	if err != nil || len(pins) != 1 || pins[0].Name != "greeter" || pins[0].Covers != pkg {
+		t.Fatalf("pins %+v, %v: want greeter covering %s", pins, err, pkg)
+	}
+	pinFile := filepath.Join(t.TempDir(), "connectors.sha256")
+	writePins := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(pinFile, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	greet := func(h *host.Host) error {
+		res, err := h.Execute(ctx, "greeter", []sdk.Invocation{{ID: "1", Action: "greet", Input: map[string]any{"name": "Ada"}}})
+		if err == nil && res[0].Error != nil {
+			err = res[0].Error
+		}
+		return err
+	}
+	newHost := func() *host.Host {
+		t.Helper()
+		h, err := host.New(host.Options{
+			Dir: dir, PinFile: pinFile,
+			Env:    []string{"FLOWD_CONNECTOR_PYTHON=" + python},
+			Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Close() })
+		return h
+	}
+
+	// The launcher's own sha256 does not pin a script connector.
+	launcher, err := os.ReadFile(filepath.Join(pkg, "greeter"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePins(fmt.Sprintf("%x  greeter\n", sha256.Sum256(launcher)))
+	if err := greet(newHost()); !errors.Is(err, host.ErrChecksumMismatch) {
+		t.Fatalf("pinned by the launcher's sha256: %v, want %v", err, host.ErrChecksumMismatch)
+	}
+
+	writePins(pins[0].Line() + "\n")
+	h := newHost()
+	if err := greet(h); err != nil {
+		t.Fatalf("pinned by its package digest: %v", err)
+	}
+
+	// One module of the package changes: the running process is replaced on reload, and the
+	// new one is refused.
+	module := filepath.Join(pkg, "greeter.py")
+	src, err := os.ReadFile(module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(module, append(src, "\n# changed after pinning\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ch, err := h.Reload(ctx); err != nil || !slices.Equal(ch.Changed, []string{"greeter"}) {
+		t.Fatalf("reload: %+v, %v: want greeter changed", ch, err)
+	}
+	for _, h := range []*host.Host{h, newHost()} {
+		err := greet(h)
+		if !errors.Is(err, host.ErrChecksumMismatch) || !strings.Contains(err.Error(), "package "+pkg) {
+			t.Fatalf("a module changed after pinning: %v, want %v naming the package %s", err, host.ErrChecksumMismatch, pkg)
+		}
+	}
 }

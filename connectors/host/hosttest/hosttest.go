@@ -14,6 +14,12 @@ import (
 // when any build fails. Builds run concurrently; the Go build cache makes repeats cheap.
 func Build(t testing.TB, dir string, pkgs map[string]string) {
 	t.Helper()
+	BuildFlags(t, dir, pkgs)
+}
+
+// BuildFlags is Build with more `go build` flags, such as "-ldflags=-X main.version=2.0.0".
+func BuildFlags(t testing.TB, dir string, pkgs map[string]string, flags ...string) {
+	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +31,8 @@ func Build(t testing.TB, dir string, pkgs map[string]string) {
 	)
 	for name, pkg := range pkgs {
 		wg.Go(func() {
-			cmd := exec.Command(goTool(), "build", "-o", filepath.Join(dir, name), pkg)
+			args := append(append([]string{"build"}, flags...), "-o", filepath.Join(dir, name), pkg)
+			cmd := exec.Command(goTool(), args...)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				mu.Lock()
 				failures = append(failures, failure{name, string(out) + err.Error()})

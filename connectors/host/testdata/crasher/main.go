@@ -16,6 +16,15 @@ type sleepConfig struct {
 	MS int `json:"ms"`
 }
 
+// version is the manifest's; tests build a second one with -ldflags "-X main.version=...".
+var version = "1.0.0"
+
+// blockConfig names the files of the block action: it creates Started, then waits for Release.
+type blockConfig struct {
+	Started string `json:"started"`
+	Release string `json:"release"`
+}
+
 // closeMarkerEnv names the file Close writes.
 const closeMarkerEnv = "FLOWD_CONNECTOR_CLOSE_MARKER"
 
@@ -30,7 +39,7 @@ func main() {
 	// Stdout belongs to the handshake: this must land on stderr, not break the host.
 	fmt.Println("crasher: a stray print before Serve")
 	sdk.Serve(sdk.Connector{
-		Manifest: sdk.Manifest{Name: "crasher", Version: "1.0.0", Description: "test connector"},
+		Manifest: sdk.Manifest{Name: "crasher", Version: version, Description: "test connector"},
 		Actions: map[string]sdk.Handler{
 			"echo": sdk.Action(sdk.ActionSpec{Title: "Echo", Ports: []string{"copy"}},
 				func(_ context.Context, call sdk.Call[map[string]any, json.RawMessage]) ([]sdk.Output, error) {
@@ -70,6 +79,25 @@ func main() {
 			"fail": sdk.Action(sdk.ActionSpec{Title: "Fail"},
 				func(_ context.Context, call sdk.Call[retryConfig, any]) ([]sdk.Output, error) {
 					return nil, sdk.RetryableAfter("upstream_busy", call.Config.after(), fmt.Errorf("try later"))
+				}),
+			// A call that stays in flight until the test lets it go, then says who served it.
+			"block": sdk.Action(sdk.ActionSpec{Title: "Block"},
+				func(ctx context.Context, call sdk.Call[blockConfig, any]) ([]sdk.Output, error) {
+					if err := os.WriteFile(call.Config.Started, nil, 0o644); err != nil {
+						return nil, err
+					}
+					t := time.NewTicker(10 * time.Millisecond)
+					defer t.Stop()
+					for {
+						if _, err := os.Stat(call.Config.Release); err == nil {
+							return []sdk.Output{{Data: map[string]any{"version": version, "pid": os.Getpid()}}}, nil
+						}
+						select {
+						case <-ctx.Done():
+							return nil, ctx.Err()
+						case <-t.C:
+						}
+					}
 				}),
 			"pid": sdk.Action(sdk.ActionSpec{Title: "PID"},
 				func(context.Context, sdk.Call[any, any]) ([]sdk.Output, error) {
