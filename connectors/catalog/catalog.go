@@ -243,7 +243,7 @@ func (c *Catalog) ConnectionType(typ string) (*connections.ConnectorType, bool) 
 	if !ok {
 		return nil, false
 	}
-	e, ok := c.entries[conn]
+	e, ok := c.cur.Load().entries[conn]
 	if !ok {
 		return nil, false
 	}
@@ -254,7 +254,7 @@ func (c *Catalog) ConnectionType(typ string) (*connections.ConnectorType, bool) 
 // ConnectionTypes lists the connection types installed connectors define, sorted.
 func (c *Catalog) ConnectionTypes() []string {
 	var out []string
-	for _, e := range c.entries {
+	for _, e := range c.cur.Load().entries {
 		for typ := range e.credentials {
 			out = append(out, typ)
 		}
