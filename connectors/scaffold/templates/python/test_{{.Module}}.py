@@ -18,6 +18,11 @@ class EchoTest(unittest.TestCase):
         outs = invoke(connector.MANIFEST, connector.ACTIONS, "echo", {}, {"text": "hi"})
         self.assertEqual(outs, [Output({"message": "hi"})])
 
+    def test_signs_with_an_account(self):
+        account = {"type": "{{.Name}}.account", "data": {"user": "ada", "token": "t0k"}}
+        outs = invoke(connector.MANIFEST, connector.ACTIONS, "echo", {}, {"text": "hi"}, account)
+        self.assertEqual(outs, [Output({"message": "hi (from ada)"})])
+
     def test_input_without_text_is_a_permanent_error(self):
         with self.assertRaises(ItemError) as caught:
             invoke(connector.MANIFEST, connector.ACTIONS, "echo", {}, {"txt": "hi"})

@@ -1,6 +1,7 @@
 """{{.Name}}: a flowd connector in Python, on the flowd_connector package.
 
-Its action, echo, prefixes a text: {"text": "hi"} becomes {"message": "<prefix>hi"}. Its polling
+Its action, echo, prefixes a text: {"text": "hi"} becomes {"message": "<prefix>hi"}, signed with
+the user of an account connection when its node has one. Its polling
 trigger, ticks, counts from 1 to a total a few numbers a poll, resuming from a cursor; each tick
 is an item echo takes as its input. `./{{.Name}} describe` prints the manifest.
 """
@@ -39,6 +40,21 @@ MANIFEST = {
             },
         }
     },
+    # A connection type of the connector's own: users create "{{.Name}}.account" connections;
+    # the token is secret (encrypted by flowd, masked in its API, decrypted for this connector).
+    "credentials": {
+        "account": {
+            "title": "Account",
+            "schema": {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["user", "token"],
+                "properties": {"user": {"type": "string", "minLength": 1}, "token": {"type": "string", "minLength": 1}},
+            },
+            "secret": ["token"],
+        }
+    },
     "triggers": {
         "ticks": {
             "title": "Ticks",
@@ -71,12 +87,17 @@ MANIFEST = {
 
 def echo(config, input, connection):
     """The echo action: config {"prefix": ...}, input {"text": ...}, output {"message": ...}.
-    connection is None: the manifest declares no credential types."""
+    connection is None, or {"type": "{{.Name}}.account", "data": {"user", "token"}}."""
     text = input.get("text") if isinstance(input, dict) else None
     if not isinstance(text, str):
         # A permanent error for this item only: retrying the same input cannot help.
         raise ItemError("invalid_input", "input.text must be a string")
-    return {"message": f"{config.get('prefix', '')}{text}"}
+    message = f"{config.get('prefix', '')}{text}"
+    if connection is not None:
+        if connection.get("type") != "{{.Name}}.account":
+            raise ItemError("invalid_connection", "echo signs with a {{.Name}}.account connection")
+        message += f" (from {connection['data']['user']})"
+    return {"message": message}
 
 
 def ticks(config, cursor, connection):

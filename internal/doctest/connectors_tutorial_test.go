@@ -1,4 +1,6 @@
-package main
+// Package doctest runs the commands the docs tell readers to type, so the docs cannot drift
+// from the product.
+package doctest
 
 import (
 	"bufio"
@@ -56,7 +58,7 @@ func TestConnectorTutorialRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(bin, "flowd"), ".")
+	build := exec.Command("go", "build", "-o", filepath.Join(bin, "flowd"), "github.com/flowd/flowd/cmd/flowd")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build flowd: %v\n%s", err, out)
 	}
@@ -67,7 +69,11 @@ func TestConnectorTutorialRuns(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-c", script)
 	cmd.Dir = work
-	goBin := filepath.Join(runtimeGOROOT(t), "bin")
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatalf("go env GOROOT: %v", err)
+	}
+	goBin := filepath.Join(strings.TrimSpace(string(goroot)), "bin")
 	cmd.Env = append(os.Environ(),
 		"PATH="+bin+string(os.PathListSeparator)+goBin+string(os.PathListSeparator)+os.Getenv("PATH"),
 		"FLOWD_SDK_DIR="+filepath.Join(root, "connectors", "sdk"),
