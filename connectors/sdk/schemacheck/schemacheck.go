@@ -3,9 +3,9 @@
 // plugin host, the connector catalog and sdk.Invoke all use it, so a config is judged the same
 // way wherever it is checked.
 //
-// flowd's server reports schema failures of its own documents through
-// internal/problem/schemaproblem, which the core uses without depending on the SDK module; the
-// two give the same codes and paths, and a test in the server's module holds them to it.
+// flowd's server reports schema failures of its own documents (flows, connection data) through
+// internal/problem/schemaproblem, which wraps this package: one definition of how a failure
+// reads. It depends on nothing but the schema library, so flowd's core may use it.
 package schemacheck
 
 import (

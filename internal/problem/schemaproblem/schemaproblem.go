@@ -1,36 +1,31 @@
 // Package schemaproblem turns JSON Schema validation errors (santhosh-tekuri/jsonschema) into
 // flowd's problems, for every document flowd validates against a schema: flows, webhook
-// inputs, connector manifests. Package problem is the error shape itself and links no schema
-// library.
+// inputs, connector manifests, connection data. Package problem is the error shape itself and
+// links no schema library. How a failure reads (codes, messages, paths) is defined once, in
+// the SDK's connectors/sdk/schemacheck, so that a connector's config is judged alike by the
+// API, the plugin host and a connector's own tests.
 package schemaproblem
 
 import (
-	"strings"
-
 	"github.com/santhosh-tekuri/jsonschema/v6"
-	"github.com/santhosh-tekuri/jsonschema/v6/kind"
-	"golang.org/x/text/language"
-	"golang.org/x/text/message"
 
+	"github.com/flowd/flowd/connectors/sdk/schemacheck"
 	"github.com/flowd/flowd/internal/problem"
 )
 
-// Codes of JSON Schema failures: the finer codes where the failing keyword says what is wrong,
-// CodeSchema otherwise (and for a value that matches none of anyOf/oneOf).
+// Codes of JSON Schema failures (see schemacheck).
 const (
-	CodeSchema             = "schema"
-	CodeRequired           = "required"
-	CodeAdditionalProperty = "additional_property"
-	CodeType               = "type"
-	CodeFormat             = "format"
-	CodeEnum               = "enum"    // enum, const
-	CodePattern            = "pattern" // string pattern
-	CodeLength             = "length"  // string minLength/maxLength
-	CodeSize               = "size"    // array items / object properties count
-	CodeRange              = "range"   // minimum/maximum/multipleOf
+	CodeSchema             = schemacheck.CodeSchema
+	CodeRequired           = schemacheck.CodeRequired
+	CodeAdditionalProperty = schemacheck.CodeAdditionalProperty
+	CodeType               = schemacheck.CodeType
+	CodeFormat             = schemacheck.CodeFormat
+	CodeEnum               = schemacheck.CodeEnum
+	CodePattern            = schemacheck.CodePattern
+	CodeLength             = schemacheck.CodeLength
+	CodeSize               = schemacheck.CodeSize
+	CodeRange              = schemacheck.CodeRange
 )
-
-var printer = message.NewPrinter(language.English)
 
 // Leaf is one failing keyword of a JSON Schema validation, with the location of the value it
 // is about.
@@ -51,109 +46,13 @@ func Problems(e *jsonschema.ValidationError, prefix string) problem.List {
 	return out
 }
 
-// Leaves flattens a validation error tree into one leaf per failing keyword, each with
-// the JSON pointer of the offending value prefixed by prefix: one per missing required
-// property and per property not allowed (pointing at the property), and one per value that
-// matches none of anyOf/oneOf, naming the first failure of each alternative (listing every
-// failure of every branch would bury the point).
+// Leaves flattens a validation error tree into one leaf per failing keyword, each with the
+// JSON pointer of the offending value prefixed by prefix (schemacheck.Problems).
 func Leaves(e *jsonschema.ValidationError, prefix string) []Leaf {
-	var out []Leaf
-	var walk func(e *jsonschema.ValidationError)
-	walk = func(e *jsonschema.ValidationError) {
-		if isAlternatives(e) && len(e.Causes) > 0 {
-			out = append(out, Leaf{
-				Problem:  problem.New(CodeSchema, prefix+problem.Pointer(e.InstanceLocation...), "%s", alternativesMessage(e)),
-				Location: e.InstanceLocation,
-			})
-			return
-		}
-		if len(e.Causes) > 0 {
-			for _, c := range e.Causes {
-				walk(c)
-			}
-			return
-		}
-		out = append(out, keywordLeaves(e, prefix)...)
+	ps := schemacheck.Problems(e, prefix)
+	out := make([]Leaf, len(ps))
+	for i, p := range ps {
+		out[i] = Leaf{Problem: problem.Problem{Code: p.Code, Message: p.Message, Path: p.Path}, Location: p.Location}
 	}
-	walk(e)
 	return out
-}
-
-func isAlternatives(e *jsonschema.ValidationError) bool {
-	switch e.ErrorKind.(type) {
-	case *kind.AnyOf, *kind.OneOf:
-		return true
-	}
-	return false
-}
-
-// alternativesMessage names the first failure of each branch, which is usually enough to see
-// which form the author meant.
-func alternativesMessage(e *jsonschema.ValidationError) string {
-	var parts []string
-	for _, c := range e.Causes {
-		l := Leaves(c, "")
-		if len(l) == 0 {
-			continue
-		}
-		msg := l[0].Message
-		if p := l[0].Path; p != problem.Pointer(e.InstanceLocation...) {
-			msg = p + ": " + msg
-		}
-		parts = append(parts, msg)
-	}
-	if len(parts) == 0 {
-		return "matches none of the allowed forms"
-	}
-	return "matches none of the allowed forms (" + strings.Join(parts, "; ") + ")"
-}
-
-// keywordLeaves converts an error without causes: one failing keyword.
-func keywordLeaves(e *jsonschema.ValidationError, prefix string) []Leaf {
-	loc := e.InstanceLocation
-	path := prefix + problem.Pointer(loc...)
-	switch k := e.ErrorKind.(type) {
-	case *kind.Required:
-		out := make([]Leaf, 0, len(k.Missing))
-		for _, m := range k.Missing {
-			out = append(out, Leaf{
-				Problem:  problem.New(CodeRequired, path+"/"+problem.EscapeToken(m), "missing required property %q", m),
-				Location: append(append([]string(nil), loc...), m),
-			})
-		}
-		return out
-	case *kind.AdditionalProperties:
-		out := make([]Leaf, 0, len(k.Properties))
-		for _, p := range k.Properties {
-			out = append(out, Leaf{
-				Problem:  problem.New(CodeAdditionalProperty, path+"/"+problem.EscapeToken(p), "property %q is not allowed here", p),
-				Location: append(append([]string(nil), loc...), p),
-			})
-		}
-		return out
-	}
-	return []Leaf{{
-		Problem:  problem.Problem{Code: keywordCode(e.ErrorKind), Path: path, Message: e.ErrorKind.LocalizedString(printer)},
-		Location: loc,
-	}}
-}
-
-func keywordCode(k jsonschema.ErrorKind) string {
-	switch k.(type) {
-	case *kind.Type:
-		return CodeType
-	case *kind.Format:
-		return CodeFormat
-	case *kind.Enum, *kind.Const:
-		return CodeEnum
-	case *kind.Pattern:
-		return CodePattern
-	case *kind.MinLength, *kind.MaxLength:
-		return CodeLength
-	case *kind.MinItems, *kind.MaxItems, *kind.MinProperties, *kind.MaxProperties:
-		return CodeSize
-	case *kind.Minimum, *kind.Maximum, *kind.ExclusiveMinimum, *kind.ExclusiveMaximum, *kind.MultipleOf:
-		return CodeRange
-	}
-	return CodeSchema
 }
