@@ -26,12 +26,6 @@ func (o *deadLetterOptions) register(cmd *cobra.Command) {
 // newDeadLetters builds the dead-letter indexer and replayer on the process's connections;
 // zero options take the defaults.
 func newDeadLetters(c *conn, opt deadLetterOptions) (*deadletters.Service, error) {
-	if err := checkEnvDurations("FLOWD_DEAD_LETTER_RETENTION"); err != nil {
-		return nil, err
-	}
-	if err := checkEnvInts("FLOWD_DEAD_LETTER_MAX"); err != nil {
-		return nil, err
-	}
 	if opt.retention < 0 || opt.maxCount < 0 {
 		return nil, errors.New("--dead-letter-retention and --dead-letter-max must not be negative")
 	}

@@ -53,11 +53,11 @@ reloads at once.`,
 			return runDev(cmd.Context(), cmd.OutOrStdout(), dataDir, example, opt, connectors)
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", envOr("FLOWD_DATA_DIR", ".flowd"), "where the embedded broker and Redis keep their data")
-	cmd.Flags().StringVar(&opt.addr, "addr", envOr("FLOWD_API_ADDR", "127.0.0.1:8080"), "listen address of the API")
-	cmd.Flags().StringVar(&example, "example", "", "flow document (JSON or YAML) to load at start unless a flow of that name exists")
-	cmd.Flags().StringVar(&opt.connectorsDir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries")
-	cmd.Flags().IntVar(&opt.bodyLimit, "body-limit", 1<<20, "largest request body in bytes")
+	cmd.Flags().StringVar(&dataDir, "data-dir", envOr("FLOWD_DATA_DIR", ".flowd"), "where the embedded broker and Redis keep their data (env FLOWD_DATA_DIR)")
+	cmd.Flags().StringVar(&opt.addr, "addr", envOr("FLOWD_API_ADDR", "127.0.0.1:8080"), "listen address of the API (env FLOWD_API_ADDR)")
+	cmd.Flags().StringVar(&example, "example", envOr("FLOWD_EXAMPLE", ""), "flow document (JSON or YAML) to load at start unless a flow of that name exists (env FLOWD_EXAMPLE)")
+	cmd.Flags().StringVar(&opt.connectorsDir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries (env FLOWD_CONNECTORS_DIR)")
+	cmd.Flags().IntVar(&opt.bodyLimit, "body-limit", envInt("FLOWD_BODY_LIMIT", 1<<20), "largest request body in bytes (env FLOWD_BODY_LIMIT)")
 	// Loopback by default: the example flow calls the dev echo route on 127.0.0.1.
 	connectors.register(cmd, "loopback")
 	opt.notify.register(cmd, "loopback")

@@ -34,6 +34,7 @@ func (r *remote) register(cmd *cobra.Command) {
 	// The token's default is read when the command runs, not shown as the flag's default: --help
 	// must not print a secret.
 	cmd.PersistentFlags().StringVar(&r.token, "token", "", "API token (default: env FLOWD_TOKEN, else FLOWD_ADMIN_TOKEN)")
+	_ = cmd.PersistentFlags().SetAnnotation("token", envAtRun, []string{"FLOWD_TOKEN"})
 }
 
 func (r *remote) client() (*apiClient, error) {
@@ -81,10 +82,10 @@ func newFlowsCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	list.Flags().StringVar(&status, "status", "", "only flows in this status (active, inactive)")
-	list.Flags().StringVar(&search, "search", "", "only flows whose name or description contains this")
-	list.Flags().IntVar(&size, "page-size", 100, "flows per page (max 100)")
-	list.Flags().IntVar(&number, "page", 1, "page number")
+	list.Flags().StringVar(&status, "status", envOr("FLOWD_STATUS", ""), "only flows in this status (active, inactive) (env FLOWD_STATUS)")
+	list.Flags().StringVar(&search, "search", envOr("FLOWD_SEARCH", ""), "only flows whose name or description contains this (env FLOWD_SEARCH)")
+	list.Flags().IntVar(&size, "page-size", envInt("FLOWD_PAGE_SIZE", 100), "flows per page (max 100) (env FLOWD_PAGE_SIZE)")
+	list.Flags().IntVar(&number, "page", envInt("FLOWD_PAGE", 1), "page number (env FLOWD_PAGE)")
 
 	get := &cobra.Command{
 		Use: "get ID", Short: "Print a flow as JSON", Args: cobra.ExactArgs(1),
@@ -103,7 +104,7 @@ func newFlowsCmd() *cobra.Command {
 			return r.printJSON(cmd, http.MethodPost, "/api/v1/flows", body)
 		},
 	}
-	create.Flags().StringVarP(&file, "file", "f", "", "flow document (required)")
+	create.Flags().StringVarP(&file, "file", "f", envOr("FLOWD_FILE", ""), "flow document (required) (env FLOWD_FILE)")
 	_ = create.MarkFlagRequired("file")
 	var patchFile string
 	update := &cobra.Command{
@@ -116,7 +117,7 @@ func newFlowsCmd() *cobra.Command {
 			return r.printJSON(cmd, http.MethodPatch, "/api/v1/flows/"+url.PathEscape(args[0]), body)
 		},
 	}
-	update.Flags().StringVarP(&patchFile, "file", "f", "", "patch document (required)")
+	update.Flags().StringVarP(&patchFile, "file", "f", envOr("FLOWD_FILE", ""), "patch document (required) (env FLOWD_FILE)")
 	_ = update.MarkFlagRequired("file")
 	action := func(verb, method, suffix string) *cobra.Command {
 		return &cobra.Command{

@@ -46,12 +46,6 @@ func connect(ctx context.Context, in *infra) (*conn, error) {
 	if err := kcfg.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka settings: %w", err)
 	}
-	if err := checkEnvDurations("FLOWD_KAFKA_SESSION_TIMEOUT", "FLOWD_KAFKA_HEARTBEAT_INTERVAL", "FLOWD_KAFKA_REBALANCE_TIMEOUT"); err != nil {
-		return nil, err
-	}
-	if err := checkEnvInts("FLOWD_KAFKA_REPLICATION_FACTOR", "FLOWD_KAFKA_MIN_INSYNC_REPLICAS"); err != nil {
-		return nil, err
-	}
 	if err := kcfg.CheckGroupTimeouts(); err != nil {
 		return nil, err
 	}

@@ -39,12 +39,12 @@ func newIngestCmd() *cobra.Command {
 	in.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&opt.addr, "addr", envOr("FLOWD_INGEST_ADDR", "127.0.0.1:8081"), "listen address (env FLOWD_INGEST_ADDR)")
-	f.StringVar(&opt.secretKeyFile, "secret-key-file", envOr("FLOWD_SECRET_KEY_FILE", ""), "file holding the AES-256 key(s) that open webhook auth connections (or set FLOWD_SECRET_KEY)")
-	f.IntVar(&opt.bodyLimit, "body-limit", ingest.DefaultBodyLimit, "largest request body in bytes")
-	f.DurationVar(&opt.idempotencyTTL, "idempotency-ttl", ingest.DefaultIdempotencyTTL, "how long an Idempotency-Key is remembered")
-	f.DurationVar(&opt.syncTimeout, "sync-timeout", ingest.DefaultSyncTimeout, "default wait of synchronous webhooks (a flow's timeoutMs overrides it; max 2m)")
-	f.DurationVar(&opt.produceTimeout, "produce-timeout", ingest.DefaultProduceTimeout, "longest wait for Kafka's acknowledgement before answering 503")
-	f.DurationVar(&opt.cacheTTL, "flow-cache-ttl", ingest.DefaultCacheTTL, "flow metadata is reloaded at least this often (events refresh it sooner)")
+	f.StringVar(&opt.secretKeyFile, "secret-key-file", envOr("FLOWD_SECRET_KEY_FILE", ""), "file holding the AES-256 key(s) that open webhook auth connections; or the keys themselves in FLOWD_SECRET_KEY (env FLOWD_SECRET_KEY_FILE)")
+	f.IntVar(&opt.bodyLimit, "body-limit", envInt("FLOWD_BODY_LIMIT", ingest.DefaultBodyLimit), "largest request body in bytes (env FLOWD_BODY_LIMIT)")
+	f.DurationVar(&opt.idempotencyTTL, "idempotency-ttl", envDuration("FLOWD_IDEMPOTENCY_TTL", ingest.DefaultIdempotencyTTL), "how long an Idempotency-Key is remembered (env FLOWD_IDEMPOTENCY_TTL)")
+	f.DurationVar(&opt.syncTimeout, "sync-timeout", envDuration("FLOWD_SYNC_TIMEOUT", ingest.DefaultSyncTimeout), "default wait of synchronous webhooks (a flow's timeoutMs overrides it; max 2m; env FLOWD_SYNC_TIMEOUT)")
+	f.DurationVar(&opt.produceTimeout, "produce-timeout", envDuration("FLOWD_PRODUCE_TIMEOUT", ingest.DefaultProduceTimeout), "longest wait for Kafka's acknowledgement before answering 503 (env FLOWD_PRODUCE_TIMEOUT)")
+	f.DurationVar(&opt.cacheTTL, "flow-cache-ttl", envDuration("FLOWD_FLOW_CACHE_TTL", ingest.DefaultCacheTTL), "flow metadata is reloaded at least this often (events refresh it sooner; env FLOWD_FLOW_CACHE_TTL)")
 	return cmd
 }
 

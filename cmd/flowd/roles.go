@@ -73,9 +73,6 @@ func (opt routerOptions) policy(in *infra) (store.ExecPolicy, error) {
 		}
 		pol.Budget = n
 	}
-	if err := checkEnvDurations("FLOWD_EXECUTION_RETENTION", "FLOWD_REDELIVERY_WINDOW", "FLOWD_PARKED_STEP_TIMEOUT"); err != nil {
-		return pol, err
-	}
 	return pol, nil
 }
 

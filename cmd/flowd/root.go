@@ -11,10 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -60,7 +58,10 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	var level string
 	root.PersistentFlags().StringVar(&level, "log-level", envOr("FLOWD_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env FLOWD_LOG_LEVEL)")
-	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkFlagEnv(cmd); err != nil {
+			return err
+		}
 		var l slog.Level
 		if err := l.UnmarshalText([]byte(level)); err != nil {
 			return fmt.Errorf("--log-level: %w", err)
@@ -70,51 +71,4 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.AddCommand(newDevCmd(), newAPICmd(), newFlowsCmd(), newValidateCmd(), newConnectorsCmd(), newRunnerCmd(), newRouterCmd(), newIngestCmd())
 	return root
-}
-
-// envDuration is the duration in the environment variable key, or def when it is unset or
-// not a duration (checkEnvDurations reports the latter when the role starts).
-func envDuration(key string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(os.Getenv(key)); err == nil {
-		return d
-	}
-	return def
-}
-
-// checkEnvDurations fails on an environment variable that should hold a duration and does not,
-// rather than silently using the default.
-func checkEnvDurations(keys ...string) error {
-	return checkEnv("a duration (e.g. 6s, 500ms)", func(v string) error { _, err := time.ParseDuration(v); return err }, keys...)
-}
-
-// checkEnv fails on the first environment variable among keys that is set and that parse
-// refuses; what says what it should hold.
-func checkEnv(what string, parse func(string) error, keys ...string) error {
-	for _, k := range keys {
-		if v := os.Getenv(k); v != "" && parse(v) != nil {
-			return fmt.Errorf("%s=%q is not %s", k, v, what)
-		}
-	}
-	return nil
-}
-
-// envInt is the integer in the environment variable key, or def when it is unset or not an
-// integer (checkEnvInts reports the latter when the role starts).
-func envInt(key string, def int) int {
-	if n, err := strconv.Atoi(os.Getenv(key)); err == nil {
-		return n
-	}
-	return def
-}
-
-// checkEnvInts fails on an environment variable that should hold an integer and does not.
-func checkEnvInts(keys ...string) error {
-	return checkEnv("a whole number", func(v string) error { _, err := strconv.Atoi(v); return err }, keys...)
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }

@@ -47,14 +47,14 @@ work through Kafka consumer groups. It also confirms flow starts and stops (run 
 	f.StringVar(&opt.group, "group", envOr("FLOWD_ROUTER_GROUP", ""), "Kafka consumer group of the routers (default <topic-prefix>-router, e.g. flowd-router; env FLOWD_ROUTER_GROUP)")
 	f.DurationVar(&opt.retention, "retention", envDuration("FLOWD_EXECUTION_RETENTION", store.DefaultExecutionRetention), "how long ended executions are kept, unless their flow's history.maxAge says otherwise (env FLOWD_EXECUTION_RETENTION)")
 	f.StringVar(&opt.historySave, "history-save", envOr("FLOWD_HISTORY_SAVE", store.SaveAll), "what a succeeded or filtered execution keeps, unless its flow's history.succeeded says otherwise: all, summary (no payloads) or none (env FLOWD_HISTORY_SAVE)")
-	f.IntVar(&opt.maxCount, "history-max-count", store.DefaultMaxCount, "succeeded and filtered executions kept per flow, unless its history.maxCount says otherwise; the oldest go first (-1: no bound)")
-	f.BoolVar(&opt.stream, "history-stream", envOr("FLOWD_HISTORY_STREAM", "") == "true", "produce every ended execution, with the steps its policy keeps, to flowd.history for long-term storage elsewhere; it costs about as much CPU as the rest of a short execution (docs/history.md) (env FLOWD_HISTORY_STREAM=true)")
+	f.IntVar(&opt.maxCount, "history-max-count", envInt("FLOWD_HISTORY_MAX_COUNT", store.DefaultMaxCount), "succeeded and filtered executions kept per flow, unless its history.maxCount says otherwise; the oldest go first (-1: no bound; env FLOWD_HISTORY_MAX_COUNT)")
+	f.BoolVar(&opt.stream, "history-stream", envBool("FLOWD_HISTORY_STREAM", false), "produce every ended execution, with the steps its policy keeps, to flowd.history for long-term storage elsewhere; it costs about as much CPU as the rest of a short execution (docs/history.md) (env FLOWD_HISTORY_STREAM=true)")
 	f.StringVar(&opt.budget, "history-budget", envOr("FLOWD_HISTORY_BUDGET", "0"), "Redis memory for the executions of every flow together, e.g. 2GiB; beyond it the oldest succeeded executions are deleted first, failed ones last (0: no budget; env FLOWD_HISTORY_BUDGET)")
-	f.IntVar(&opt.snapshotLimit, "snapshot-limit", store.DefaultSnapshotLimit, "bytes of a step's input and output kept in its record")
-	f.DurationVar(&opt.stepTimeout, "step-timeout", router.DefaultStepTimeout, "deadline of each work item")
+	f.IntVar(&opt.snapshotLimit, "snapshot-limit", envInt("FLOWD_SNAPSHOT_LIMIT", store.DefaultSnapshotLimit), "bytes of a step's input and output kept in its record (env FLOWD_SNAPSHOT_LIMIT)")
+	f.DurationVar(&opt.stepTimeout, "step-timeout", envDuration("FLOWD_STEP_TIMEOUT", router.DefaultStepTimeout), "deadline of each work item (env FLOWD_STEP_TIMEOUT)")
 	f.DurationVar(&opt.parkTimeout, "parked-step-timeout", envDuration("FLOWD_PARKED_STEP_TIMEOUT", router.DefaultParkTimeout),
 		"how long a step parked on flowd.dlq (retry.exhausted: deadLetter) waits to be replayed or discarded before it fails; keep it within the api role's --dead-letter-retention (env FLOWD_PARKED_STEP_TIMEOUT)")
-	f.DurationVar(&opt.drain, "drain-timeout", router.DefaultDrainTimeout, "how long in-flight records may take to finish on shutdown")
+	f.DurationVar(&opt.drain, "drain-timeout", envDuration("FLOWD_DRAIN_TIMEOUT", router.DefaultDrainTimeout), "how long in-flight records may take to finish on shutdown (env FLOWD_DRAIN_TIMEOUT)")
 	return cmd
 }
 

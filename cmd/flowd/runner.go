@@ -108,11 +108,11 @@ flight finish on the old process (see docs/connectors.md).`,
 	in.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&opt.pool, "pool", envOr("FLOWD_POOL", envelope.DefaultPool), "runner pool to serve: consumes <topic-prefix>steps.<pool> (env FLOWD_POOL)")
-	f.StringVar(&opt.groupID, "group-id", envOr("FLOWD_RUNNER_GROUP", ""), "consumer group (default <topic-prefix>runner-<pool>, e.g. flowd-runner-default)")
-	f.IntVar(&opt.concurrency, "concurrency", runners.DefaultConcurrency, "steps run at once by this process")
+	f.StringVar(&opt.groupID, "group-id", envOr("FLOWD_RUNNER_GROUP", ""), "consumer group (default <topic-prefix>runner-<pool>, e.g. flowd-runner-default; env FLOWD_RUNNER_GROUP)")
+	f.IntVar(&opt.concurrency, "concurrency", envInt("FLOWD_CONCURRENCY", runners.DefaultConcurrency), "steps run at once by this process (env FLOWD_CONCURRENCY)")
 	f.StringVar(&opt.connectorsDir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries (env FLOWD_CONNECTORS_DIR)")
-	f.StringVar(&opt.secretKeyFile, "secret-key-file", envOr("FLOWD_SECRET_KEY_FILE", ""), "file holding the AES-256 key(s) for connection secrets (or set FLOWD_SECRET_KEY)")
-	f.DurationVar(&opt.drainTimeout, "drain-timeout", runners.DefaultDrainTimeout, "on shutdown, how long running steps may finish before they are left for redelivery")
+	f.StringVar(&opt.secretKeyFile, "secret-key-file", envOr("FLOWD_SECRET_KEY_FILE", ""), "file holding the AES-256 key(s) for connection secrets; or the keys themselves in FLOWD_SECRET_KEY (env FLOWD_SECRET_KEY_FILE)")
+	f.DurationVar(&opt.drainTimeout, "drain-timeout", envDuration("FLOWD_DRAIN_TIMEOUT", runners.DefaultDrainTimeout), "on shutdown, how long running steps may finish before they are left for redelivery (env FLOWD_DRAIN_TIMEOUT)")
 	opt.connectors.register(cmd, "")
 	return cmd
 }

@@ -70,14 +70,14 @@ func (in *infra) register(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&in.brokers, "kafka-brokers", envOr("FLOWD_KAFKA_BROKERS", "127.0.0.1:9092"), "comma-separated Kafka brokers (env FLOWD_KAFKA_BROKERS)")
 	f.StringVar(&in.redisURL, "redis-url", envOr("FLOWD_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL; with --redis-cluster, redis://host1:6379?addr=host2:6379&addr=host3:6379 (env FLOWD_REDIS_URL)")
-	f.BoolVar(&in.redisCluster, "redis-cluster", envOr("FLOWD_REDIS_CLUSTER", "") == "true", "Redis is a Redis Cluster; --redis-url names its seed nodes (env FLOWD_REDIS_CLUSTER=true)")
+	f.BoolVar(&in.redisCluster, "redis-cluster", envBool("FLOWD_REDIS_CLUSTER", false), "Redis is a Redis Cluster; --redis-url names its seed nodes (env FLOWD_REDIS_CLUSTER=true)")
 	f.StringVar(&in.topicPrefix, "topic-prefix", envOr("FLOWD_TOPIC_PREFIX", kafkax.DefaultTopicPrefix), "prefix of flowd's Kafka topics (env FLOWD_TOPIC_PREFIX)")
-	f.IntVar(&in.partitions, "partitions", kafkax.DefaultPartitions, "partitions of the topics flowd creates")
+	f.IntVar(&in.partitions, "partitions", envInt("FLOWD_PARTITIONS", kafkax.DefaultPartitions), "partitions of the topics flowd creates (env FLOWD_PARTITIONS)")
 	f.IntVar(&in.replicationFactor, "kafka-replication-factor", envInt("FLOWD_KAFKA_REPLICATION_FACTOR", 0),
 		"replicas of each partition of the topics flowd creates; 0: 3, or the broker count on a smaller cluster, said at start-up (env FLOWD_KAFKA_REPLICATION_FACTOR)")
 	f.IntVar(&in.minInsyncReplicas, "kafka-min-insync-replicas", envInt("FLOWD_KAFKA_MIN_INSYNC_REPLICAS", 0),
 		"min.insync.replicas of the topics flowd creates: an acknowledged record is on at least this many brokers; 0: 2, or 1 with a replication factor under 3 (env FLOWD_KAFKA_MIN_INSYNC_REPLICAS)")
-	f.BoolVar(&in.requireReplication, "kafka-require-replication", envOr("FLOWD_KAFKA_REQUIRE_REPLICATION", "") == "true",
+	f.BoolVar(&in.requireReplication, "kafka-require-replication", envBool("FLOWD_KAFKA_REQUIRE_REPLICATION", false),
 		"refuse to start when flowd's existing topics are replicated less than configured, instead of warning (env FLOWD_KAFKA_REQUIRE_REPLICATION=true)")
 	f.StringVar(&in.keyPrefix, "redis-prefix", envOr("FLOWD_REDIS_PREFIX", store.DefaultPrefix), "prefix of flowd's Redis keys (env FLOWD_REDIS_PREFIX)")
 	f.DurationVar(&in.kafkaSessionTimeout, "kafka-session-timeout", envDuration("FLOWD_KAFKA_SESSION_TIMEOUT", kafkax.DefaultSessionTimeout),
@@ -88,20 +88,20 @@ func (in *infra) register(cmd *cobra.Command) {
 		"how long live consumers may take to rejoin a rebalance (env FLOWD_KAFKA_REBALANCE_TIMEOUT)")
 	f.DurationVar(&in.redeliveryWindow, "redelivery-window", envDuration("FLOWD_REDELIVERY_WINDOW", store.DefaultRedeliveryWindow),
 		"how long the router's message markers and the runners' run records outlive an execution; a record redelivered later than that after its execution ended runs again (env FLOWD_REDELIVERY_WINDOW; the same on every role)")
-	f.StringVar(&in.busKeyFile, "bus-key-file", envOr("FLOWD_BUS_KEY_FILE", ""), "file holding the key(s) that sign and verify records on flowd's topics; every role needs the same (or set "+busauth.EnvKey+")")
-	f.BoolVar(&in.partnerTopicsRestricted, "partner-topics-restricted", envOr("FLOWD_PARTNER_TOPICS_RESTRICTED", "") == "true", "tenants may use only the partner topics an administrator listed for them (PATCH /api/v1/tenants/{id}); without it, a tenant with no list may use any topic outside flowd's own (env FLOWD_PARTNER_TOPICS_RESTRICTED=true)")
+	f.StringVar(&in.busKeyFile, "bus-key-file", envOr("FLOWD_BUS_KEY_FILE", ""), "file holding the key(s) that sign and verify records on flowd's topics; every role needs the same; or the keys themselves in "+busauth.EnvKey+" (env FLOWD_BUS_KEY_FILE)")
+	f.BoolVar(&in.partnerTopicsRestricted, "partner-topics-restricted", envBool("FLOWD_PARTNER_TOPICS_RESTRICTED", false), "tenants may use only the partner topics an administrator listed for them (PATCH /api/v1/tenants/{id}); without it, a tenant with no list may use any topic outside flowd's own (env FLOWD_PARTNER_TOPICS_RESTRICTED=true)")
 	f.StringVar(&in.pprofAddr, "pprof-addr", envOr("FLOWD_PPROF_ADDR", ""), "serve net/http/pprof on this separate address, e.g. 127.0.0.1:6060; off when empty (env FLOWD_PPROF_ADDR)")
 
 	f.StringVar(&in.kafkaSASL.Mechanism, "kafka-sasl-mechanism", envOr("FLOWD_KAFKA_SASL_MECHANISM", ""), "authenticate to Kafka with SASL: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN; off when empty (env FLOWD_KAFKA_SASL_MECHANISM)")
 	f.StringVar(&in.kafkaSASL.Username, "kafka-sasl-username", envOr("FLOWD_KAFKA_SASL_USERNAME", ""), "Kafka SASL username (env FLOWD_KAFKA_SASL_USERNAME)")
 	f.StringVar(&in.kafkaSASL.PasswordFile, "kafka-sasl-password-file", envOr("FLOWD_KAFKA_SASL_PASSWORD_FILE", ""), "file holding the Kafka SASL password (env FLOWD_KAFKA_SASL_PASSWORD_FILE; or the password itself in env "+envKafkaSASLPassword+")")
 	in.kafkaSASL.Password = os.Getenv(envKafkaSASLPassword)
-	f.BoolVar(&in.kafkaTLS.Enabled, "kafka-tls", envOr("FLOWD_KAFKA_TLS", "") == "true", "connect to Kafka over TLS (env FLOWD_KAFKA_TLS=true)")
+	f.BoolVar(&in.kafkaTLS.Enabled, "kafka-tls", envBool("FLOWD_KAFKA_TLS", false), "connect to Kafka over TLS (env FLOWD_KAFKA_TLS=true)")
 	f.StringVar(&in.kafkaTLS.CAFile, "kafka-tls-ca-file", envOr("FLOWD_KAFKA_TLS_CA_FILE", ""), "PEM CA bundle to verify the brokers with instead of the system roots (env FLOWD_KAFKA_TLS_CA_FILE)")
 	f.StringVar(&in.kafkaTLS.CertFile, "kafka-tls-cert-file", envOr("FLOWD_KAFKA_TLS_CERT_FILE", ""), "PEM client certificate for mutual TLS (env FLOWD_KAFKA_TLS_CERT_FILE)")
 	f.StringVar(&in.kafkaTLS.KeyFile, "kafka-tls-key-file", envOr("FLOWD_KAFKA_TLS_KEY_FILE", ""), "PEM key of the client certificate (env FLOWD_KAFKA_TLS_KEY_FILE)")
 	f.StringVar(&in.kafkaTLS.ServerName, "kafka-tls-server-name", envOr("FLOWD_KAFKA_TLS_SERVER_NAME", ""), "name to verify in the broker certificates, when it differs from the broker address (env FLOWD_KAFKA_TLS_SERVER_NAME)")
-	f.BoolVar(&in.kafkaTLS.InsecureSkipVerify, "kafka-tls-insecure-skip-verify", false, "accept any broker certificate: test clusters only")
+	f.BoolVar(&in.kafkaTLS.InsecureSkipVerify, "kafka-tls-insecure-skip-verify", envBool("FLOWD_KAFKA_TLS_INSECURE_SKIP_VERIFY", false), "accept any broker certificate: test clusters only (env FLOWD_KAFKA_TLS_INSECURE_SKIP_VERIFY=true)")
 
 	f.StringVar(&in.redisUsername, "redis-username", envOr("FLOWD_REDIS_USERNAME", ""), "Redis ACL user, overriding the URL's (env FLOWD_REDIS_USERNAME)")
 	f.StringVar(&in.redisPasswordFile, "redis-password-file", envOr("FLOWD_REDIS_PASSWORD_FILE", ""), "file holding the Redis password, overriding the URL's (env FLOWD_REDIS_PASSWORD_FILE; or the password itself in env "+envRedisPassword+")")
