@@ -103,7 +103,7 @@ func TestMalformedEnvironmentVariableStopsTheCommand(t *testing.T) {
 		{"FLOWD_PARTITIONS", "abc", "router", `FLOWD_PARTITIONS="abc" is not a whole number`},
 		{"FLOWD_DRAIN_TIMEOUT", "10", "runner", `FLOWD_DRAIN_TIMEOUT="10" is not a duration (e.g. 6s, 500ms)`},
 		{"FLOWD_KAFKA_TLS", "yes", "ingest", `FLOWD_KAFKA_TLS="yes" is not true or false`},
-		{"FLOWD_PAGE_SIZE", "ten", "flows list", `FLOWD_PAGE_SIZE="ten" is not a whole number`},
+		{"FLOWD_FLOWS_PAGE_SIZE", "ten", "flows list", `FLOWD_FLOWS_PAGE_SIZE="ten" is not a whole number`},
 	} {
 		t.Run(tc.env, func(t *testing.T) {
 			t.Setenv(tc.env, tc.value)

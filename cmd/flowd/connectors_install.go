@@ -62,7 +62,7 @@ SIGHUP to runners and API roles (kill -HUP <pid>).`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", envOr("FLOWD_NAME", ""), "connector name, which its manifest must carry too (default: SRC's file name; env FLOWD_NAME)")
+	cmd.Flags().StringVar(&name, "name", envOr("FLOWD_INSTALL_NAME", ""), "connector name, which its manifest must carry too (default: SRC's file name; env FLOWD_INSTALL_NAME)")
 	return cmd
 }
 

@@ -82,10 +82,10 @@ func newFlowsCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	list.Flags().StringVar(&status, "status", envOr("FLOWD_STATUS", ""), "only flows in this status (active, inactive) (env FLOWD_STATUS)")
-	list.Flags().StringVar(&search, "search", envOr("FLOWD_SEARCH", ""), "only flows whose name or description contains this (env FLOWD_SEARCH)")
-	list.Flags().IntVar(&size, "page-size", envInt("FLOWD_PAGE_SIZE", 100), "flows per page (max 100) (env FLOWD_PAGE_SIZE)")
-	list.Flags().IntVar(&number, "page", envInt("FLOWD_PAGE", 1), "page number (env FLOWD_PAGE)")
+	list.Flags().StringVar(&status, "status", envOr("FLOWD_FLOWS_STATUS", ""), "only flows in this status (active, inactive) (env FLOWD_FLOWS_STATUS)")
+	list.Flags().StringVar(&search, "search", envOr("FLOWD_FLOWS_SEARCH", ""), "only flows whose name or description contains this (env FLOWD_FLOWS_SEARCH)")
+	list.Flags().IntVar(&size, "page-size", envInt("FLOWD_FLOWS_PAGE_SIZE", 100), "flows per page (max 100) (env FLOWD_FLOWS_PAGE_SIZE)")
+	list.Flags().IntVar(&number, "page", envInt("FLOWD_FLOWS_PAGE", 1), "page number (env FLOWD_FLOWS_PAGE)")
 
 	get := &cobra.Command{
 		Use: "get ID", Short: "Print a flow as JSON", Args: cobra.ExactArgs(1),
@@ -104,7 +104,7 @@ func newFlowsCmd() *cobra.Command {
 			return r.printJSON(cmd, http.MethodPost, "/api/v1/flows", body)
 		},
 	}
-	create.Flags().StringVarP(&file, "file", "f", envOr("FLOWD_FILE", ""), "flow document (required) (env FLOWD_FILE)")
+	create.Flags().StringVarP(&file, "file", "f", envOr("FLOWD_FLOW_FILE", ""), "flow document (required) (env FLOWD_FLOW_FILE)")
 	_ = create.MarkFlagRequired("file")
 	var patchFile string
 	update := &cobra.Command{
@@ -117,7 +117,7 @@ func newFlowsCmd() *cobra.Command {
 			return r.printJSON(cmd, http.MethodPatch, "/api/v1/flows/"+url.PathEscape(args[0]), body)
 		},
 	}
-	update.Flags().StringVarP(&patchFile, "file", "f", envOr("FLOWD_FILE", ""), "patch document (required) (env FLOWD_FILE)")
+	update.Flags().StringVarP(&patchFile, "file", "f", envOr("FLOWD_FLOW_FILE", ""), "patch document (required) (env FLOWD_FLOW_FILE)")
 	_ = update.MarkFlagRequired("file")
 	action := func(verb, method, suffix string) *cobra.Command {
 		return &cobra.Command{

@@ -76,11 +76,11 @@ func newInvokeCmd(dir *string) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&config, "config", envOr("FLOWD_CONFIG", "{}"), "action config as JSON (env FLOWD_CONFIG)")
-	cmd.Flags().StringVar(&input, "input", envOr("FLOWD_INPUT", "null"), "input item as JSON (env FLOWD_INPUT)")
-	cmd.Flags().StringVar(&connection, "connection", envOr("FLOWD_CONNECTION", ""), `resolved connection as JSON, e.g. {"type":"basic","data":{"username":"u","password":"p"}} (env FLOWD_CONNECTION)`)
+	cmd.Flags().StringVar(&config, "config", envOr("FLOWD_INVOKE_CONFIG", "{}"), "action config as JSON (env FLOWD_INVOKE_CONFIG)")
+	cmd.Flags().StringVar(&input, "input", envOr("FLOWD_INVOKE_INPUT", "null"), "input item as JSON (env FLOWD_INVOKE_INPUT)")
+	cmd.Flags().StringVar(&connection, "connection", envOr("FLOWD_INVOKE_CONNECTION", ""), `resolved connection as JSON, e.g. {"type":"basic","data":{"username":"u","password":"p"}} (env FLOWD_INVOKE_CONNECTION)`)
 	cmd.Flags().StringVar(&pinFile, "pin-file", envOr("FLOWD_CONNECTORS_PIN_FILE", ""), "sha256sum-style file pinning connector binaries (env FLOWD_CONNECTORS_PIN_FILE)")
-	cmd.Flags().DurationVar(&timeout, "timeout", envDuration("FLOWD_TIMEOUT", 30*time.Second), "deadline of the call (env FLOWD_TIMEOUT)")
+	cmd.Flags().DurationVar(&timeout, "timeout", envDuration("FLOWD_INVOKE_TIMEOUT", 30*time.Second), "deadline of the call (env FLOWD_INVOKE_TIMEOUT)")
 	return cmd
 }
 

@@ -46,8 +46,8 @@ func newScaffoldCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&lang, "lang", envOr("FLOWD_LANG", "go"), "language: "+strings.Join(scaffold.Languages, " or ")+" (env FLOWD_LANG)")
-	cmd.Flags().StringVar(&dir, "dir", envOr("FLOWD_DIR", ""), "where to write the project [./NAME] (env FLOWD_DIR)")
+	cmd.Flags().StringVar(&lang, "lang", envOr("FLOWD_NEW_LANG", "go"), "language: "+strings.Join(scaffold.Languages, " or ")+" (env FLOWD_NEW_LANG)")
+	cmd.Flags().StringVar(&dir, "dir", envOr("FLOWD_NEW_DIR", ""), "where to write the project [./NAME] (env FLOWD_NEW_DIR)")
 	cmd.Flags().StringVar(&sdkDir, "sdk-dir", envOr("FLOWD_SDK_DIR", ""), "a flowd checkout's connectors/sdk to build against (env FLOWD_SDK_DIR) [found in a checkout around the working directory or the flowd binary, else the published SDK]")
 	return cmd
 }
