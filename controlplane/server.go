@@ -11,6 +11,7 @@ import (
 
 	"github.com/flowd/flowd/connectors/catalog"
 	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/internal/health"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/problem"
 	"github.com/flowd/flowd/internal/problem/httpproblem"
@@ -56,6 +57,8 @@ type Config struct {
 	PartnerTopicsRestricted bool
 	// DeadLetters lists, replays and discards dead letters; without it those routes answer 503.
 	DeadLetters DeadLetters
+	// Health answers /livez, /healthz and /readyz; by default ready while the store answers.
+	Health *health.Checker
 }
 
 // Server holds the handlers' dependencies.
@@ -104,8 +107,10 @@ func New(cfg Config) *fiber.App {
 		IdleTimeout:           2 * time.Minute,
 		ErrorHandler:          httpproblem.Handler{BodyLimit: cfg.BodyLimit, RetryAfter: retryAfter, Log: cfg.Log}.Handle,
 	})
-	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
-	app.Get("/readyz", s.ready)
+	if cfg.Health == nil {
+		cfg.Health = health.New(health.Probe{Name: "redis", Check: cfg.Store.Ping})
+	}
+	cfg.Health.Mount(app) // first, so that it sees every request
 	if cfg.DevEcho {
 		app.Post("/dev/echo", echo)
 	}
@@ -132,13 +137,6 @@ func New(cfg Config) *fiber.App {
 	app.Use(notFoundRoute)
 	*routes = *newRouteTable(app)
 	return app
-}
-
-func (s *Server) ready(c *fiber.Ctx) error {
-	if err := s.st.Ping(c.UserContext()); err != nil {
-		return fail(fiber.StatusServiceUnavailable, problem.New("redis_unavailable", "", "state store is not reachable"))
-	}
-	return c.JSON(fiber.Map{"status": "ready"})
 }
 
 func fail(status int, ps ...problem.Problem) error {

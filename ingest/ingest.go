@@ -5,7 +5,7 @@
 //	POST|GET /hooks/{flowId}[/{suffix...}]   start an execution of the flow (suffix → request.path)
 //	HEAD     /hooks/{flowId}                 200 when the hook takes requests, else 404 (no body)
 //	POST     /webhooks/{flowId}              FlowMate form: body {"data": {...}}, input = data
-//	GET      /healthz, /readyz
+//	GET      /livez (alias /healthz), /readyz (package health)
 //
 // A 2xx means the record is durable: it is sent only after the broker acknowledged it with
 // acks=all. When the broker is away the answer is 503 with Retry-After, and the shared writer
@@ -34,6 +34,7 @@ import (
 
 	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/health"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/problem"
 	"github.com/flowd/flowd/internal/problem/httpproblem"
@@ -78,6 +79,9 @@ type Config struct {
 	BreakerCooldown time.Duration
 	ShutdownTimeout time.Duration // bounded drain of in-flight requests
 	Now             func() time.Time
+	// Health answers /livez, /healthz and /readyz; New adds the ingest's own conditions to it
+	// (the broker acknowledging, the flow events followed). Nil: a Checker of Store's ping.
+	Health *health.Checker
 }
 
 func (c *Config) defaults() {
@@ -157,6 +161,17 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	s.flows = newFlowCache(cfg.CacheTTL, defaultCacheEntries, s.loadFlow)
+	if s.cfg.Health == nil {
+		s.cfg.Health = health.New(health.Probe{Name: "redis", Check: cfg.Store.Ping})
+	}
+	s.cfg.Health.Add(health.Probe{Name: "kafka acknowledgements", Check: func(context.Context) error {
+		if s.brk.open() {
+			return errors.New("the broker is not acknowledging records")
+		}
+		return nil
+	}},
+		// Until then a flow's lifecycle changes would not reach this process's cache.
+		health.Until("flow events", s.ready))
 	s.app = s.newApp()
 	return s, nil
 }
@@ -172,8 +187,7 @@ func (s *Server) newApp() *fiber.App {
 		IdleTimeout:  2 * time.Minute,
 		ErrorHandler: httpproblem.Handler{BodyLimit: s.cfg.BodyLimit, RetryAfter: s.cfg.RetryAfter, Log: s.log}.Handle,
 	})
-	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
-	app.Get("/readyz", s.readyz)
+	s.cfg.Health.Mount(app) // first, so that it sees every request
 
 	// HEAD first and GET through Add: fiber's Get also registers HEAD, and HEAD has its own
 	// meaning here.
@@ -201,22 +215,6 @@ func (s *Server) newApp() *fiber.App {
 
 // App is the fiber app, for tests and for mounting.
 func (s *Server) App() *fiber.App { return s.app }
-
-func (s *Server) readyz(c *fiber.Ctx) error {
-	if err := s.cfg.Store.Ping(c.UserContext()); err != nil {
-		return unavailable("the state store is not reachable")
-	}
-	if s.brk.open() {
-		return unavailable("the Kafka broker is not acknowledging records")
-	}
-	select {
-	case <-s.ready:
-	default:
-		// Until then a flow's lifecycle changes would not reach this process's cache.
-		return unavailable("not following flow events yet")
-	}
-	return c.JSON(fiber.Map{"status": "ready"})
-}
 
 // Ready is closed once Run follows flowd.events: from then on a flow's start, stop or delete
 // reaches the flow cache within moments, not after CacheTTL.
@@ -256,7 +254,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.log.Info("shutting down ingest")
-	s.stop() // sync waits answer 504 now rather than hold the drain
+	left := s.cfg.Health.DrainFor(s.cfg.ShutdownTimeout)
+	s.stop() // sync waits still left answer 504 now rather than hold the shutdown
 	// Until the listener is closed inside the shutdown, spare connections may still arrive.
 	shutDown := make(chan struct{})
 	go func() {
@@ -271,7 +270,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 		}
 	}()
-	err := s.app.ShutdownWithTimeout(s.cfg.ShutdownTimeout)
+	err := s.app.ShutdownWithTimeout(left)
 	close(shutDown)
 	if err != nil {
 		return fmt.Errorf("ingest: shutdown: %w", err)

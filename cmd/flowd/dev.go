@@ -23,6 +23,7 @@ import (
 	"github.com/flowd/flowd/internal/devenv"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
+	"github.com/flowd/flowd/internal/health"
 	"github.com/flowd/flowd/internal/identity"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/problem/httpproblem"
@@ -111,7 +112,7 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 	defer all.close()
 	defer reloadOnHangup(ctx, log, func(ctx context.Context) error { return all.reloadConnectors(ctx, true) })()
 
-	return listenAndServe(ctx, all.app, opt.addr, func() {
+	return listenAndServe(ctx, all.app, all.health, opt.addr, func() {
 		base := "http://" + opt.addr
 		tok := "$FLOWD_ADMIN_TOKEN"
 		if printToken {
@@ -147,6 +148,8 @@ type everything struct {
 	app    *fiber.App
 	ingest *ingest.Server
 	roles  *running
+	// health is the whole process's readiness, answered on the one listener.
+	health *health.Checker
 
 	stopWatch func() // stops the connectors dir watcher
 
@@ -200,13 +203,15 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions
 	if err != nil {
 		return nil, err
 	}
+	e.health = health.New(c.probes()...)
 	apiApp := controlplane.New(controlplane.Config{
 		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: e.cat, Secrets: keys,
 		LifecycleWait: 10 * time.Second, DevEcho: true, ReservedTopic: c.kcfg.Reserved, DeadLetters: dls,
+		Health: e.health,
 	})
 	// The roles are built and run exactly as `flowd ingest`, `flowd router` and `flowd runner`
 	// build and run them (roles.go), with their default settings.
-	e.ingest, err = newIngest(c, keys, ingestOptions{bodyLimit: opt.bodyLimit})
+	e.ingest, err = newIngest(c, keys, ingestOptions{bodyLimit: opt.bodyLimit}, e.health)
 	if err != nil {
 		return nil, err
 	}
@@ -231,6 +236,7 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions
 		_ = e.ingest.Close()
 		return nil, err
 	}
+	e.health.Add(health.Until("router consumers", rt.Ready()), health.Until("runner consumers", rn.Ready()))
 
 	apiH, ingestH := apiApp.Handler(), e.ingest.App().Handler()
 	// The one listener reads every body first, so its limit and its answers for a body over it

@@ -105,7 +105,7 @@ func (p *pipeline) start() {
 	}
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- listenAndServe(ctx, all.app, addr, func() { close(ready) }) }()
+	go func() { done <- listenAndServe(ctx, all.app, all.health, addr, func() { close(ready) }) }()
 	var once sync.Once
 	p.stop = func() {
 		once.Do(func() {

@@ -11,6 +11,7 @@ import (
 	"github.com/flowd/flowd/ingest"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
+	"github.com/flowd/flowd/internal/health"
 	"github.com/flowd/flowd/internal/kafkax"
 )
 
@@ -62,7 +63,7 @@ func serveIngest(ctx context.Context, in *infra, opt ingestOptions) error {
 	if err := kafkax.EnsureTopics(ctx, c.kcfg, envelope.TopicIngest, events.TopicName); err != nil {
 		return fmt.Errorf("create topics: %w", err)
 	}
-	srv, err := newIngest(c, keys, opt)
+	srv, err := newIngest(c, keys, opt, health.New(c.probes()...))
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/ingest"
 	"github.com/flowd/flowd/internal/connections"
+	"github.com/flowd/flowd/internal/health"
 	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
 	"github.com/flowd/flowd/router"
@@ -34,10 +35,11 @@ type namedRole struct {
 	role role
 }
 
-// newIngest builds the ingest role from the process's connections.
-func newIngest(c *conn, keys *secrets.Keyring, opt ingestOptions) (*ingest.Server, error) {
+// newIngest builds the ingest role from the process's connections; it adds its readiness
+// conditions to chk.
+func newIngest(c *conn, keys *secrets.Keyring, opt ingestOptions, chk *health.Checker) (*ingest.Server, error) {
 	return ingest.New(ingest.Config{
-		Kafka: c.kcfg, Store: c.st, Secrets: keys, Log: c.log, Writer: c.w,
+		Kafka: c.kcfg, Store: c.st, Secrets: keys, Log: c.log, Writer: c.w, Health: chk,
 		BodyLimit: opt.bodyLimit, IdempotencyTTL: opt.idempotencyTTL, SyncTimeout: opt.syncTimeout,
 		ProduceTimeout: opt.produceTimeout, CacheTTL: opt.cacheTTL,
 	})

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/flowd/flowd/internal/health"
 	"github.com/flowd/flowd/internal/store"
 	"github.com/flowd/flowd/router"
 )
@@ -24,6 +25,7 @@ type routerOptions struct {
 	// createPartnerTopics: flowd dev creates partner topics as its embedded broker would.
 	createPartnerTopics bool
 	drain               time.Duration
+	healthAddr          string
 }
 
 func newRouterCmd() *cobra.Command {
@@ -55,12 +57,20 @@ work through Kafka consumer groups. It also confirms flow starts and stops (run 
 	f.DurationVar(&opt.parkTimeout, "parked-step-timeout", envDuration("FLOWD_PARKED_STEP_TIMEOUT", router.DefaultParkTimeout),
 		"how long a step parked on flowd.dlq (retry.exhausted: deadLetter) waits to be replayed or discarded before it fails; keep it within the api role's --dead-letter-retention (env FLOWD_PARKED_STEP_TIMEOUT)")
 	f.DurationVar(&opt.drain, "drain-timeout", envDuration("FLOWD_DRAIN_TIMEOUT", router.DefaultDrainTimeout), "how long in-flight records may take to finish on shutdown (env FLOWD_DRAIN_TIMEOUT)")
+	registerHealthAddr(cmd, &opt.healthAddr)
 	return cmd
 }
 
 // runRouter runs the router and the outbox relay that publishes its lifecycle confirmations,
 // until ctx ends.
 func runRouter(ctx context.Context, in *infra, opt routerOptions) error {
+	// The probes answer from the start: live while waiting for Redis and Kafka, not ready.
+	chk := health.New()
+	stopHealth, err := health.Serve(ctx, opt.healthAddr, chk)
+	if err != nil {
+		return err
+	}
+	defer stopHealth()
 	c, err := connect(ctx, in)
 	if err != nil {
 		return err
@@ -70,5 +80,6 @@ func runRouter(ctx context.Context, in *infra, opt routerOptions) error {
 	if err != nil {
 		return err
 	}
+	chk.Add(append(c.probes(), health.Until("router consumers", rt.Ready()))...)
 	return runUntilDone(ctx, c.log, namedRole{"router", rt})
 }

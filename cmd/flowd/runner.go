@@ -17,6 +17,7 @@ import (
 	"github.com/flowd/flowd/connectors/egress"
 	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/health"
 	"github.com/flowd/flowd/runners"
 )
 
@@ -29,6 +30,7 @@ type runnerOptions struct {
 	secretKeyFile string
 	drainTimeout  time.Duration
 	connectors    connectorPolicy
+	healthAddr    string
 }
 
 // connectorPolicy is what connectors may reach, passed to them in their environment, and which
@@ -114,6 +116,7 @@ flight finish on the old process (see docs/connectors.md).`,
 	f.StringVar(&opt.secretKeyFile, "secret-key-file", envOr("FLOWD_SECRET_KEY_FILE", ""), "file holding the AES-256 key(s) for connection secrets; or the keys themselves in FLOWD_SECRET_KEY (env FLOWD_SECRET_KEY_FILE)")
 	f.DurationVar(&opt.drainTimeout, "drain-timeout", envDuration("FLOWD_DRAIN_TIMEOUT", runners.DefaultDrainTimeout), "on shutdown, how long running steps may finish before they are left for redelivery (env FLOWD_DRAIN_TIMEOUT)")
 	opt.connectors.register(cmd, "")
+	registerHealthAddr(cmd, &opt.healthAddr)
 	return cmd
 }
 
@@ -129,6 +132,13 @@ func serveRunner(ctx context.Context, in *infra, opt runnerOptions) error {
 	if err != nil {
 		return err
 	}
+	// The probes answer from the start: live while waiting for Redis and Kafka, not ready.
+	chk := health.New()
+	stopHealth, err := health.Serve(ctx, opt.healthAddr, chk)
+	if err != nil {
+		return err
+	}
+	defer stopHealth()
 	c, err := connect(ctx, in)
 	if err != nil {
 		return err
@@ -146,5 +156,7 @@ func serveRunner(ctx context.Context, in *infra, opt runnerOptions) error {
 	if err != nil {
 		return err
 	}
+	// Ready once the runner consumes: its connectors start on their first step, not per probe.
+	chk.Add(append(c.probes(), health.Until("runner consumers", r.Ready()))...)
 	return runUntilDone(ctx, c.log, namedRole{"runner", r})
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/events"
+	"github.com/flowd/flowd/internal/health"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/problem/httpproblem"
 	"github.com/flowd/flowd/internal/store"
@@ -257,12 +258,13 @@ func serveAPI(ctx context.Context, in *infra, opt apiOptions) error {
 		return err
 	}
 	defer roles.stop()
+	chk := health.New(c.probes()...)
 	app := controlplane.New(controlplane.Config{
 		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: cat, Secrets: keys,
 		AutoConfirm: opt.autoConfirm, LifecycleWait: opt.lifecycleWait, DevEcho: opt.devEcho, ReservedTopic: c.kcfg.Reserved,
-		PartnerTopicsRestricted: in.partnerTopicsRestricted, DeadLetters: dls,
+		PartnerTopicsRestricted: in.partnerTopicsRestricted, DeadLetters: dls, Health: chk,
 	})
-	return listenAndServe(ctx, app, opt.addr, func() {
+	return listenAndServe(ctx, app, chk, opt.addr, func() {
 		if opt.onReady != nil {
 			opt.onReady(token)
 		}
@@ -270,8 +272,9 @@ func serveAPI(ctx context.Context, in *infra, opt apiOptions) error {
 }
 
 // listenAndServe binds addr before calling ready, so a taken port fails the start and a
-// printed curl works, then serves until ctx ends and drains within a bound.
-func listenAndServe(ctx context.Context, app *fiber.App, addr string, ready func()) error {
+// printed curl works, then serves until ctx ends and drains within a bound: chk (mounted on
+// app) turns not ready at once while the requests in flight finish.
+func listenAndServe(ctx context.Context, app *fiber.App, chk *health.Checker, addr string, ready func()) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
@@ -286,7 +289,7 @@ func listenAndServe(ctx context.Context, app *fiber.App, addr string, ready func
 	case err = <-errc:
 		return err
 	case <-ctx.Done():
-		return app.ShutdownWithTimeout(10 * time.Second)
+		return app.ShutdownWithTimeout(chk.DrainFor(10 * time.Second))
 	}
 }
 
