@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/metrics"
 	"github.com/flowd/flowd/internal/problem"
 	"github.com/flowd/flowd/internal/problem/httpproblem"
 	"github.com/flowd/flowd/internal/store"
@@ -56,9 +57,29 @@ func (s *Server) head(c *fiber.Ctx) error {
 // for a person, not for a broker.
 const misconfiguredRetryAfter = 60
 
-func (s *Server) hook(c *fiber.Ctx) error { return s.accept(c, hookInput, "") }
+func (s *Server) hook(c *fiber.Ctx) error { return counted(c, s.accept(c, hookInput, "")) }
 
-func (s *Server) flowMate(c *fiber.Ctx) error { return s.accept(c, flowMateInput, "/data") }
+func (s *Server) flowMate(c *fiber.Ctx) error {
+	return counted(c, s.accept(c, flowMateInput, "/data"))
+}
+
+// counted counts a webhook request by the status it is answered with: err's, once the error
+// handler renders it, else the response's.
+func counted(c *fiber.Ctx, err error) error {
+	status := c.Response().StatusCode()
+	var pe *httpproblem.Error
+	var fe *fiber.Error
+	switch {
+	case errors.As(err, &pe):
+		status = pe.Status
+	case errors.As(err, &fe):
+		status = fe.Code
+	case err != nil:
+		status = fiber.StatusInternalServerError
+	}
+	metrics.WebhookAnswered(status)
+	return err
+}
 
 // accept runs a webhook request: flow, auth, input, idempotency, produce, answer.
 func (s *Server) accept(c *fiber.Ctx, input func(*fiber.Ctx) ([]byte, *httpproblem.Error), inputPath string) error {

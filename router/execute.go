@@ -16,6 +16,7 @@ import (
 
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/internal/metrics"
 	"github.com/flowd/flowd/internal/store"
 	"github.com/flowd/flowd/router/graph"
 )
@@ -106,6 +107,7 @@ func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest)
 	}
 	t := store.Transition{ExecutionID: in.ExecutionID, MessageID: msgIngest, Policy: pol}
 	created := false // by this call (decide may run again when the transaction is retried)
+	var final *envelope.Execution // the record the last decision wrote
 	adv, err := r.cfg.Store.AdvanceExecution(ctx, t, func(cur *store.ExecState) (*store.ExecChange, error) {
 		created = false
 		if cur.Execution != nil {
@@ -131,6 +133,7 @@ func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest)
 		if err != nil {
 			return nil, err
 		}
+		final = ch.Execution
 		return ch, r.ended(g, pol, cur, ch)
 	})
 	if err != nil {
@@ -141,6 +144,7 @@ func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest)
 	}
 	if adv.Ended {
 		r.log.Debug("execution ended at its start", "execution", in.ExecutionID, "flow", in.FlowID)
+		countEnded(final)
 	}
 	return r.produce(ctx, in.ExecutionID, msgIngest, adv.Records)
 }
@@ -163,11 +167,13 @@ func (r *Router) handleResult(ctx context.Context, m kafka.Message) error {
 	msgID := msgResult(res.Token, res.Attempt)
 	pol := r.policy(g.Flow())
 	t := store.Transition{ExecutionID: res.ExecutionID, MessageID: msgID, Token: res.Token, Policy: pol}
+	var final *envelope.Execution // the record the last decision wrote
 	adv, err := r.cfg.Store.AdvanceExecution(ctx, t, func(cur *store.ExecState) (*store.ExecChange, error) {
 		ch, err := r.applyResult(g, &res, cur)
 		if err != nil || ch == nil {
 			return ch, err
 		}
+		final = ch.Execution
 		return ch, r.ended(g, pol, cur, ch)
 	})
 	if errors.Is(err, errUnusable) {
@@ -178,8 +184,17 @@ func (r *Router) handleResult(ctx context.Context, m kafka.Message) error {
 	}
 	if adv.Ended {
 		r.log.Debug("execution ended", "execution", res.ExecutionID, "flow", res.FlowID)
+		countEnded(final)
 	}
 	return r.produce(ctx, res.ExecutionID, msgID, adv.Records)
+}
+
+// countEnded counts an execution that a transition ended, once: a replayed transition does not
+// end it again (store.Advanced.Ended).
+func countEnded(ex *envelope.Execution) {
+	if ex != nil {
+		metrics.ExecutionEnded(ex.Status)
+	}
 }
 
 func (r *Router) applyResult(g *graph.Graph, res *envelope.Result, cur *store.ExecState) (*store.ExecChange, error) {

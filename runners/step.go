@@ -19,6 +19,7 @@ import (
 	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/internal/metrics"
 	"github.com/flowd/flowd/internal/expression"
 	"github.com/flowd/flowd/internal/store"
 )
@@ -221,6 +222,10 @@ func (r *Runner) execute(work context.Context, w *envelope.Work, log *slog.Logge
 	}
 	finish := func(out sdk.Result) *envelope.Result {
 		res.FinishedAt = time.Now().UTC()
+		// A connector or action that does not exist is the flow's choice, not a bounded label.
+		if out.Error == nil || (out.Error.Code != CodeConnectorNotFound && out.Error.Code != "unknown_action") {
+			metrics.StepFinished(w.Node.Connector, w.Node.Action, res.FinishedAt.Sub(res.StartedAt).Seconds(), out.Error != nil)
+		}
 		if out.Error != nil {
 			res.Error = recordError(out.Error)
 			log.Info("step failed", "code", out.Error.Code, "attempt", res.Attempt)

@@ -24,7 +24,9 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
 
+	"github.com/flowd/flowd/internal/metrics"
 	"github.com/flowd/flowd/internal/problem"
 )
 
@@ -189,11 +191,18 @@ func (c *Checker) answer(ctx context.Context, path string) (status int, body []b
 	return 0, nil, false
 }
 
-// Mount serves the probes on app and counts its other requests for WaitIdle. Call it before
-// any other route or middleware is registered, so that it sees every request.
+// PathMetrics serves the process's Prometheus metrics (internal/metrics) beside the probes.
+const PathMetrics = "/metrics"
+
+// Mount serves the probes and the metrics on app and counts its other requests for WaitIdle.
+// Call it before any other route or middleware is registered, so that it sees every request.
 func (c *Checker) Mount(app *fiber.App) {
+	serveMetrics := adaptor.HTTPHandler(metrics.Handler())
 	app.Use(func(fc *fiber.Ctx) error {
 		if m := fc.Method(); m == fiber.MethodGet || m == fiber.MethodHead {
+			if fc.Path() == PathMetrics {
+				return serveMetrics(fc)
+			}
 			if status, body, ok := c.answer(fc.UserContext(), fc.Path()); ok {
 				fc.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 				fc.Set(fiber.HeaderCacheControl, "no-store")
@@ -206,8 +215,12 @@ func (c *Checker) Mount(app *fiber.App) {
 	})
 }
 
-// ServeHTTP serves the probes over net/http (404 for any other path).
+// ServeHTTP serves the probes and the metrics over net/http (404 for any other path).
 func (c *Checker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == PathMetrics && r.Method == http.MethodGet {
+		metrics.Handler().ServeHTTP(w, r)
+		return
+	}
 	status, body, ok := c.answer(r.Context(), r.URL.Path)
 	if !ok || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 		status = http.StatusNotFound
