@@ -106,7 +106,7 @@ func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest)
 		return err
 	}
 	t := store.Transition{ExecutionID: in.ExecutionID, MessageID: msgIngest, Policy: pol}
-	created := false // by this call (decide may run again when the transaction is retried)
+	created := false              // by this call (decide may run again when the transaction is retried)
 	var final *envelope.Execution // the record the last decision wrote
 	adv, err := r.cfg.Store.AdvanceExecution(ctx, t, func(cur *store.ExecState) (*store.ExecChange, error) {
 		created = false

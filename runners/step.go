@@ -19,8 +19,8 @@ import (
 	"github.com/flowd/flowd/internal/backoff"
 	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/envelope"
-	"github.com/flowd/flowd/internal/metrics"
 	"github.com/flowd/flowd/internal/expression"
+	"github.com/flowd/flowd/internal/metrics"
 	"github.com/flowd/flowd/internal/store"
 )
 
