@@ -597,10 +597,7 @@ func nodePool(n *flowdoc.Node) string {
 	if n.Type != flowdoc.TypeAction && n.Type != flowdoc.TypePoll {
 		return ""
 	}
-	if n.Pool == "" {
-		return envelope.DefaultPool
-	}
-	return n.Pool
+	return envelope.PoolName(n.Pool)
 }
 
 func (s *Server) stopFlow(c *fiber.Ctx) error {

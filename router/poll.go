@@ -22,10 +22,7 @@ func (r *Router) ensurePoll(ctx context.Context, f *flowdoc.Flow) error {
 	if !flowdoc.Runs(f.Status) || t == nil || t.Type != flowdoc.TypePoll {
 		return r.cfg.Store.DropPoll(ctx, f.ID, false)
 	}
-	pool := t.Pool
-	if pool == "" {
-		pool = envelope.DefaultPool
-	}
+	pool := envelope.PoolName(t.Pool)
 	changed, err := r.cfg.Store.EnsurePoll(ctx, f.ID, pool, f.Revision, r.now())
 	if err != nil {
 		return err

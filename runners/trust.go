@@ -97,7 +97,7 @@ func (r *Runner) check(ctx context.Context, w *envelope.Work) (*store.RunStart, 
 	case node.Type != flowdoc.TypeAction:
 		return nil, fmt.Sprintf("node %q of flow %s is a %s, not an action", node.ID, w.FlowID, node.Type), nil
 	case r.cfg.Kafka.Topic(envelope.PoolTopic(node.Pool)) != r.topic:
-		return nil, fmt.Sprintf("node %q of flow %s runs in pool %q, not on %s", node.ID, w.FlowID, poolName(node.Pool), r.topic), nil
+		return nil, fmt.Sprintf("node %q of flow %s runs in pool %q, not on %s", node.ID, w.FlowID, envelope.PoolName(node.Pool), r.topic), nil
 	}
 
 	st, err := r.cfg.Store.BeginRun(ctx, store.RunKey{ExecutionID: w.ExecutionID, Token: w.Token, Attempt: w.Attempt}, r.cfg.ClaimTTL)
@@ -133,11 +133,4 @@ func adopt(w *envelope.Work, f *flowdoc.Flow, node *flowdoc.Node) string {
 	w.Node = *node
 	w.Owners = f.Owners
 	return ""
-}
-
-func poolName(p string) string {
-	if p == "" {
-		return envelope.DefaultPool
-	}
-	return p
 }

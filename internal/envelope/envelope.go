@@ -281,10 +281,13 @@ type Reply struct {
 	Body    json.RawMessage   `json:"body"`
 }
 
-// PoolTopic is the unprefixed work topic of a pool.
-func PoolTopic(pool string) string {
+// PoolName is the pool a node's pool field names: DefaultPool when it names none.
+func PoolName(pool string) string {
 	if pool == "" {
-		pool = DefaultPool
+		return DefaultPool
 	}
-	return TopicStepsPrefix + pool
+	return pool
 }
+
+// PoolTopic is the unprefixed work topic of a pool.
+func PoolTopic(pool string) string { return TopicStepsPrefix + PoolName(pool) }

@@ -241,10 +241,7 @@ func (g *Graph) Pools() []string {
 		if n.Type != flowdoc.TypeAction {
 			continue
 		}
-		p := n.Pool
-		if p == "" {
-			p = envelope.DefaultPool
-		}
+		p := envelope.PoolName(n.Pool)
 		if !seen[p] {
 			seen[p] = true
 			pools = append(pools, p)
