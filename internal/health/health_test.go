@@ -138,6 +138,13 @@ func TestMountAndDrainFor(t *testing.T) {
 	<-entered
 	drained := make(chan time.Duration, 1)
 	go func() { drained <- chk.DrainFor(time.Minute) }()
+	// DrainFor runs on its own goroutine: wait until it has begun the drain.
+	for deadline := time.Now().Add(10 * time.Second); !chk.Draining(); {
+		if time.Now().After(deadline) {
+			t.Fatal("DrainFor never began the drain")
+		}
+		time.Sleep(time.Millisecond) // polling the flag with a deadline
+	}
 	res, err := app.Test(httptest.NewRequest(http.MethodGet, "/readyz", nil))
 	if err != nil {
 		t.Fatal(err)
