@@ -57,9 +57,13 @@ func (s *Server) head(c *fiber.Ctx) error {
 // for a person, not for a broker.
 const misconfiguredRetryAfter = 60
 
-func (s *Server) hook(c *fiber.Ctx) error { return counted(c, s.accept(c, hookInput, "")) }
+func (s *Server) hook(c *fiber.Ctx) error {
+	defer metrics.WebhookBegun()()
+	return counted(c, s.accept(c, hookInput, ""))
+}
 
 func (s *Server) flowMate(c *fiber.Ctx) error {
+	defer metrics.WebhookBegun()()
 	return counted(c, s.accept(c, flowMateInput, "/data"))
 }
 

@@ -18,10 +18,15 @@ type handler func(ctx context.Context, m kafka.Message) error
 
 // consumeWith runs the shared consume loop on reader: records of one execution (one key on one
 // partition) in order, everything else at once, each retried until it succeeds or the router
-// stops; offsets committed only once their record is processed.
-func (r *Router) consumeWith(ctx context.Context, name string, reader *kafka.Reader, handle handler) {
+// stops; offsets committed only once their record is processed. partner says reader is one
+// flow's partner-topic reader (its name and group carry the flow's id).
+func (r *Router) consumeWith(ctx context.Context, name string, partner bool, reader *kafka.Reader, handle handler) {
+	metricsName := ""
+	if partner {
+		metricsName = "partner"
+	}
 	consume.Run(ctx, consume.Config{
-		Name: name, Reader: reader, Log: r.log, Ordered: true,
+		Name: name, MetricsName: metricsName, PerFlow: partner, Reader: reader, Log: r.log, Ordered: true,
 		Concurrency: r.cfg.Concurrency, DrainTimeout: r.cfg.DrainTimeout,
 		Handle: func(stop, work context.Context, m kafka.Message) bool {
 			return retrying(stop, work, r.log, name, m, handle)

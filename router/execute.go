@@ -140,6 +140,7 @@ func (r *Router) start(ctx context.Context, g *graph.Graph, in *envelope.Ingest)
 		return err
 	}
 	if created && !adv.Replayed {
+		metrics.ExecutionStarted(in.FlowID)
 		r.log.Debug("execution started", "execution", in.ExecutionID, "flow", in.FlowID)
 	}
 	if adv.Ended {
@@ -193,7 +194,7 @@ func (r *Router) handleResult(ctx context.Context, m kafka.Message) error {
 // end it again (store.Advanced.Ended).
 func countEnded(ex *envelope.Execution) {
 	if ex != nil {
-		metrics.ExecutionEnded(ex.Status)
+		metrics.ExecutionEnded(ex.FlowID, ex.Status)
 	}
 }
 
@@ -627,6 +628,9 @@ func (r *Router) produce(ctx context.Context, execID, msgID string, recs []store
 		return fmt.Errorf("schedule %d record(s) of %s: %w", len(later), execID, err)
 	}
 	if len(later) > 0 {
+		for range later {
+			metrics.StepRetryDelayed()
+		}
 		r.delays.kick()
 	}
 	if err := r.write(ctx, msgs); err != nil {
@@ -659,7 +663,11 @@ func (r *Router) write(ctx context.Context, msgs []kafka.Message) error {
 // deadLetter copies a record that can never be processed to flowd.dlq with the reason; the
 // caller then commits it.
 func (r *Router) deadLetter(ctx context.Context, m kafka.Message, reason string) error {
-	return r.dlq.Send(ctx, m, reason)
+	if err := r.dlq.Send(ctx, m, reason); err != nil {
+		return err
+	}
+	metrics.DeadLettered("router")
+	return nil
 }
 
 func mustJSON(v any) json.RawMessage {

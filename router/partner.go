@@ -203,7 +203,7 @@ func (p *partners) subscribe(ctx context.Context, f *flowdoc.Flow, spec partnerS
 			StartOffset: kafka.FirstOffset, // only for partitions the group has no offset on (see startAt)
 			MaxWait:     500 * time.Millisecond,
 		}))
-		p.r.consumeWith(subCtx, name, reader, func(ctx context.Context, m kafka.Message) error { return p.r.handlePartner(ctx, sub, m) })
+		p.r.consumeWith(subCtx, name, true, reader, func(ctx context.Context, m kafka.Message) error { return p.r.handlePartner(ctx, sub, m) })
 	}()
 	p.subs[f.ID] = sub
 	if waiting {

@@ -219,7 +219,7 @@ func (r *Router) Run(ctx context.Context) error {
 			r.log.Warn("kafka consumer: " + fmt.Sprintf(msg, args...))
 		}),
 	}))
-	spawn(func() { r.consumeWith(ctx, "ingest+results", mainReader, r.handleMain) })
+	spawn(func() { r.consumeWith(ctx, "ingest+results", false, mainReader, r.handleMain) })
 	spawn(func() {
 		r.forever(ctx, "flow events (broadcast)", func(ctx context.Context) error {
 			return events.Consume(ctx, r.cfg.Kafka, "", r.onEvent)

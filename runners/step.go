@@ -224,7 +224,11 @@ func (r *Runner) execute(work context.Context, w *envelope.Work, log *slog.Logge
 		res.FinishedAt = time.Now().UTC()
 		// A connector or action that does not exist is the flow's choice, not a bounded label.
 		if out.Error == nil || (out.Error.Code != CodeConnectorNotFound && out.Error.Code != "unknown_action") {
-			metrics.StepFinished(w.Node.Connector, w.Node.Action, res.FinishedAt.Sub(res.StartedAt).Seconds(), out.Error != nil)
+			code := ""
+			if out.Error != nil {
+				code = out.Error.Code
+			}
+			metrics.StepFinished(w.Node.Connector, w.Node.Action, res.FinishedAt.Sub(res.StartedAt).Seconds(), code)
 		}
 		if out.Error != nil {
 			res.Error = recordError(out.Error)
@@ -441,7 +445,11 @@ func (r *Runner) publish(ctx context.Context, res *envelope.Result, log *slog.Lo
 
 // deadLetter copies a record the runner cannot run to flowd.dlq, with why and where from.
 func (r *Runner) deadLetter(ctx context.Context, m kafka.Message, reason string) error {
-	return r.dlq.Send(ctx, m, reason)
+	if err := r.dlq.Send(ctx, m, reason); err != nil {
+		return err
+	}
+	metrics.DeadLettered("runner")
+	return nil
 }
 
 func tooLarge(err error) bool {

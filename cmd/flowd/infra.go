@@ -13,6 +13,7 @@ import (
 	"github.com/flowd/flowd/internal/busauth"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/metrics"
 	"github.com/flowd/flowd/internal/outbox"
 	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
@@ -39,6 +40,7 @@ func connect(ctx context.Context, in *infra) (*conn, error) {
 	if err := startPprof(ctx, in.pprofAddr); err != nil {
 		return nil, err
 	}
+	metrics.SetFlowLabel(in.metricsFlowLabel)
 	if err := store.CheckPrefix(in.keyPrefix); err != nil {
 		return nil, fmt.Errorf("--redis-prefix: %w", err)
 	}

@@ -49,7 +49,7 @@ func TestMetricsCountWebhooksExecutionsAndSteps(t *testing.T) {
 		{"id":"c","type":"action","connector":"transform","action":"map","config":{"fields":{"v":"input.v"}}}],
 		"edges":[{"source":"hook","target":"a"},{"source":"a","target":"b"},{"source":"b","target":"c"}]}}`)
 	hooks := p.metricValue("flowd_webhooks_total", `{code="202"}`)
-	ended := p.metricValue("flowd_executions_ended_total", `{status="succeeded"}`)
+	ended := p.metricValue("flowd_executions_ended_total", `{flow="",status="succeeded"}`)
 	steps := p.metricValue("flowd_step_duration_seconds_count", `{action="map",connector="transform",outcome="succeeded"}`)
 	const n = 5
 	for i := range n {
@@ -64,7 +64,7 @@ func TestMetricsCountWebhooksExecutionsAndSteps(t *testing.T) {
 	}
 	// The router counts an execution once its end is stored: a moment after it can be read.
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		got := p.metricValue("flowd_executions_ended_total", `{status="succeeded"}`) - ended
+		got := p.metricValue("flowd_executions_ended_total", `{flow="",status="succeeded"}`) - ended
 		if got == n {
 			break
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/health"
 	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/metrics"
 	"github.com/flowd/flowd/internal/problem/httpproblem"
 	"github.com/flowd/flowd/internal/store"
 )
@@ -41,6 +42,7 @@ type infra struct {
 	requireReplication                   bool
 	keyPrefix                            string
 	pprofAddr                            string
+	metricsFlowLabel                     bool // metrics.SetFlowLabel
 	busKeyFile                           string
 	// Consumer group membership: how fast a dead member's partitions move to the others.
 	kafkaSessionTimeout, kafkaHeartbeat, kafkaRebalanceTimeout time.Duration
@@ -91,6 +93,7 @@ func (in *infra) register(cmd *cobra.Command) {
 		"how long the router's message markers and the runners' run records outlive an execution; a record redelivered later than that after its execution ended runs again (env FLOWD_REDELIVERY_WINDOW; the same on every role)")
 	f.StringVar(&in.busKeyFile, "bus-key-file", envOr("FLOWD_BUS_KEY_FILE", ""), "file holding the key(s) that sign and verify records on flowd's topics; every role needs the same; or the keys themselves in "+busauth.EnvKey+" (env FLOWD_BUS_KEY_FILE)")
 	f.BoolVar(&in.partnerTopicsRestricted, "partner-topics-restricted", envBool("FLOWD_PARTNER_TOPICS_RESTRICTED", false), "tenants may use only the partner topics an administrator listed for them (PATCH /api/v1/tenants/{id}); without it, a tenant with no list may use any topic outside flowd's own (env FLOWD_PARTNER_TOPICS_RESTRICTED=true)")
+	f.BoolVar(&in.metricsFlowLabel, "metrics-flow-label", envBool("FLOWD_METRICS_FLOW_LABEL", false), "label the execution metrics with the flow id: one series per flow, and partner topics' consumer lag; off keeps the series bounded (env FLOWD_METRICS_FLOW_LABEL=true)")
 	f.StringVar(&in.pprofAddr, "pprof-addr", envOr("FLOWD_PPROF_ADDR", ""), "serve net/http/pprof on this separate address, e.g. 127.0.0.1:6060; off when empty (env FLOWD_PPROF_ADDR)")
 
 	f.StringVar(&in.kafkaSASL.Mechanism, "kafka-sasl-mechanism", envOr("FLOWD_KAFKA_SASL_MECHANISM", ""), "authenticate to Kafka with SASL: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN; off when empty (env FLOWD_KAFKA_SASL_MECHANISM)")
@@ -141,7 +144,9 @@ func (in *infra) redisClient() (rdb redis.UniversalClient, where string, err err
 		if err != nil {
 			return nil, "", err
 		}
-		return redis.NewClient(opt), "redis at " + opt.Addr, nil
+		c := redis.NewClient(opt)
+		c.AddHook(metrics.RedisHook{})
+		return c, "redis at " + opt.Addr, nil
 	}
 	opt, err := redis.ParseClusterURL(in.redisURL)
 	if err != nil {
@@ -150,7 +155,9 @@ func (in *infra) redisClient() (rdb redis.UniversalClient, where string, err err
 	if err := in.redisAuth(&opt.Protocol, &opt.Username, &opt.Password, opt.TLSConfig); err != nil {
 		return nil, "", err
 	}
-	return redis.NewClusterClient(opt), "redis cluster at " + strings.Join(opt.Addrs, ","), nil
+	c := redis.NewClusterClient(opt)
+	c.AddHook(metrics.RedisHook{})
+	return c, "redis cluster at " + strings.Join(opt.Addrs, ","), nil
 }
 
 func redisURLError(err error) error {

@@ -24,6 +24,7 @@ import (
 	"github.com/flowd/flowd/connectors/sdk"
 	connectorv1 "github.com/flowd/flowd/connectors/sdk/proto/connector/v1"
 	"github.com/flowd/flowd/internal/backoff"
+	"github.com/flowd/flowd/internal/metrics"
 )
 
 // supervisor owns the process of one connector: it starts it on demand (one start at a time,
@@ -45,6 +46,7 @@ type supervisor struct {
 	failures    int         // consecutive failures (crashes, failed starts, failed health checks)
 	lastFailure time.Time
 	lastErr     error
+	died        bool           // an instance died: the next start is a restart (metrics)
 	kills       sync.WaitGroup // kills of dead instances still running
 }
 
@@ -139,6 +141,7 @@ func (s *supervisor) start(round *startRound) {
 		}
 		return
 	}
+	metrics.PluginStarted(s.name, err, s.died)
 	if err != nil {
 		s.failures++
 		s.lastFailure = time.Now()
@@ -148,6 +151,7 @@ func (s *supervisor) start(round *startRound) {
 		return
 	}
 	s.cur = inst
+	s.died = false
 	s.log.Info("connector started", "pid", inst.pid, "version", inst.manifest.Version)
 }
 
@@ -336,6 +340,8 @@ func (s *supervisor) failLocked(inst *instance, cause error) {
 		return
 	}
 	s.cur = nil
+	s.died = true
+	metrics.PluginCrashed(s.name)
 	if time.Since(inst.started) >= s.h.opts.HealthyAfter {
 		s.failures = 0
 	}

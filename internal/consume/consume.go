@@ -20,6 +20,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/flowd/flowd/internal/backoff"
+	"github.com/flowd/flowd/internal/metrics"
 )
 
 // Handler processes one record and reports whether it is finished, i.e. its offset may be
@@ -30,8 +31,13 @@ type Handler func(stop, work context.Context, m kafka.Message) bool
 
 // Config configures Run; zero values take the defaults in brackets.
 type Config struct {
-	Name   string // for logs
-	Reader *kafka.Reader
+	Name   string // for logs, and the consumer label of its metrics unless MetricsName is set
+	// MetricsName is the consumer label of its metrics when Name is not bounded (it names a flow).
+	MetricsName string
+	// PerFlow says the reader's group and topic belong to one flow: their lag is exported only
+	// with the metrics' flow label on (metrics.SetFlowLabel).
+	PerFlow bool
+	Reader  *kafka.Reader
 	Handle Handler
 	Log    *slog.Logger // [slog.Default()]
 	// Concurrency bounds records being processed at once [64].
@@ -86,8 +92,14 @@ func Run(ctx context.Context, cfg Config) {
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 
+	name := cfg.Name
+	if cfg.MetricsName != "" {
+		name = cfg.MetricsName
+	}
+	mets := metrics.NewConsumer(name, cfg.Reader.Config().GroupID, cfg.PerFlow)
+	defer mets.Close()
 	tracker := newOffsetTracker()
-	com := newCommitter(cfg.Reader, log, cfg.CommitInterval)
+	com := newCommitter(cfg.Reader, log, cfg.CommitInterval, mets)
 	commitCtx, stopCommits := context.WithCancel(context.WithoutCancel(ctx))
 	commitDone := make(chan struct{})
 	go func() { defer close(commitDone); com.run(commitCtx) }()
@@ -105,12 +117,15 @@ func Run(ctx context.Context, cfg Config) {
 		defer func() { <-sem }()
 		for first := true; ; first = false {
 			if !first && ctx.Err() != nil {
-				lanes.abandon(laneOf(m))
+				mets.Processed(false)
+				mets.Abandoned(lanes.abandon(laneOf(m)))
 				return // queued behind its lane and not started: delivered again
 			}
-			if !cfg.Handle(ctx, work, m) {
+			ok := cfg.Handle(ctx, work, m)
+			mets.Processed(ok)
+			if !ok {
 				if cfg.Ordered {
-					lanes.abandon(laneOf(m))
+					mets.Abandoned(lanes.abandon(laneOf(m)))
 				}
 				return
 			}
@@ -143,6 +158,7 @@ func Run(ctx context.Context, cfg Config) {
 			if ctx.Err() != nil {
 				break
 			}
+			metrics.KafkaError("fetch")
 			log.Warn("kafka fetch failed; retrying", "err", err, "in", fetchBackoff.Peek())
 			if !fetchBackoff.Wait(ctx) {
 				break
@@ -154,6 +170,7 @@ func Run(ctx context.Context, cfg Config) {
 			<-sem // fetched again after a rebalance while this process still runs or ran it
 			continue
 		}
+		mets.Fetched(m.Topic, m.Partition, m.Offset, m.HighWaterMark)
 		if cfg.Ordered && !lanes.enter(m) {
 			<-sem // queued behind its lane's running record, which runs it on its own slot
 			continue
@@ -223,11 +240,14 @@ func (l *lanes) next(k string) (kafka.Message, bool) {
 	return m, true
 }
 
-// abandon drops the key's queue at shutdown: its records stay uncommitted.
-func (l *lanes) abandon(k string) {
+// abandon drops the key's queue at shutdown: its records stay uncommitted. It returns how many
+// it dropped.
+func (l *lanes) abandon(k string) int {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := len(l.busy[k])
 	delete(l.busy, k)
-	l.mu.Unlock()
+	return n
 }
 
 // committer commits the offsets the tracker releases, off the handlers' goroutines: one
@@ -238,13 +258,14 @@ type committer struct {
 	log      *slog.Logger
 	interval time.Duration
 	kick     chan struct{}
+	mets     *metrics.Consumer
 
 	mu    sync.Mutex
 	ready map[partitionKey]int64 // highest committable offset per partition, not yet committed
 }
 
-func newCommitter(reader *kafka.Reader, log *slog.Logger, interval time.Duration) *committer {
-	return &committer{reader: reader, log: log, interval: interval, kick: make(chan struct{}, 1), ready: map[partitionKey]int64{}}
+func newCommitter(reader *kafka.Reader, log *slog.Logger, interval time.Duration, mets *metrics.Consumer) *committer {
+	return &committer{reader: reader, log: log, interval: interval, kick: make(chan struct{}, 1), mets: mets, ready: map[partitionKey]int64{}}
 }
 
 func (c *committer) add(topic string, partition int, offset int64) {
@@ -277,6 +298,7 @@ func (c *committer) run(ctx context.Context) {
 			if err == nil || ctx.Err() != nil {
 				break
 			}
+			metrics.KafkaError("commit")
 			c.log.Warn("committing offsets failed; retrying", "err", err, "in", b.Peek())
 			if !b.Wait(ctx) {
 				return
@@ -302,6 +324,7 @@ func (c *committer) flush(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	for _, m := range msgs {
+		c.mets.Committed(m.Topic, m.Partition, m.Offset)
 		k := partitionKey{m.Topic, m.Partition}
 		if c.ready[k] == m.Offset {
 			delete(c.ready, k)

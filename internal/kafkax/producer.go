@@ -12,6 +12,8 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	produceapi "github.com/segmentio/kafka-go/protocol/produce"
+
+	"github.com/flowd/flowd/internal/metrics"
 )
 
 // MaxRecordBytes is the largest record worth sending: the broker's default message.max.bytes.
@@ -116,6 +118,13 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 	if len(msgs) == 0 {
 		return nil
 	}
+	start := time.Now()
+	err := p.write(ctx, msgs)
+	metrics.Produced(time.Since(start).Seconds(), err != nil)
+	return err
+}
+
+func (p *Producer) write(ctx context.Context, msgs []kafka.Message) error {
 	c := &call{left: len(msgs), done: make(chan struct{})}
 	deadline := time.Now().Add(produceTimeout)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
