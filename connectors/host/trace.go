@@ -20,8 +20,11 @@ type callSpans []trace.Span
 // span to the plugin (telemetry.OutgoingItems). Off, it returns callCtx as it is.
 func startCallSpans(ctx, callCtx context.Context, name string, items []sdk.Invocation,
 	req *connectorv1.ExecuteRequest, sent map[string]int) (context.Context, callSpans) {
+	if !tracing.On() {
+		return callCtx, nil
+	}
 	parents := tracing.Items(ctx)
-	if !tracing.On() || len(parents) != len(items) {
+	if len(parents) != len(items) {
 		return callCtx, nil
 	}
 	spans := make(callSpans, len(items))
