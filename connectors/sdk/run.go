@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
@@ -92,9 +91,9 @@ func (r *engine) execute(ctx context.Context, w *wireInvocation) (res Result) {
 			trace.WithSpanKind(trace.SpanKindServer))
 		defer span.End()
 		if span.IsRecording() {
-			span.SetAttributes(attribute.String("flowd.connector", r.manifest.Name), attribute.String("flowd.action", w.Action),
-				attribute.String("flowd.execution_id", w.ExecutionID), attribute.String("flowd.node_id", w.NodeID),
-				attribute.Int("flowd.attempt", w.Attempt))
+			span.SetAttributes(telemetry.AttrConnector.String(r.manifest.Name), telemetry.AttrAction.String(w.Action),
+				telemetry.AttrExecutionID.String(w.ExecutionID), telemetry.AttrNodeID.String(w.NodeID),
+				telemetry.AttrAttempt.Int(w.Attempt))
 		}
 		defer func() {
 			if res.Error != nil && span.IsRecording() {

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -27,14 +26,14 @@ const (
 	HeaderTracestate  = "tracestate"
 )
 
-// Attribute keys of flowd's spans.
+// Attribute keys of flowd's spans (telemetry's, which the connector plugins use too).
 const (
-	AttrExecutionID = attribute.Key("flowd.execution_id")
-	AttrFlowID      = attribute.Key("flowd.flow_id")
-	AttrNodeID      = attribute.Key("flowd.node_id")
-	AttrConnector   = attribute.Key("flowd.connector")
-	AttrAction      = attribute.Key("flowd.action")
-	AttrAttempt     = attribute.Key("flowd.attempt")
+	AttrExecutionID = telemetry.AttrExecutionID
+	AttrFlowID      = telemetry.AttrFlowID
+	AttrNodeID      = telemetry.AttrNodeID
+	AttrConnector   = telemetry.AttrConnector
+	AttrAction      = telemetry.AttrAction
+	AttrAttempt     = telemetry.AttrAttempt
 )
 
 // flushTimeout bounds the export of buffered spans at shutdown.

@@ -31,6 +31,16 @@ import (
 // InstrumentationName names the tracer of every flowd span.
 const InstrumentationName = "github.com/flowd/flowd"
 
+// Attribute keys of flowd's spans, in every process.
+const (
+	AttrExecutionID = attribute.Key("flowd.execution_id")
+	AttrFlowID      = attribute.Key("flowd.flow_id")
+	AttrNodeID      = attribute.Key("flowd.node_id")
+	AttrConnector   = attribute.Key("flowd.connector")
+	AttrAction      = attribute.Key("flowd.action")
+	AttrAttempt     = attribute.Key("flowd.attempt")
+)
+
 // Enabled applies the rule that turns tracing on, to the environment getenv reads: on when
 // OTEL_TRACES_EXPORTER is "otlp", or when it is unset and an OTLP endpoint is configured
 // (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); off whenever
