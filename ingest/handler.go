@@ -12,12 +12,14 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/metrics"
 	"github.com/flowd/flowd/internal/problem"
 	"github.com/flowd/flowd/internal/problem/httpproblem"
 	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/internal/tracing"
 )
 
 // HeaderExecutionID names the execution on every accepted request's answer (sync replies and
@@ -59,17 +61,19 @@ const misconfiguredRetryAfter = 60
 
 func (s *Server) hook(c *fiber.Ctx) error {
 	defer metrics.WebhookBegun()()
-	return counted(c, s.accept(c, hookInput, ""))
+	span := startSpan(c)
+	return counted(c, span, s.accept(c, hookInput, ""))
 }
 
 func (s *Server) flowMate(c *fiber.Ctx) error {
 	defer metrics.WebhookBegun()()
-	return counted(c, s.accept(c, flowMateInput, "/data"))
+	span := startSpan(c)
+	return counted(c, span, s.accept(c, flowMateInput, "/data"))
 }
 
-// counted counts a webhook request by the status it is answered with: err's, once the error
-// handler renders it, else the response's.
-func counted(c *fiber.Ctx, err error) error {
+// counted counts a webhook request by the status it is answered with (err's, once the error
+// handler renders it, else the response's) and ends its span, if traced, with that status.
+func counted(c *fiber.Ctx, span trace.Span, err error) error {
 	status := c.Response().StatusCode()
 	var pe *httpproblem.Error
 	var fe *fiber.Error
@@ -82,6 +86,7 @@ func counted(c *fiber.Ctx, err error) error {
 		status = fiber.StatusInternalServerError
 	}
 	metrics.WebhookAnswered(status)
+	endSpan(span, status)
 	return err
 }
 
@@ -136,6 +141,7 @@ func (s *Server) accept(c *fiber.Ctx, input func(*fiber.Ctx) ([]byte, *httpprobl
 	if suffix := c.Params("*"); suffix != "" {
 		rec.Request.Path = "/" + suffix
 	}
+	spanRecord(c, &rec)
 
 	key := c.Get(HeaderIdempotencyKey)
 	if key != "" {
@@ -203,6 +209,8 @@ func (s *Server) produce(ctx context.Context, rec *envelope.Ingest) *httpproblem
 	if len(val)+len(msg.Key)+64 > s.maxRecord {
 		return fail(fiber.StatusRequestEntityTooLarge, problem.New(codeTooLarge, "", "the request is too large to be recorded (limit about %s)", httpproblem.Bytes(s.maxRecord)))
 	}
+	// The webhook's span goes with the record, signed with it, so the router continues it.
+	msg.Headers = tracing.Inject(ctx, msg.Headers)
 	s.cfg.Kafka.RecordKeys.Sign(&msg)
 	if !s.brk.allow(s.cfg.Now()) {
 		return unavailable("the event log is unavailable; retry later")

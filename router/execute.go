@@ -13,11 +13,14 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/metrics"
 	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/internal/tracing"
 	"github.com/flowd/flowd/router/graph"
 )
 
@@ -52,11 +55,36 @@ func (r *Router) handleMain(ctx context.Context, m kafka.Message) error {
 	}
 	switch m.Topic {
 	case r.topicIngest:
-		return r.handleIngest(ctx, m)
+		// A record without a trace context (a schedule's tick, a poll's item, a retry)
+		// starts its execution's trace here.
+		ctx, span := tracing.StartConsumer(ctx, "route ingest", m.Headers)
+		defer span.End()
+		return spanError(span, r.handleIngest(ctx, m))
 	case r.topicResults:
-		return r.handleResult(ctx, m)
+		ctx, span := tracing.StartConsumer(ctx, "route result", m.Headers)
+		defer span.End()
+		return spanError(span, r.handleResult(ctx, m))
 	}
 	return r.deadLetter(ctx, m, "unexpected topic")
+}
+
+// spanError marks span failed when processing its record failed (it is tried again), and
+// returns err.
+func spanError(span trace.Span, err error) error {
+	if err != nil && span.IsRecording() {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
+}
+
+// spanExecution notes the execution a record belongs to on ctx's span.
+func spanExecution(ctx context.Context, execID, flowID, nodeID string) {
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(tracing.AttrExecutionID.String(execID), tracing.AttrFlowID.String(flowID))
+		if nodeID != "" {
+			span.SetAttributes(tracing.AttrNodeID.String(nodeID))
+		}
+	}
 }
 
 func (r *Router) handleIngest(ctx context.Context, m kafka.Message) error {
@@ -67,6 +95,7 @@ func (r *Router) handleIngest(ctx context.Context, m kafka.Message) error {
 	if in.ExecutionID == "" || in.FlowID == "" {
 		return r.deadLetter(ctx, m, "ingest record without executionId or flowId")
 	}
+	spanExecution(ctx, in.ExecutionID, in.FlowID, "")
 	g, err := r.graphs.get(ctx, in.FlowID, in.Revision)
 	if errors.Is(err, errGone) {
 		return r.deadLetter(ctx, m, err.Error())
@@ -158,6 +187,7 @@ func (r *Router) handleResult(ctx context.Context, m kafka.Message) error {
 	if res.ExecutionID == "" || res.Token == "" || res.NodeID == "" || res.FlowID == "" {
 		return r.deadLetter(ctx, m, "result without executionId, flowId, nodeId or token")
 	}
+	spanExecution(ctx, res.ExecutionID, res.FlowID, res.NodeID)
 	g, err := r.graphs.get(ctx, res.FlowID, res.Revision)
 	if errors.Is(err, errGone) {
 		return r.deadLetter(ctx, m, err.Error())
@@ -616,7 +646,11 @@ func (r *Router) produce(ctx context.Context, execID, msgID string, recs []store
 	}
 	msgs := make([]kafka.Message, 0, len(recs))
 	var later []store.Delayed
-	for i, rec := range recs {
+	for i := range recs {
+		// Each record carries this hop's span on, delayed ones too (their headers are stored
+		// with them), so the runners' steps and the next routing join the execution's trace.
+		recs[i].Headers = tracing.InjectMap(ctx, recs[i].Headers)
+		rec := recs[i]
 		if !rec.Due.IsZero() {
 			// Its id is the same on a redelivery, which schedules it again harmlessly.
 			later = append(later, store.Delayed{ID: execID + "/" + msgID + "/" + strconv.Itoa(i), Record: rec})

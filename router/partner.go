@@ -17,6 +17,7 @@ import (
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/kafkax"
 	"github.com/flowd/flowd/internal/topicpolicy"
+	"github.com/flowd/flowd/internal/tracing"
 	"github.com/flowd/flowd/router/graph"
 )
 
@@ -391,6 +392,10 @@ func (r *Router) handlePartner(ctx context.Context, s *subscription, m kafka.Mes
 		}
 		return nil
 	}
+	// A partner's trace context is not flowd's to continue: the execution's trace starts here,
+	// linked to the partner's span when the record names one.
+	ctx, span := tracing.StartRoot(ctx, "route partner record", m.Headers)
+	defer span.End()
 	src := &envelope.KafkaSource{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: string(m.Key)}
 	if len(m.Headers) > 0 {
 		src.Headers = make(map[string]string, len(m.Headers))
@@ -407,7 +412,8 @@ func (r *Router) handlePartner(ctx context.Context, s *subscription, m kafka.Mes
 		FlowID:      s.flowID, Revision: s.revision, Trigger: envelope.TriggerKafka,
 		ReceivedAt: received, Input: recordInput(m.Value), Source: src,
 	}
-	if err := r.start(ctx, s.g, in); errors.Is(err, errUnusable) {
+	spanExecution(ctx, in.ExecutionID, in.FlowID, "")
+	if err := spanError(span, r.start(ctx, s.g, in)); errors.Is(err, errUnusable) {
 		return r.deadLetter(ctx, m, err.Error())
 	} else if err != nil {
 		return err

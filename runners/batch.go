@@ -6,7 +6,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/flowd/flowd/connectors/sdk"
+	"github.com/flowd/flowd/internal/tracing"
 )
 
 // Executor runs connector actions: the plugin host, or a fake in tests.
@@ -35,7 +38,8 @@ type batcher struct {
 
 type call struct {
 	inv  sdk.Invocation
-	done chan outcome // buffered: the batch never blocks on a caller that gave up
+	done chan outcome      // buffered: the batch never blocks on a caller that gave up
+	span trace.SpanContext // the step's, when traced: the parent of its connector call
 }
 
 type outcome struct {
@@ -47,6 +51,9 @@ type outcome struct {
 // already sent is not withdrawn, its result is dropped.
 func (b *batcher) do(ctx context.Context, inv sdk.Invocation) (sdk.Result, error) {
 	c := &call{inv: inv, done: make(chan outcome, 1)}
+	if tracing.On() {
+		c.span = trace.SpanContextFromContext(ctx)
+	}
 	b.mu.Lock()
 	b.seq++
 	c.inv.ID = strconv.FormatUint(b.seq, 10) // unique within any batch
@@ -107,7 +114,16 @@ func (b *batcher) run(batch []*call) {
 		for i, c := range batch {
 			items[i] = c.inv
 		}
-		results, err := b.exec.Execute(b.ctx, b.name, items)
+		ctx := b.ctx
+		if tracing.On() {
+			// The call serves several steps, maybe of several executions: each item keeps its own.
+			spans := make([]trace.SpanContext, len(batch))
+			for i, c := range batch {
+				spans[i] = c.span
+			}
+			ctx = tracing.WithItems(ctx, spans)
+		}
+		results, err := b.exec.Execute(ctx, b.name, items)
 		for i, c := range batch {
 			o := outcome{err: err}
 			if err == nil {

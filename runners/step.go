@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/codes"
 
 	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/connectors/sdk"
@@ -22,6 +23,7 @@ import (
 	"github.com/flowd/flowd/internal/expression"
 	"github.com/flowd/flowd/internal/metrics"
 	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/internal/tracing"
 )
 
 // Error codes the runner itself puts in Results (connector and host codes pass through).
@@ -55,6 +57,14 @@ func (r *Runner) process(stop, work context.Context, m kafka.Message) bool {
 		r.log.Warn("undecodable work item: sending it to the dead-letter topic", "partition", m.Partition, "offset", m.Offset, "reason", reason)
 		return r.deadLetter(work, m, reason) == nil
 	}
+	// One span per attempt, the child of the routing that sent it; the result carries it back.
+	work, span := tracing.StartConsumer(work, "run step", m.Headers)
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(tracing.AttrExecutionID.String(w.ExecutionID), tracing.AttrFlowID.String(w.FlowID),
+			tracing.AttrNodeID.String(w.Node.ID), tracing.AttrConnector.String(w.Node.Connector),
+			tracing.AttrAction.String(w.Node.Action), tracing.AttrAttempt.Int(max(w.Attempt, 1)))
+	}
 	log := r.log.With("execution", w.ExecutionID, "flow", w.FlowID, "node", w.Node.ID, "token", w.Token,
 		"partition", m.Partition, "offset", m.Offset)
 	start, reason, err := r.begin(stop, work, w, log)
@@ -86,6 +96,9 @@ func (r *Runner) process(stop, work context.Context, m kafka.Message) bool {
 	res, err := r.execute(work, w, log)
 	stopRenewing()
 	if err == nil {
+		if res.Error != nil && span.IsRecording() {
+			span.SetStatus(codes.Error, res.Error.Code)
+		}
 		err = r.publish(work, res, log)
 	}
 	if err != nil {
@@ -419,6 +432,7 @@ func (r *Runner) publish(ctx context.Context, res *envelope.Result, log *slog.Lo
 	b := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		msg := kafka.Message{Topic: r.results, Key: []byte(res.ExecutionID), Value: value}
+		msg.Headers = tracing.Inject(ctx, msg.Headers) // the router's next hop continues the step's span
 		r.cfg.Kafka.RecordKeys.Sign(&msg)
 		err := r.writer.WriteMessages(ctx, msg)
 		if err == nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/flowd/flowd/internal/problem/httpproblem"
 	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/internal/tracing"
 )
 
 func newDevCmd() *cobra.Command {
@@ -152,6 +153,8 @@ type everything struct {
 	health *health.Checker
 
 	stopWatch func() // stops the connectors dir watcher
+	// stopTracing flushes the spans of every role, once they have stopped.
+	stopTracing func()
 
 	reloading sync.Mutex // the watcher and SIGHUP reload one at a time
 	catStale  bool       // the catalog's last reload failed: the next one does it again
@@ -165,15 +168,21 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions
 	if err != nil {
 		return nil, err
 	}
-	c, err := connect(ctx, in)
+	stopTracing, err := tracing.Start(ctx, "dev", slog.Default())
 	if err != nil {
 		return nil, err
 	}
-	e := &everything{c: c}
+	c, err := connect(ctx, in)
+	if err != nil {
+		stopTracing()
+		return nil, err
+	}
+	e := &everything{c: c, stopTracing: stopTracing}
 	ok := false
 	defer func() {
 		if !ok {
 			c.close()
+			stopTracing()
 		}
 	}()
 	topics := []string{events.TopicName, envelope.TopicIngest, envelope.TopicResults, envelope.TopicDLQ, envelope.TopicHistory,
@@ -283,13 +292,14 @@ func (e *everything) reloadConnectors(ctx context.Context, force bool) error {
 }
 
 // close stops the connectors watcher and the roles (they drain), then connectors, ingest and
-// connections.
+// connections, and flushes the spans last.
 func (e *everything) close() {
 	e.stopWatch()
 	e.roles.stop()
 	_ = e.host.Close()
 	_ = e.ingest.Close()
 	e.c.close()
+	e.stopTracing()
 }
 
 // devKeyFile returns the key file name in the data dir, writing a generated key there first if

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +14,7 @@ import (
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/health"
 	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/tracing"
 )
 
 // ingestOptions configure the webhook role.
@@ -51,6 +53,11 @@ func newIngestCmd() *cobra.Command {
 
 // serveIngest runs the ingest role until ctx ends.
 func serveIngest(ctx context.Context, in *infra, opt ingestOptions) error {
+	stopTracing, err := tracing.Start(ctx, "ingest", slog.Default())
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // last: the role's final spans are flushed once it has drained
 	keys, err := keyring(opt.secretKeyFile, false)
 	if err != nil {
 		return err

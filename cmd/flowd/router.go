@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/flowd/flowd/internal/health"
 	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/internal/tracing"
 	"github.com/flowd/flowd/router"
 )
 
@@ -64,6 +66,11 @@ work through Kafka consumer groups. It also confirms flow starts and stops (run 
 // runRouter runs the router and the outbox relay that publishes its lifecycle confirmations,
 // until ctx ends.
 func runRouter(ctx context.Context, in *infra, opt routerOptions) error {
+	stopTracing, err := tracing.Start(ctx, "router", slog.Default())
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // last: the role's final spans are flushed once it has drained
 	// The probes answer from the start: live while waiting for Redis and Kafka, not ready.
 	chk := health.New()
 	stopHealth, err := health.Serve(ctx, opt.healthAddr, chk)

@@ -18,6 +18,7 @@ import (
 	"github.com/flowd/flowd/connectors/host"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/health"
+	"github.com/flowd/flowd/internal/tracing"
 	"github.com/flowd/flowd/runners"
 )
 
@@ -122,6 +123,11 @@ flight finish on the old process (see docs/connectors.md).`,
 
 // serveRunner runs a runner pool until ctx ends, then drains within the configured bound.
 func serveRunner(ctx context.Context, in *infra, opt runnerOptions) error {
+	stopTracing, err := tracing.Start(ctx, "runner", slog.Default())
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // last: the role's final spans are flushed once it has drained
 	// A runner without the key would fail every step that uses a connection.
 	keys, err := keyring(opt.secretKeyFile, true)
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/flowd/flowd/internal/metrics"
 	"github.com/flowd/flowd/internal/problem/httpproblem"
 	"github.com/flowd/flowd/internal/store"
+	"github.com/flowd/flowd/internal/tracing"
 )
 
 // infra are the flags every production role shares.
@@ -228,6 +229,11 @@ type apiOptions struct {
 
 // serveAPI runs the control plane until ctx ends, then shuts down within a bounded drain.
 func serveAPI(ctx context.Context, in *infra, opt apiOptions) error {
+	stopTracing, err := tracing.Start(ctx, "api", slog.Default())
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // last: the role's final spans are flushed once it has drained
 	c, err := connect(ctx, in)
 	if err != nil {
 		return err

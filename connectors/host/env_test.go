@@ -31,3 +31,23 @@ func TestPluginEnvWithholdsInfrastructureSecrets(t *testing.T) {
 		t.Errorf("FLOWD_CONNECTOR_* not passed: %v", env)
 	}
 }
+
+// Connectors export spans where the runner does, without the collector's credentials.
+func TestPluginEnvPassesTracingSettings(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer collector-secret")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "authorization=Bearer collector-secret-2")
+	t.Setenv("OTEL_SERVICE_NAME", "flowd-runner")
+	joined := strings.Join(pluginEnv(nil), "\n")
+	for _, want := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4317", "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("connector environment lacks %s", want)
+		}
+	}
+	for _, banned := range []string{"collector-secret", "OTEL_SERVICE_NAME"} {
+		if strings.Contains(joined, banned) {
+			t.Errorf("connector environment carries %s", banned)
+		}
+	}
+}

@@ -260,6 +260,8 @@ func (h *Host) Execute(ctx context.Context, name string, items []sdk.Invocation)
 		return results, nil
 	}
 
+	callCtx, spans := startCallSpans(ctx, callCtx, name, items, req, sent)
+	defer func() { spans.end(results) }()
 	resp, err := inst.rpc.Execute(callCtx, req)
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled) {

@@ -64,8 +64,22 @@ func pluginEnv(extra []string) []string {
 		if strings.HasPrefix(kv, "FLOWD_CONNECTOR_") && !strings.HasPrefix(kv, sdk.ParentPIDEnv+"=") {
 			env = append(env, kv)
 		}
+		if otelPassed(kv) {
+			env = append(env, kv)
+		}
 	}
 	return append(env, extra...)
+}
+
+// otelPassed tells whether an OTEL_* variable reaches connectors, so they export their spans
+// where the runner does (connectors/sdk/telemetry). Not the exporter headers, which may hold
+// the collector's credentials, nor the service name: a connector is flowd-connector-<name>.
+func otelPassed(kv string) bool {
+	k, _, _ := strings.Cut(kv, "=")
+	if !strings.HasPrefix(k, "OTEL_") || k == "OTEL_SERVICE_NAME" {
+		return false
+	}
+	return !strings.HasSuffix(k, "_HEADERS")
 }
 
 // lineLogger logs what a connector wrote to os.Stdout or os.Stderr after the handshake

@@ -22,8 +22,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/flowd/flowd/connectors/egress"
 	"github.com/flowd/flowd/connectors/sdk"
+	"github.com/flowd/flowd/connectors/sdk/telemetry"
 )
 
 const (
@@ -395,6 +399,14 @@ func (c *connector) send(ctx context.Context, p *prepared, log *slog.Logger) (*h
 		return nil, nil, sdk.Permanent("invalid_config", fmt.Errorf("%s %s: %w", p.method, target, err))
 	}
 	req.Header = p.header
+	if trace.SpanContextFromContext(ctx).IsValid() && req.Header.Get("traceparent") == "" {
+		// The step's trace goes on to the partner (W3C Trace Context), unless the flow set
+		// the header itself. The context holds a span only when the runner traces.
+		if req.Header == nil {
+			req.Header = http.Header{}
+		}
+		telemetry.Propagator().Inject(ctx, propagation.HeaderCarrier(req.Header))
+	}
 	if p.host != "" {
 		req.Host = p.host
 	}

@@ -22,6 +22,7 @@ const drainTimeout = 500 * time.Millisecond
 // calls the connector's Close, bounded by CloseTimeout. Later calls wait for the first.
 func (r *engine) shutdown() {
 	r.closeOnce.Do(func() {
+		defer r.flushTraces()
 		ctx, cancel := context.WithTimeout(context.Background(), r.drainTimeout)
 		if running := cap(r.slots) - r.drain(ctx); running > 0 {
 			r.log.Warn("closing the connector while handlers still run", "running", running)
@@ -50,6 +51,22 @@ func (r *engine) shutdown() {
 			r.log.Error("the connector's Close did not return in time: exiting anyway", "timeout", r.closeTimeout)
 		}
 	})
+}
+
+// traceFlushTimeout bounds sending the spans still buffered at exit; it fits, with the drain
+// and Close, within the 2 s the host waits for a plugin to stop.
+const traceFlushTimeout = 400 * time.Millisecond
+
+// flushTraces sends the spans still buffered, when this process exports any.
+func (r *engine) flushTraces() {
+	if r.stopTracing == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), traceFlushTimeout)
+	defer cancel()
+	if err := r.stopTracing(ctx); err != nil {
+		r.log.Warn("spans not exported at exit", "err", err)
+	}
 }
 
 // drain takes every handler slot, so none runs or starts, until ctx ends; it returns how many

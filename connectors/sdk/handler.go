@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Call is one invocation of an action, with config and input decoded into the handler's types.
@@ -174,6 +176,8 @@ type wireInvocation struct {
 	Attempt                int
 	IdempotencyKey         string
 	Deadline               time.Time
+	// parent is the host's span of the call for this invocation, when the host traces.
+	parent trace.SpanContext
 }
 
 func (w *wireInvocation) connection() (*Connection, error) { return w.conn.decode() }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 
 	connectorv1 "github.com/flowd/flowd/connectors/sdk/proto/connector/v1"
+	"github.com/flowd/flowd/connectors/sdk/telemetry"
 )
 
 // Handshake is shared by the host and every connector. The cookie only tells a person who runs
@@ -58,6 +59,7 @@ func (s *grpcServer) Describe(context.Context, *connectorv1.DescribeRequest) (*c
 
 func (s *grpcServer) Execute(ctx context.Context, req *connectorv1.ExecuteRequest) (*connectorv1.ExecuteResponse, error) {
 	items := make([]wireInvocation, len(req.GetInvocations()))
+	parents := telemetry.IncomingItems(ctx, len(items))
 	for i, in := range req.GetInvocations() {
 		items[i] = wireInvocation{
 			ID:             in.GetId(),
@@ -71,6 +73,9 @@ func (s *grpcServer) Execute(ctx context.Context, req *connectorv1.ExecuteReques
 			Attempt:        int(in.GetAttempt()),
 			IdempotencyKey: in.GetIdempotencyKey(),
 			Deadline:       fromUnixMs(in.GetDeadlineUnixMs()),
+		}
+		if parents != nil {
+			items[i].parent = parents[i]
 		}
 	}
 	results := s.e.executeBatch(ctx, items)

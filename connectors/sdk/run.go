@@ -11,6 +11,11 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/flowd/flowd/connectors/sdk/telemetry"
 )
 
 // engine runs handlers: it owns the concurrency bound, deadlines and panic recovery, so the
@@ -27,6 +32,8 @@ type engine struct {
 	closeOnce    sync.Once
 	drainTimeout time.Duration
 	closeTimeout time.Duration
+	// stopTracing flushes and stops span export (telemetry.Start); nil when not started.
+	stopTracing func(context.Context) error
 }
 
 func newEngine(c Connector, log *slog.Logger) (*engine, error) {
@@ -69,12 +76,30 @@ func (r *engine) executeBatch(ctx context.Context, items []wireInvocation) []Res
 
 // execute runs one invocation. Its outputs carry json.RawMessage data, already encoded, so an
 // unencodable output is this item's error rather than a failed batch.
-func (r *engine) execute(ctx context.Context, w *wireInvocation) Result {
-	res := Result{ID: w.ID}
+func (r *engine) execute(ctx context.Context, w *wireInvocation) (res Result) {
+	res = Result{ID: w.ID}
 	h, ok := r.actions[w.Action]
 	if !ok {
 		res.Error = &Error{Code: "unknown_action", Message: fmt.Sprintf("connector %s has no action %q", r.manifest.Name, w.Action)}
 		return res
+	}
+	if w.parent.IsValid() {
+		// The handler's ctx carries the call's trace, so what it calls (the http connector's
+		// requests) continues it; the span itself is recorded only if this process exports.
+		var span trace.Span
+		ctx, span = telemetry.Tracer().Start(trace.ContextWithRemoteSpanContext(ctx, w.parent), r.manifest.Name+" "+w.Action,
+			trace.WithSpanKind(trace.SpanKindServer))
+		defer span.End()
+		if span.IsRecording() {
+			span.SetAttributes(telemetry.AttrConnector.String(r.manifest.Name), telemetry.AttrAction.String(w.Action),
+				telemetry.AttrExecutionID.String(w.ExecutionID), telemetry.AttrNodeID.String(w.NodeID),
+				telemetry.AttrAttempt.Int(w.Attempt))
+		}
+		defer func() {
+			if res.Error != nil && span.IsRecording() {
+				span.SetStatus(codes.Error, res.Error.Code)
+			}
+		}()
 	}
 	var outs []Output
 	err := r.guarded(ctx, w.Deadline, "action "+w.Action, func(ctx context.Context) error {

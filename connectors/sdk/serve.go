@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+
+	"github.com/flowd/flowd/connectors/sdk/telemetry"
 )
 
 // Serve runs the connector and never returns. `<binary> describe` prints the manifest as JSON
@@ -58,6 +61,13 @@ func serve(c Connector, args []string) int {
 		log.Error("redirect stdout", "err", err)
 		return 1
 	}
+	// Spans are exported when the host passed an OTEL_* environment that enables them; the
+	// trace context itself arrives with each call either way.
+	stop, err := telemetry.Start(context.Background(), "flowd-connector-"+e.manifest.Name)
+	if err != nil {
+		log.Warn("tracing not started", "err", err)
+	}
+	e.stopTracing = stop
 	dieWithParent(log, e.exit)
 	e.exitOnSIGTERM()
 
