@@ -126,11 +126,12 @@ func (s *Spec) Check(x Exchange) error {
 	if ok, errs := s.v.ValidateHttpRequest(req); !ok && x.Status < 400 {
 		problems = append(problems, fmt.Sprintf("the request does not match the document, yet answered %d: %s", x.Status, describe(errs)))
 	}
-	res := &http.Response{StatusCode: x.Status, Header: x.ResponseHeader, Body: io.NopCloser(bytes.NewReader(x.ResponseBody)), Request: s.request(x)}
+	resReq := s.request(x) // the validator has read req's body
+	res := &http.Response{StatusCode: x.Status, Header: x.ResponseHeader, Body: io.NopCloser(bytes.NewReader(x.ResponseBody)), Request: resReq}
 	if res.Header == nil {
 		res.Header = http.Header{}
 	}
-	if ok, errs := s.v.ValidateHttpResponse(s.request(x), res); !ok {
+	if ok, errs := s.v.ValidateHttpResponse(resReq, res); !ok {
 		problems = append(problems, fmt.Sprintf("the %d answer does not match the document: %s", x.Status, describe(errs)))
 	}
 	if len(problems) > 0 {
