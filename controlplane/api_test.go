@@ -28,6 +28,7 @@ import (
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/openapitest"
 	"github.com/flowd/flowd/internal/outbox"
 	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
@@ -155,22 +156,22 @@ func (r resp) errCodes() []string {
 
 func (e *env) call(method, path, token string, body any, headers ...string) resp {
 	e.t.Helper()
-	var rd io.Reader
+	var reqBody []byte
 	ctype := "application/json"
 	switch b := body.(type) {
 	case nil:
 	case string:
-		rd = strings.NewReader(b)
+		reqBody = []byte(b)
 	case []byte:
-		rd = bytes.NewReader(b)
+		reqBody = b
 	default:
 		raw, err := json.Marshal(b)
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		rd = bytes.NewReader(raw)
+		reqBody = raw
 	}
-	req := httptest.NewRequest(method, path, rd)
+	req := httptest.NewRequest(method, path, bytes.NewReader(reqBody))
 	if body != nil {
 		req.Header.Set("Content-Type", ctype)
 	}
@@ -186,6 +187,9 @@ func (e *env) call(method, path, token string, body any, headers ...string) resp
 	}
 	defer func() { _ = res.Body.Close() }()
 	raw, _ := io.ReadAll(res.Body)
+	// Every exchange of the API tests is checked against the OpenAPI document.
+	openapitest.Validate(e.t, openapitest.Exchange{Method: method, Target: path, Header: req.Header, Body: reqBody,
+		Status: res.StatusCode, ResponseHeader: res.Header, ResponseBody: raw})
 	r := resp{status: res.StatusCode, header: res.Header, raw: raw}
 	if len(raw) > 0 && raw[0] == '{' {
 		if err := json.Unmarshal(raw, &r.body); err != nil {
@@ -554,14 +558,7 @@ func TestIdentityAndFlowMateRoutes(t *testing.T) {
 	}
 	// YAML bodies are accepted.
 	yamlFlow := "name: from-yaml\ngraph:\n  nodes:\n    - id: hook\n      type: trigger.webhook\n    - id: a\n      type: action\n      connector: http\n      action: request\n  edges:\n    - source: hook\n      target: a\n"
-	req := httptest.NewRequest("POST", "/flows", strings.NewReader(yamlFlow))
-	req.Header.Set("Content-Type", "application/yaml")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	res, err := e.app.Test(req, 30_000)
-	if err != nil || res.StatusCode != 201 {
-		body, _ := io.ReadAll(res.Body)
-		t.Fatalf("YAML create: %v %d %s", err, res.StatusCode, body)
-	}
+	e.must(201, e.call("POST", "/flows", tok, yamlFlow, "Content-Type", "application/yaml"))
 	// Owners: the creator and its tenant.
 	l := e.must(200, e.call("GET", "/flows?filter[user]="+uid, tok, nil)).list()
 	owners := l[0].(map[string]any)["owners"].([]any)

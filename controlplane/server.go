@@ -115,6 +115,9 @@ func New(cfg Config) *fiber.App {
 		app.Post("/dev/echo", echo)
 	}
 
+	// Before the /api/v1 group, whose middleware authenticates.
+	app.Get(PathOpenAPI, serveOpenAPI)
+
 	// Filled once every route is mounted, before the app serves.
 	routes := &routeTable{}
 	v1 := app.Group("/api/v1", routes.check, s.authenticate)

@@ -30,6 +30,7 @@ import (
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/identity"
 	"github.com/flowd/flowd/internal/kafkax"
+	"github.com/flowd/flowd/internal/openapitest"
 	"github.com/flowd/flowd/internal/secrets"
 	"github.com/flowd/flowd/internal/store"
 	"github.com/flowd/flowd/internal/testrig"
@@ -256,6 +257,11 @@ func (e *env) try(method, path, ctype, body string, headers ...string) (resp, er
 	defer func() { _ = res.Body.Close() }()
 	raw, _ := io.ReadAll(res.Body)
 	r := resp{status: res.StatusCode, header: res.Header, raw: raw}
+	// Every exchange of the ingest tests is checked against the OpenAPI document.
+	if err := openapitest.Check(openapitest.Exchange{Method: method, Target: path, Header: req.Header, Body: []byte(body),
+		Status: res.StatusCode, ResponseHeader: res.Header, ResponseBody: raw}); err != nil {
+		return r, err
+	}
 	if len(raw) > 0 && raw[0] == '{' {
 		if err := json.Unmarshal(raw, &r.body); err != nil {
 			return r, fmt.Errorf("%s %s: response is not JSON: %s", method, path, raw)

@@ -12,10 +12,26 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
-// FS holds every schema file of this directory.
+// FS holds every schema file of this directory, and the OpenAPI document.
 //
 //go:embed *.json
 var FS embed.FS
+
+// schemaFiles are the JSON Schemas among FS (the OpenAPI document is not one).
+const schemaFiles = "*.schema.json"
+
+// OpenAPIFile is the OpenAPI 3.1 document of flowd's whole HTTP surface. Its schemas $ref
+// the JSON Schemas here by their $id (BaseURL + file name) rather than copying them.
+const OpenAPIFile = "openapi.json"
+
+// OpenAPI returns the OpenAPI document, as published.
+func OpenAPI() []byte {
+	b, err := FS.ReadFile(OpenAPIFile)
+	if err != nil {
+		panic("schemas: " + OpenAPIFile + " is not embedded: " + err.Error()) // a build defect
+	}
+	return b
+}
 
 // BaseURL is where schemas without their own $id are registered, so they can $ref each other
 // by file name.
@@ -62,7 +78,7 @@ func newCompiler() (*jsonschema.Compiler, map[string]string, error) {
 	// Formats (date-time, ...) are asserted: a malformed timestamp is an error, not a note.
 	c.AssertFormat()
 	c.UseLoader(embeddedOnly{})
-	names, err := fs.Glob(FS, "*.json")
+	names, err := fs.Glob(FS, schemaFiles)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -11,7 +11,7 @@ import (
 
 func TestEverySchemaCompiles(t *testing.T) {
 	t.Parallel()
-	names, err := fs.Glob(FS, "*.json")
+	names, err := fs.Glob(FS, schemaFiles)
 	if err != nil || len(names) == 0 {
 		t.Fatalf("no embedded schemas: %v", err)
 	}

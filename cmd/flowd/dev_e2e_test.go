@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/flowd/flowd/connectors/host/hosttest"
+	"github.com/flowd/flowd/controlplane"
 	"github.com/flowd/flowd/internal/envelope"
+	"github.com/flowd/flowd/schemas"
 )
 
 // hookAck is one webhook answer: its status and, for a 202, the execution it started.
@@ -217,5 +219,13 @@ func TestDevPicksUpInstalledConnectors(t *testing.T) {
 	st, body := p.post("/hooks/"+id, `{"n":21}`)
 	if st != http.StatusOK || fmt.Sprint(body["doubled"]) != "42" {
 		t.Fatalf("webhook through the installed connector: %d %v, want 200 with doubled 42", st, body)
+	}
+}
+
+// `flowd dev` serves the OpenAPI document on its one address, without a token.
+func TestDevServesTheOpenAPIDocument(t *testing.T) {
+	p := startPipeline(t)
+	if s, b := fetch(p.base + controlplane.PathOpenAPI); s != http.StatusOK || b != string(schemas.OpenAPI()) {
+		t.Fatalf("GET %s = %d %.300s", controlplane.PathOpenAPI, s, b)
 	}
 }
