@@ -31,15 +31,15 @@ type Handler func(stop, work context.Context, m kafka.Message) bool
 
 // Config configures Run; zero values take the defaults in brackets.
 type Config struct {
-	Name   string // for logs, and the consumer label of its metrics unless MetricsName is set
+	Name string // for logs, and the consumer label of its metrics unless MetricsName is set
 	// MetricsName is the consumer label of its metrics when Name is not bounded (it names a flow).
 	MetricsName string
 	// PerFlow says the reader's group and topic belong to one flow: their lag is exported only
 	// with the metrics' flow label on (metrics.SetFlowLabel).
 	PerFlow bool
 	Reader  *kafka.Reader
-	Handle Handler
-	Log    *slog.Logger // [slog.Default()]
+	Handle  Handler
+	Log     *slog.Logger // [slog.Default()]
 	// Concurrency bounds records being processed at once [64].
 	Concurrency int
 	// MaxUncommitted pauses fetching while this many fetched records cannot be committed yet
