@@ -11,6 +11,7 @@ import (
 // partition. Lag is the partition's high-water mark, as the last fetch saw it, minus the offset
 // the group committed; once every record is processed and committed it returns to 0.
 type Consumer struct {
+	off       bool // metrics off (SetEnabled): every method does nothing
 	processed prometheus.Counter
 	inFlight  prometheus.Gauge
 	group     string // "" when the group carries a flow id that SetFlowLabel does not allow
@@ -33,6 +34,9 @@ type lagState struct {
 // consumers) reading in group. perFlow says the group and topic belong to one flow (a partner
 // topic's): their lag is exported only when the flow label is on.
 func NewConsumer(name, group string, perFlow bool) *Consumer {
+	if off.Load() {
+		return &Consumer{off: true}
+	}
 	if perFlow && !flowLabel.Load() {
 		group = ""
 	}
@@ -46,6 +50,9 @@ func NewConsumer(name, group string, perFlow bool) *Consumer {
 
 // Fetched notes a fetched record: its partition's high-water mark, and that it is in flight.
 func (c *Consumer) Fetched(topic string, partition int, offset, highWaterMark int64) {
+	if c.off {
+		return
+	}
 	c.inFlight.Inc()
 	if c.group == "" {
 		return
@@ -59,6 +66,9 @@ func (c *Consumer) Fetched(topic string, partition int, offset, highWaterMark in
 
 // Processed notes a record finished (or given up at shutdown).
 func (c *Consumer) Processed(finished bool) {
+	if c.off {
+		return
+	}
 	c.inFlight.Dec()
 	if finished {
 		c.processed.Inc()
@@ -66,10 +76,17 @@ func (c *Consumer) Processed(finished bool) {
 }
 
 // Abandoned notes n fetched records dropped unprocessed at shutdown (delivered again).
-func (c *Consumer) Abandoned(n int) { c.inFlight.Sub(float64(n)) }
+func (c *Consumer) Abandoned(n int) {
+	if !c.off {
+		c.inFlight.Sub(float64(n))
+	}
+}
 
 // Committed notes that the group committed offset (the last processed record's) on a partition.
 func (c *Consumer) Committed(topic string, partition int, offset int64) {
+	if c.off {
+		return
+	}
 	if c.group == "" {
 		return
 	}
@@ -94,6 +111,9 @@ func (c *Consumer) part(topic string, partition int, offset int64) *lagState {
 
 // Close removes the consumer's lag series: another process reports its partitions from now on.
 func (c *Consumer) Close() {
+	if c.off {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k := range c.parts {

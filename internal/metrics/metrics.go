@@ -95,6 +95,16 @@ var (
 // flowLabel says whether flow ids are label values (SetFlowLabel).
 var flowLabel atomic.Bool
 
+// off says the metrics record nothing (SetEnabled).
+var off atomic.Bool
+
+// SetEnabled turns recording on (the default) or off (--metrics=false): off, every hook returns
+// at once, and flowd's metrics stay empty (the Go and process ones remain).
+func SetEnabled(on bool) { off.Store(!on) }
+
+// Enabled says whether the metrics record.
+func Enabled() bool { return !off.Load() }
+
 // SetFlowLabel turns the flow label of the execution metrics on or off (--metrics-flow-label).
 func SetFlowLabel(on bool) { flowLabel.Store(on) }
 
@@ -106,10 +116,18 @@ func flow(id string) string {
 }
 
 // WebhookAnswered counts one webhook request answered with status.
-func WebhookAnswered(status int) { webhooks.WithLabelValues(strconv.Itoa(status)).Inc() }
+func WebhookAnswered(status int) {
+	if off.Load() {
+		return
+	}
+	webhooks.WithLabelValues(strconv.Itoa(status)).Inc()
+}
 
 // WebhookBegun counts a webhook request in flight; the returned func ends it.
 func WebhookBegun() func() {
+	if off.Load() {
+		return func() {}
+	}
 	webhooksInFlight.Inc()
 	return webhooksInFlight.Dec
 }
@@ -117,6 +135,9 @@ func WebhookBegun() func() {
 // Produced records one producer call's time until acknowledgement; failed counts a produce
 // error too.
 func Produced(seconds float64, failed bool) {
+	if off.Load() {
+		return
+	}
 	if failed {
 		produceDuration.WithLabelValues("failed").Observe(seconds)
 		kafkaErrors.WithLabelValues("produce").Inc()
@@ -126,19 +147,35 @@ func Produced(seconds float64, failed bool) {
 }
 
 // KafkaError counts one failed Kafka request of op (fetch, commit).
-func KafkaError(op string) { kafkaErrors.WithLabelValues(op).Inc() }
+func KafkaError(op string) {
+	if off.Load() {
+		return
+	}
+	kafkaErrors.WithLabelValues(op).Inc()
+}
 
 // ExecutionStarted counts one execution the router started.
-func ExecutionStarted(flowID string) { executionsStarted.WithLabelValues(flow(flowID)).Inc() }
+func ExecutionStarted(flowID string) {
+	if off.Load() {
+		return
+	}
+	executionsStarted.WithLabelValues(flow(flowID)).Inc()
+}
 
 // ExecutionEnded counts one execution that ended with status.
 func ExecutionEnded(flowID, status string) {
+	if off.Load() {
+		return
+	}
 	executionsEnded.WithLabelValues(status, flow(flowID)).Inc()
 }
 
 // StepFinished records one step attempt's duration in seconds; errCode is its error's code, ""
 // when it succeeded.
 func StepFinished(connector, action string, seconds float64, errCode string) {
+	if off.Load() {
+		return
+	}
 	outcome := "succeeded"
 	if errCode != "" {
 		outcome = "failed"
@@ -148,13 +185,26 @@ func StepFinished(connector, action string, seconds float64, errCode string) {
 }
 
 // StepRetryDelayed counts one step attempt put on the delay queue.
-func StepRetryDelayed() { stepRetriesDelayed.Inc() }
+func StepRetryDelayed() {
+	if off.Load() {
+		return
+	}
+	stepRetriesDelayed.Inc()
+}
 
 // DeadLettered counts one record role sent to the dead-letter topic.
-func DeadLettered(role string) { deadLetters.WithLabelValues(role).Inc() }
+func DeadLettered(role string) {
+	if off.Load() {
+		return
+	}
+	deadLetters.WithLabelValues(role).Inc()
+}
 
 // PluginStarted counts one start of connector's plugin process; restart says one died before it.
 func PluginStarted(connector string, err error, restart bool) {
+	if off.Load() {
+		return
+	}
 	if err != nil {
 		pluginStarts.WithLabelValues(connector, "failed").Inc()
 		return
@@ -166,7 +216,12 @@ func PluginStarted(connector string, err error, restart bool) {
 }
 
 // PluginCrashed counts one death of connector's plugin process while in use.
-func PluginCrashed(connector string) { pluginCrashes.WithLabelValues(connector).Inc() }
+func PluginCrashed(connector string) {
+	if off.Load() {
+		return
+	}
+	pluginCrashes.WithLabelValues(connector).Inc()
+}
 
 // Handler serves the metrics in Prometheus' text format.
 func Handler() http.Handler { return promhttp.Handler() }

@@ -89,3 +89,23 @@ func TestExecutionsCarryTheFlowOnlyWhenAllowed(t *testing.T) {
 		t.Fatalf("flow label with the flag on: %v, want 1", got)
 	}
 }
+
+func TestOffRecordsNothing(t *testing.T) {
+	SetEnabled(false)
+	defer SetEnabled(true)
+	before := testutil.ToFloat64(executionsEnded.WithLabelValues("failed", ""))
+	ExecutionEnded("f", "failed")
+	StepFinished("c-off", "a", 1, "boom")
+	c := NewConsumer("off-consumer", "g-off", false)
+	c.Fetched("t", 0, 0, 9)
+	c.Close()
+	if got := testutil.ToFloat64(executionsEnded.WithLabelValues("failed", "")); got != before {
+		t.Fatalf("executions ended with metrics off: %v, want %v", got, before)
+	}
+	if got := testutil.ToFloat64(stepErrors.WithLabelValues("c-off", "a", "boom")); got != 0 {
+		t.Fatalf("step errors with metrics off: %v", got)
+	}
+	if got := testutil.ToFloat64(consumerLag.WithLabelValues("g-off", "t", "0")); got != 0 {
+		t.Fatalf("lag with metrics off: %v", got)
+	}
+}

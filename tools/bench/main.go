@@ -81,7 +81,7 @@ func main() {
 	flag.DurationVar(&o.ioDelay, "io-sink-delay", 20*time.Millisecond, "how long the sink takes to answer in the scale-out runs (0 and no -runner-bound-concurrency: skip them)")
 	flag.IntVar(&o.partitions, "partitions", 6, "--partitions of the roles (and of the limit's topic)")
 	flag.StringVar(&o.profileDir, "profile", "", "directory: also capture 10 s CPU profiles of the roles under load")
-	flag.StringVar(&phases, "phases", "limit,ingest,e2e,connector", "phases to run")
+	flag.StringVar(&phases, "phases", "limit,ingest,e2e,observability,connector", "phases to run")
 	flag.Parse()
 	for _, c := range strings.Split(clients, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(c))
@@ -132,6 +132,7 @@ type results struct {
 	PeakRSSMiB       map[string]float64 `json:"peakRssMiB,omitempty"`
 	RecordAuth       *recordAuth        `json:"recordAuthentication,omitempty"`
 	History          *historyResult     `json:"history,omitempty"`
+	Observability    *observability     `json:"observability,omitempty"`
 	Goals            []goal             `json:"goals,omitempty"`
 	Profiles         []string           `json:"profiles,omitempty"`
 }
@@ -215,6 +216,11 @@ func run(ctx context.Context, o options) error {
 	if o.phases["e2e"] {
 		if err := b.endToEnd(ctx); err != nil {
 			return fmt.Errorf("end to end: %w (role logs in %s)", err, logDir)
+		}
+	}
+	if o.phases["observability"] {
+		if err := b.observability(ctx); err != nil {
+			return fmt.Errorf("observability: %w (role logs in %s)", err, logDir)
 		}
 	}
 	if o.phases["connector"] {
