@@ -40,7 +40,7 @@ func connect(ctx context.Context, in *infra) (*conn, error) {
 	if err := startPprof(ctx, in.pprofAddr); err != nil {
 		return nil, err
 	}
-	metrics.SetEnabled(in.metrics)
+	metrics.SetEnabled(in.metrics == nil || *in.metrics)
 	metrics.SetFlowLabel(in.metricsFlowLabel)
 	if err := store.CheckPrefix(in.keyPrefix); err != nil {
 		return nil, fmt.Errorf("--redis-prefix: %w", err)

@@ -43,9 +43,11 @@ type infra struct {
 	requireReplication                   bool
 	keyPrefix                            string
 	pprofAddr                            string
-	metrics                              bool // metrics.SetEnabled
-	metricsFlowLabel                     bool // metrics.SetFlowLabel
-	busKeyFile                           string
+	// metrics is --metrics (metrics.SetEnabled); nil, as in an infra not made by register
+	// (flowd dev, tests), means on.
+	metrics          *bool
+	metricsFlowLabel bool // metrics.SetFlowLabel
+	busKeyFile       string
 	// Consumer group membership: how fast a dead member's partitions move to the others.
 	kafkaSessionTimeout, kafkaHeartbeat, kafkaRebalanceTimeout time.Duration
 	// redeliveryWindow: how long ended executions' bookkeeping outlives them (store.ExecPolicy).
@@ -95,7 +97,7 @@ func (in *infra) register(cmd *cobra.Command) {
 		"how long the router's message markers and the runners' run records outlive an execution; a record redelivered later than that after its execution ended runs again (env FLOWD_REDELIVERY_WINDOW; the same on every role)")
 	f.StringVar(&in.busKeyFile, "bus-key-file", envOr("FLOWD_BUS_KEY_FILE", ""), "file holding the key(s) that sign and verify records on flowd's topics; every role needs the same; or the keys themselves in "+busauth.EnvKey+" (env FLOWD_BUS_KEY_FILE)")
 	f.BoolVar(&in.partnerTopicsRestricted, "partner-topics-restricted", envBool("FLOWD_PARTNER_TOPICS_RESTRICTED", false), "tenants may use only the partner topics an administrator listed for them (PATCH /api/v1/tenants/{id}); without it, a tenant with no list may use any topic outside flowd's own (env FLOWD_PARTNER_TOPICS_RESTRICTED=true)")
-	f.BoolVar(&in.metrics, "metrics", envBool("FLOWD_METRICS", true), "record flowd's Prometheus metrics (served at /metrics); false leaves only the Go and process metrics (env FLOWD_METRICS=false)")
+	in.metrics = f.Bool("metrics", envBool("FLOWD_METRICS", true), "record flowd's Prometheus metrics (served at /metrics); false leaves only the Go and process metrics (env FLOWD_METRICS=false)")
 	f.BoolVar(&in.metricsFlowLabel, "metrics-flow-label", envBool("FLOWD_METRICS_FLOW_LABEL", false), "label the execution metrics with the flow id: one series per flow, and partner topics' consumer lag; off keeps the series bounded (env FLOWD_METRICS_FLOW_LABEL=true)")
 	f.StringVar(&in.pprofAddr, "pprof-addr", envOr("FLOWD_PPROF_ADDR", ""), "serve net/http/pprof on this separate address, e.g. 127.0.0.1:6060; off when empty (env FLOWD_PPROF_ADDR)")
 
