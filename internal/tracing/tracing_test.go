@@ -68,7 +68,7 @@ func remote(t *testing.T) trace.SpanContext {
 // On, a record carries its producer's span in signed headers, and its consumer's span is that
 // span's child.
 func TestHeadersCarryTheSpanAcrossARecord(t *testing.T) {
-	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	collector := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body) // takes any export: what is exported is the e2e test's concern
 	}))
 	defer collector.Close()
