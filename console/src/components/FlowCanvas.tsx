@@ -1,7 +1,7 @@
 // The flow's graph on a canvas (@xyflow/react): one card per node with an input handle and
 // one output handle per port, edges labelled with their port and condition. Read-only unless
 // onConnect is given; problems and an execution's path are drawn on it.
-import { useMemo } from "react";
+import { useEffect, useMemo } from "react";
 import {
   Background,
   Controls,
@@ -14,6 +14,7 @@ import {
   type Node,
   type NodeProps,
   type NodeChange,
+  useReactFlow,
 } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
 import type { Connector, FlowEdge, FlowNode, Problem } from "../api";
@@ -66,6 +67,16 @@ function Card({ data, selected }: NodeProps<CardNode>) {
 }
 
 const nodeTypes = { card: Card };
+
+/** FitOnGrowth keeps every node in view when nodes are added or removed. */
+function FitOnGrowth({ count }: { count: number }) {
+  const { fitView } = useReactFlow();
+  useEffect(() => {
+    const t = setTimeout(() => void fitView({ padding: 0.2, maxZoom: 1, duration: 0 }), 0);
+    return () => clearTimeout(t);
+  }, [count, fitView]);
+  return null;
+}
 
 /** handleOf is the output handle an edge leaves by: its port, else the node's first output. */
 function handleOf(e: FlowEdge, nodes: FlowNode[], connectors: Connector[]): string {
@@ -168,6 +179,7 @@ export function FlowCanvas(props: FlowCanvasProps) {
         deleteKeyCode={null}
         proOptions={{ hideAttribution: false }}
       >
+        <FitOnGrowth count={nodes.length} />
         <Background />
         <Controls showInteractive={false} />
       </ReactFlow>

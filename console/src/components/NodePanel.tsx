@@ -24,6 +24,20 @@ function uiFor(s: JSONSchema): UiSchema {
   return ui;
 }
 
+/** prune drops what a form holds but the user never gave: undefined values and empty objects. */
+export function prune(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(prune);
+  if (v === null || typeof v !== "object") return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) {
+    const p = prune(x);
+    if (p === undefined) continue;
+    if (p !== null && typeof p === "object" && !Array.isArray(p) && Object.keys(p).length === 0) continue;
+    out[k] = p;
+  }
+  return out;
+}
+
 interface NodePanelProps {
   node: FlowNode;
   connectors: Connector[];
@@ -132,8 +146,11 @@ export function NodePanel({ node, connectors, connections, problems, readOnly, o
             extraErrors={tree as never}
             showErrorList={false}
             noHtml5Validate
+            // Defaults are the server's business: optional objects (auth, ...) stay absent
+            // until filled in, and a form left alone sends back nothing it did not get.
+            experimental_defaultFormStateBehavior={{ emptyObjectFields: "skipDefaults" }}
             disabled={readOnly}
-            onChange={(e) => onChange({ ...node, config: (e.formData ?? {}) as Record<string, unknown> })}
+            onChange={(e) => onChange({ ...node, config: (prune(e.formData) ?? {}) as Record<string, unknown> })}
           />
         )}
       </fieldset>
