@@ -183,6 +183,36 @@ describe("console", { skip: skip || false }, () => {
     await page.context().close();
   });
 
+  test("the flows list searches, clones and deletes", async () => {
+    const run = Date.now().toString(36);
+    const doc = (name) => ({ name, graph: { nodes: [{ id: "hook", type: "trigger.webhook" }, { id: "answer", type: "respond", config: { status: 204 } }], edges: [{ source: "hook", target: "answer" }] } });
+    await api(flowd.base, flowd.admin, "POST", "/flows", doc(`invoices ${run}`));
+    await api(flowd.base, flowd.admin, "POST", "/flows", doc(`orders ${run}`));
+    const page = await newPage();
+    await signIn(page, flowd.base, flowd.admin);
+    await page.getByRole("searchbox", { name: "Search" }).fill(`invoices ${run}`);
+    const table = page.getByRole("table", { name: "Flows" });
+    await until("the search result", async () => (await table.locator("tbody tr").count()) === 1 && (await table.innerText()).includes(`invoices ${run}`));
+    assert.doesNotMatch(await table.innerText(), new RegExp(`orders ${run}`));
+
+    // Keyboard only: Tab to the row's Clone button, Enter.
+    const clone = page.getByRole("button", { name: `Clone invoices ${run}` });
+    await clone.focus();
+    await page.keyboard.press("Enter");
+    await page.waitForURL(/#\/flows\/[0-9a-f]+$/);
+    await page.getByRole("heading", { name: `invoices ${run} (copy)` }).waitFor();
+    const copy = (await api(flowd.base, flowd.admin, "GET", `/flows?search=${encodeURIComponent(`invoices ${run} (copy)`)}`)).data;
+    assert.equal(copy.length, 1);
+    assert.equal(copy[0].graph.nodes[1].config.status, 204, "the copy has the original's graph");
+
+    await page.getByRole("link", { name: "Flows", exact: true }).click();
+    await page.getByRole("searchbox", { name: "Search" }).fill(`(copy)`);
+    page.once("dialog", (d) => d.accept());
+    await page.getByRole("button", { name: `Delete invoices ${run} (copy)` }).click();
+    await until("the copy to be gone", async () => (await api(flowd.base, flowd.admin, "GET", `/flows/${copy[0].id}`, undefined, [200, 404])).errors !== undefined);
+    await until("the list to drop it", async () => !(await table.innerText()).includes(`invoices ${run} (copy)`));
+  });
+
   test("a tenant sees none of another tenant's flows, executions or connections", async () => {
     const run = Date.now().toString(36);
     const a = await tenantUser(flowd.base, flowd.admin, `tenant-a-${run}`);

@@ -14,6 +14,7 @@ import {
   type Node,
   type NodeProps,
   type NodeChange,
+  type EdgeChange,
   useReactFlow,
 } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
@@ -150,9 +151,20 @@ export function FlowCanvas(props: FlowCanvasProps) {
     [edges, nodes, connectors, edgeProblems, path, selectedEdge],
   );
 
+  // Selection comes through changes too, so a node focused with Tab and picked with Enter
+  // opens its panel as a click does.
   function onNodesChange(changes: NodeChange<CardNode>[]) {
     for (const c of changes) {
       if (c.type === "position" && c.position) props.onMove?.(c.id, c.position);
+      if (c.type === "select" && c.selected && c.id !== selectedNode) props.onSelectNode?.(c.id);
+    }
+  }
+
+  function onEdgesChange(changes: EdgeChange[]) {
+    for (const c of changes) {
+      if (c.type !== "select" || !c.selected) continue;
+      const i = rfEdges.findIndex((e) => e.id === c.id);
+      if (i >= 0 && i !== selectedEdge) props.onSelectEdge?.(i);
     }
   }
 
@@ -168,6 +180,7 @@ export function FlowCanvas(props: FlowCanvasProps) {
         edges={rfEdges}
         nodeTypes={nodeTypes}
         onNodesChange={onNodesChange}
+        onEdgesChange={onEdgesChange}
         onConnect={editable ? onConnect : undefined}
         nodesConnectable={editable}
         onNodeClick={(_, n) => props.onSelectNode?.(n.id)}
