@@ -48,8 +48,8 @@ function freePort() {
     const s = createServer();
     s.once("error", fail);
     s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
+      const addr = s.address();
+      s.close(() => ok(typeof addr === "object" && addr ? addr.port : 0));
     });
   });
 }

@@ -6,6 +6,7 @@ import type { RJSFSchema, UiSchema } from "@rjsf/utils";
 import validator from "@rjsf/validator-ajv8";
 import type { Connection, Connector, FlowEdge, FlowNode, JSONSchema, Problem } from "../api";
 import { fieldErrors, type ErrorTree } from "../lib/problems";
+import { prune } from "../lib/config";
 import { configSchema, nodeLabel, nodeSubtitle } from "../lib/nodeTypes";
 
 /** formSchema prepares a schema for the form: flowd's schemas name draft 2020-12, whose meta-schema the form's validator does not load; the API validates anyway. */
@@ -22,20 +23,6 @@ function uiFor(s: JSONSchema): UiSchema {
     if (p["x-flowd-raw"] || (typeof p.maxLength === "number" && p.maxLength > 4096)) ui[k] = { "ui:widget": "textarea" };
   }
   return ui;
-}
-
-/** prune drops what a form holds but the user never gave: undefined values and empty objects. */
-export function prune(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(prune);
-  if (v === null || typeof v !== "object") return v;
-  const out: Record<string, unknown> = {};
-  for (const [k, x] of Object.entries(v)) {
-    const p = prune(x);
-    if (p === undefined) continue;
-    if (p !== null && typeof p === "object" && !Array.isArray(p) && Object.keys(p).length === 0) continue;
-    out[k] = p;
-  }
-  return out;
 }
 
 interface NodePanelProps {
