@@ -6,7 +6,7 @@ BIN = bin
 GOLANGCI_LINT_VERSION ?= v2.15.0
 GOLANGCI_LINT = .cache/bin/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
-.PHONY: all build test test-in-rig test-unit fmt-check vet lint bench run clean generate
+.PHONY: all build console test test-in-rig test-unit test-console fmt-check vet lint bench run clean generate
 
 # Connector protocol code generators, pinned and built into .cache/bin like golangci-lint.
 # protoc itself comes from Debian (apt-get install protobuf-compiler).
@@ -28,13 +28,44 @@ MODULES = . connectors/sdk
 # Built-in connectors: every connectors/<name>/ with a main.go becomes bin/connectors/<name>.
 CONNECTORS = $(patsubst %/main.go,%,$(wildcard connectors/*/main.go))
 
+# The web console (console/, a Vite + TypeScript + React app): npm builds it into console/dist,
+# which the flowd binary embeds (package console). The stamp is touched after a build that
+# succeeded, so the app is rebuilt only when its sources change; npm ci runs again only when
+# package-lock.json is newer than the install (node_modules/.package-lock.json, which npm writes).
+NPM ?= npm
+CONSOLE_APP = $(wildcard console/package.json)
+CONSOLE_STAMP = console/dist/.stamp
+CONSOLE_INSTALL = console/node_modules/.package-lock.json
+CONSOLE_SRC = $(shell find console/src console/public -type f 2>/dev/null) \
+	$(wildcard console/index.html console/package.json console/package-lock.json console/vite.config.ts console/tsconfig*.json)
+
 all: build
 
-build:
+build: console
 	$(GO) build -o $(BIN)/flowd ./cmd/flowd
 ifneq ($(CONNECTORS),)
 	@mkdir -p $(BIN)/connectors
 	$(GO) build -o $(BIN)/connectors/ $(addprefix ./,$(CONNECTORS))
+endif
+
+ifneq ($(CONSOLE_APP),)
+console: $(CONSOLE_STAMP)
+
+# Vite empties console/dist first: the placeholder go:embed needs without a build is put back.
+# A dist that lost its index.html (emptied by hand) is built again whatever the stamp says.
+$(CONSOLE_STAMP): $(CONSOLE_INSTALL) $(CONSOLE_SRC) $(if $(wildcard console/dist/index.html),,console-force)
+	cd console && $(NPM) run build
+	@touch console/dist/.gitkeep $@
+
+.PHONY: console-force
+console-force:
+
+$(CONSOLE_INSTALL): console/package-lock.json
+	cd console && $(NPM) ci --no-audit --no-fund
+	@mkdir -p $(@D) && touch $@
+else
+console:
+	@echo "console/package.json not found: the binary embeds no console (/ answers 503)" >&2
 endif
 
 # test: every check, with the integration tests running against a real Kafka broker and a real
@@ -43,11 +74,23 @@ test:
 	tools/rig/with-rig.sh $(MAKE) --no-print-directory test-in-rig
 
 # test-in-rig is what `make test` runs inside the rig; on its own it would skip the
-# integration tests, so it refuses to run without the rig.
-test-in-rig: fmt-check vet
+# integration tests, so it refuses to run without the rig. The console's unit tests run before
+# the Go tests, its browser tests (test-console) after them.
+test-in-rig: fmt-check vet console
 	@test -n "$$FLOWD_REQUIRE_RIG" || { echo "test-in-rig runs inside the rig: use 'make test'" >&2; exit 2; }
+	$(if $(CONSOLE_APP),cd console && $(NPM) test)
 	@echo "go test: kafka $$FLOWD_TEST_KAFKA_VERSION at $$FLOWD_TEST_KAFKA_BROKERS, redis at $$FLOWD_TEST_REDIS_URL"
 	tools/gotest.sh -race -count=1
+	$(MAKE) --no-print-directory test-console
+
+# test-console: the console's browser tests (console/e2e). They start a `flowd dev` of their own
+# from the binary and connectors built here, and leave screenshots in console/test-results/.
+test-console: build
+ifneq ($(CONSOLE_APP),)
+	cd console && FLOWD_BIN=$(CURDIR)/$(BIN)/flowd FLOWD_CONNECTORS_DIR=$(CURDIR)/$(BIN)/connectors $(NPM) run e2e
+else
+	@echo "console/package.json not found: no browser tests to run" >&2
+endif
 
 # test-unit: no rig; the integration tests skip and say so.
 test-unit:
@@ -60,8 +103,11 @@ fmt-check:
 vet:
 	for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 
-lint: $(GOLANGCI_LINT)
+lint: $(GOLANGCI_LINT) $(if $(CONSOLE_APP),$(CONSOLE_INSTALL))
 	for m in $(MODULES); do (cd $$m && $(CURDIR)/$(GOLANGCI_LINT) run ./...) || exit 1; done
+	@if [ -n "$(CONSOLE_APP)" ] && node -e 'process.exit(require("./console/package.json").scripts?.lint ? 0 : 1)'; then \
+		echo "cd console && $(NPM) run lint"; cd console && $(NPM) run lint; \
+	fi
 
 $(GOLANGCI_LINT):
 	GOBIN=$(CURDIR)/.cache/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
@@ -101,5 +147,8 @@ bench: build
 run: build
 	$(BIN)/flowd dev --example deployments/examples/hello-flow.json
 
+# clean leaves console/dist as a fresh checkout has it: the placeholder alone.
 clean:
 	rm -rf $(BIN)
+	find console/dist -mindepth 1 -maxdepth 1 ! -name .gitkeep -exec rm -rf {} +
+	@touch console/dist/.gitkeep

@@ -93,3 +93,6 @@ require (
 )
 
 replace github.com/flowd/flowd/connectors/sdk => ./connectors/sdk
+
+// Some npm packages ship .go files: ./... never walks the console's npm install.
+ignore ./console/node_modules

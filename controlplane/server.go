@@ -1,15 +1,18 @@
-// Package api is flowd's control plane over HTTP (fiber): the flow repository, identity and
-// tokens, under /api/v1 and, for clients of the FlowMate partner API, also at /flows and /users.
+// Package controlplane is flowd's control plane over HTTP (fiber): the flow repository,
+// identity and tokens, under /api/v1 and, for clients of the FlowMate partner API, also at
+// /flows and /users; and the web console at /.
 package controlplane
 
 import (
 	"context"
+	"io/fs"
 	"log/slog"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/flowd/flowd/connectors/catalog"
+	"github.com/flowd/flowd/console"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/health"
 	"github.com/flowd/flowd/internal/kafkax"
@@ -59,6 +62,9 @@ type Config struct {
 	DeadLetters DeadLetters
 	// Health answers /livez, /healthz and /readyz; by default ready while the store answers.
 	Health *health.Checker
+	// Console is the web console's built files (console.Files), served at / and /assets
+	// without a token: the app asks for one itself. Nil serves no console.
+	Console fs.FS
 }
 
 // Server holds the handlers' dependencies.
@@ -136,6 +142,11 @@ func New(cfg Config) *fiber.App {
 	s.mountFlows(app)
 	app.Get("/users", s.listUsersFlowMate)
 	app.Get("/users/:id", s.getUser)
+
+	// Last: its top-level route takes only the app's own files and passes any other name on.
+	if cfg.Console != nil {
+		console.Mount(app, cfg.Console)
+	}
 
 	app.Use(notFoundRoute)
 	*routes = *newRouteTable(app)

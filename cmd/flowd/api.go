@@ -15,9 +15,9 @@ func newAPICmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "api",
 		Short: "Run the control plane: flow repository, identity and tokens (/api/v1)",
-		Long: `flowd api serves /api/v1. It validates flows against the manifests of the connectors in
---connectors-dir, which it rereads on SIGHUP (kill -HUP <pid>) after connectors are installed,
-upgraded or removed.`,
+		Long: `flowd api serves /api/v1 and the web console at / (unless --console=false). It validates
+flows against the manifests of the connectors in --connectors-dir, which it rereads on SIGHUP
+(kill -HUP <pid>) after connectors are installed, upgraded or removed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opt.adminToken = envOr("FLOWD_ADMIN_TOKEN", "")
@@ -36,6 +36,7 @@ upgraded or removed.`,
 	cmd.Flags().IntVar(&opt.bodyLimit, "body-limit", envInt("FLOWD_BODY_LIMIT", controlplane.DefaultBodyLimit), "largest request body in bytes (env FLOWD_BODY_LIMIT)")
 	cmd.Flags().BoolVar(&opt.autoConfirm, "confirm-lifecycle", envBool("FLOWD_CONFIRM_LIFECYCLE", false), "confirm flow start/stop in the api role itself (only for deployments without a router) (env FLOWD_CONFIRM_LIFECYCLE=true)")
 	cmd.Flags().DurationVar(&opt.lifecycleWait, "lifecycle-wait", envDuration("FLOWD_LIFECYCLE_WAIT", 10*time.Second), "how long start/stop wait for the router's confirmation before answering 202 (env FLOWD_LIFECYCLE_WAIT)")
+	registerConsole(cmd, &opt.console)
 	opt.deadLetters.register(cmd)
 	opt.notify.register(cmd, "")
 	return cmd

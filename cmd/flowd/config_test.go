@@ -154,7 +154,7 @@ func withoutOwnEnv(usage string) string {
 }
 
 var (
-	ownEnvAlone = regexp.MustCompile(` \(env FLOWD_[A-Z0-9_]+(=true)?\)$`)
+	ownEnvAlone = regexp.MustCompile(` \(env FLOWD_[A-Z0-9_]+(=true|=false)?\)$`)
 	ownEnvLast  = regexp.MustCompile(`; env FLOWD_[A-Z0-9_]+\)`)
 	ownEnvFirst = regexp.MustCompile(`\(env FLOWD_[A-Z0-9_]+; `)
 )

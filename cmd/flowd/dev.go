@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -60,6 +61,7 @@ reloads at once.`,
 	cmd.Flags().StringVar(&example, "example", envOr("FLOWD_EXAMPLE", ""), "flow document (JSON or YAML) to load at start unless a flow of that name exists (env FLOWD_EXAMPLE)")
 	cmd.Flags().StringVar(&opt.connectorsDir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries (env FLOWD_CONNECTORS_DIR)")
 	cmd.Flags().IntVar(&opt.bodyLimit, "body-limit", envInt("FLOWD_BODY_LIMIT", 1<<20), "largest request body in bytes (env FLOWD_BODY_LIMIT)")
+	registerConsole(cmd, &opt.console)
 	// Loopback by default: the example flow calls the dev echo route on 127.0.0.1.
 	connectors.register(cmd, "loopback")
 	opt.notify.register(cmd, "loopback")
@@ -123,6 +125,9 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 		if printToken {
 			fmt.Fprintf(out, "Administrator token: %s\n", tok)
 		}
+		if line := consoleLine(all.console, all.consoleBuilt, base); line != "" {
+			fmt.Fprintln(out, line)
+		}
 		fmt.Fprintf(out, "\nList flows:\n  curl -sg %s '%s/api/v1/flows?page[size]=10'\n", curlAuth(tok), base)
 		if example == "" {
 			fmt.Fprintln(out, "\nPress Ctrl-C to stop.")
@@ -151,6 +156,9 @@ type everything struct {
 	roles  *running
 	// health is the whole process's readiness, answered on the one listener.
 	health *health.Checker
+	// console is the web console the API serves (nil: none), and whether it is built.
+	console      fs.FS
+	consoleBuilt bool
 
 	stopWatch func() // stops the connectors dir watcher
 	// stopTracing flushes the spans of every role, once they have stopped.
@@ -213,10 +221,11 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions
 		return nil, err
 	}
 	e.health = health.New(c.probes()...)
+	e.console, e.consoleBuilt = webConsole(opt.console)
 	apiApp := controlplane.New(controlplane.Config{
 		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: e.cat, Secrets: keys,
 		LifecycleWait: 10 * time.Second, DevEcho: true, ReservedTopic: c.kcfg.Reserved, DeadLetters: dls,
-		Health: e.health,
+		Health: e.health, Console: e.console,
 	})
 	// The roles are built and run exactly as `flowd ingest`, `flowd router` and `flowd runner`
 	// build and run them (roles.go), with their default settings.

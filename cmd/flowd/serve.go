@@ -229,6 +229,7 @@ type apiOptions struct {
 	autoConfirm   bool
 	lifecycleWait time.Duration
 	devEcho       bool
+	console       bool // serve the web console at /
 	deadLetters   deadLetterOptions
 	notify        notifyOptions
 	// onReady runs once the API listens, with the admin token to print (empty if not new).
@@ -280,12 +281,20 @@ func serveAPI(ctx context.Context, in *infra, opt apiOptions) error {
 	}
 	defer roles.stop()
 	chk := health.New(c.probes()...)
+	consoleFS, consoleBuilt := webConsole(opt.console)
 	app := controlplane.New(controlplane.Config{
 		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: cat, Secrets: keys,
 		AutoConfirm: opt.autoConfirm, LifecycleWait: opt.lifecycleWait, DevEcho: opt.devEcho, ReservedTopic: c.kcfg.Reserved,
-		PartnerTopicsRestricted: in.partnerTopicsRestricted, DeadLetters: dls, Health: chk,
+		PartnerTopicsRestricted: in.partnerTopicsRestricted, DeadLetters: dls, Health: chk, Console: consoleFS,
 	})
 	return listenAndServe(ctx, app, chk, opt.addr, func() {
+		switch {
+		case consoleFS == nil:
+		case consoleBuilt:
+			c.log.Info("web console", "url", "http://"+opt.addr+"/")
+		default:
+			c.log.Info("web console not built into this binary: run make build; / answers 503 until then")
+		}
 		if opt.onReady != nil {
 			opt.onReady(token)
 		}

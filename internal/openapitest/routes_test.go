@@ -3,6 +3,7 @@ package openapitest_test
 import (
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/redis/go-redis/v9"
 
@@ -25,8 +26,11 @@ func TestRoutesMatchTheDocument(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	t.Cleanup(func() { _ = rdb.Close() })
 	st := store.New(rdb, "routes:")
-	// DevEcho: `flowd dev` serves /dev/echo too, and the document has it.
-	api := controlplane.New(controlplane.Config{Store: st, DevEcho: true})
+	// DevEcho and Console: `flowd dev` serves /dev/echo and the console too, and the document has them.
+	api := controlplane.New(controlplane.Config{Store: st, DevEcho: true, Console: fstest.MapFS{
+		"index.html": {Data: []byte("<!doctype html>")}, "favicon.svg": {Data: []byte("<svg/>")},
+		"assets/index-1.js": {Data: []byte("")},
+	}})
 	in, err := ingest.New(ingest.Config{Store: st, Kafka: kafkax.Config{Brokers: []string{"127.0.0.1:1"}, RecordKeys: testrig.RecordKeys()}})
 	if err != nil {
 		t.Fatal(err)
