@@ -137,6 +137,8 @@ export interface Connection {
 }
 
 export interface Stats {
+  from?: string;
+  to?: string;
   perMinute: { minute: string; success: number; error: number; ignored: number }[];
   totals: { success: number; error: number; ignored: number };
   allTime: { success: number; error: number; ignored: number };

@@ -25,6 +25,8 @@ command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v flock >/dev/null 2>&1 || missing+=(util-linux)
+# The console's browser tests drive Debian's Chromium (FLOWD_CHROMIUM names another).
+[ -n "${FLOWD_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo=sudo

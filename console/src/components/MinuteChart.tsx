@@ -3,18 +3,14 @@ import { useEffect, useRef } from "react";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import type { Stats } from "../api";
+import { minuteSeries } from "../lib/series";
 
 export function MinuteChart({ stats }: { stats: Stats }) {
   const el = useRef<HTMLDivElement>(null);
   useEffect(() => {
     if (!el.current) return;
-    const rows = stats.perMinute;
-    const data: uPlot.AlignedData = [
-      rows.map((r) => Date.parse(r.minute) / 1000),
-      rows.map((r) => r.success),
-      rows.map((r) => r.error),
-      rows.map((r) => r.ignored),
-    ];
+    const s = minuteSeries(stats);
+    const data: uPlot.AlignedData = [s.minutes, s.success, s.error, s.ignored];
     const plot = new uPlot(
       {
         width: Math.max(el.current.clientWidth, 320),
@@ -23,9 +19,9 @@ export function MinuteChart({ stats }: { stats: Stats }) {
         axes: [{}, { label: "per minute" }],
         series: [
           {},
-          { label: "succeeded", stroke: "#1b7f3b", width: 2, points: { show: true } },
-          { label: "failed", stroke: "#c0262d", width: 2, points: { show: true } },
-          { label: "ignored", stroke: "#7a7f87", width: 2, points: { show: true } },
+          { label: "succeeded", stroke: "#1b7f3b", width: 2 },
+          { label: "failed", stroke: "#c0262d", width: 2 },
+          { label: "ignored", stroke: "#7a7f87", width: 2 },
         ],
       },
       data,
