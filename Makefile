@@ -80,7 +80,9 @@ test-in-rig: fmt-check vet console
 	@test -n "$$FLOWD_REQUIRE_RIG" || { echo "test-in-rig runs inside the rig: use 'make test'" >&2; exit 2; }
 	$(if $(CONSOLE_APP),cd console && $(NPM) test)
 	@echo "go test: kafka $$FLOWD_TEST_KAFKA_VERSION at $$FLOWD_TEST_KAFKA_BROKERS, redis at $$FLOWD_TEST_REDIS_URL"
-	tools/gotest.sh -race -count=1
+	@# The whole-stack packages (cmd/flowd, internal/e2e) take minutes on two cores; a busy
+	@# machine must not turn go test's default 10-minute limit into a failure.
+	tools/gotest.sh -race -count=1 -timeout 25m
 	$(MAKE) --no-print-directory test-console
 
 # test-console: the console's browser tests (console/e2e). They start a `flowd dev` of their own

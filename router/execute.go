@@ -662,9 +662,7 @@ func (r *Router) produce(ctx context.Context, execID, msgID string, recs []store
 		return fmt.Errorf("schedule %d record(s) of %s: %w", len(later), execID, err)
 	}
 	if len(later) > 0 {
-		for range later {
-			metrics.StepRetryDelayed()
-		}
+		metrics.StepRetriesDelayed(len(later))
 		r.delays.kick()
 	}
 	if err := r.write(ctx, msgs); err != nil {

@@ -184,12 +184,12 @@ func StepFinished(connector, action string, seconds float64, errCode string) {
 	stepDuration.WithLabelValues(connector, action, outcome).Observe(seconds)
 }
 
-// StepRetryDelayed counts one step attempt put on the delay queue.
-func StepRetryDelayed() {
+// StepRetriesDelayed counts n step attempts put on the delay queue.
+func StepRetriesDelayed(n int) {
 	if off.Load() {
 		return
 	}
-	stepRetriesDelayed.Inc()
+	stepRetriesDelayed.Add(float64(n))
 }
 
 // DeadLettered counts one record role sent to the dead-letter topic.

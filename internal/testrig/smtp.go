@@ -41,36 +41,11 @@ func SMTP(t testing.TB) *SMTPServer {
 		}
 		t.Skip(msg)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
+	addr := freeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
-	dir := t.TempDir()
-	maildir := filepath.Join(dir, "mail")
+	maildir := filepath.Join(t.TempDir(), "mail")
 	cmd := exec.Command(python, "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:"+port, "-c", "aiosmtpd.handlers.Mailbox", maildir)
-	logs := &LogBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("aiosmtpd did not listen on %s: %v\n%s", addr, err, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond) // polling the port with a deadline
-	}
+	startServer(t, "aiosmtpd", cmd, 20*time.Second, listening(addr))
 	return &SMTPServer{Addr: addr, maildir: maildir}
 }
 
