@@ -213,6 +213,39 @@ describe("console", { skip: skip || false }, () => {
     await until("the list to drop it", async () => !(await table.innerText()).includes(`invoices ${run} (copy)`));
   });
 
+  test("connections are created, edited and deleted, their secrets masked", async () => {
+    const run = Date.now().toString(36);
+    const u = await tenantUser(flowd.base, flowd.admin, `conn-${run}`);
+    const page = await newPage();
+    await signIn(page, flowd.base, u.token);
+    await page.getByRole("link", { name: "Connections" }).click();
+    await page.getByRole("button", { name: "New connection" }).click();
+    const form = page.getByRole("form", { name: "New connection" });
+    await form.getByLabel("Name").fill("crm");
+    await form.getByLabel("Type").selectOption("bearer");
+    await form.getByLabel(/^Data/).fill(JSON.stringify({ token: "s3cret-value" }));
+    await form.getByRole("button", { name: "Create" }).click();
+    await page.getByRole("cell", { name: "crm", exact: true }).waitFor();
+    assert.doesNotMatch(await page.locator("main").innerText(), /s3cret-value/);
+    assert.match(await page.getByRole("table", { name: "Connections" }).innerText(), /\*\*\*\*/);
+
+    // Renamed; the masked secret sent back keeps the stored one.
+    await page.getByRole("button", { name: "Edit crm" }).click();
+    const edit = page.getByRole("form", { name: "Edit connection" });
+    await edit.getByLabel("Name").fill("crm prod");
+    await edit.getByRole("button", { name: "Save" }).click();
+    await page.getByRole("cell", { name: "crm prod", exact: true }).waitFor();
+    const stored = (await api(flowd.base, u.token, "GET", "/connections")).data;
+    assert.deepEqual(stored.map((c) => [c.name, c.type]), [["crm prod", "bearer"]]);
+    assert.equal(stored[0].data.token, "****");
+
+    page.once("dialog", (d) => d.accept());
+    await page.getByRole("button", { name: "Delete crm prod" }).click();
+    await page.getByText("No connections yet.").waitFor();
+    assert.deepEqual((await api(flowd.base, u.token, "GET", "/connections")).data, []);
+    await shot(page, "11-connections");
+  });
+
   test("a tenant sees none of another tenant's flows, executions or connections", async () => {
     const run = Date.now().toString(36);
     const a = await tenantUser(flowd.base, flowd.admin, `tenant-a-${run}`);
