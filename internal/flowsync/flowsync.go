@@ -51,7 +51,6 @@ type Change struct {
 	// Revision is the server flow's revision when the plan was made: the update is sent with
 	// If-Match, so a flow edited since is not overwritten.
 	Revision int
-	Status   string   // the server flow's status when the plan was made
 	Fields   []string // update: the fields that differ, in schema order
 	Doc      []byte   // create: the document to send
 	Patch    []byte   // update: the JSON merge patch (RFC 7396) of the differing fields
@@ -181,7 +180,7 @@ func Make(srcs []Source, current []flowdoc.Flow, opts Options) (*Plan, error) {
 	slices.SortStableFunc(rest, func(a, b *flowdoc.Flow) int { return strings.Compare(a.Name, b.Name) })
 	for _, f := range rest {
 		if opts.Prune {
-			p.Changes = append(p.Changes, Change{Op: Delete, Name: f.Name, ID: f.ID, Revision: f.Revision, Status: f.Status})
+			p.Changes = append(p.Changes, Change{Op: Delete, Name: f.Name, ID: f.ID, Revision: f.Revision})
 		} else {
 			p.Untracked = append(p.Untracked, f.Name)
 		}
@@ -191,7 +190,7 @@ func Make(srcs []Source, current []flowdoc.Flow, opts Options) (*Plan, error) {
 
 // diff compares a file's flow with the server's flow of its name.
 func diff(s Source, cur *flowdoc.Flow, self []flowdoc.Owner) (Change, error) {
-	c := Change{Op: Unchanged, Name: s.Flow.Name, Path: s.Path, ID: cur.ID, Revision: cur.Revision, Status: cur.Status}
+	c := Change{Op: Unchanged, Name: s.Flow.Name, Path: s.Path, ID: cur.ID, Revision: cur.Revision}
 	want, err := content(s.Flow)
 	if err != nil {
 		return c, err
