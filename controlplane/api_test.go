@@ -535,6 +535,23 @@ func TestConcurrentPatchesNeverLoseAnUpdate(t *testing.T) {
 	}
 }
 
+// DELETE with If-Match deletes only the revision the caller saw: a flow edited since stays.
+func TestDeleteHonoursIfMatch(t *testing.T) {
+	e := newEnv(t)
+	id := e.must(201, e.call("POST", "/api/v1/flows", e.admin, readmeFlow(t))).data()["id"].(string)
+	e.must(200, e.call("PATCH", "/api/v1/flows/"+id, e.admin, map[string]any{"description": "edited"}))
+	r := e.call("DELETE", "/api/v1/flows/"+id, e.admin, nil, "If-Match", `"1"`)
+	if r.status != 412 || !strings.Contains(string(r.raw), "revision_mismatch") {
+		t.Fatalf("stale If-Match: %d %s", r.status, r.raw)
+	}
+	if f := e.must(200, e.call("GET", "/api/v1/flows/"+id, e.admin, nil)).data(); f["description"] != "edited" {
+		t.Fatalf("the flow changed: %v", f)
+	}
+	e.must(400, e.call("DELETE", "/api/v1/flows/"+id, e.admin, nil, "If-Match", "two"))
+	e.must(204, e.call("DELETE", "/api/v1/flows/"+id, e.admin, nil, "If-Match", `"2"`))
+	e.must(404, e.call("GET", "/api/v1/flows/"+id, e.admin, nil))
+}
+
 func TestIdentityAndFlowMateRoutes(t *testing.T) {
 	e := newEnv(t)
 	ta := e.tenant("acme")

@@ -480,12 +480,21 @@ func (s *Server) deleteFlow(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	want, err := ifMatch(c)
+	if err != nil {
+		return err
+	}
 	err = s.st.DeleteFlow(c.UserContext(), c.Params("id"), func(cur *flowdoc.Flow) ([]events.Event, error) {
 		if !canSeeFlow(p, cur) {
 			return nil, errHidden
 		}
 		if !flowdoc.Editable(cur.Status) {
 			return nil, conflict(cur, "delete")
+		}
+		// A flow changed since the caller looked at it is not deleted behind their back.
+		if want != 0 && want != cur.Revision {
+			return nil, fail(fiber.StatusPreconditionFailed, problem.New("revision_mismatch", "If-Match",
+				"the flow is at revision %d, not %d; fetch it again before deleting it", cur.Revision, want))
 		}
 		return []events.Event{s.event(events.FlowDeleted, cur, p)}, nil
 	})

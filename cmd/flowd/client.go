@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -29,6 +30,11 @@ func newClient(base, token string) *apiClient {
 
 // do sends a request and decodes `data` into out; API errors become one readable error.
 func (c *apiClient) do(ctx context.Context, method, path, ctype string, body []byte, out any) error {
+	return c.send(ctx, method, path, ctype, nil, body, out)
+}
+
+// send is do with extra request headers (name, value pairs), e.g. If-Match.
+func (c *apiClient) send(ctx context.Context, method, path, ctype string, headers []string, body []byte, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -36,6 +42,9 @@ func (c *apiClient) do(ctx context.Context, method, path, ctype string, body []b
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -47,13 +56,14 @@ func (c *apiClient) do(ctx context.Context, method, path, ctype string, body []b
 		return fmt.Errorf("%s %s: read response: %w", method, path, err)
 	}
 	if resp.StatusCode >= 300 {
+		ae := &apiError{method: method, path: path, status: resp.StatusCode, statusText: resp.Status}
 		var e struct {
 			Errors problem.List `json:"errors"`
 		}
-		if json.Unmarshal(raw, &e) == nil && len(e.Errors) > 0 {
-			return fmt.Errorf("%s %s: %d: %w", method, path, resp.StatusCode, e.Errors)
+		if json.Unmarshal(raw, &e) == nil {
+			ae.problems = e.Errors
 		}
-		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+		return ae
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil // a 204 (a deletion) has no body to decode
@@ -65,6 +75,36 @@ func (c *apiClient) do(ctx context.Context, method, path, ctype string, body []b
 		return fmt.Errorf("%s %s: decode response: %w", method, path, err)
 	}
 	return json.Unmarshal(env.Data, out)
+}
+
+// apiError is an answer with an error status, so callers can tell a 412 from a 409.
+type apiError struct {
+	method, path, statusText string
+	status                   int
+	problems                 problem.List
+}
+
+func (e *apiError) Error() string {
+	if len(e.problems) > 0 {
+		return fmt.Sprintf("%s %s: %d: %s", e.method, e.path, e.status, e.problems)
+	}
+	return fmt.Sprintf("%s %s: %s", e.method, e.path, e.statusText)
+}
+
+func (e *apiError) Unwrap() error {
+	if len(e.problems) == 0 {
+		return nil
+	}
+	return e.problems
+}
+
+// statusOf is the HTTP status of an API error, 0 for any other error.
+func statusOf(err error) int {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.status
+	}
+	return 0
 }
 
 // exampleBase is the address example flows use for routes of flowd dev itself.

@@ -204,6 +204,40 @@ func readDoc(stdin io.Reader, file string) ([]byte, error) {
 	return doc, nil
 }
 
+// localChecks are the checks the API runs on a flow document, done offline: schema, graph,
+// expressions, and the connectors installed in connectorsDir (names, actions, config schemas).
+// Notes on what cannot be checked go to stderr; the one about an empty connectors directory
+// only when noteEmpty.
+func localChecks(cmd *cobra.Command, connectorsDir, topicPrefix string, noteEmpty bool) (flowdoc.Options, error) {
+	stderr := cmd.ErrOrStderr()
+	// A directory named on purpose must be there; the default may be absent.
+	if cmd.Flags().Changed("connectors-dir") {
+		if _, err := os.Stat(connectorsDir); err != nil {
+			return flowdoc.Options{}, fmt.Errorf("--connectors-dir: %w", err)
+		}
+	}
+	cat, err := catalog.Load(cmd.Context(), connectorsDir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return flowdoc.Options{}, err
+	}
+	skipped := cat.Skipped()
+	for _, name := range slices.Sorted(maps.Keys(skipped)) {
+		fmt.Fprintf(stderr, "%s: connector skipped: %v\n", filepath.Join(connectorsDir, name), skipped[name])
+	}
+	opts := cat.ValidationOptions()
+	if cat.Len() == 0 && noteEmpty {
+		fmt.Fprintf(stderr, "no connectors in %s: connector nodes are not checked (pass --connectors-dir)\n", connectorsDir)
+	}
+	opts.ReservedTopic = kafkax.Config{TopicPrefix: topicPrefix}.Reserved
+	return opts, nil
+}
+
+// checkFlags registers the flags of localChecks.
+func checkFlags(cmd *cobra.Command, topicPrefix, connectorsDir *string) {
+	cmd.Flags().StringVar(topicPrefix, "topic-prefix", envOr("FLOWD_TOPIC_PREFIX", kafkax.DefaultTopicPrefix), "the deployment's topic prefix: flows may not name its topics (env FLOWD_TOPIC_PREFIX)")
+	cmd.Flags().StringVar(connectorsDir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries to check connector nodes against (env FLOWD_CONNECTORS_DIR)")
+}
+
 func newValidateCmd() *cobra.Command {
 	var topicPrefix, connectorsDir string
 	cmd := &cobra.Command{
@@ -212,26 +246,10 @@ func newValidateCmd() *cobra.Command {
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stderr := cmd.ErrOrStderr()
-			// A directory named on purpose must be there; the default may be absent.
-			if cmd.Flags().Changed("connectors-dir") {
-				if _, err := os.Stat(connectorsDir); err != nil {
-					return fmt.Errorf("--connectors-dir: %w", err)
-				}
-			}
-			// The installed connectors, as the API checks them: names, actions, config schemas.
-			cat, err := catalog.Load(cmd.Context(), connectorsDir, slog.New(slog.DiscardHandler))
+			opts, err := localChecks(cmd, connectorsDir, topicPrefix, true)
 			if err != nil {
 				return err
 			}
-			skipped := cat.Skipped()
-			for _, name := range slices.Sorted(maps.Keys(skipped)) {
-				fmt.Fprintf(stderr, "%s: connector skipped: %v\n", filepath.Join(connectorsDir, name), skipped[name])
-			}
-			opts := cat.ValidationOptions()
-			if cat.Len() == 0 {
-				fmt.Fprintf(stderr, "no connectors in %s: connector nodes are not checked (pass --connectors-dir)\n", connectorsDir)
-			}
-			opts.ReservedTopic = kafkax.Config{TopicPrefix: topicPrefix}.Reserved
 			bad := 0
 			for _, file := range args {
 				doc, err := readDoc(cmd.InOrStdin(), file)
@@ -261,7 +279,6 @@ func newValidateCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&topicPrefix, "topic-prefix", envOr("FLOWD_TOPIC_PREFIX", kafkax.DefaultTopicPrefix), "the deployment's topic prefix: flows may not name its topics (env FLOWD_TOPIC_PREFIX)")
-	cmd.Flags().StringVar(&connectorsDir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries to check connector nodes against (env FLOWD_CONNECTORS_DIR)")
+	checkFlags(cmd, &topicPrefix, &connectorsDir)
 	return cmd
 }

@@ -69,6 +69,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: l})))
 		return nil
 	}
-	root.AddCommand(newDevCmd(), newAPICmd(), newFlowsCmd(), newValidateCmd(), newConnectorsCmd(), newRunnerCmd(), newRouterCmd(), newIngestCmd())
+	root.AddCommand(newDevCmd(), newAPICmd(), newFlowsCmd(), newValidateCmd(), newApplyCmd(), newExportCmd(), newConnectorsCmd(), newRunnerCmd(), newRouterCmd(), newIngestCmd())
 	return root
 }
