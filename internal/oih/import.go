@@ -1,6 +1,7 @@
 package oih
 
 import (
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,26 +58,17 @@ func Import(doc map[string]any, isTrigger IsTrigger) *Imported {
 	rawNodes, nodesOK := graph["nodes"].([]any)
 	rawEdges, _ := graph["edges"].([]any)
 
-	// Edges first: which nodes they lead to decides which node may be the trigger.
-	edges := make([]any, len(rawEdges))
-	im.edges = make([]kind, len(rawEdges))
+	// Which nodes edges lead to decides which node may be the trigger.
 	var targets []string
-	for j, e := range rawEdges {
-		edges[j] = e
-		m, ok := e.(map[string]any)
-		if !ok {
-			continue
-		}
-		if t, ok := m["target"].(string); ok {
-			targets = append(targets, t)
-		}
-		if _, ok := m[fConfig]; ok {
-			edges[j] = im.edge(j, m)
-			im.edges[j] = mapped
+	for _, e := range rawEdges {
+		if m, ok := e.(map[string]any); ok {
+			if t, ok := m["target"].(string); ok {
+				targets = append(targets, t)
+			}
 		}
 	}
 	if !nodesOK {
-		graph["edges"] = edges
+		graph["edges"] = im.mapEdges(rawEdges)
 		return im
 	}
 
@@ -113,6 +105,7 @@ func Import(doc map[string]any, isTrigger IsTrigger) *Imported {
 		}
 	}
 
+	edges := im.mapEdges(rawEdges)
 	if hasCron {
 		cs, ok := cron.(string)
 		switch {
@@ -144,6 +137,22 @@ func Import(doc map[string]any, isTrigger IsTrigger) *Imported {
 	return im
 }
 
+// mapEdges maps the edges with a config (OIH's), leaving the others as they are.
+func (im *Imported) mapEdges(raw []any) []any {
+	edges := make([]any, len(raw))
+	im.edges = make([]kind, len(raw))
+	for j, e := range raw {
+		edges[j] = e
+		if m, ok := e.(map[string]any); ok {
+			if _, ok := m[fConfig]; ok {
+				edges[j] = im.edge(j, m)
+				im.edges[j] = mapped
+			}
+		}
+	}
+	return edges
+}
+
 // feed appends the implied trigger's node kind and its edges to every root.
 func (im *Imported) feed(trigger string, edges []any, rs []int, ids []string) []any {
 	im.nodes = append(im.nodes, implied)
@@ -163,7 +172,8 @@ func (im *Imported) node(i int, m map[string]any, isRoot, firstRoot bool, isTrig
 			out[k] = v
 		}
 	}
-	for k := range m {
+	// In key order, so that problems and warnings come in the same order every time.
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		switch {
 		case slices.Contains(commonNode, k), slices.Contains(oihNodeFields, k):
 		case slices.Contains(flowdOnly, k):
@@ -190,7 +200,8 @@ func (im *Imported) node(i int, m map[string]any, isRoot, firstRoot bool, isTrig
 		if !isObj {
 			im.fail(CodeType, p+"/"+fSettings, "nodeSettings must be an object")
 		}
-		for k, sv := range s {
+		for _, k := range slices.Sorted(maps.Keys(s)) {
+			sv := s[k]
 			switch {
 			case slices.Contains(settingsKept, k):
 				out[k] = sv
@@ -241,7 +252,8 @@ func (im *Imported) edge(j int, m map[string]any) map[string]any {
 		}
 		return out
 	}
-	for k, v := range cfg {
+	for _, k := range slices.Sorted(maps.Keys(cfg)) {
+		v := cfg[k]
 		switch k {
 		case "condition":
 			s, ok := v.(string)
