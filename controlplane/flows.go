@@ -19,6 +19,7 @@ import (
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/identity"
+	"github.com/flowd/flowd/internal/oih"
 	"github.com/flowd/flowd/internal/problem"
 	"github.com/flowd/flowd/internal/problem/httpproblem"
 	"github.com/flowd/flowd/internal/store"
@@ -161,11 +162,18 @@ func (s *Server) getFlow(c *fiber.Ctx) error {
 	if _, err := require(c, identity.PermFlowsRead); err != nil {
 		return err
 	}
+	format, err := parseFormat(c)
+	if err != nil {
+		return err
+	}
 	f, err := s.visibleFlow(c)
 	if err != nil {
 		return err
 	}
 	setETag(c, f)
+	if format == formatOIH {
+		return s.sendOIH(c, f)
+	}
 	view := flowView{Flow: f}
 	if flowdoc.Runs(f.Status) {
 		// The router's report on the flow's trigger source (a partner topic's replication).
@@ -316,7 +324,7 @@ func (s *Server) createFlow(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	f, err := s.decodeFlow(obj)
+	f, warnings, paths, err := s.decodeAny(obj)
 	if err != nil {
 		return err
 	}
@@ -330,7 +338,7 @@ func (s *Server) createFlow(c *fiber.Ctx) error {
 	f.ID, f.Status, f.Revision, f.Type = identity.NewID(), flowdoc.StatusInactive, 1, flowdoc.DerivedType(f)
 	f.CreatedAt, f.UpdatedAt = &now, &now
 	if err := s.checkAccess(ctx, f); err != nil {
-		return err
+		return inOIH(err, paths)
 	}
 	if err := s.st.CreateFlow(ctx, f, s.event(events.FlowCreated, f, p)); err != nil {
 		return err
@@ -338,7 +346,7 @@ func (s *Server) createFlow(c *fiber.Ctx) error {
 	s.cfg.Relay.Kick()
 	c.Location("/api/v1/flows/" + f.ID)
 	setETag(c, f)
-	return sendData(c, fiber.StatusCreated, f)
+	return sendFlow(c, fiber.StatusCreated, f, warnings)
 }
 
 // ifMatch reads `If-Match: <revision>` (quoted or bare); 0 means no precondition.
@@ -378,6 +386,7 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 	}
 	patchDoc, _ := json.Marshal(patch)
 	ctx := c.UserContext()
+	var warnings problem.List // of a patch in the OIH shape
 	f, err := s.st.UpdateFlow(ctx, c.Params("id"), func(cur *flowdoc.Flow) (store.Mutation, error) {
 		if !canSeeFlow(p, cur) {
 			return store.Mutation{}, errHidden
@@ -394,7 +403,12 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 			return store.Mutation{}, fail(fiber.StatusBadRequest, problem.New("read_only", "/status",
 				"a flow's status changes with POST /api/v1/flows/%s/start or /stop, not with PATCH", cur.ID))
 		}
-		next, err := s.merge(cur, patchDoc)
+		var next *flowdoc.Flow
+		if oih.Detect(patch) {
+			next, warnings, err = s.mergeOIH(cur, patchDoc)
+		} else {
+			next, err = s.merge(cur, patchDoc)
+		}
 		if err != nil {
 			return store.Mutation{}, err
 		}
@@ -428,7 +442,7 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 	}
 	s.cfg.Relay.Kick()
 	setETag(c, f)
-	return sendData(c, fiber.StatusOK, f)
+	return sendFlow(c, fiber.StatusOK, f, warnings)
 }
 
 // contentOf is a flow without the fields the server manages: what a client writes.
@@ -538,17 +552,26 @@ func (s *Server) startFlow(c *fiber.Ctx) error {
 	// A flow stored before its topic became reserved (or under another topic prefix) must not
 	// start: checked again here, and by the router when it subscribes.
 	if f, err := s.visibleFlow(c); err == nil {
-		if ps := flowdoc.ReservedTopicProblems(f, s.cfg.ReservedTopic); len(ps) > 0 {
+		// A draft is stored but does not run: say what it lacks. The root routes are OIH's
+		// Flow Repository API: there, paths point into the flow's OIH document.
+		var paths oih.Layout
+		if oihRoute(c) {
+			paths = oih.LayoutOf(f)
+		}
+		if ps := startProblems(c, f); len(ps) > 0 {
 			return fail(fiber.StatusBadRequest, ps...)
+		}
+		if ps := flowdoc.ReservedTopicProblems(f, s.cfg.ReservedTopic); len(ps) > 0 {
+			return inOIH(fail(fiber.StatusBadRequest, ps...), paths)
 		}
 		// A flow stored before a check existed (a trigger config's schema, a connector's)
 		// is checked again, so it cannot fail at run time for what a save would refuse.
 		if err := s.revalidate(f); err != nil {
-			return err
+			return inOIH(err, paths)
 		}
 
 		if err := s.checkAccess(c.UserContext(), f); err != nil {
-			return err
+			return inOIH(err, paths)
 		}
 		return s.lifecycle(c, flowdoc.ActionStart, flowdoc.ActionStarted, s.unservedPools(c.UserContext(), f)...)
 	}

@@ -96,7 +96,7 @@ type Node struct {
 	ID          string         `json:"id"`
 	Name        string         `json:"name,omitempty"`
 	Description string         `json:"description,omitempty"`
-	Type        string         `json:"type"`
+	Type        string         `json:"type,omitempty"` // "" for a draft
 	Connector   string         `json:"connector,omitempty"`
 	Action      string         `json:"action,omitempty"`
 	Trigger     string         `json:"trigger,omitempty"`
@@ -231,6 +231,11 @@ func (n *Notifications) DigestWindow() time.Duration {
 	}
 	return DefaultDigest
 }
+
+// IsDraft reports whether the node is a draft: it has no type yet (an Open Integration Hub
+// node without its component or function, say). A flow with drafts is stored, but does not
+// start until each has a type (StartProblems).
+func (n *Node) IsDraft() bool { return n.Type == "" }
 
 // IsTrigger reports whether the node starts executions.
 func (n *Node) IsTrigger() bool { return strings.HasPrefix(n.Type, "trigger.") }

@@ -206,10 +206,12 @@ func (v *validator) nodes() {
 		default:
 			v.index[n.ID] = i
 		}
-		switch {
-		case n.Type == "":
-			v.add(schemaproblem.CodeRequired, p+"/type", "node type is required")
-		case !slices.Contains(NodeTypes, n.Type):
+		if n.IsDraft() {
+			// Stored as it is and refused by start (StartProblems); what it holds is checked
+			// once it has a type, which decides what its config means.
+			continue
+		}
+		if !slices.Contains(NodeTypes, n.Type) {
 			v.add(schemaproblem.CodeEnum, p+"/type", "unknown node type %q; known types: %s", n.Type, strings.Join(NodeTypes, ", "))
 		}
 		switch n.Type {
@@ -487,8 +489,9 @@ func (v *validator) triggers() []int {
 	return idx
 }
 
-// unknownTypes reports whether some node's type is unknown; it might have been meant as the
-// trigger, so "no trigger" would be noise on top of the type error.
+// unknownTypes reports whether some node's type is unknown or not yet given (a draft); it
+// might have been meant as the trigger, so "no trigger" would be noise on top of the type
+// error, and a draft flow is stored without one (start says what it lacks).
 func (v *validator) unknownTypes() bool {
 	for _, n := range v.f.Graph.Nodes {
 		if !slices.Contains(NodeTypes, n.Type) {

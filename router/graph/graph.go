@@ -86,6 +86,10 @@ func Compile(f *flowdoc.Flow) (*Graph, error) {
 	if probs := flowdoc.Validate(f, connectorConfigsUnread); len(probs) > 0 {
 		return nil, fmt.Errorf("graph: flow %s revision %d is not valid: %w", f.ID, f.Revision, probs)
 	}
+	// Validation stores drafts; only a flow without any can run (the API refuses to start one).
+	if probs := flowdoc.StartProblems(f); len(probs) > 0 {
+		return nil, fmt.Errorf("graph: flow %s revision %d cannot run: %w", f.ID, f.Revision, probs)
+	}
 	g := &Graph{
 		flow:        f,
 		nodes:       make(map[string]*node, len(f.Graph.Nodes)),

@@ -35,7 +35,8 @@ export function kindOf(type: string): NodeKind | undefined {
 }
 
 export function isTrigger(n: FlowNode): boolean {
-  return n.type.startsWith("trigger.");
+  // A draft (stored from an Open Integration Hub document without its component) has no type.
+  return (n.type ?? "").startsWith("trigger.");
 }
 
 /** ports lists a node's output handles; "" is the single, unnamed output. */
@@ -75,14 +76,14 @@ export function nodeLabel(n: FlowNode): string {
   if (n.name) return n.name;
   if (n.type === "action") return `${n.connector}.${n.action}`;
   if (n.type === "trigger.poll") return `${n.connector}.${n.trigger}`;
-  return kindOf(n.type)?.label ?? n.type;
+  return kindOf(n.type)?.label ?? n.type ?? "draft";
 }
 
 /** subtitle says what kind of node it is. */
 export function nodeSubtitle(n: FlowNode): string {
   if (n.type === "action") return `${n.connector} · ${n.action}`;
   if (n.type === "trigger.poll") return `poll · ${n.connector} · ${n.trigger}`;
-  return n.type;
+  return n.type ?? "draft: no component yet";
 }
 
 /** newNodeId picks an id for a new node that no node of the graph has yet. */

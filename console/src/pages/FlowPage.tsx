@@ -392,7 +392,7 @@ function ConnectByKeyboard({ nodes, connectors, readOnly, onConnect }: { nodes: 
         <select value={to} onChange={(e) => setTo(e.target.value)}>
           <option value="">choose a node</option>
           {nodes
-            .filter((n) => !n.type.startsWith("trigger."))
+            .filter((n) => !(n.type ?? "").startsWith("trigger."))
             .map((n) => (
               <option key={n.id} value={n.id}>
                 {n.id}
