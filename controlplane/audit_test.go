@@ -128,6 +128,7 @@ func TestAuditLogRecordsEveryChange(t *testing.T) {
 	e.failed("x4", flow, "bad_request", at)
 	e.must(404, e.call("POST", "/api/v1/executions/nope/retry", alice, nil))
 	e.must(202, e.call("POST", "/api/v1/executions/x1/retry", alice, nil))
+	e.must(202, e.call("POST", "/api/v1/executions/x1/retry", alice, nil)) // asked already
 	e.must(202, e.call("POST", "/api/v1/flows/"+flow+"/errors/retry", alice, map[string]any{"code": "timeout"}))
 	e.must(200, e.call("POST", "/api/v1/flows/"+flow+"/errors/resolve", alice, map[string]any{"executionIds": []string{"x4"}}))
 	e.must(200, e.call("POST", "/api/v1/flows/"+flow+"/errors/resolve", alice, map[string]any{"executionIds": []string{"x4"}})) // resolved already
@@ -261,6 +262,19 @@ func TestAuditLogRecordsEveryChange(t *testing.T) {
 		}
 		if got, _ := e.auditLog(e.admin, "filter[tenant]="+tb); !slices.Equal(lines(got), []string{"flow.create flow:" + mflow}) {
 			t.Errorf("the administrator reads globex's: %v", lines(got))
+		}
+
+		// A user of no tenant shares the administrator's log, and reads only their own entries.
+		lonerID, loner := e.user("", "loner", identity.PermFlowsUpdate, identity.PermAuditRead)
+		lflow := e.must(201, e.call("POST", "/api/v1/flows", loner, readmeFlow(t))).data()["id"].(string)
+		if got, _ := e.auditLog(loner, ""); !slices.Equal(lines(got), []string{"flow.create flow:" + lflow}) || got[0]["tenant"] != "" {
+			t.Errorf("a user of no tenant reads %v", got)
+		}
+		if got, _ := e.auditLog(loner, "filter[actor]="+aliceID); len(got) != 0 {
+			t.Errorf("a user of no tenant reads alice's: %v", got)
+		}
+		if got, _ := e.auditLog(e.admin, "filter[actor]="+lonerID); !slices.Equal(lines(got), []string{"flow.create flow:" + lflow}) {
+			t.Errorf("the administrator reads the loner's: %v", lines(got))
 		}
 	})
 

@@ -182,7 +182,9 @@ func (s *Server) retryExecution(c *fiber.Ctx) error {
 	}
 	s.cfg.Relay.Kick()
 	s.log.Info("execution retry requested", "execution", ex.ID, "retry", r.RetryID, "by", p.User.ID)
-	audited(c, audit.Entry{Action: audit.ExecutionRetry, Target: audit.Target{Type: audit.TargetExecution, ID: ex.ID}})
+	if !r.AlreadyRetried { // asking again starts nothing new
+		audited(c, audit.Entry{Action: audit.ExecutionRetry, Target: audit.Target{Type: audit.TargetExecution, ID: ex.ID}})
+	}
 	return sendData(c, fiber.StatusAccepted, r)
 }
 
