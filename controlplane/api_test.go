@@ -58,6 +58,10 @@ type envOptions struct {
 	log         *slog.Logger
 	catalog     *catalog.Catalog
 	deadLetters bool
+	// now, auditRetention and store set the Config's clock, audit retention and store.
+	now            func() time.Time
+	auditRetention time.Duration
+	store          func(*store.Store) controlplane.Store
 }
 
 // withCatalog installs connectors, so flows are validated against their manifests.
@@ -105,7 +109,11 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := controlplane.Config{Store: st, Relay: relay, Log: log, BodyLimit: testBodyLimit, AutoConfirm: true, Secrets: keys, Catalog: o.catalog}
+	cfg := controlplane.Config{Store: st, Relay: relay, Log: log, BodyLimit: testBodyLimit, AutoConfirm: true, Secrets: keys, Catalog: o.catalog,
+		Now: o.now, AuditRetention: o.auditRetention}
+	if o.store != nil {
+		cfg.Store = o.store(st)
+	}
 	var dls *deadletters.Service
 	if o.deadLetters {
 		if err := kafkax.EnsureTopics(ctx, kcfg, envelope.TopicIngest, envelope.TopicResults, envelope.PoolTopic("")); err != nil {
@@ -478,6 +486,8 @@ func (e *env) snapshot() string {
 			v = e.rdb.SMembers(ctx, k).Val()
 		case "zset":
 			v = e.rdb.ZRange(ctx, k, 0, -1).Val()
+		case "stream":
+			v = e.rdb.XRange(ctx, k, "-", "+").Val()
 		}
 		fmt.Fprintf(&b, "%s=%v;", k, v)
 	}

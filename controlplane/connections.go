@@ -12,6 +12,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/flowd/flowd/connectors/sdk"
+	"github.com/flowd/flowd/internal/audit"
 	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/identity"
 	"github.com/flowd/flowd/internal/problem"
@@ -171,6 +172,25 @@ type connInput struct {
 	hasData bool
 }
 
+// fields names the fields the input changes, for the audit log: never their values (data
+// holds secrets), nor the names inside data.
+func (in connInput) fields() []string {
+	var out []string
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{{"data", in.hasData && in.data != nil}, {"name", in.name != nil}, {"shared", in.shared != nil}} {
+		if f.set {
+			out = append(out, f.name)
+		}
+	}
+	return out
+}
+
+func connTarget(c *store.Connection) audit.Target {
+	return audit.Target{Type: audit.TargetConnection, ID: c.ID, Name: c.Name}
+}
+
 // serverFields may be echoed back from a response; they are ignored, never an error.
 var serverFields = []string{"id", "owner", "tenant", "secretFields", "createdAt", "updatedAt"}
 
@@ -321,6 +341,7 @@ func (s *Server) createConnection(c *fiber.Ctx) error {
 		return connErr(err)
 	}
 	s.log.Info("connection created", "connection", conn.ID, "name", conn.Name, "type", conn.Type, "owner", conn.Owner)
+	audited(c, audit.Entry{Action: audit.ConnectionCreate, Target: connTarget(conn)})
 	c.Location("/api/v1/connections/" + conn.ID)
 	return sendData(c, fiber.StatusCreated, view(conn))
 }
@@ -380,6 +401,7 @@ func (s *Server) patchConnection(c *fiber.Ctx) error {
 		return connErr(err)
 	}
 	s.log.Info("connection updated", "connection", conn.ID, "name", conn.Name, "type", conn.Type, "owner", conn.Owner)
+	audited(c, audit.Entry{Action: audit.ConnectionUpdate, Target: connTarget(conn), Changes: in.fields()})
 	return sendData(c, fiber.StatusOK, view(conn))
 }
 
@@ -389,6 +411,7 @@ func (s *Server) deleteConnection(c *fiber.Ctx) error {
 		return err
 	}
 	id := c.Params("id")
+	var gone store.Connection
 	err = s.st.DeleteConnection(c.UserContext(), id, func(cur *store.Connection) error {
 		if !canUseConnection(p, cur) {
 			return errConnHidden
@@ -396,11 +419,13 @@ func (s *Server) deleteConnection(c *fiber.Ctx) error {
 		if cur.Owner != p.User.ID {
 			return notOwner()
 		}
+		gone = *cur
 		return nil
 	})
 	if err != nil {
 		return connErr(err)
 	}
 	s.log.Info("connection deleted", "connection", id, "owner", p.User.ID)
+	audited(c, audit.Entry{Action: audit.ConnectionDelete, Target: connTarget(&gone)})
 	return c.SendStatus(fiber.StatusNoContent)
 }

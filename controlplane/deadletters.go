@@ -12,6 +12,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/flowd/flowd/internal/audit"
 	"github.com/flowd/flowd/internal/deadletters"
 	"github.com/flowd/flowd/internal/identity"
 	"github.com/flowd/flowd/internal/problem"
@@ -294,10 +295,12 @@ func (s *Server) replayDeadLetter(c *fiber.Ctx) error {
 	dl, err = s.cfg.DeadLetters.Replay(c.UserContext(), dl.ID, p.User.ID)
 	switch {
 	case err == nil:
+		audited(c, deadLetterEntry(audit.DeadLetterReplay, dl.ID))
 		return sendData(c, fiber.StatusOK, s.deadLetterView(dl, false))
 	case errors.Is(err, deadletters.ErrPending):
 		// Claimed, so no other replay produces it; the sweep produces it once the lease ran out.
 		s.log.Warn("dead letter replay not acknowledged yet; it is retried", "id", dl.ID, "err", err)
+		audited(c, deadLetterEntry(audit.DeadLetterReplay, dl.ID))
 		return sendData(c, fiber.StatusAccepted, s.deadLetterView(dl, false))
 	}
 	return deadLetterConflict(err, dl)
@@ -312,6 +315,7 @@ func (s *Server) discardDeadLetter(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	was := dl.Status
 	dl, err = s.cfg.DeadLetters.Discard(c.UserContext(), dl.ID, p.User.ID)
 	if errors.Is(err, deadletters.ErrPending) {
 		s.log.Warn("discarded a parked step's dead letter, but its failure was not acknowledged", "id", dl.ID, "err", err)
@@ -321,7 +325,16 @@ func (s *Server) discardDeadLetter(c *fiber.Ctx) error {
 	if err != nil {
 		return deadLetterConflict(err, dl)
 	}
+	// Discarding again changes nothing, but for a parked step's dead letter: it fails the step
+	// again, finishing a discard that answered 503.
+	if was != store.DeadLetterDiscarded || dl.Parked != nil {
+		audited(c, deadLetterEntry(audit.DeadLetterDiscard, dl.ID))
+	}
 	return sendData(c, fiber.StatusOK, s.deadLetterView(dl, false))
+}
+
+func deadLetterEntry(action, id string) audit.Entry {
+	return audit.Entry{Action: action, Target: audit.Target{Type: audit.TargetDeadLetter, ID: id}}
 }
 
 // replayRequest is the body of POST /dead-letters/replay.
@@ -387,6 +400,9 @@ func (s *Server) replayDeadLetters(c *fiber.Ctx) error {
 	rep, err := dls.ReplayMany(ctx, batch, p.User.ID)
 	if err != nil {
 		return err
+	}
+	for _, id := range rep.ReplayedIDs {
+		audited(c, deadLetterEntry(audit.DeadLetterReplay, id))
 	}
 	return sendData(c, fiber.StatusOK, struct {
 		Matched   int `json:"matched"`

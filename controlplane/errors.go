@@ -7,6 +7,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/flowd/flowd/internal/audit"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/flowdoc"
@@ -70,6 +71,9 @@ func (s *Server) resolveErrors(c *fiber.Ctx) error {
 		return err
 	}
 	s.log.Info("errors resolved", "flow", f.ID, "resolved", n, "code", in.Code, "by", principal(c).User.ID)
+	if n > 0 {
+		audited(c, audit.Entry{Action: audit.ErrorsResolve, Target: flowTarget(f), Count: n})
+	}
 	return sendData(c, fiber.StatusOK, fiber.Map{"resolved": n})
 }
 
@@ -178,6 +182,9 @@ func (s *Server) retryExecution(c *fiber.Ctx) error {
 	}
 	s.cfg.Relay.Kick()
 	s.log.Info("execution retry requested", "execution", ex.ID, "retry", r.RetryID, "by", p.User.ID)
+	if !r.AlreadyRetried { // asking again starts nothing new
+		audited(c, audit.Entry{Action: audit.ExecutionRetry, Target: audit.Target{Type: audit.TargetExecution, ID: ex.ID}})
+	}
 	return sendData(c, fiber.StatusAccepted, r)
 }
 
@@ -225,5 +232,8 @@ func (s *Server) retryErrors(c *fiber.Ctx) error {
 		out = append(out, r)
 	}
 	s.cfg.Relay.Kick()
+	if len(out) > 0 {
+		audited(c, audit.Entry{Action: audit.ErrorsRetry, Target: flowTarget(f), Count: len(out)})
+	}
 	return sendData(c, fiber.StatusAccepted, fiber.Map{"retried": len(out), "retries": out})
 }

@@ -14,6 +14,7 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/flowd/flowd/internal/audit"
 	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
@@ -344,6 +345,7 @@ func (s *Server) createFlow(c *fiber.Ctx) error {
 		return err
 	}
 	s.cfg.Relay.Kick()
+	audited(c, audit.Entry{Action: audit.FlowCreate, Target: flowTarget(f), RevisionAfter: f.Revision})
 	c.Location("/api/v1/flows/" + f.ID)
 	setETag(c, f)
 	return sendFlow(c, fiber.StatusCreated, f, warnings)
@@ -387,6 +389,8 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 	patchDoc, _ := json.Marshal(patch)
 	ctx := c.UserContext()
 	var warnings problem.List // of a patch in the OIH shape
+	var before int
+	var changes []string
 	f, err := s.st.UpdateFlow(ctx, c.Params("id"), func(cur *flowdoc.Flow) (store.Mutation, error) {
 		if !canSeeFlow(p, cur) {
 			return store.Mutation{}, errHidden
@@ -428,6 +432,7 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 		next.ID, next.Status, next.Revision, next.Type = cur.ID, cur.Status, cur.Revision+1, flowdoc.DerivedType(next)
 		next.StatusReason = cur.StatusReason // a failed flow stays failed, with its reason, until started or stopped
 		next.CreatedAt, next.UpdatedAt = cur.CreatedAt, &now
+		before, changes = cur.Revision, changedFields(cur, next)
 		return store.Mutation{Flow: next, NewRevision: true, Events: []events.Event{s.event(events.FlowUpdated, next, p)}}, nil
 	})
 	if errors.Is(err, errUnchanged) {
@@ -441,6 +446,7 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 		return flowErr(err)
 	}
 	s.cfg.Relay.Kick()
+	audited(c, audit.Entry{Action: audit.FlowUpdate, Target: flowTarget(f), RevisionBefore: before, RevisionAfter: f.Revision, Changes: changes})
 	setETag(c, f)
 	return sendFlow(c, fiber.StatusOK, f, warnings)
 }
@@ -498,6 +504,7 @@ func (s *Server) deleteFlow(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	var gone flowdoc.Flow
 	err = s.st.DeleteFlow(c.UserContext(), c.Params("id"), func(cur *flowdoc.Flow) ([]events.Event, error) {
 		if !canSeeFlow(p, cur) {
 			return nil, errHidden
@@ -510,14 +517,19 @@ func (s *Server) deleteFlow(c *fiber.Ctx) error {
 			return nil, fail(fiber.StatusPreconditionFailed, problem.New("revision_mismatch", "If-Match",
 				"the flow is at revision %d, not %d; fetch it again before deleting it", cur.Revision, want))
 		}
+		gone = *cur
 		return []events.Event{s.event(events.FlowDeleted, cur, p)}, nil
 	})
 	if err != nil {
 		return flowErr(err)
 	}
 	s.cfg.Relay.Kick()
+	audited(c, audit.Entry{Action: audit.FlowDelete, Target: flowTarget(&gone), RevisionBefore: gone.Revision})
 	return c.SendStatus(fiber.StatusNoContent)
 }
+
+// auditLifecycle names the audit action of an owner's lifecycle action.
+var auditLifecycle = map[flowdoc.Action]string{flowdoc.ActionStart: audit.FlowStart, flowdoc.ActionStop: audit.FlowStop}
 
 // announce names the event that publishes a flow's new lifecycle status.
 var announce = map[string]string{
@@ -527,11 +539,14 @@ var announce = map[string]string{
 	flowdoc.StatusInactive: events.FlowStopped,
 }
 
-// transition applies a lifecycle action (flowdoc's state machine) atomically with its event.
-// A flow the action has nothing left to do for is left as it is (start and stop are
-// idempotent); one the action does not apply to is a 409 that says why.
-func (s *Server) transition(c *fiber.Ctx, p *identity.Principal, action flowdoc.Action) (*flowdoc.Flow, error) {
-	return s.st.UpdateFlow(c.UserContext(), c.Params("id"), func(cur *flowdoc.Flow) (store.Mutation, error) {
+// transition applies a lifecycle action (flowdoc's state machine) atomically with its event,
+// and says whether it changed the flow. A flow the action has nothing left to do for is left
+// as it is (start and stop are idempotent); one the action does not apply to is a 409 that
+// says why.
+func (s *Server) transition(c *fiber.Ctx, p *identity.Principal, action flowdoc.Action) (*flowdoc.Flow, bool, error) {
+	changed := false
+	f, err := s.st.UpdateFlow(c.UserContext(), c.Params("id"), func(cur *flowdoc.Flow) (store.Mutation, error) {
+		changed = false
 		if !canSeeFlow(p, cur) {
 			return store.Mutation{}, errHidden
 		}
@@ -544,8 +559,10 @@ func (s *Server) transition(c *fiber.Ctx, p *identity.Principal, action flowdoc.
 		}
 		next := *cur
 		next.Status, next.StatusReason = to, nil // a start or stop clears the last failure
+		changed = true
 		return store.Mutation{Flow: &next, Events: []events.Event{s.event(announce[to], &next, p)}}, nil
 	})
+	return f, changed, err
 }
 
 func (s *Server) startFlow(c *fiber.Ctx) error {
@@ -698,14 +715,17 @@ func (s *Server) lifecycle(c *fiber.Ctx, action, confirm flowdoc.Action, warning
 	if err != nil {
 		return err
 	}
-	f, err := s.transition(c, p, action)
+	f, changed, err := s.transition(c, p, action)
 	if err == nil && s.cfg.AutoConfirm {
 		if _, ok := flowdoc.Next(confirm, f.Status); ok {
-			f, err = s.transition(c, p, confirm)
+			f, _, err = s.transition(c, p, confirm)
 		}
 	}
 	if err != nil {
 		return flowErr(err)
+	}
+	if changed {
+		audited(c, audit.Entry{Action: auditLifecycle[action], Target: flowTarget(f), RevisionBefore: f.Revision, RevisionAfter: f.Revision})
 	}
 	// Make the events visible before answering; if the broker is down they stay in the
 	// outbox and are published when it returns.

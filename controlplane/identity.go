@@ -3,6 +3,7 @@ package controlplane
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/flowd/flowd/internal/audit"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/identity"
 	"github.com/flowd/flowd/internal/problem"
@@ -70,6 +72,7 @@ func (s *Server) createTenant(c *fiber.Ctx) error {
 		}
 		return err
 	}
+	audited(c, audit.Entry{Action: audit.TenantCreate, Target: audit.Target{Type: audit.TargetTenant, ID: t.ID, Name: t.Name}})
 	c.Location("/api/v1/tenants/" + t.ID)
 	return sendData(c, fiber.StatusCreated, t)
 }
@@ -138,6 +141,8 @@ func (s *Server) patchTenant(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	audited(c, audit.Entry{Action: audit.TenantUpdate, Target: audit.Target{Type: audit.TargetTenant, ID: t.ID, Name: t.Name},
+		Changes: slices.Sorted(maps.Keys(in))})
 	return sendData(c, fiber.StatusOK, t)
 }
 
@@ -237,6 +242,7 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 		}
 		return err
 	}
+	audited(c, audit.Entry{Action: audit.UserCreate, Target: audit.Target{Type: audit.TargetUser, ID: u.ID, Name: u.Username}})
 	c.Location("/api/v1/users/" + u.ID)
 	return sendData(c, fiber.StatusCreated, u)
 }
@@ -353,6 +359,11 @@ func (s *Server) getUser(c *fiber.Ctx) error {
 	return sendData(c, fiber.StatusOK, flowMateUser{User: *u, MongoID: u.ID})
 }
 
+// tokenTarget names a token by its id and name, never by its secret or hash.
+func tokenTarget(t identity.Token) audit.Target {
+	return audit.Target{Type: audit.TargetToken, ID: t.ID, Name: t.Name}
+}
+
 // maxTokenLifetime bounds expiresIn so a typo does not mint a century-long token.
 const maxTokenLifetime = 5 * 365 * 24 * time.Hour
 
@@ -391,6 +402,7 @@ func (s *Server) createToken(c *fiber.Ctx) error {
 	if err := s.st.CreateToken(c.UserContext(), tok); err != nil {
 		return err
 	}
+	audited(c, audit.Entry{Action: audit.TokenCreate, Target: tokenTarget(tok)})
 	// The secret is returned this once; only its hash is stored.
 	return sendData(c, fiber.StatusCreated, fiber.Map{
 		"id": tok.ID, "userId": tok.UserID, "name": tok.Name, "token": secret,
@@ -446,5 +458,6 @@ func (s *Server) deleteToken(c *fiber.Ctx) error {
 	if err := s.st.DeleteToken(ctx, *tok); err != nil {
 		return err
 	}
+	audited(c, audit.Entry{Action: audit.TokenDelete, Target: tokenTarget(*tok)})
 	return c.SendStatus(fiber.StatusNoContent)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flowd/flowd/connectors/catalog"
 	"github.com/flowd/flowd/console"
+	"github.com/flowd/flowd/internal/audit"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/health"
 	"github.com/flowd/flowd/internal/kafkax"
@@ -65,6 +66,8 @@ type Config struct {
 	// Console is the web console's built files (console.Files), served at / and /assets
 	// without a token: the app asks for one itself. Nil serves no console.
 	Console fs.FS
+	// AuditRetention is how long audit log entries are kept (default audit.DefaultRetention).
+	AuditRetention time.Duration
 }
 
 // Server holds the handlers' dependencies.
@@ -98,6 +101,9 @@ func New(cfg Config) *fiber.App {
 	if cfg.Validation.Lookup == nil && cfg.Validation.ConfigSchema == nil && cfg.Validation.ActionPorts == nil {
 		cfg.Validation = cfg.Catalog.ValidationOptions()
 	}
+	if cfg.AuditRetention <= 0 {
+		cfg.AuditRetention = audit.DefaultRetention
+	}
 	if cfg.ReservedTopic == nil {
 		cfg.ReservedTopic = kafkax.Config{}.Reserved
 	}
@@ -117,6 +123,7 @@ func New(cfg Config) *fiber.App {
 		cfg.Health = health.New(health.Probe{Name: "redis", Check: cfg.Store.Ping})
 	}
 	cfg.Health.Mount(app) // first, so that it sees every request
+	app.Use(s.auditTrail) // around every route: it appends what a successful request changed
 	if cfg.DevEcho {
 		app.Post("/dev/echo", echo)
 	}
@@ -134,6 +141,7 @@ func New(cfg Config) *fiber.App {
 	s.mountExecutions(v1)
 	s.mountDeadLetters(v1)
 	s.mountErrors(v1)
+	s.mountAudit(v1)
 
 	// FlowMate partner API routes, same handlers and shapes. They sit at the root, so only their
 	// prefixes authenticate: any other path is a 404, with or without a token.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/flowd/flowd/internal/audit"
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/flowdoc"
@@ -71,6 +72,12 @@ type Executions interface {
 	RetryExecution(ctx context.Context, id string, revision int, ev events.Event, ttl time.Duration) (string, bool, error)
 }
 
+// Audit is the audit log: appended to after each change made through the API, never edited.
+type Audit interface {
+	AppendAudit(ctx context.Context, retention time.Duration, entries ...audit.Entry) error
+	AuditLog(ctx context.Context, q store.AuditQuery) ([]audit.Entry, int, error)
+}
+
 // Runners says which runner pools have a live runner.
 type Runners interface {
 	ServedPools(ctx context.Context, pools []string, now time.Time) (map[string]bool, error)
@@ -83,6 +90,7 @@ type Store interface {
 	Connections
 	Executions
 	Runners
+	Audit
 	Ping(ctx context.Context) error
 }
 

@@ -37,6 +37,7 @@ flows against the manifests of the connectors in --connectors-dir, which it rere
 	cmd.Flags().BoolVar(&opt.autoConfirm, "confirm-lifecycle", envBool("FLOWD_CONFIRM_LIFECYCLE", false), "confirm flow start/stop in the api role itself (only for deployments without a router) (env FLOWD_CONFIRM_LIFECYCLE=true)")
 	cmd.Flags().DurationVar(&opt.lifecycleWait, "lifecycle-wait", envDuration("FLOWD_LIFECYCLE_WAIT", 10*time.Second), "how long start/stop wait for the router's confirmation before answering 202 (env FLOWD_LIFECYCLE_WAIT)")
 	registerConsole(cmd, &opt.console)
+	registerAuditRetention(cmd, &opt.auditRetention)
 	opt.deadLetters.register(cmd)
 	opt.notify.register(cmd, "")
 	return cmd

@@ -62,6 +62,7 @@ reloads at once.`,
 	cmd.Flags().StringVar(&opt.connectorsDir, "connectors-dir", envOr("FLOWD_CONNECTORS_DIR", "bin/connectors"), "directory of connector binaries (env FLOWD_CONNECTORS_DIR)")
 	cmd.Flags().IntVar(&opt.bodyLimit, "body-limit", envInt("FLOWD_BODY_LIMIT", 1<<20), "largest request body in bytes (env FLOWD_BODY_LIMIT)")
 	registerConsole(cmd, &opt.console)
+	registerAuditRetention(cmd, &opt.auditRetention)
 	// Loopback by default: the example flow calls the dev echo route on 127.0.0.1.
 	connectors.register(cmd, "loopback")
 	opt.notify.register(cmd, "loopback")
@@ -72,6 +73,9 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 	log := slog.Default()
 	if connectors.egressAllow != "" {
 		log.Warn("flowd dev lets connectors reach these internal addresses (loopback by default, where Redis and the broker listen too); a runner allows none unless --egress-allow says so", "egress-allow", connectors.egressAllow)
+	}
+	if err := checkAuditRetention(opt.auditRetention); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
@@ -225,7 +229,7 @@ func startAll(ctx context.Context, in *infra, opt apiOptions, ropt routerOptions
 	apiApp := controlplane.New(controlplane.Config{
 		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: e.cat, Secrets: keys,
 		LifecycleWait: 10 * time.Second, DevEcho: true, ReservedTopic: c.kcfg.Reserved, DeadLetters: dls,
-		Health: e.health, Console: e.console,
+		Health: e.health, Console: e.console, AuditRetention: opt.auditRetention,
 	})
 	// The roles are built and run exactly as `flowd ingest`, `flowd router` and `flowd runner`
 	// build and run them (roles.go), with their default settings.

@@ -232,6 +232,8 @@ type apiOptions struct {
 	console       bool // serve the web console at /
 	deadLetters   deadLetterOptions
 	notify        notifyOptions
+	// auditRetention is how long audit log entries are kept.
+	auditRetention time.Duration
 	// onReady runs once the API listens, with the admin token to print (empty if not new).
 	onReady func(token string)
 }
@@ -250,6 +252,9 @@ func serveAPI(ctx context.Context, in *infra, opt apiOptions) error {
 	defer c.close()
 	if err := kafkax.EnsureTopics(ctx, c.kcfg, events.TopicName); err != nil {
 		return fmt.Errorf("create topics: %w", err)
+	}
+	if err := checkAuditRetention(opt.auditRetention); err != nil {
+		return err
 	}
 	token, err := controlplane.EnsureAdmin(ctx, c.st, opt.adminToken)
 	if err != nil {
@@ -286,6 +291,7 @@ func serveAPI(ctx context.Context, in *infra, opt apiOptions) error {
 		Store: c.st, Relay: c.relay, Log: c.log, BodyLimit: opt.bodyLimit, Catalog: cat, Secrets: keys,
 		AutoConfirm: opt.autoConfirm, LifecycleWait: opt.lifecycleWait, DevEcho: opt.devEcho, ReservedTopic: c.kcfg.Reserved,
 		PartnerTopicsRestricted: in.partnerTopicsRestricted, DeadLetters: dls, Health: chk, Console: consoleFS,
+		AuditRetention: opt.auditRetention,
 	})
 	return listenAndServe(ctx, app, chk, opt.addr, func() {
 		switch {

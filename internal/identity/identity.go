@@ -31,6 +31,7 @@ const (
 	PermTenantFlowsUpd  = "tenant.flows.update"
 	PermIcenterRead     = "icenter.read"
 	PermIcenterWrite    = "icenter.write"
+	PermAuditRead       = "audit.read" // read the own tenant's audit log
 )
 
 // Known lists every permission a user may be granted.
@@ -38,7 +39,7 @@ var Known = []string{
 	PermAll, PermFlowsRead, PermFlowsUpdate, PermFlowsDelete, PermFlowsControl,
 	PermSecretsCreate, PermSecretsRead, PermSecretsDelete, PermTemplatesRead,
 	PermComponentsRead, PermComponentsWrite, PermUsersRead, PermUsersWrite,
-	PermTenantFlowsRead, PermTenantFlowsUpd, PermIcenterRead, PermIcenterWrite,
+	PermTenantFlowsRead, PermTenantFlowsUpd, PermIcenterRead, PermIcenterWrite, PermAuditRead,
 }
 
 // DefaultPermissions are granted to a user created without an explicit list.

@@ -23,7 +23,7 @@ func TestDashboardAndDocNameRealMetrics(t *testing.T) {
 	}
 	for _, c := range []prometheus.Collector{webhooks, webhooksInFlight, produceDuration, kafkaErrors, redisErrors,
 		consumerLag, recordsProcessed, recordsInFlight, executionsStarted, executionsEnded, stepDuration, stepErrors,
-		stepRetriesDelayed, deadLetters, pluginStarts, pluginCrashes, pluginRestarts} {
+		stepRetriesDelayed, deadLetters, pluginStarts, pluginCrashes, pluginRestarts, auditAppendErrors} {
 		ch := make(chan *prometheus.Desc, 1)
 		c.Describe(ch)
 		d := (<-ch).String()

@@ -90,6 +90,10 @@ var (
 		Name: "flowd_plugin_restarts_total",
 		Help: "Connector plugin processes started again after one died, by connector.",
 	}, []string{"connector"})
+	auditAppendErrors = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "flowd_audit_append_errors_total",
+		Help: "Audit log entries the API could not write (the change itself was made).",
+	})
 )
 
 // flowLabel says whether flow ids are label values (SetFlowLabel).
@@ -221,6 +225,14 @@ func PluginCrashed(connector string) {
 		return
 	}
 	pluginCrashes.WithLabelValues(connector).Inc()
+}
+
+// AuditAppendFailed counts one audit log entry the API could not write.
+func AuditAppendFailed() {
+	if off.Load() {
+		return
+	}
+	auditAppendErrors.Inc()
 }
 
 // Handler serves the metrics in Prometheus' text format.

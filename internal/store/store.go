@@ -36,6 +36,11 @@
 //	P {meta}:history:pruned             hash    count|budget|age -> executions deleted for that reason
 //	P {meta}:history:prune              string  the process pruning to the budget now (a lock)
 //	P {meta}:layout                     string  the key layout's version (see upgrade.go)
+//	P {audit}:tenant:<tid>              stream  the audit log of a tenant's users: field e, an audit.Entry (JSON);
+//	                                            id: the entry's time (ms); trimmed to the retention on append,
+//	                                            expires a retention after the last append (audit.go)
+//	P {audit}:none                      stream  the same for users of no tenant (the bootstrap administrator)
+//	P {audit}:tenants                   zset    tenant ("" for none) of each audit stream -> its last append (ms)
 //	P {delay}:due                       zset    id of each record held back (a step's retry) -> when it
 //	                                            is due (ms); a producer taking it pushes it a lease ahead
 //	P {delay}:recs                      hash    id -> the record (Record JSON) to produce when due
@@ -94,7 +99,7 @@
 // repeated on redelivery (see AdvanceExecution).
 //
 // This is the one list of the keys; each file explains how its keys are used (executions.go,
-// history.go, runs.go, idempotency.go, connections.go, deadletters.go). Ids inside keys are escaped (':' as
+// history.go, runs.go, idempotency.go, connections.go, deadletters.go, audit.go). Ids inside keys are escaped (':' as
 // %3A) so that no id can forge another record's key.
 package store
 
