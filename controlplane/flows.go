@@ -62,6 +62,8 @@ func flowErr(err error) error {
 		return err
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, errHidden):
 		return notFound("flow")
+	case errors.Is(err, store.ErrNoIntegration):
+		return errIntegrationUnavailable(err)
 	default:
 		return err
 	}
@@ -94,11 +96,13 @@ func (s *Server) listFlows(c *fiber.Ctx) error {
 	}
 	// filter[user] narrows the caller's own visible set; it never widens it.
 	user, typ, search := c.Query("filter[user]"), c.Query("filter[type]"), strings.ToLower(lp.search)
+	integ := c.Query("filter[integration]")
 	out := make([]flowdoc.Flow, 0, len(all))
 	for i := range all {
 		f := &all[i]
 		if (status != "" && f.Status != status) ||
 			(typ != "" && f.Type != typ) ||
+			(integ != "" && f.Integration != integ) ||
 			(user != "" && !slices.Contains(f.Owners, flowdoc.Owner{ID: user, Type: "user"})) ||
 			(search != "" && !strings.Contains(strings.ToLower(f.Name+"\n"+f.Description), search)) {
 			continue
@@ -203,7 +207,7 @@ func setETag(c *fiber.Ctx, f *flowdoc.Flow) {
 }
 
 // readOnly are the fields the server manages; clients may echo them back and they are ignored.
-var readOnly = []string{"id", "status", "statusReason", "revision", "type", "createdAt", "updatedAt", "triggerStatus", "nextRunAt"}
+var readOnly = []string{"id", "status", "statusReason", "revision", "type", "createdAt", "updatedAt", "triggerStatus", "nextRunAt", "integrationSettings"}
 
 // bodyObject turns a JSON or YAML request body into a JSON object without server fields, and
 // returns the status it named ("" if none), which only start and stop change.
@@ -332,8 +336,11 @@ func (s *Server) createFlow(c *fiber.Ctx) error {
 	if err := s.checkAccess(ctx, f); err != nil {
 		return err
 	}
-	if err := s.st.CreateFlow(ctx, f, s.event(events.FlowCreated, f, p)); err != nil {
+	if err := s.checkIntegration(ctx, p, f); err != nil {
 		return err
+	}
+	if err := s.st.CreateFlow(ctx, f, s.event(events.FlowCreated, f, p)); err != nil {
+		return flowErr(err)
 	}
 	s.cfg.Relay.Kick()
 	c.Location("/api/v1/flows/" + f.ID)
@@ -408,6 +415,9 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 			return store.Mutation{}, fail(fiber.StatusBadRequest, problem.New("required", "/owners", "a flow needs at least one owner"))
 		}
 		if err := s.checkAccess(ctx, next); err != nil {
+			return store.Mutation{}, err
+		}
+		if err := s.checkIntegration(ctx, p, next); err != nil {
 			return store.Mutation{}, err
 		}
 		now := s.cfg.Now().UTC()
@@ -507,8 +517,8 @@ var announce = map[string]string{
 // transition applies a lifecycle action (flowdoc's state machine) atomically with its event.
 // A flow the action has nothing left to do for is left as it is (start and stop are
 // idempotent); one the action does not apply to is a 409 that says why.
-func (s *Server) transition(c *fiber.Ctx, p *identity.Principal, action flowdoc.Action) (*flowdoc.Flow, error) {
-	return s.st.UpdateFlow(c.UserContext(), c.Params("id"), func(cur *flowdoc.Flow) (store.Mutation, error) {
+func (s *Server) transition(ctx context.Context, id string, p *identity.Principal, action flowdoc.Action) (*flowdoc.Flow, error) {
+	return s.st.UpdateFlow(ctx, id, func(cur *flowdoc.Flow) (store.Mutation, error) {
 		if !canSeeFlow(p, cur) {
 			return store.Mutation{}, errHidden
 		}
@@ -529,21 +539,29 @@ func (s *Server) startFlow(c *fiber.Ctx) error {
 	// A flow stored before its topic became reserved (or under another topic prefix) must not
 	// start: checked again here, and by the router when it subscribes.
 	if f, err := s.visibleFlow(c); err == nil {
-		if ps := flowdoc.ReservedTopicProblems(f, s.cfg.ReservedTopic); len(ps) > 0 {
-			return fail(fiber.StatusBadRequest, ps...)
-		}
-		// A flow stored before a check existed (a trigger config's schema, a connector's)
-		// is checked again, so it cannot fail at run time for what a save would refuse.
-		if err := s.revalidate(f); err != nil {
+		warnings, err := s.startable(c.UserContext(), f)
+		if err != nil {
 			return err
 		}
-
-		if err := s.checkAccess(c.UserContext(), f); err != nil {
-			return err
-		}
-		return s.lifecycle(c, flowdoc.ActionStart, flowdoc.ActionStarted, s.unservedPools(c.UserContext(), f)...)
+		return s.lifecycle(c, flowdoc.ActionStart, flowdoc.ActionStarted, warnings...)
 	}
 	return s.lifecycle(c, flowdoc.ActionStart, flowdoc.ActionStarted)
+}
+
+// startable checks a flow about to start, returning the warnings that go with the start.
+func (s *Server) startable(ctx context.Context, f *flowdoc.Flow) ([]problem.Problem, error) {
+	if ps := flowdoc.ReservedTopicProblems(f, s.cfg.ReservedTopic); len(ps) > 0 {
+		return nil, fail(fiber.StatusBadRequest, ps...)
+	}
+	// A flow stored before a check existed (a trigger config's schema, a connector's)
+	// is checked again, so it cannot fail at run time for what a save would refuse.
+	if err := s.revalidate(f); err != nil {
+		return nil, err
+	}
+	if err := s.checkAccess(ctx, f); err != nil {
+		return nil, err
+	}
+	return s.unservedPools(ctx, f), nil
 }
 
 // unservedPools warns of each node of f that runs in a pool no live runner serves: the flow
@@ -666,10 +684,10 @@ func (s *Server) lifecycle(c *fiber.Ctx, action, confirm flowdoc.Action, warning
 	if err != nil {
 		return err
 	}
-	f, err := s.transition(c, p, action)
+	f, err := s.transition(c.UserContext(), c.Params("id"), p, action)
 	if err == nil && s.cfg.AutoConfirm {
 		if _, ok := flowdoc.Next(confirm, f.Status); ok {
-			f, err = s.transition(c, p, confirm)
+			f, err = s.transition(c.UserContext(), c.Params("id"), p, confirm)
 		}
 	}
 	if err != nil {

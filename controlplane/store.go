@@ -8,6 +8,7 @@ import (
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/identity"
+	"github.com/flowd/flowd/internal/integration"
 	"github.com/flowd/flowd/internal/store"
 )
 
@@ -26,6 +27,17 @@ type Flows interface {
 	TriggerStatus(ctx context.Context, flowID string) ([]byte, error)
 	NextRun(ctx context.Context, flowID string) (time.Time, bool, error)
 	NextPoll(ctx context.Context, flowID string) (time.Time, bool, error)
+}
+
+// Integrations groups flows with shared settings (the flows' writes keep the membership).
+type Integrations interface {
+	CreateIntegration(ctx context.Context, in *integration.Integration) error
+	Integration(ctx context.Context, id string) (*integration.Integration, error)
+	AllIntegrations(ctx context.Context) ([]integration.Integration, error)
+	IntegrationsOwnedBy(ctx context.Context, owners ...flowdoc.Owner) ([]integration.Integration, error)
+	IntegrationFlows(ctx context.Context, id string) ([]flowdoc.Flow, error)
+	UpdateIntegration(ctx context.Context, id string, decide func(cur *integration.Integration) (store.IntegrationChange, error)) (*integration.Integration, error)
+	DeleteIntegration(ctx context.Context, id string, allow func(cur *integration.Integration) error) error
 }
 
 // Identity holds tenants, users and their API tokens.
@@ -79,6 +91,7 @@ type Runners interface {
 // Store is every part of the state the control plane uses; Ping backs its readiness.
 type Store interface {
 	Flows
+	Integrations
 	Identity
 	Connections
 	Executions
