@@ -320,13 +320,24 @@ func (s *Server) createFlow(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	f, err := s.decodeFlow(obj)
+	f, err := s.newFlow(c.UserContext(), p, obj)
 	if err != nil {
 		return err
 	}
-	ctx := c.UserContext()
+	c.Location("/api/v1/flows/" + f.ID)
+	setETag(c, f)
+	return sendData(c, fiber.StatusCreated, f)
+}
+
+// newFlow validates a flow document and stores it as revision 1, owned by p and p's tenant
+// besides the owners it names.
+func (s *Server) newFlow(ctx context.Context, p *identity.Principal, obj map[string]any) (*flowdoc.Flow, error) {
+	f, err := s.decodeFlow(obj)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.checkOwners(ctx, p, f.Owners); err != nil {
-		return err
+		return nil, err
 	}
 	f.Owners = addOwner(f.Owners, flowdoc.Owner{ID: p.User.ID, Type: "user"})
 	f.Owners = addOwner(f.Owners, flowdoc.Owner{ID: p.User.Tenant, Type: "tenant"})
@@ -334,18 +345,16 @@ func (s *Server) createFlow(c *fiber.Ctx) error {
 	f.ID, f.Status, f.Revision, f.Type = identity.NewID(), flowdoc.StatusInactive, 1, flowdoc.DerivedType(f)
 	f.CreatedAt, f.UpdatedAt = &now, &now
 	if err := s.checkAccess(ctx, f); err != nil {
-		return err
+		return nil, err
 	}
 	if err := s.checkIntegration(ctx, p, f); err != nil {
-		return err
+		return nil, err
 	}
 	if err := s.st.CreateFlow(ctx, f, s.event(events.FlowCreated, f, p)); err != nil {
-		return flowErr(err)
+		return nil, flowErr(err)
 	}
 	s.cfg.Relay.Kick()
-	c.Location("/api/v1/flows/" + f.ID)
-	setETag(c, f)
-	return sendData(c, fiber.StatusCreated, f)
+	return f, nil
 }
 
 // ifMatch reads `If-Match: <revision>` (quoted or bare); 0 means no precondition.

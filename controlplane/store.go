@@ -7,6 +7,7 @@ import (
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/internal/flowtemplate"
 	"github.com/flowd/flowd/internal/identity"
 	"github.com/flowd/flowd/internal/integration"
 	"github.com/flowd/flowd/internal/store"
@@ -38,6 +39,16 @@ type Integrations interface {
 	IntegrationFlows(ctx context.Context, id string) ([]flowdoc.Flow, error)
 	UpdateIntegration(ctx context.Context, id string, decide func(cur *integration.Integration) (store.IntegrationChange, error)) (*integration.Integration, error)
 	DeleteIntegration(ctx context.Context, id string, allow func(cur *integration.Integration) error) error
+}
+
+// Templates holds flow templates.
+type Templates interface {
+	CreateTemplate(ctx context.Context, t *flowtemplate.Template) error
+	Template(ctx context.Context, id string) (*flowtemplate.Template, error)
+	AllTemplates(ctx context.Context) ([]flowtemplate.Template, error)
+	TemplatesFor(ctx context.Context, owners ...flowdoc.Owner) ([]flowtemplate.Template, error)
+	UpdateTemplate(ctx context.Context, id string, decide func(cur *flowtemplate.Template) (*flowtemplate.Template, error)) (*flowtemplate.Template, error)
+	DeleteTemplate(ctx context.Context, id string, allow func(cur *flowtemplate.Template) error) error
 }
 
 // Identity holds tenants, users and their API tokens.
@@ -92,6 +103,7 @@ type Runners interface {
 type Store interface {
 	Flows
 	Integrations
+	Templates
 	Identity
 	Connections
 	Executions
