@@ -12,7 +12,6 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/identity"
 	"github.com/flowd/flowd/internal/integration"
@@ -27,12 +26,15 @@ import (
 func (s *Server) mountIntegrations(r fiber.Router) {
 	r.Get("/integrations", s.listIntegrations)
 	r.Post("/integrations", s.createIntegration)
+	r.Post("/integrations/import", s.importIntegration)
 	r.Get("/integrations/:id", s.getIntegration)
 	r.Patch("/integrations/:id", s.patchIntegration)
 	r.Delete("/integrations/:id", s.deleteIntegration)
 	r.Post("/integrations/:id/start", s.startIntegration)
 	r.Post("/integrations/:id/stop", s.stopIntegration)
 	r.Get("/integrations/:id/stats", s.integrationStats)
+	r.Post("/integrations/:id/clone", s.cloneIntegration)
+	r.Get("/integrations/:id/export", s.exportIntegration)
 }
 
 // ownedBy: the caller, or the caller's tenant, is among owners (admins see all): the rule
@@ -297,11 +299,7 @@ func (s *Server) patchIntegration(c *fiber.Ctx) error {
 		if !sameJSON(cur.Settings, next.Settings) {
 			// Each member flow gets a revision carrying the new settings: the executions
 			// that started before keep theirs, the ones that start after see the new ones.
-			ch.Member = func(f *flowdoc.Flow) (store.Mutation, error) {
-				nf := *f
-				nf.Revision, nf.UpdatedAt = f.Revision+1, &now
-				return store.Mutation{Flow: &nf, NewRevision: true, Events: []events.Event{s.event(events.FlowUpdated, &nf, p)}}, nil
-			}
+			ch.Member = s.settingsRevision(p, now)
 		}
 		return ch, nil
 	})
