@@ -1,9 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -142,5 +149,127 @@ func TestIntegrationSettingsChangeReachesNewExecutionsOnly(t *testing.T) {
 			t.Fatalf("integration stats: %d %v", st, m)
 		}
 		time.Sleep(20 * time.Millisecond) // polling the API with a deadline
+	}
+}
+
+// crmStub is a CRM that wants an API key: it answers the contact it was sent, and notes which
+// key each call carried.
+type crmStub struct {
+	mu   sync.Mutex
+	keys []string
+}
+
+func (s *crmStub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	key := r.Header.Get("X-API-Key")
+	s.mu.Lock()
+	s.keys = append(s.keys, key)
+	s.mu.Unlock()
+	if key == "" {
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	var in map[string]any
+	_ = json.NewDecoder(r.Body).Decode(&in)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"id": "c-1", "name": in["name"]})
+}
+
+func (s *crmStub) seen() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.keys)
+}
+
+// An integration exported by one tenant and imported by another runs there the same way: the
+// same webhook gets the same answer, through the importer's own connection of the same name;
+// the export never holds the exporter's secret.
+func TestExportedIntegrationRunsTheSameInAnotherTenant(t *testing.T) {
+	p := startPipeline(t)
+	crm := &crmStub{}
+	srv := httptest.NewServer(crm)
+	defer srv.Close()
+
+	setup := func(token, key string) {
+		t.Helper()
+		st, m := p.call("POST", "/api/v1/connections", token, `{"name":"crm","type":"api_key","data":{"header":"X-API-Key","key":"`+key+`"}}`)
+		if st != 201 {
+			t.Fatalf("connection: %d %v", st, m)
+		}
+	}
+	hook := func(flow string) map[string]any {
+		t.Helper()
+		st, body := p.post("/hooks/"+flow, `{"name":"Ada"}`)
+		if st != 200 {
+			t.Fatalf("webhook of %s: %d %v", flow, st, body)
+		}
+		return body
+	}
+
+	_, alice := p.member("acme")
+	setup(alice, "key-of-tenant-a")
+	st, m := p.call("POST", "/api/v1/integrations", alice, `{"name":"crm-greeter","settings":{"greeting":"Hello"}}`)
+	if st != 201 {
+		t.Fatalf("integration: %d %v", st, m)
+	}
+	integ := m["data"].(map[string]any)["id"].(string)
+	_, m = p.call("GET", "/api/v1/connections", alice, "")
+	conn := m["data"].([]any)[0].(map[string]any)["id"].(string)
+	st, m = p.call("POST", "/api/v1/flows", alice, `{"name":"greet","integration":"`+integ+`","graph":{"nodes":[
+		{"id":"hook","type":"trigger.webhook","config":{"mode":"sync","timeoutMs":30000}},
+		{"id":"crm","type":"action","connector":"http","action":"request","connection":"`+conn+`",
+		 "config":{"method":"POST","url":"`+srv.URL+`/contacts","body":{"name":"{{ input.name }}"}}},
+		{"id":"shape","type":"action","connector":"transform","action":"map","config":{"fields":{"id":"steps.crm.body.id","text":"settings.greeting + ', ' + steps.crm.body.name"}}},
+		{"id":"out","type":"respond"}],
+		"edges":[{"source":"hook","target":"crm"},{"source":"crm","target":"shape","port":"success"},{"source":"shape","target":"out"}]}}`)
+	if st != 201 {
+		t.Fatalf("flow: %d %v", st, m)
+	}
+	flowA := m["data"].(map[string]any)["id"].(string)
+	if st, m := p.call("POST", "/api/v1/integrations/"+integ+"/start", alice, ""); st != 200 || m["data"].(map[string]any)["failed"] != 0.0 {
+		t.Fatalf("start: %d %v", st, m)
+	}
+	want := hook(flowA)
+	if want["text"] != "Hello, Ada" || want["id"] != "c-1" {
+		t.Fatalf("tenant A's answer: %v", want)
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, p.base+"/api/v1/integrations/"+integ+"/export?format=yaml", nil)
+	req.Header.Set("Authorization", "Bearer "+alice)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported, _ := io.ReadAll(res.Body)
+	_ = res.Body.Close()
+	if res.StatusCode != 200 || strings.Contains(string(exported), "key-of-tenant-a") || strings.Contains(string(exported), conn) {
+		t.Fatalf("export: %d, holds the secret or the connection id: %s", res.StatusCode, exported)
+	}
+
+	_, bob := p.member("globex")
+	setup(bob, "key-of-tenant-b")
+	req, _ = http.NewRequest(http.MethodPost, p.base+"/api/v1/integrations/import", bytes.NewReader(exported))
+	req.Header.Set("Authorization", "Bearer "+bob)
+	req.Header.Set("Content-Type", "application/yaml")
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var imported map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&imported)
+	_ = res.Body.Close()
+	if res.StatusCode != 201 {
+		t.Fatalf("import: %d %v", res.StatusCode, imported)
+	}
+	plan := imported["data"].(map[string]any)
+	integB := plan["integration"].(map[string]any)["id"].(string)
+	flowB := plan["flows"].([]any)[0].(map[string]any)["id"].(string)
+	if st, m := p.call("POST", "/api/v1/integrations/"+integB+"/start", bob, ""); st != 200 || m["data"].(map[string]any)["failed"] != 0.0 {
+		t.Fatalf("start the import: %d %v", st, m)
+	}
+	if got := hook(flowB); !reflect.DeepEqual(got, want) {
+		t.Fatalf("tenant B's answer %v, want tenant A's %v", got, want)
+	}
+	if keys := crm.seen(); !reflect.DeepEqual(keys, []string{"key-of-tenant-a", "key-of-tenant-b"}) {
+		t.Fatalf("the CRM saw keys %v: each tenant's flow must use its own connection", keys)
 	}
 }
