@@ -64,6 +64,8 @@ func flowErr(err error) error {
 		return err
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, errHidden):
 		return notFound("flow")
+	case errors.Is(err, store.ErrNoIntegration):
+		return errIntegrationUnavailable(err)
 	default:
 		return err
 	}
@@ -96,11 +98,13 @@ func (s *Server) listFlows(c *fiber.Ctx) error {
 	}
 	// filter[user] narrows the caller's own visible set; it never widens it.
 	user, typ, search := c.Query("filter[user]"), c.Query("filter[type]"), strings.ToLower(lp.search)
+	integ := c.Query("filter[integration]")
 	out := make([]flowdoc.Flow, 0, len(all))
 	for i := range all {
 		f := &all[i]
 		if (status != "" && f.Status != status) ||
 			(typ != "" && f.Type != typ) ||
+			(integ != "" && f.Integration != integ) ||
 			(user != "" && !slices.Contains(f.Owners, flowdoc.Owner{ID: user, Type: "user"})) ||
 			(search != "" && !strings.Contains(strings.ToLower(f.Name+"\n"+f.Description), search)) {
 			continue
@@ -212,7 +216,7 @@ func setETag(c *fiber.Ctx, f *flowdoc.Flow) {
 }
 
 // readOnly are the fields the server manages; clients may echo them back and they are ignored.
-var readOnly = []string{"id", "status", "statusReason", "revision", "type", "createdAt", "updatedAt", "triggerStatus", "nextRunAt"}
+var readOnly = []string{"id", "status", "statusReason", "revision", "type", "createdAt", "updatedAt", "triggerStatus", "nextRunAt", "integrationSettings"}
 
 // bodyObject turns a JSON or YAML request body into a JSON object without server fields, and
 // returns the status it named ("" if none), which only start and stop change.
@@ -329,7 +333,27 @@ func (s *Server) createFlow(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.UserContext()
+	if err := s.storeNewFlow(c.UserContext(), p, f); err != nil {
+		return inOIH(err, paths)
+	}
+	audited(c, audit.Entry{Action: audit.FlowCreate, Target: flowTarget(f), RevisionAfter: f.Revision})
+	c.Location("/api/v1/flows/" + f.ID)
+	setETag(c, f)
+	return sendFlow(c, fiber.StatusCreated, f, warnings)
+}
+
+// newFlow validates a flow document (flowd's shape) and stores it as revision 1, owned by p
+// and p's tenant besides the owners it names.
+func (s *Server) newFlow(ctx context.Context, p *identity.Principal, obj map[string]any) (*flowdoc.Flow, error) {
+	f, err := s.decodeFlow(obj)
+	if err != nil {
+		return nil, err
+	}
+	return f, s.storeNewFlow(ctx, p, f)
+}
+
+// storeNewFlow stores a decoded flow as revision 1.
+func (s *Server) storeNewFlow(ctx context.Context, p *identity.Principal, f *flowdoc.Flow) error {
 	if err := s.checkOwners(ctx, p, f.Owners); err != nil {
 		return err
 	}
@@ -339,16 +363,16 @@ func (s *Server) createFlow(c *fiber.Ctx) error {
 	f.ID, f.Status, f.Revision, f.Type = identity.NewID(), flowdoc.StatusInactive, 1, flowdoc.DerivedType(f)
 	f.CreatedAt, f.UpdatedAt = &now, &now
 	if err := s.checkAccess(ctx, f); err != nil {
-		return inOIH(err, paths)
-	}
-	if err := s.st.CreateFlow(ctx, f, s.event(events.FlowCreated, f, p)); err != nil {
 		return err
 	}
+	if err := s.checkIntegration(ctx, p, f); err != nil {
+		return err
+	}
+	if err := s.st.CreateFlow(ctx, f, s.event(events.FlowCreated, f, p)); err != nil {
+		return flowErr(err)
+	}
 	s.cfg.Relay.Kick()
-	audited(c, audit.Entry{Action: audit.FlowCreate, Target: flowTarget(f), RevisionAfter: f.Revision})
-	c.Location("/api/v1/flows/" + f.ID)
-	setETag(c, f)
-	return sendFlow(c, fiber.StatusCreated, f, warnings)
+	return nil
 }
 
 // ifMatch reads `If-Match: <revision>` (quoted or bare); 0 means no precondition.
@@ -426,6 +450,9 @@ func (s *Server) patchFlow(c *fiber.Ctx) error {
 			return store.Mutation{}, fail(fiber.StatusBadRequest, problem.New("required", "/owners", "a flow needs at least one owner"))
 		}
 		if err := s.checkAccess(ctx, next); err != nil {
+			return store.Mutation{}, err
+		}
+		if err := s.checkIntegration(ctx, p, next); err != nil {
 			return store.Mutation{}, err
 		}
 		now := s.cfg.Now().UTC()
@@ -543,9 +570,9 @@ var announce = map[string]string{
 // and says whether it changed the flow. A flow the action has nothing left to do for is left
 // as it is (start and stop are idempotent); one the action does not apply to is a 409 that
 // says why.
-func (s *Server) transition(c *fiber.Ctx, p *identity.Principal, action flowdoc.Action) (*flowdoc.Flow, bool, error) {
+func (s *Server) transition(ctx context.Context, id string, p *identity.Principal, action flowdoc.Action) (*flowdoc.Flow, bool, error) {
 	changed := false
-	f, err := s.st.UpdateFlow(c.UserContext(), c.Params("id"), func(cur *flowdoc.Flow) (store.Mutation, error) {
+	f, err := s.st.UpdateFlow(ctx, id, func(cur *flowdoc.Flow) (store.Mutation, error) {
 		changed = false
 		if !canSeeFlow(p, cur) {
 			return store.Mutation{}, errHidden
@@ -571,28 +598,38 @@ func (s *Server) startFlow(c *fiber.Ctx) error {
 	if f, err := s.visibleFlow(c); err == nil {
 		// A draft is stored but does not run: say what it lacks. The root routes are OIH's
 		// Flow Repository API: there, paths point into the flow's OIH document.
-		var paths oih.Layout
-		if oihRoute(c) {
-			paths = oih.LayoutOf(f)
-		}
 		if ps := startProblems(c, f); len(ps) > 0 {
 			return fail(fiber.StatusBadRequest, ps...)
 		}
-		if ps := flowdoc.ReservedTopicProblems(f, s.cfg.ReservedTopic); len(ps) > 0 {
-			return inOIH(fail(fiber.StatusBadRequest, ps...), paths)
+		warnings, err := s.startable(c.UserContext(), f)
+		if err != nil {
+			if oihRoute(c) {
+				return inOIH(err, oih.LayoutOf(f))
+			}
+			return err
 		}
-		// A flow stored before a check existed (a trigger config's schema, a connector's)
-		// is checked again, so it cannot fail at run time for what a save would refuse.
-		if err := s.revalidate(f); err != nil {
-			return inOIH(err, paths)
-		}
-
-		if err := s.checkAccess(c.UserContext(), f); err != nil {
-			return inOIH(err, paths)
-		}
-		return s.lifecycle(c, flowdoc.ActionStart, flowdoc.ActionStarted, s.unservedPools(c.UserContext(), f)...)
+		return s.lifecycle(c, flowdoc.ActionStart, flowdoc.ActionStarted, warnings...)
 	}
 	return s.lifecycle(c, flowdoc.ActionStart, flowdoc.ActionStarted)
+}
+
+// startable checks a flow about to start, returning the warnings that go with the start.
+func (s *Server) startable(ctx context.Context, f *flowdoc.Flow) ([]problem.Problem, error) {
+	if ps := flowdoc.StartProblems(f); len(ps) > 0 { // a draft: stored, but not runnable
+		return nil, fail(fiber.StatusBadRequest, ps...)
+	}
+	if ps := flowdoc.ReservedTopicProblems(f, s.cfg.ReservedTopic); len(ps) > 0 {
+		return nil, fail(fiber.StatusBadRequest, ps...)
+	}
+	// A flow stored before a check existed (a trigger config's schema, a connector's)
+	// is checked again, so it cannot fail at run time for what a save would refuse.
+	if err := s.revalidate(f); err != nil {
+		return nil, err
+	}
+	if err := s.checkAccess(ctx, f); err != nil {
+		return nil, err
+	}
+	return s.unservedPools(ctx, f), nil
 }
 
 // unservedPools warns of each node of f that runs in a pool no live runner serves: the flow
@@ -715,10 +752,10 @@ func (s *Server) lifecycle(c *fiber.Ctx, action, confirm flowdoc.Action, warning
 	if err != nil {
 		return err
 	}
-	f, changed, err := s.transition(c, p, action)
+	f, changed, err := s.transition(c.UserContext(), c.Params("id"), p, action)
 	if err == nil && s.cfg.AutoConfirm {
 		if _, ok := flowdoc.Next(confirm, f.Status); ok {
-			f, _, err = s.transition(c, p, confirm)
+			f, _, err = s.transition(c.UserContext(), c.Params("id"), p, confirm)
 		}
 	}
 	if err != nil {

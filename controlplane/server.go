@@ -135,6 +135,8 @@ func New(cfg Config) *fiber.App {
 	routes := &routeTable{}
 	v1 := app.Group("/api/v1", routes.check, s.authenticate)
 	s.mountFlows(v1)
+	s.mountIntegrations(v1)
+	s.mountTemplates(v1)
 	s.mountIdentity(v1)
 	s.mountConnections(v1)
 	s.mountConnectors(v1)

@@ -8,7 +8,9 @@ import (
 	"github.com/flowd/flowd/internal/envelope"
 	"github.com/flowd/flowd/internal/events"
 	"github.com/flowd/flowd/internal/flowdoc"
+	"github.com/flowd/flowd/internal/flowtemplate"
 	"github.com/flowd/flowd/internal/identity"
+	"github.com/flowd/flowd/internal/integration"
 	"github.com/flowd/flowd/internal/store"
 )
 
@@ -27,6 +29,27 @@ type Flows interface {
 	TriggerStatus(ctx context.Context, flowID string) ([]byte, error)
 	NextRun(ctx context.Context, flowID string) (time.Time, bool, error)
 	NextPoll(ctx context.Context, flowID string) (time.Time, bool, error)
+}
+
+// Integrations groups flows with shared settings (the flows' writes keep the membership).
+type Integrations interface {
+	CreateIntegration(ctx context.Context, in *integration.Integration) error
+	Integration(ctx context.Context, id string) (*integration.Integration, error)
+	AllIntegrations(ctx context.Context) ([]integration.Integration, error)
+	IntegrationsOwnedBy(ctx context.Context, owners ...flowdoc.Owner) ([]integration.Integration, error)
+	IntegrationFlows(ctx context.Context, id string) ([]flowdoc.Flow, error)
+	UpdateIntegration(ctx context.Context, id string, decide func(cur *integration.Integration) (store.IntegrationChange, error)) (*integration.Integration, error)
+	DeleteIntegration(ctx context.Context, id string, allow func(cur *integration.Integration) error) error
+}
+
+// Templates holds flow templates.
+type Templates interface {
+	CreateTemplate(ctx context.Context, t *flowtemplate.Template) error
+	Template(ctx context.Context, id string) (*flowtemplate.Template, error)
+	AllTemplates(ctx context.Context) ([]flowtemplate.Template, error)
+	TemplatesFor(ctx context.Context, owners ...flowdoc.Owner) ([]flowtemplate.Template, error)
+	UpdateTemplate(ctx context.Context, id string, decide func(cur *flowtemplate.Template) (*flowtemplate.Template, error)) (*flowtemplate.Template, error)
+	DeleteTemplate(ctx context.Context, id string, allow func(cur *flowtemplate.Template) error) error
 }
 
 // Identity holds tenants, users and their API tokens.
@@ -86,6 +109,8 @@ type Runners interface {
 // Store is every part of the state the control plane uses; Ping backs its readiness.
 type Store interface {
 	Flows
+	Integrations
+	Templates
 	Identity
 	Connections
 	Executions

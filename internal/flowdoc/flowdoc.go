@@ -83,6 +83,14 @@ type Flow struct {
 	History       *History       `json:"history,omitempty"`
 	CreatedAt     *time.Time     `json:"createdAt,omitempty"`
 	UpdatedAt     *time.Time     `json:"updatedAt,omitempty"`
+
+	// FromTemplateVersion is the version of template FromTemplate the flow was made from.
+	FromTemplateVersion int `json:"fromTemplateVersion,omitempty"`
+	// Integration is the id of the integration the flow belongs to ("" for none).
+	Integration string `json:"integration,omitempty"`
+	// IntegrationSettings is the integration's settings as of this revision (server-managed):
+	// a revision carries them so that an execution keeps the settings it started with.
+	IntegrationSettings map[string]any `json:"integrationSettings,omitempty"`
 }
 
 // Graph is the nodes and the edges between them.
@@ -300,4 +308,32 @@ func Canonical(f *Flow) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// EffectiveSettings is what expressions see as `settings`: the integration's settings with the
+// flow's own deep-merged over them (objects merge key by key; any other value of the flow's
+// replaces the integration's). Neither input is changed.
+func (f *Flow) EffectiveSettings() map[string]any {
+	if len(f.IntegrationSettings) == 0 {
+		return f.Settings
+	}
+	return MergeSettings(f.IntegrationSettings, f.Settings)
+}
+
+// MergeSettings deep-merges over onto base into a new map: over wins, objects merge.
+func MergeSettings(base, over map[string]any) map[string]any {
+	out := make(map[string]any, len(base)+len(over))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range over {
+		bo, baseIsObj := out[k].(map[string]any)
+		oo, overIsObj := v.(map[string]any)
+		if baseIsObj && overIsObj {
+			out[k] = MergeSettings(bo, oo)
+			continue
+		}
+		out[k] = v
+	}
+	return out
 }

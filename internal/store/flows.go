@@ -34,6 +34,9 @@ func (s *Store) CreateFlow(ctx context.Context, f *flowdoc.Flow, evs ...events.E
 		if n > 0 {
 			return fmt.Errorf("flow %s: %w", f.ID, ErrExists)
 		}
+		if err := s.joinIntegration(ctx, tx, f); err != nil {
+			return err
+		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			doc := mustJSON(f)
 			p.Set(ctx, key, doc, 0)
@@ -42,6 +45,7 @@ func (s *Store) CreateFlow(ctx context.Context, f *flowdoc.Flow, evs ...events.E
 			for _, o := range f.Owners {
 				p.SAdd(ctx, s.ownerKey(o), f.ID)
 			}
+			s.indexMembership(ctx, p, nil, f)
 			s.enqueue(ctx, p, evs)
 			return nil
 		})
@@ -101,6 +105,11 @@ func (s *Store) UpdateFlow(ctx context.Context, id string, decide func(cur *flow
 		if err != nil {
 			return err
 		}
+		if m.NewRevision {
+			if err := s.joinIntegration(ctx, tx, m.Flow); err != nil {
+				return err
+			}
+		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Set(ctx, key, mustJSON(m.Flow), 0)
 			if m.NewRevision {
@@ -114,6 +123,7 @@ func (s *Store) UpdateFlow(ctx context.Context, id string, decide func(cur *flow
 			for _, o := range m.Flow.Owners {
 				p.SAdd(ctx, s.ownerKey(o), id)
 			}
+			s.indexMembership(ctx, p, cur, m.Flow)
 			s.enqueue(ctx, p, m.Events)
 			return nil
 		})
@@ -152,6 +162,7 @@ func (s *Store) DeleteFlow(ctx context.Context, id string, allow func(cur *flowd
 			for _, o := range cur.Owners {
 				p.SRem(ctx, s.ownerKey(o), id)
 			}
+			s.indexMembership(ctx, p, cur, nil)
 			s.enqueue(ctx, p, evs)
 			return nil
 		})

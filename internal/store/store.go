@@ -11,6 +11,14 @@
 //	P {meta}:flows                      zset    every flow id, scored by creation time (ms)
 //	P {meta}:owner:user:<uid>:flows     set     flow ids a user owns
 //	P {meta}:owner:tenant:<tid>:flows   set     flow ids a tenant owns
+//	P {meta}:integration:<id>           string  integration (JSON: settingsSchema, settings, owners)
+//	P {meta}:integration:<id>:flows     set     ids of the flows that belong to it (integrations.go)
+//	P {meta}:integrations               zset    every integration id, by creation time (ms)
+//	P {meta}:owner:<type>:<id>:integrations set integration ids a user or a tenant owns
+//	P {meta}:template:<id>              string  flow template (JSON: parameters schema, flow, version)
+//	P {meta}:templates                  zset    every template id, by creation time (ms)
+//	P {meta}:templates:public           set     ids of the templates every tenant may use
+//	P {meta}:owner:<type>:<id>:templates set    template ids a user or a tenant owns
 //	P {meta}:tenant:<id>                string  tenant (JSON)
 //	P {meta}:tenants                    zset    tenant ids by creation time
 //	P {meta}:tenantname:<name>          string  tenant id (names are unique)

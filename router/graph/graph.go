@@ -94,7 +94,7 @@ func Compile(f *flowdoc.Flow) (*Graph, error) {
 		flow:        f,
 		nodes:       make(map[string]*node, len(f.Graph.Nodes)),
 		flowEnv:     map[string]any{"id": f.ID, "name": f.Name, "revision": float64(f.Revision)},
-		settingsEnv: f.Settings,
+		settingsEnv: f.EffectiveSettings(),
 	}
 	if g.settingsEnv == nil {
 		g.settingsEnv = map[string]any{}

@@ -459,3 +459,31 @@ func TestCompileRejectsInvalidFlows(t *testing.T) {
 		t.Fatalf("pools %v", got)
 	}
 }
+
+// The integration's settings of the revision lie under the flow's own: the router's
+// expressions and the runners' templates both see the deep merge, the flow's values winning.
+func TestSettingsMergeTheIntegrationsUnderTheFlows(t *testing.T) {
+	t.Parallel()
+	f := flow([]flowdoc.Node{n("c", flowdoc.TypeIf, "condition",
+		"settings.region == 'eu' && settings.tier == 'gold' && settings.crm.url == 'https://crm' && settings.crm.timeout == 5"), n("A")},
+		e("t", "c"), e("c", "A", "true"))
+	f.Settings = map[string]any{"region": "eu", "crm": map[string]any{"timeout": 5}}
+	f.IntegrationSettings = map[string]any{"region": "us", "tier": "gold", "crm": map[string]any{"url": "https://crm", "timeout": 1}}
+	if tr := execute(t, f, `{}`, nil, false); tr.status != "succeeded" || len(tr.workFor("A")) != 1 {
+		t.Fatalf("status %s (%v), work for A %v: the merged settings were not what the condition expects", tr.status, tr.err, tr.workFor("A"))
+	}
+	g, err := Compile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, err := g.WorkContext(Context{ExecutionID: "x1", Trigger: "webhook", ReceivedAt: time.Now()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(ctx["settings"]), `{"crm":{"timeout":5,"url":"https://crm"},"region":"eu","tier":"gold"}`; got != want {
+		t.Fatalf("runner context settings %s, want %s", got, want)
+	}
+	if f.IntegrationSettings["region"] != "us" || f.IntegrationSettings["crm"].(map[string]any)["timeout"] != 1 {
+		t.Fatalf("the merge changed the revision's integration settings: %v", f.IntegrationSettings)
+	}
+}
