@@ -26,6 +26,10 @@ flows against the manifests of the connectors in --connectors-dir, which it rere
 					fmt.Fprintf(cmd.OutOrStdout(), "Administrator token (shown once, store it now): %s\n", token)
 				}
 			}
+			// Checked on the flag: a zero in options built without flags means the default.
+			if err := checkAuditRetention(opt.auditRetention); err != nil {
+				return err
+			}
 			return serveAPI(cmd.Context(), &in, opt)
 		},
 	}

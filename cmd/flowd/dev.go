@@ -53,6 +53,10 @@ a restart. New calls run the new code; calls in flight finish on the old process
 reloads at once.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Checked on the flag: a zero in options built without flags means the default.
+			if err := checkAuditRetention(opt.auditRetention); err != nil {
+				return err
+			}
 			return runDev(cmd.Context(), cmd.OutOrStdout(), dataDir, example, opt, connectors)
 		},
 	}
@@ -73,9 +77,6 @@ func runDev(ctx context.Context, out io.Writer, dataDir, example string, opt api
 	log := slog.Default()
 	if connectors.egressAllow != "" {
 		log.Warn("flowd dev lets connectors reach these internal addresses (loopback by default, where Redis and the broker listen too); a runner allows none unless --egress-allow says so", "egress-allow", connectors.egressAllow)
-	}
-	if err := checkAuditRetention(opt.auditRetention); err != nil {
-		return err
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)

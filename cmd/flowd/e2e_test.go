@@ -150,6 +150,7 @@ func (p *pipeline) startAPIRole() {
 	select {
 	case <-ready:
 	case err := <-done:
+		done <- nil // the cleanup above waits for it
 		t.Fatalf("api did not start: %v", err)
 	}
 	p.base = "http://" + addr

@@ -253,9 +253,6 @@ func serveAPI(ctx context.Context, in *infra, opt apiOptions) error {
 	if err := kafkax.EnsureTopics(ctx, c.kcfg, events.TopicName); err != nil {
 		return fmt.Errorf("create topics: %w", err)
 	}
-	if err := checkAuditRetention(opt.auditRetention); err != nil {
-		return err
-	}
 	token, err := controlplane.EnsureAdmin(ctx, c.st, opt.adminToken)
 	if err != nil {
 		return err
