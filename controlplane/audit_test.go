@@ -421,3 +421,41 @@ func auditErrors(t *testing.T) float64 {
 	t.Fatal("flowd_audit_append_errors_total is not served")
 	return 0
 }
+
+// Integrations and templates are recorded like flows: each change once, a refused or idle one
+// not at all.
+func TestAuditLogRecordsIntegrationsAndTemplates(t *testing.T) {
+	e := newEnv(t)
+	ta := e.tenant("acme")
+	_, alice := e.user(ta, "alice", append(slices.Clone(identity.DefaultPermissions), identity.PermAuditRead, identity.PermTemplatesRead)...)
+
+	in := e.must(201, e.call("POST", "/api/v1/integrations", alice, integrationDoc("crm-sync", map[string]any{"region": "eu"}))).data()["id"].(string)
+	e.must(400, e.call("PATCH", "/api/v1/integrations/"+in, alice, map[string]any{"settings": map[string]any{"region": 7}}))
+	e.must(200, e.call("PATCH", "/api/v1/integrations/"+in, alice, map[string]any{"description": "v2"}))
+	clone := e.must(201, e.call("POST", "/api/v1/integrations/"+in+"/clone", alice, map[string]any{"name": "crm-sync copy"})).data()["id"].(string)
+	e.must(204, e.call("DELETE", "/api/v1/integrations/"+clone, alice, nil))
+	tpl := e.must(201, e.call("POST", "/api/v1/templates", alice, crmTemplate("crm contacts"))).data()["id"].(string)
+	e.must(400, e.call("POST", "/api/v1/templates/"+tpl+"/instantiate", alice, map[string]any{"parameters": map[string]any{}}))
+	f := e.must(201, e.call("POST", "/api/v1/templates/"+tpl+"/instantiate", alice, map[string]any{"parameters": map[string]any{"region": "eu"}})).data()["id"].(string)
+	e.must(200, e.call("PATCH", "/api/v1/templates/"+tpl, alice, map[string]any{"description": "v2"}))
+	e.must(204, e.call("DELETE", "/api/v1/templates/"+tpl, alice, nil))
+
+	got, _ := e.auditLog(alice, "")
+	slices.Reverse(got) // oldest first
+	want := []string{
+		"integration.create integration:" + in,
+		"integration.update integration:" + in,
+		"integration.clone integration:" + clone,
+		"integration.delete integration:" + clone,
+		"template.create template:" + tpl,
+		"flow.create flow:" + f,
+		"template.update template:" + tpl,
+		"template.delete template:" + tpl,
+	}
+	if !slices.Equal(lines(got), want) {
+		t.Fatalf("audit log:\n  %s\nwant:\n  %s", strings.Join(lines(got), "\n  "), strings.Join(want, "\n  "))
+	}
+	if r := got[1]; r["revisionBefore"] != float64(1) || r["revisionAfter"] != float64(2) {
+		t.Errorf("integration.update revisions: %v → %v, want 1 → 2", r["revisionBefore"], r["revisionAfter"])
+	}
+}

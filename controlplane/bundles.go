@@ -12,6 +12,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/flowd/flowd/internal/audit"
 	"github.com/flowd/flowd/internal/bundle"
 	"github.com/flowd/flowd/internal/connections"
 	"github.com/flowd/flowd/internal/events"
@@ -125,6 +126,7 @@ func (s *Server) cloneIntegration(c *fiber.Ctx) error {
 		}
 		view.Flows = append(view.Flows, f.ID)
 	}
+	audited(c, audit.Entry{Action: audit.IntegrationClone, Target: integrationTarget(in), RevisionAfter: in.Revision})
 	c.Location("/api/v1/integrations/" + in.ID)
 	setIntegrationETag(c, in)
 	return sendData(c, fiber.StatusCreated, view)
@@ -446,6 +448,7 @@ func (s *Server) importIntegration(c *fiber.Ctx) error {
 		}
 	}
 	s.publishNow(ctx)
+	audited(c, audit.Entry{Action: audit.IntegrationImport, Target: audit.Target{Type: audit.TargetIntegration, ID: plan.Integration.ID, Name: in.Name}})
 	return sendData(c, status, plan)
 }
 

@@ -218,6 +218,7 @@ func (s *Server) createIntegration(c *fiber.Ctx) error {
 	if err := s.newIntegration(c.UserContext(), p, in); err != nil {
 		return err
 	}
+	audited(c, audit.Entry{Action: audit.IntegrationCreate, Target: integrationTarget(in), RevisionAfter: in.Revision})
 	c.Location("/api/v1/integrations/" + in.ID)
 	setIntegrationETag(c, in)
 	return sendData(c, fiber.StatusCreated, integrationView{Integration: in, Flows: []string{}})
@@ -310,6 +311,8 @@ func (s *Server) patchIntegration(c *fiber.Ctx) error {
 		}
 	} else if err != nil {
 		return integrationErr(err)
+	} else {
+		audited(c, audit.Entry{Action: audit.IntegrationUpdate, Target: integrationTarget(in), RevisionBefore: in.Revision - 1, RevisionAfter: in.Revision})
 	}
 	s.publishNow(ctx)
 	flows, err := s.st.IntegrationFlows(ctx, in.ID)
@@ -362,10 +365,12 @@ func (s *Server) deleteIntegration(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	var gone integration.Integration
 	err = s.st.DeleteIntegration(c.UserContext(), c.Params("id"), func(cur *integration.Integration) error {
 		if !ownedBy(p, cur.Owners) {
 			return errHiddenIntegration
 		}
+		gone = *cur
 		return nil
 	})
 	if errors.Is(err, store.ErrIntegrationNotEmpty) {
@@ -375,7 +380,13 @@ func (s *Server) deleteIntegration(c *fiber.Ctx) error {
 	if err != nil {
 		return integrationErr(err)
 	}
+	audited(c, audit.Entry{Action: audit.IntegrationDelete, Target: integrationTarget(&gone), RevisionBefore: gone.Revision})
 	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// integrationTarget names an integration in the audit log.
+func integrationTarget(in *integration.Integration) audit.Target {
+	return audit.Target{Type: audit.TargetIntegration, ID: in.ID, Name: in.Name}
 }
 
 // flowOutcome is what a start or stop of an integration did to one of its flows.

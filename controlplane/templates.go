@@ -11,6 +11,7 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/flowd/flowd/internal/audit"
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/flowtemplate"
 	"github.com/flowd/flowd/internal/identity"
@@ -173,6 +174,7 @@ func (s *Server) createTemplate(c *fiber.Ctx) error {
 	if err := s.st.CreateTemplate(ctx, t); err != nil {
 		return err
 	}
+	audited(c, audit.Entry{Action: audit.TemplateCreate, Target: templateTarget(t), RevisionAfter: t.Version})
 	c.Location("/api/v1/templates/" + t.ID)
 	setVersionETag(c, t.Version)
 	return sendData(c, fiber.StatusCreated, t)
@@ -234,11 +236,15 @@ func (s *Server) patchTemplate(c *fiber.Ctx) error {
 		next.ID, next.Version, next.CreatedAt, next.UpdatedAt = cur.ID, cur.Version+1, cur.CreatedAt, &now
 		return next, nil
 	})
+	changed := err == nil
 	if errors.Is(err, errUnchanged) {
 		t, err = s.visibleTemplate(c)
 	}
 	if err != nil {
 		return templateErr(err)
+	}
+	if changed {
+		audited(c, audit.Entry{Action: audit.TemplateUpdate, Target: templateTarget(t), RevisionBefore: t.Version - 1, RevisionAfter: t.Version})
 	}
 	setVersionETag(c, t.Version)
 	return sendData(c, fiber.StatusOK, t)
@@ -249,16 +255,24 @@ func (s *Server) deleteTemplate(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	var gone flowtemplate.Template
 	err = s.st.DeleteTemplate(c.UserContext(), c.Params("id"), func(cur *flowtemplate.Template) error {
 		if !ownedBy(p, cur.Owners) {
 			return errHiddenTemplate
 		}
+		gone = *cur
 		return nil
 	})
 	if err != nil {
 		return templateErr(err)
 	}
+	audited(c, audit.Entry{Action: audit.TemplateDelete, Target: templateTarget(&gone), RevisionBefore: gone.Version})
 	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// templateTarget names a template in the audit log; its revisions are its versions.
+func templateTarget(t *flowtemplate.Template) audit.Target {
+	return audit.Target{Type: audit.TargetTemplate, ID: t.ID, Name: t.Name}
 }
 
 // instantiateFields are what an instantiation may say besides the parameters: they override
@@ -315,6 +329,7 @@ func (s *Server) instantiateTemplate(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	audited(c, audit.Entry{Action: audit.FlowCreate, Target: flowTarget(f), RevisionAfter: f.Revision})
 	c.Location("/api/v1/flows/" + f.ID)
 	setETag(c, f)
 	return sendData(c, fiber.StatusCreated, f)

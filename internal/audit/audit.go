@@ -33,17 +33,27 @@ const (
 	ErrorsResolve     = "errors.resolve"
 	DeadLetterReplay  = "deadletter.replay"
 	DeadLetterDiscard = "deadletter.discard"
+	IntegrationCreate = "integration.create"
+	IntegrationUpdate = "integration.update"
+	IntegrationDelete = "integration.delete"
+	IntegrationClone  = "integration.clone"
+	IntegrationImport = "integration.import"
+	TemplateCreate    = "template.create"
+	TemplateUpdate    = "template.update"
+	TemplateDelete    = "template.delete"
 )
 
 // Target types.
 const (
-	TargetFlow       = "flow"
-	TargetConnection = "connection"
-	TargetUser       = "user"
-	TargetToken      = "token"
-	TargetTenant     = "tenant"
-	TargetExecution  = "execution"
-	TargetDeadLetter = "deadletter"
+	TargetFlow        = "flow"
+	TargetConnection  = "connection"
+	TargetUser        = "user"
+	TargetToken       = "token"
+	TargetTenant      = "tenant"
+	TargetExecution   = "execution"
+	TargetDeadLetter  = "deadletter"
+	TargetIntegration = "integration"
+	TargetTemplate    = "template"
 )
 
 // Actor is the user who made the change.
