@@ -459,3 +459,34 @@ func TestAuditLogRecordsIntegrationsAndTemplates(t *testing.T) {
 		t.Errorf("integration.update revisions: %v → %v, want 1 → 2", r["revisionBefore"], r["revisionAfter"])
 	}
 }
+
+// A flow's copy has its content, none of its server fields, and its own owners and history.
+func TestCloneFlow(t *testing.T) {
+	e := newEnv(t)
+	ta, tb := e.tenant("acme"), e.tenant("globex")
+	_, alice := e.user(ta, "alice", append(slices.Clone(identity.DefaultPermissions), identity.PermAuditRead)...)
+	_, mallory := e.user(tb, "mallory", identity.DefaultPermissions...)
+	src := e.must(201, e.call("POST", "/api/v1/flows", alice, readmeFlow(t))).data()
+	id := src["id"].(string)
+	e.must(200, e.call("PATCH", "/api/v1/flows/"+id, alice, `{"description": "v2"}`))
+
+	cp := e.must(201, e.call("POST", "/api/v1/flows/"+id+"/clone", alice, nil)).data()
+	if cp["id"] == id || cp["name"] != src["name"].(string)+" (copy)" || cp["revision"] != float64(1) || cp["status"] != "inactive" || cp["description"] != "v2" {
+		t.Fatalf("copy: %v", cp)
+	}
+	if g1, g2 := fmt.Sprint(src["graph"]), fmt.Sprint(cp["graph"]); g1 != g2 {
+		t.Fatalf("the copy's graph differs:\n%s\n%s", g1, g2)
+	}
+	named := e.must(201, e.call("POST", "/api/v1/flows/"+id+"/clone", alice, `{"name": "orders v2"}`)).data()
+	if named["name"] != "orders v2" {
+		t.Fatalf("named copy: %v", named["name"])
+	}
+	e.must(400, e.call("POST", "/api/v1/flows/"+id+"/clone", alice, `{"name": ""}`))
+	e.must(400, e.call("POST", "/api/v1/flows/"+id+"/clone", alice, `{"owners": []}`))
+	e.must(404, e.call("POST", "/api/v1/flows/"+id+"/clone", mallory, nil)) // another tenant's flow
+
+	got, _ := e.auditLog(alice, "filter[action]=flow.create")
+	if len(got) != 3 {
+		t.Fatalf("flow.create entries: %v", lines(got))
+	}
+}

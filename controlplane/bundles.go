@@ -65,27 +65,75 @@ func (s *Server) memberFlows(ctx context.Context, p *identity.Principal, id stri
 
 // cloneIntegration copies an integration and its flows (inactive, same owners, same
 // connections): {"name": "..."} names the copy, by default "<name> (copy)".
+// cloneName reads a clone's optional body, {"name": ...}; "" when it names none.
+func cloneName(c *fiber.Ctx) (string, error) {
+	if len(strings.TrimSpace(string(c.Body()))) == 0 {
+		return "", nil
+	}
+	body, err := documentBody(c, nil)
+	if err != nil {
+		return "", err
+	}
+	for k := range body {
+		if k != "name" {
+			return "", fail(fiber.StatusBadRequest, problem.New(schemaproblem.CodeAdditionalProperty, "/"+k, "a clone takes only a name"))
+		}
+	}
+	var name string
+	if v, ok := body["name"]; ok {
+		if name, _ = v.(string); strings.TrimSpace(name) == "" || len(name) > 200 {
+			return "", fail(fiber.StatusBadRequest, problem.New(schemaproblem.CodeType, "/name", "name must be a non-blank string of at most 200 characters"))
+		}
+	}
+	return name, nil
+}
+
+// cloneFlow copies a flow: same content, inactive, owned by the caller and its tenant. It
+// leaves the source's integration, whose owners the caller may not share.
+func (s *Server) cloneFlow(c *fiber.Ctx) error {
+	p, err := require(c, identity.PermFlowsUpdate)
+	if err != nil {
+		return err
+	}
+	name, err := cloneName(c)
+	if err != nil {
+		return err
+	}
+	src, err := s.visibleFlow(c)
+	if err != nil {
+		return err
+	}
+	cp := contentOf(src)
+	cp.Name, cp.Owners, cp.Integration, cp.IntegrationSettings = name, nil, "", nil
+	if name == "" {
+		base := []rune(src.Name)
+		if len(base) > 193 { // names hold 200 characters, " (copy)" included
+			base = base[:193]
+		}
+		cp.Name = string(base) + " (copy)"
+	}
+	obj, err := flowObject(&cp)
+	if err != nil {
+		return err
+	}
+	f, err := s.newFlow(c.UserContext(), p, obj)
+	if err != nil {
+		return err
+	}
+	audited(c, audit.Entry{Action: audit.FlowCreate, Target: flowTarget(f), RevisionAfter: f.Revision})
+	c.Location("/api/v1/flows/" + f.ID)
+	setETag(c, f)
+	return sendData(c, fiber.StatusCreated, f)
+}
+
 func (s *Server) cloneIntegration(c *fiber.Ctx) error {
 	p, err := require(c, identity.PermFlowsUpdate)
 	if err != nil {
 		return err
 	}
-	var name string
-	if len(strings.TrimSpace(string(c.Body()))) > 0 {
-		body, err := documentBody(c, nil)
-		if err != nil {
-			return err
-		}
-		for k := range body {
-			if k != "name" {
-				return fail(fiber.StatusBadRequest, problem.New(schemaproblem.CodeAdditionalProperty, "/"+k, "a clone takes only a name"))
-			}
-		}
-		if v, ok := body["name"]; ok {
-			if name, _ = v.(string); strings.TrimSpace(name) == "" || len(name) > 200 {
-				return fail(fiber.StatusBadRequest, problem.New(schemaproblem.CodeType, "/name", "name must be a non-blank string of at most 200 characters"))
-			}
-		}
+	name, err := cloneName(c)
+	if err != nil {
+		return err
 	}
 	src, err := s.visibleIntegration(c)
 	if err != nil {

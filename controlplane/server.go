@@ -135,6 +135,7 @@ func New(cfg Config) *fiber.App {
 	routes := &routeTable{}
 	v1 := app.Group("/api/v1", routes.check, s.authenticate)
 	s.mountFlows(v1)
+	v1.Post("/flows/:id/clone", s.cloneFlow)
 	s.mountIntegrations(v1)
 	s.mountTemplates(v1)
 	s.mountIdentity(v1)
