@@ -217,6 +217,7 @@ export class Client {
   createFlow = (doc: unknown) => this.request<Flow>("POST", "/flows", doc);
   patchFlow = (id: string, patch: unknown, revision: number) =>
     this.request<Flow>("PATCH", `/flows/${encodeURIComponent(id)}`, patch, { "If-Match": `"${revision}"` });
+  cloneFlow = (id: string) => this.request<Flow>("POST", `/flows/${encodeURIComponent(id)}/clone`);
   deleteFlow = (id: string) => this.request<unknown>("DELETE", `/flows/${encodeURIComponent(id)}`);
   startFlow = (id: string) => this.request<Flow>("POST", `/flows/${encodeURIComponent(id)}/start`);
   stopFlow = (id: string) => this.request<Flow>("POST", `/flows/${encodeURIComponent(id)}/stop`);

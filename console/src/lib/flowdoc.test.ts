@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Flow } from "../api";
-import { cloneOf, mergePatch, writable } from "./flowdoc";
+import { mergePatch, writable } from "./flowdoc";
 
 const flow: Flow = {
   id: "f1",
@@ -17,16 +17,6 @@ const flow: Flow = {
 describe("writable", () => {
   it("keeps what the schema lets a client write", () => {
     expect(Object.keys(writable(flow)).sort()).toEqual(["description", "graph", "name", "owners"]);
-  });
-});
-
-describe("cloneOf", () => {
-  it("copies the content under a new name, without owners", () => {
-    const c = cloneOf(flow);
-    expect(c.name).toBe("orders (copy)");
-    expect(c.owners).toBeUndefined();
-    expect(c.id).toBeUndefined();
-    expect(c.graph).toEqual(flow.graph);
   });
 });
 

@@ -1,5 +1,5 @@
 // Which parts of a flow a client may send back: the properties flowd's flow schema does not mark
-// readOnly. Server fields (id, status, revision, ...) are dropped from copies and saves.
+// readOnly. Server fields (id, status, revision, ...) are dropped from saves.
 import flowSchema from "../../../schemas/flow.schema.json";
 import type { Flow } from "../api";
 
@@ -14,13 +14,6 @@ export function writable(f: Partial<Flow>, drop: string[] = []): Record<string, 
     if (!drop.includes(k) && f[k] !== undefined) out[k] = f[k];
   }
   return out;
-}
-
-/** cloneOf is a new flow document with the same content, owned by whoever creates it. */
-export function cloneOf(f: Flow): Record<string, unknown> {
-  const doc = writable(f, ["owners"]);
-  doc.name = `${f.name} (copy)`.slice(0, 200);
-  return doc;
 }
 
 /**

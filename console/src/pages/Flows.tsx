@@ -2,7 +2,6 @@ import { useState } from "react";
 import { Link, useLocation } from "wouter";
 import { describe, type Flow } from "../api";
 import { ErrorText, Pager, Status, useLoad, when } from "../components/common";
-import { cloneOf } from "../lib/flowdoc";
 import { can, useSession } from "../session";
 
 const statuses = ["", "active", "inactive", "starting", "stopping", "failed"];
@@ -43,8 +42,7 @@ export function Flows() {
 
   async function clone(f: Flow) {
     await act(f.id, "clone", async () => {
-      const full = await client.flow(f.id);
-      const created = await client.createFlow(cloneOf(full.data));
+      const created = await client.cloneFlow(f.id);
       navigate(`/flows/${created.data.id}`);
     });
   }
