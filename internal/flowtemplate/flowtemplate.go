@@ -9,7 +9,6 @@
 package flowtemplate
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,7 +24,6 @@ import (
 	"github.com/flowd/flowd/internal/problem"
 	"github.com/flowd/flowd/internal/problem/schemaproblem"
 	"github.com/flowd/flowd/internal/userschema"
-	"github.com/flowd/flowd/schemas"
 )
 
 // SchemaFile is the embedded schema of template documents.
@@ -62,24 +60,9 @@ var ReadOnly = []string{"id", "version", "createdAt", "updatedAt"}
 // Decode validates a template document (JSON): its shape, its parameters as a JSON Schema of
 // an object, and its placeholders, each of which must name a declared parameter.
 func Decode(doc []byte) (*Template, problem.List) {
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
-	if err != nil {
-		return nil, problem.List{problem.New(flowdoc.CodeMalformed, "", "invalid JSON: %s", err.Error())}
-	}
-	sch, err := schemas.Compiled(SchemaFile)
-	if err != nil {
-		return nil, problem.List{problem.New(flowdoc.CodeInternal, "", "template schema unavailable: %s", err.Error())}
-	}
-	if err := sch.Validate(inst); err != nil {
-		var ve *jsonschema.ValidationError
-		if !errors.As(err, &ve) {
-			return nil, problem.List{problem.New(flowdoc.CodeInternal, "", "template schema validation failed: %s", err.Error())}
-		}
-		return nil, schemaproblem.Problems(ve, "")
-	}
 	var t Template
-	if err := json.Unmarshal(doc, &t); err != nil {
-		return nil, problem.List{problem.New(flowdoc.CodeMalformed, "", "cannot decode the template: %s", err.Error())}
+	if ps := schemaproblem.Decode(doc, SchemaFile, "the template", &t); ps != nil {
+		return nil, ps
 	}
 	if strings.TrimSpace(t.Name) == "" {
 		return nil, problem.List{problem.New(schemaproblem.CodeLength, "/name", "the name must not be blank")}

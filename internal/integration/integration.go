@@ -5,19 +5,13 @@
 package integration
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"strings"
 	"time"
-
-	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/flowd/flowd/internal/flowdoc"
 	"github.com/flowd/flowd/internal/problem"
 	"github.com/flowd/flowd/internal/problem/schemaproblem"
 	"github.com/flowd/flowd/internal/userschema"
-	"github.com/flowd/flowd/schemas"
 )
 
 // SchemaFile is the embedded schema of integration documents.
@@ -44,24 +38,9 @@ var ReadOnly = []string{"id", "revision", "createdAt", "updatedAt", "flows"}
 // Schema, and its settings against that schema. Every problem is reported, each with a JSON
 // pointer into the document.
 func Decode(doc []byte) (*Integration, problem.List) {
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
-	if err != nil {
-		return nil, problem.List{problem.New(flowdoc.CodeMalformed, "", "invalid JSON: %s", err.Error())}
-	}
-	sch, err := schemas.Compiled(SchemaFile)
-	if err != nil {
-		return nil, problem.List{problem.New(flowdoc.CodeInternal, "", "integration schema unavailable: %s", err.Error())}
-	}
-	if err := sch.Validate(inst); err != nil {
-		var ve *jsonschema.ValidationError
-		if !errors.As(err, &ve) {
-			return nil, problem.List{problem.New(flowdoc.CodeInternal, "", "integration schema validation failed: %s", err.Error())}
-		}
-		return nil, schemaproblem.Problems(ve, "")
-	}
 	var in Integration
-	if err := json.Unmarshal(doc, &in); err != nil {
-		return nil, problem.List{problem.New(flowdoc.CodeMalformed, "", "cannot decode the integration: %s", err.Error())}
+	if ps := schemaproblem.Decode(doc, SchemaFile, "the integration", &in); ps != nil {
+		return nil, ps
 	}
 	if strings.TrimSpace(in.Name) == "" {
 		return nil, problem.List{problem.New(schemaproblem.CodeLength, "/name", "the name must not be blank")}

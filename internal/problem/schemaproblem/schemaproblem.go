@@ -7,10 +7,16 @@
 package schemaproblem
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/flowd/flowd/connectors/sdk/schemacheck"
 	"github.com/flowd/flowd/internal/problem"
+	"github.com/flowd/flowd/internal/problem/httpproblem"
+	"github.com/flowd/flowd/schemas"
 )
 
 // Codes of JSON Schema failures (see schemacheck).
@@ -55,4 +61,29 @@ func Leaves(e *jsonschema.ValidationError, prefix string) []Leaf {
 		out[i] = Leaf{Problem: problem.Problem{Code: p.Code, Message: p.Message, Path: p.Path}, Location: p.Location}
 	}
 	return out
+}
+
+// Decode checks doc against one of flowd's published schema files (schemas.Compiled) and, if
+// it passes, unmarshals it into v. what names the document in messages ("the template").
+// Every schema problem is returned, each at its own pointer.
+func Decode(doc []byte, file, what string, v any) problem.List {
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
+	if err != nil {
+		return problem.List{problem.New(httpproblem.CodeMalformed, "", "invalid JSON: %s", err.Error())}
+	}
+	sch, err := schemas.Compiled(file)
+	if err != nil {
+		return problem.List{problem.New(httpproblem.CodeInternal, "", "%s schema unavailable: %s", what, err.Error())}
+	}
+	if err := sch.Validate(inst); err != nil {
+		var ve *jsonschema.ValidationError
+		if !errors.As(err, &ve) {
+			return problem.List{problem.New(httpproblem.CodeInternal, "", "%s schema validation failed: %s", what, err.Error())}
+		}
+		return Problems(ve, "")
+	}
+	if err := json.Unmarshal(doc, v); err != nil {
+		return problem.List{problem.New(httpproblem.CodeMalformed, "", "cannot decode %s: %s", what, err.Error())}
+	}
+	return nil
 }
