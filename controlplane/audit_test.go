@@ -439,6 +439,11 @@ func TestAuditLogRecordsIntegrationsAndTemplates(t *testing.T) {
 	f := e.must(201, e.call("POST", "/api/v1/templates/"+tpl+"/instantiate", alice, map[string]any{"parameters": map[string]any{"region": "eu"}})).data()["id"].(string)
 	e.must(200, e.call("PATCH", "/api/v1/templates/"+tpl, alice, map[string]any{"description": "v2"}))
 	e.must(204, e.call("DELETE", "/api/v1/templates/"+tpl, alice, nil))
+	bundle := e.must(200, e.call("GET", "/api/v1/integrations/"+in+"/export?format=json", alice, nil)).raw
+	e.must(200, e.call("POST", "/api/v1/integrations/import?dryRun=true", alice, string(bundle)))
+	e.must(200, e.call("POST", "/api/v1/integrations/import", alice, string(bundle))) // unchanged: nothing to record
+	bundle = []byte(strings.Replace(string(bundle), `"crm-sync"`, `"crm-sync imported"`, 1))
+	imported := e.must(201, e.call("POST", "/api/v1/integrations/import", alice, string(bundle))).data()["integration"].(map[string]any)["id"].(string)
 
 	got, _ := e.auditLog(alice, "")
 	slices.Reverse(got) // oldest first
@@ -451,6 +456,7 @@ func TestAuditLogRecordsIntegrationsAndTemplates(t *testing.T) {
 		"flow.create flow:" + f,
 		"template.update template:" + tpl,
 		"template.delete template:" + tpl,
+		"integration.import integration:" + imported,
 	}
 	if !slices.Equal(lines(got), want) {
 		t.Fatalf("audit log:\n  %s\nwant:\n  %s", strings.Join(lines(got), "\n  "), strings.Join(want, "\n  "))

@@ -250,6 +250,19 @@ func (s *Server) exportIntegration(c *fiber.Ctx) error {
 }
 
 // importPlan is what an import creates or changes, and the connections it maps names to.
+// changes says whether applying the plan created or changed anything.
+func (pl *importPlan) changes() bool {
+	if pl.Integration.Action != actionUnchanged {
+		return true
+	}
+	for _, f := range pl.Flows {
+		if f.Action != actionUnchanged {
+			return true
+		}
+	}
+	return false
+}
+
 type importPlan struct {
 	DryRun      bool             `json:"dryRun"`
 	Integration plannedItem      `json:"integration"`
@@ -496,7 +509,9 @@ func (s *Server) importIntegration(c *fiber.Ctx) error {
 		}
 	}
 	s.publishNow(ctx)
-	audited(c, audit.Entry{Action: audit.IntegrationImport, Target: audit.Target{Type: audit.TargetIntegration, ID: plan.Integration.ID, Name: in.Name}})
+	if plan.changes() {
+		audited(c, audit.Entry{Action: audit.IntegrationImport, Target: audit.Target{Type: audit.TargetIntegration, ID: plan.Integration.ID, Name: in.Name}})
+	}
 	return sendData(c, status, plan)
 }
 
