@@ -2,6 +2,7 @@ package controlplane_test
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -226,10 +227,17 @@ func TestIntegrationStartStopAndCounts(t *testing.T) {
 	if len(flows) != 2 || started["failed"] != float64(0) {
 		t.Fatalf("start: %v", started)
 	}
+	var got []string
 	for _, f := range flows {
 		if f.(map[string]any)["status"] != "active" {
 			t.Fatalf("start: %v", started)
 		}
+		got = append(got, f.(map[string]any)["id"].(string))
+	}
+	slices.Sort(got)
+	slices.Sort(ids)
+	if !slices.Equal(got, ids) {
+		t.Fatalf("started %v, want the members %v", got, ids)
 	}
 	stats := e.must(200, e.call("GET", "/api/v1/integrations/"+id+"/stats", e.admin, nil)).data()
 	if fl := stats["flows"].(map[string]any); fl["total"] != float64(2) || fl["active"] != float64(2) || fl["inactive"] != float64(0) {
