@@ -44,12 +44,13 @@ export function NodePanel({ node, connectors, connections, problems, readOnly, o
   const rjsfSchema = useMemo(() => (schema ? formSchema(schema) : undefined), [schema]);
   const ui = useMemo(() => (schema ? uiFor(schema) : {}), [schema]);
 
-  // Another node selected, or the config changed through the form: refresh the JSON text.
+  // Switching to JSON shows what the form holds now. (The panel is keyed by node id, so another
+  // node gets a fresh panel and fresh state.)
   useEffect(() => {
+    if (!raw) return;
     setText(JSON.stringify(node.config ?? {}, null, 2));
     setParseError("");
-  }, [node.id, raw]); // eslint-disable-line react-hooks/exhaustive-deps
-  useEffect(() => setRaw(schema === undefined), [node.id]); // eslint-disable-line react-hooks/exhaustive-deps
+  }, [raw]); // only on the switch: while typing, the text is the source
 
   function onText(v: string) {
     setText(v);

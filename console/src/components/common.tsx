@@ -7,7 +7,7 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[], every?: numb
   const [error, setError] = useState("");
   const [tick, setTick] = useState(0);
   const seq = useRef(0);
-  // eslint-disable-next-line react-hooks/exhaustive-deps
+  // The caller names what load depends on (deps), as with useEffect.
   const run = useCallback(load, deps);
   useEffect(() => {
     const mine = ++seq.current;
